@@ -1,0 +1,209 @@
+/**
+ * The one interface every benchmarked job queue is driven through, plus the
+ * small measuring helpers the adapters share.
+ *
+ * An adapter instance lives in one child process (`bench/run-one.ts`) and runs
+ * one scenario against one freshly created database:
+ *
+ *   setup(url) -> [enqueueMany(n)] -> drain(n, c) | enqueueMany(n) | wakeLatency(s) -> teardown()
+ */
+import { performance } from "node:perf_hooks"
+import { dbCpuMicros } from "./proc.ts"
+
+export interface Adapter {
+  readonly name: string
+  /** Install schema/migrations into the given (empty) database. */
+  setup(url: string): Promise<void>
+  /** Bulk-enqueue `count` no-op jobs in as few calls as the system allows. */
+  enqueueMany(count: number): Promise<void>
+  /**
+   * Start workers in this process, resolve once `count` jobs completed, stop the workers.
+   * Use a {@link CompletionMeter}: `meter.start()` just before starting the workers,
+   * `meter.complete(n)` from the handler, `await meter.done`, then stop the workers.
+   */
+  drain(count: number, concurrency: number): Promise<DrainResult>
+  /**
+   * With an idle worker running: enqueue ONE job from a separate connection and measure ms
+   * from just before the enqueue call to the start of the handler; repeat one at a time.
+   * Use {@link measureWake}.
+   */
+  wakeLatency(options: WakeOptions): Promise<ReadonlyArray<number>>
+  teardown(): Promise<void>
+}
+
+export interface WakeOptions {
+  /** Worker concurrency to run the idle worker with (same as for drain). */
+  readonly concurrency: number
+  /** Target number of samples (after warm-up). */
+  readonly samples: number
+  /** Stop early once this much wall time has been spent (polling systems are slow to sample). */
+  readonly budgetMs: number
+}
+
+/** What a drain reports; CPU figures cover the same window as `wallMs`. */
+export interface DrainResult {
+  readonly count: number
+  /** From just before the workers were started until the `count`-th handler returned. */
+  readonly wallMs: number
+  /** `process.cpuUsage()` delta (user + system) of the worker process over `wallMs`. */
+  readonly cpuMicros: number
+  /** CPU used by the Postgres server's processes over `wallMs`, when measurable (local server, Linux). */
+  readonly dbCpuMicros: number | null
+  /** From the first handler start until the `count`-th handler returned. */
+  readonly firstToLastMs: number
+  /** How long stopping the workers took afterwards (not included in `wallMs`). */
+  readonly stopMs: number
+}
+
+/** Thrown by an adapter method that cannot run here; the runner reports the scenario as skipped. */
+export class SkipError extends Error {
+  constructor(reason: string) {
+    super(reason)
+    this.name = "SkipError"
+  }
+}
+
+/** Thrown by adapters that are still stubs; the runner skips the whole adapter. */
+export class NotImplementedError extends SkipError {
+  constructor(what: string) {
+    super(`${what}: not yet implemented`)
+    this.name = "NotImplementedError"
+  }
+}
+
+/** Why an error means "skip" rather than "failed", or undefined for a real failure. */
+export const skipReason = (error: unknown): string | undefined =>
+  error instanceof SkipError || (error instanceof Error && /not yet implemented/i.test(error.message))
+    ? (error as Error).message
+    : undefined
+
+/**
+ * Counts completed jobs and takes the wall-clock / CPU measurements at the exact moment
+ * the target count is reached (synchronously, from inside the last handler).
+ */
+export class CompletionMeter {
+  readonly target: number
+  readonly done: Promise<Omit<DrainResult, "stopMs">>
+  #completed = 0
+  #startedAt = 0
+  #firstAt: number | undefined
+  #cpu: NodeJS.CpuUsage | undefined
+  #db: number | null = null
+  #resolve: (result: Omit<DrainResult, "stopMs">) => void = () => {}
+
+  constructor(target: number) {
+    this.target = target
+    this.done = new Promise((resolve) => {
+      this.#resolve = resolve
+    })
+  }
+
+  get completed(): number {
+    return this.#completed
+  }
+
+  start(): void {
+    this.#db = dbCpuMicros()
+    this.#cpu = process.cpuUsage()
+    this.#startedAt = performance.now()
+  }
+
+  /** Call when a handler starts (optional; gives `firstToLastMs`). */
+  started(): void {
+    if (this.#firstAt === undefined) this.#firstAt = performance.now()
+  }
+
+  /** Call when `n` handlers have returned. */
+  complete(n = 1): void {
+    if (this.#firstAt === undefined) this.#firstAt = performance.now()
+    const before = this.#completed
+    this.#completed += n
+    if (before < this.target && this.#completed >= this.target) {
+      const end = performance.now()
+      const cpu = process.cpuUsage(this.#cpu)
+      const dbAfter = dbCpuMicros()
+      this.#resolve({
+        count: this.target,
+        wallMs: end - this.#startedAt,
+        cpuMicros: cpu.user + cpu.system,
+        dbCpuMicros: this.#db !== null && dbAfter !== null ? dbAfter - this.#db : null,
+        firstToLastMs: end - (this.#firstAt ?? this.#startedAt)
+      })
+    }
+  }
+}
+
+/**
+ * A one-shot "the handler started" signal for wake-up latency: `arm()` before enqueueing,
+ * `hit()` from the handler. Hits while not armed (there should be none) are ignored.
+ */
+export class WakeProbe {
+  #pending: ((at: number) => void) | undefined
+
+  arm(): Promise<number> {
+    return new Promise((resolve) => {
+      this.#pending = resolve
+    })
+  }
+
+  hit(): void {
+    const at = performance.now()
+    const pending = this.#pending
+    this.#pending = undefined
+    pending?.(at)
+  }
+}
+
+/**
+ * Measures wake-up latency one job at a time.
+ *
+ * `jitterMs`: before each sample wait a uniformly random 0..jitterMs so that the enqueue
+ * lands at a random phase of a polling worker's cycle (otherwise a poller that just
+ * fetched would always show close to its full poll interval). Use the poll interval for
+ * polling systems, 0 for LISTEN/NOTIFY ones. This is arrival randomisation, not
+ * synchronisation: every sample still waits on the handler's own signal.
+ */
+export const measureWake = async (options: WakeOptions & {
+  readonly probe: WakeProbe
+  /** Enqueue one job through a connection that is not the worker's. */
+  readonly enqueue: () => Promise<unknown>
+  readonly jitterMs: number
+  /** Discarded samples at the start (connection warm-up). Default 3. */
+  readonly warmup?: number
+  /** Give up on a single sample after this long. Default 30 s. */
+  readonly sampleTimeoutMs?: number
+}): Promise<ReadonlyArray<number>> => {
+  const warmup = options.warmup ?? 3
+  const sampleTimeoutMs = options.sampleTimeoutMs ?? 30_000
+  const out: Array<number> = []
+  const begin = performance.now()
+  for (let i = 0; i < warmup + options.samples; i++) {
+    if (i >= warmup + 5 && performance.now() - begin > options.budgetMs) break
+    if (options.jitterMs > 0) await delay(Math.random() * options.jitterMs)
+    const started = options.probe.arm()
+    const t0 = performance.now()
+    await options.enqueue()
+    const t1 = await withTimeout(started, sampleTimeoutMs, "wake-up sample")
+    if (i >= warmup) out.push(t1 - t0)
+  }
+  return out
+}
+
+export const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+export const withTimeout = <A>(promise: Promise<A>, ms: number, what: string): Promise<A> => {
+  let timer: NodeJS.Timeout | undefined
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms)
+    })
+  ]).finally(() => clearTimeout(timer))
+}
+
+/** Time an async stop/cleanup step. */
+export const timed = async (f: () => Promise<unknown>): Promise<number> => {
+  const t0 = performance.now()
+  await f()
+  return performance.now() - t0
+}

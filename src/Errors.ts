@@ -1,0 +1,41 @@
+/**
+ * The typed errors of effect-jobs. Every bad input the library can be given
+ * ends in one of these (or in the `SqlError` of `effect/sql`), never in a
+ * defect and never in a half-written job.
+ *
+ * @since 0.1.0
+ */
+import { Schema } from "effect"
+
+/** Arguments rejected by the job's `args` Schema at enqueue. Nothing was written. */
+export class InvalidJobArgs extends Schema.TaggedError<InvalidJobArgs>()("InvalidJobArgs", {
+  job: Schema.String,
+  message: Schema.String
+}) {}
+
+/** Enqueue options out of range (negative delay, bad priority, empty queue name...). Nothing was written. */
+export class InvalidJobOptions extends Schema.TaggedError<InvalidJobOptions>()("InvalidJobOptions", {
+  job: Schema.String,
+  message: Schema.String
+}) {}
+
+/** A worker or queue configuration that cannot run (concurrency 0, negative poll interval...). */
+export class InvalidWorkerConfig extends Schema.TaggedError<InvalidWorkerConfig>()("InvalidWorkerConfig", {
+  message: Schema.String
+}) {}
+
+/** A database URL that cannot be parsed. The message never contains the password. */
+export class InvalidDatabaseUrl extends Schema.TaggedError<InvalidDatabaseUrl>()("InvalidDatabaseUrl", {
+  message: Schema.String
+}) {}
+
+/** An attempt ran longer than its job's `timeout`. Treated as a failure: retried per the job's Schedule. */
+export class JobTimeout extends Schema.TaggedError<JobTimeout>()("JobTimeout", {
+  timeoutMillis: Schema.Number
+}) {}
+
+/** A migration file could not be read or applied. */
+export class MigrationFailed extends Schema.TaggedError<MigrationFailed>()("MigrationFailed", {
+  message: Schema.String,
+  cause: Schema.optional(Schema.Defect())
+}) {}

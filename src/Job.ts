@@ -1,0 +1,221 @@
+/**
+ * Job definitions, handlers, and the outcomes a handler can choose.
+ *
+ * A job is a name, a Schema for its arguments (encoded to JSON on enqueue,
+ * decoded before the handler runs), optionally a Schema for its result, and a
+ * policy: queue, priority, attempts, retry Schedule, attempt timeout and
+ * retention. A handler is an Effect; `Job.toLayer` turns it into a layer whose
+ * requirements are the handler's own.
+ *
+ * Delivery is at least once: a job whose worker died is run again once its
+ * lease lapses, so handlers must be idempotent.
+ *
+ * @since 0.1.0
+ */
+import { Context, Duration, Effect, Layer, Schedule, Schema } from "effect"
+
+/** Any Schema usable for job arguments or results: no services needed to encode or decode. */
+export type AnySchema = Schema.Codec<any, any, never, never>
+
+/** What a handler sees about the run it is part of. */
+export interface JobContext {
+  readonly id: string
+  readonly name: string
+  readonly queue: string
+  /** 1 for the first attempt. Snoozes and graceful-shutdown releases do not count. */
+  readonly attempt: number
+  readonly maxAttempts: number
+  readonly priority: number
+  readonly enqueuedAt: Date
+  readonly requestId: string | undefined
+  readonly metadata: Readonly<Record<string, unknown>>
+}
+
+/** Policy options of a job definition; enqueue options can override queue, priority and maxAttempts. */
+export interface Options<Args extends AnySchema, Success extends AnySchema> {
+  readonly args: Args
+  /** When given, the handler's value is encoded with it and stored as the job's result. */
+  readonly success?: Success | undefined
+  /** Queue name; default `"default"`. */
+  readonly queue?: string | undefined
+  /** Lower runs first; default 0. */
+  readonly priority?: number | undefined
+  /** Attempts before the job goes to `dead`; default 25. */
+  readonly maxAttempts?: number | undefined
+  /** Delay before retry `n` is the schedule's `n`-th delay; default exponential from 1 s, capped at 1 h, jittered. */
+  readonly retry?: Schedule.Schedule<unknown, unknown> | undefined
+  /** A running attempt longer than this is interrupted and counts as a failure (retried). */
+  readonly timeout?: Duration.Input | undefined
+  /** How long a finished job is kept; 0 deletes a completed job at once. Default: 1 day. */
+  readonly retention?: Duration.Input | undefined
+  /** How many errors are kept with the job (the last N); default 5. */
+  readonly maxErrors?: number | undefined
+}
+
+/** Identifier type of the handler service of the job named `Name`. */
+export interface Handler<Name extends string> {
+  readonly _Handler: Name
+}
+
+/** The handler as the worker stores it: its requirements already provided. */
+export interface RegisteredHandler {
+  readonly job: Any
+  readonly run: (args: unknown, ctx: JobContext) => Effect.Effect<unknown, unknown>
+}
+
+/** A job definition. */
+export interface Job<Name extends string, Args extends AnySchema, Success extends AnySchema> {
+  readonly _tag: "Job"
+  readonly name: Name
+  readonly args: Args
+  readonly success: Success
+  readonly hasResult: boolean
+  readonly queue: string
+  readonly priority: number
+  readonly maxAttempts: number
+  readonly retry: Schedule.Schedule<unknown, unknown>
+  readonly timeout: Duration.Duration | undefined
+  readonly retention: Duration.Duration
+  readonly maxErrors: number
+  readonly handlerKey: Context.Key<Handler<Name>, RegisteredHandler>
+  /** Encodes arguments to their JSON form (for the `args` column). */
+  readonly encodeArgs: (args: unknown) => Effect.Effect<unknown, Schema.SchemaError>
+  readonly decodeArgs: (json: unknown) => Effect.Effect<Args["Type"], Schema.SchemaError>
+  readonly encodeResult: (value: unknown) => Effect.Effect<unknown, Schema.SchemaError>
+  readonly decodeResult: (json: unknown) => Effect.Effect<Success["Type"], Schema.SchemaError>
+}
+
+/** Any job definition. */
+export type Any = Job<string, AnySchema, AnySchema>
+
+export type ArgsOf<J> = J extends Job<any, infer A, any> ? A["Type"] : never
+export type SuccessOf<J> = J extends Job<any, any, infer S> ? S["Type"] : never
+
+/** The default retry schedule: 1 s, 2 s, 4 s ... capped at 1 hour, each delay jittered by ±20 %. */
+export const defaultRetry: Schedule.Schedule<unknown, unknown> = Schedule.min([
+  Schedule.exponential("1 second", 2),
+  Schedule.spaced("1 hour")
+]).pipe(Schedule.jittered)
+
+const checkInt = (name: string, label: string, value: number, min: number, max: number): number => {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new globalThis.Error(`Job "${name}": ${label} must be an integer in [${min}, ${max}], got ${value}`)
+  }
+  return value
+}
+
+/**
+ * Defines a job.
+ *
+ * **Gotchas**: definitions are static program structure, so an invalid policy
+ * (a negative `maxAttempts`, say) throws when the module loads, like a bad
+ * `Schema` would; it cannot reach the database.
+ */
+export const make = <const Name extends string, Args extends AnySchema, Success extends AnySchema = Schema.Void>(
+  name: Name,
+  options: Options<Args, Success>
+): Job<Name, Args, Success> => {
+  if (name.length === 0 || name.length > 255) throw new globalThis.Error(`Job name must have 1 to 255 characters`)
+  const success = (options.success ?? Schema.Void) as Success
+  const argsJson = Schema.toCodecJson(options.args)
+  const successJson = Schema.toCodecJson(success)
+  const retention = Duration.fromInputUnsafe(options.retention ?? "1 day")
+  if (Duration.toMillis(retention) < 0) throw new globalThis.Error(`Job "${name}": retention must not be negative`)
+  const timeout = options.timeout === undefined ? undefined : Duration.fromInputUnsafe(options.timeout)
+  if (timeout !== undefined && !(Duration.toMillis(timeout) > 0)) {
+    throw new globalThis.Error(`Job "${name}": timeout must be positive`)
+  }
+  return {
+    _tag: "Job",
+    name,
+    args: options.args,
+    success,
+    hasResult: options.success !== undefined,
+    queue: options.queue ?? "default",
+    priority: checkInt(name, "priority", options.priority ?? 0, -32768, 32767),
+    maxAttempts: checkInt(name, "maxAttempts", options.maxAttempts ?? 25, 1, 1_000_000),
+    retry: options.retry ?? defaultRetry,
+    timeout,
+    retention,
+    maxErrors: checkInt(name, "maxErrors", options.maxErrors ?? 5, 0, 1000),
+    handlerKey: Context.Service<Handler<Name>, RegisteredHandler>(`effect-jobs/Handler/${name}`),
+    encodeArgs: Schema.encodeUnknownEffect(argsJson),
+    decodeArgs: Schema.decodeUnknownEffect(argsJson),
+    encodeResult: Schema.encodeUnknownEffect(successJson),
+    decodeResult: Schema.decodeUnknownEffect(successJson)
+  }
+}
+
+/** Key prefix under which handlers are found in the worker's context. */
+export const handlerKeyPrefix = "effect-jobs/Handler/"
+
+/**
+ * Provides the handler of a job as a layer. The handler's requirements become
+ * the layer's requirements; they are captured when the layer is built.
+ */
+export const toLayer = <Name extends string, Args extends AnySchema, Success extends AnySchema, E, R>(
+  job: Job<Name, Args, Success>,
+  handler: (args: Args["Type"], ctx: JobContext) => Effect.Effect<Success["Type"], E, R>
+): Layer.Layer<Handler<Name>, never, Exclude<R, JobContextService>> =>
+  Layer.effect(
+    job.handlerKey,
+    Effect.map(Effect.context<Exclude<R, JobContextService>>(), (context) => ({
+      job: job as unknown as Any,
+      run: (args, ctx) =>
+        handler(args as Args["Type"], ctx).pipe(
+          Effect.provideService(CurrentJob, ctx),
+          Effect.provideContext(context)
+        ) as Effect.Effect<unknown, unknown>
+    }))
+  )
+
+/** The job being run, for code deep inside a handler. */
+export class CurrentJob extends Context.Service<CurrentJob, JobContext>()("effect-jobs/CurrentJob") {}
+type JobContextService = CurrentJob
+
+// ---------------------------------------------------------------------------
+// Outcomes a handler can choose besides success and plain failure.
+// They travel in the error channel; the worker recognises them by tag.
+// ---------------------------------------------------------------------------
+
+/** Retry after `delay` instead of the schedule's delay. Counts an attempt. */
+export class RetryAfter extends Schema.TaggedError<RetryAfter>()("effect-jobs/RetryAfter", {
+  delayMillis: Schema.Number,
+  reason: Schema.String
+}) {}
+
+/** Run again after `delay` without spending an attempt. */
+export class Snooze extends Schema.TaggedError<Snooze>()("effect-jobs/Snooze", {
+  delayMillis: Schema.Number
+}) {}
+
+/** Move the job to `dead` now, whatever attempts remain. */
+export class Discard extends Schema.TaggedError<Discard>()("effect-jobs/Discard", {
+  reason: Schema.String
+}) {}
+
+/** End the job as `cancelled`. */
+export class Cancel extends Schema.TaggedError<Cancel>()("effect-jobs/Cancel", {
+  reason: Schema.String
+}) {}
+
+export type Control = RetryAfter | Snooze | Discard | Cancel
+
+const toMillis = (d: Duration.Input): number => {
+  const ms = Duration.toMillis(Duration.fromInputUnsafe(d))
+  return Number.isFinite(ms) && ms > 0 ? ms : 0
+}
+
+/** Fail the attempt and retry after `delay` (overrides the retry schedule; counts an attempt). */
+export const retryAfter = (delay: Duration.Input, reason = "retry requested"): Effect.Effect<never, RetryAfter> =>
+  Effect.fail(new RetryAfter({ delayMillis: toMillis(delay), reason }))
+
+/** Put the job back to run after `delay`; the attempt is not counted. */
+export const snooze = (delay: Duration.Input): Effect.Effect<never, Snooze> =>
+  Effect.fail(new Snooze({ delayMillis: toMillis(delay) }))
+
+/** Move the job to the dead-letter state now. */
+export const discard = (reason: string): Effect.Effect<never, Discard> => Effect.fail(new Discard({ reason }))
+
+/** End the job as cancelled. */
+export const cancel = (reason: string): Effect.Effect<never, Cancel> => Effect.fail(new Cancel({ reason }))

@@ -1,0 +1,177 @@
+/**
+ * Jobs: the client that enqueues.
+ *
+ * `enqueue` and `enqueueMany` encode the arguments with the job's Schema and
+ * insert in one statement. Inside the caller's `sql.withTransaction` they join
+ * that transaction: the job exists only if it commits, and workers are woken
+ * only then (the NOTIFY is part of the transaction).
+ *
+ * @since 0.1.0
+ */
+import { Clock, Context, Duration, Effect, Layer, Option } from "effect"
+import type { SqlError } from "effect/sql"
+import { InvalidJobArgs, InvalidJobOptions } from "./Errors.ts"
+import type * as Job from "./Job.ts"
+import { JobStore, type NewJobRow } from "./internal/Store.ts"
+import { RequestId } from "./RequestId.ts"
+
+export interface EnqueueOptions {
+  /** Overrides the job's queue. */
+  readonly queue?: string | undefined
+  /** Run no earlier than this long from now. */
+  readonly delay?: Duration.Input | undefined
+  /** Run no earlier than this instant (takes precedence over `delay`). */
+  readonly runAt?: Date | undefined
+  /** Overrides the job's priority; lower runs first. */
+  readonly priority?: number | undefined
+  /** Overrides the job's maxAttempts. */
+  readonly maxAttempts?: number | undefined
+  /**
+   * While a job with the same name and key is unfinished (scheduled, available or
+   * running), enqueueing again inserts nothing and returns the existing job's id.
+   */
+  readonly uniqueKey?: string | undefined
+  /** Free-form JSON stored with the job (origin, tenant, ...). */
+  readonly metadata?: Readonly<Record<string, unknown>> | undefined
+}
+
+export type EnqueueError = InvalidJobArgs | InvalidJobOptions | SqlError.SqlError
+
+/** One job of a mixed `enqueueAll` batch; build it with `Jobs.entry`. */
+export interface Entry {
+  readonly job: Job.Any
+  readonly args: unknown
+  readonly options: EnqueueOptions | undefined
+}
+
+/** A typed entry for `enqueueAll`. */
+export const entry = <J extends Job.Any>(job: J, args: Job.ArgsOf<J>, options?: EnqueueOptions): Entry => ({
+  job,
+  args,
+  options
+})
+
+export class Jobs extends Context.Service<Jobs, {
+  readonly enqueue: <J extends Job.Any>(
+    job: J,
+    args: Job.ArgsOf<J>,
+    options?: EnqueueOptions
+  ) => Effect.Effect<string, EnqueueError>
+  /** Many jobs of one kind in one statement; ids in the order of `args`. */
+  readonly enqueueMany: <J extends Job.Any>(
+    job: J,
+    args: ReadonlyArray<Job.ArgsOf<J>>,
+    options?: EnqueueOptions
+  ) => Effect.Effect<ReadonlyArray<string>, EnqueueError>
+  /** Jobs of several kinds in one statement; ids in the order of `entries`. */
+  readonly enqueueAll: (entries: ReadonlyArray<Entry>) => Effect.Effect<ReadonlyArray<string>, EnqueueError>
+}>()("effect-jobs/Jobs") {
+  /** The client; needs a `PgClient` (from `@effect/sql-pg`). */
+  static readonly layer = Layer.effect(Jobs, Effect.suspend(() => make)).pipe(Layer.provide(JobStore.layer))
+}
+
+const hasNul = (json: string) => json.includes("\\u0000")
+
+/** Validates options and encodes args into a row; fails with a typed error, never writes. */
+export const toRow = Effect.fnUntraced(function*(
+  entry: Entry,
+  now: number,
+  requestId: string,
+  trace: unknown
+) {
+  const { job, options: o = {} } = entry
+  const invalid = (message: string) => new InvalidJobOptions({ job: job.name, message })
+  const args = yield* job.encodeArgs(entry.args).pipe(
+    Effect.mapError((e) => new InvalidJobArgs({ job: job.name, message: e.message }))
+  )
+  if (args === undefined) return yield* new InvalidJobArgs({ job: job.name, message: "arguments encode to nothing" })
+  if (hasNul(JSON.stringify(args))) {
+    return yield* new InvalidJobArgs({ job: job.name, message: "arguments contain a NUL character (\\u0000), which PostgreSQL cannot store" })
+  }
+  const queue = o.queue ?? job.queue
+  if (typeof queue !== "string" || queue.length === 0 || queue.length > 255 || queue.includes("\u0000")) {
+    return yield* invalid("queue must be a string of 1 to 255 characters without NUL")
+  }
+  const priority = o.priority ?? job.priority
+  if (!Number.isInteger(priority) || priority < -32768 || priority > 32767) {
+    return yield* invalid(`priority must be an integer in [-32768, 32767], got ${String(priority)}`)
+  }
+  const maxAttempts = o.maxAttempts ?? job.maxAttempts
+  if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 1_000_000) {
+    return yield* invalid(`maxAttempts must be an integer in [1, 1000000], got ${String(maxAttempts)}`)
+  }
+  let runAt = now
+  if (o.runAt !== undefined) {
+    if (!(o.runAt instanceof Date) || Number.isNaN(o.runAt.getTime())) return yield* invalid("runAt must be a valid Date")
+    runAt = o.runAt.getTime()
+  } else if (o.delay !== undefined) {
+    const delay = Duration.fromInput(o.delay)
+    const ms = Option.isSome(delay) ? Duration.toMillis(delay.value) : NaN
+    if (!(ms >= 0) || !Number.isFinite(ms)) return yield* invalid(`delay must be a finite, non-negative duration`)
+    runAt = now + ms
+  }
+  if (runAt < -8.64e15 || runAt > 8.64e15 || new Date(runAt).getUTCFullYear() > 9999 || new Date(runAt).getUTCFullYear() < 1) {
+    return yield* invalid("run time out of range")
+  }
+  const uniqueKey = o.uniqueKey ?? null
+  if (uniqueKey !== null && (typeof uniqueKey !== "string" || uniqueKey.length > 1000 || uniqueKey.includes("\u0000"))) {
+    return yield* invalid("uniqueKey must be a string of at most 1000 characters without NUL")
+  }
+  const metadata = o.metadata ?? {}
+  if (typeof metadata !== "object" || metadata === null || Array.isArray(metadata)) {
+    return yield* invalid("metadata must be a plain object")
+  }
+  let metadataJson: string
+  try {
+    metadataJson = JSON.stringify(metadata)
+  } catch (e) {
+    return yield* invalid(`metadata must be JSON-serializable: ${String(e)}`)
+  }
+  if (hasNul(metadataJson)) return yield* invalid("metadata contains a NUL character")
+  const retentionMs = Duration.toMillis(job.retention)
+  const row: NewJobRow = {
+    name: job.name,
+    queue,
+    state: runAt > now ? "scheduled" : "available",
+    priority,
+    run_at: new Date(runAt).toISOString(),
+    max_attempts: maxAttempts,
+    args,
+    unique_key: uniqueKey,
+    metadata: JSON.parse(metadataJson),
+    request_id: requestId,
+    trace,
+    retention_ms: Number.isFinite(retentionMs) ? retentionMs : (null as unknown as number),
+    max_errors: job.maxErrors
+  }
+  return row
+})
+
+/** The trace context of the current span, stored with the job so its run can link to it. */
+export const currentTrace = Effect.map(Effect.option(Effect.currentSpan), (span) =>
+  Option.isSome(span) ? { traceId: span.value.traceId, spanId: span.value.spanId } : null
+)
+
+const make = Effect.gen(function*() {
+  const store = yield* JobStore
+
+  const enqueueAll = Effect.fn("Jobs.enqueueAll")(function*(entries: ReadonlyArray<Entry>) {
+    if (entries.length === 0) return []
+    const now = yield* Clock.currentTimeMillis
+    const requestId = (yield* RequestId) ?? crypto.randomUUID()
+    const trace = yield* currentTrace
+    const rows: Array<NewJobRow> = []
+    for (const e of entries) rows.push(yield* toRow(e, now, requestId, trace))
+    const ids = yield* store.jobInsertMany(rows)
+    return ids.map((r) => r.id)
+  })
+
+  return Jobs.of({
+    enqueue: (job, args, options) =>
+      Effect.map(enqueueAll([{ job, args, options }]), (ids) => ids[0]!).pipe(Effect.withSpan("Jobs.enqueue", {
+        attributes: { "job.name": job.name }
+      })),
+    enqueueMany: (job, args, options) => enqueueAll(args.map((a) => ({ job, args: a, options }))),
+    enqueueAll
+  })
+})

@@ -1,0 +1,16 @@
+/**
+ * effect-jobs: a typed background job queue for Effect 4 and PostgreSQL.
+ *
+ * Delivery is at least once: handlers must be idempotent.
+ *
+ * @since 0.1.0
+ */
+export * as Database from "./Database.ts"
+export * from "./Errors.ts"
+export * as Job from "./Job.ts"
+export { Jobs } from "./Jobs.ts"
+export * as JobsClient from "./Jobs.ts"
+export * as Migrations from "./Migrations.ts"
+export * as Observer from "./Observer.ts"
+export { RequestId } from "./RequestId.ts"
+export * as Worker from "./Worker.ts"
