@@ -25,6 +25,8 @@ export interface JobContext {
   /** 1 for the first attempt. Snoozes and graceful-shutdown releases do not count. */
   readonly attempt: number
   readonly maxAttempts: number
+  /** How many times the job has been started, snoozes and rescues included (1 on the first run). */
+  readonly runs: number
   readonly priority: number
   readonly enqueuedAt: Date
   readonly requestId: string | undefined

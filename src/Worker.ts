@@ -223,6 +223,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       queue: row.queue,
       attempt: row.attempt,
       maxAttempts: row.max_attempts,
+      runs: row.claim_count,
       priority: row.priority,
       enqueuedAt: row.created_at,
       requestId: row.request_id ?? undefined,

@@ -1,0 +1,120 @@
+/**
+ * `npm run demo`: effect-jobs end to end.
+ *
+ * Starts an embedded Postgres (or uses DATABASE_URL), applies the migrations,
+ * runs a worker, and enqueues jobs that succeed, fail and retry, snooze, and end
+ * in the dead-letter state. Prints each event as it happens, then a summary.
+ */
+import { Deferred, Effect, Layer, Schedule, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { Database, Job, Jobs, Migrations, Observer, Worker } from "../src/index.ts"
+import { startEmbeddedPostgres } from "../scripts/embedded-postgres.ts"
+
+// -- jobs: a name, a Schema for the arguments, a policy --------------------------------------
+
+const SendEmail = Job.make("send-email", {
+  args: Schema.Struct({ to: Schema.String, subject: Schema.String }),
+  success: Schema.Struct({ messageId: Schema.String })
+})
+
+const CallFlakyApi = Job.make("call-flaky-api", {
+  args: Schema.Struct({ endpoint: Schema.String }),
+  maxAttempts: 5,
+  retry: Schedule.spaced("200 millis")
+})
+
+const RateLimited = Job.make("rate-limited", { args: Schema.Struct({ tenant: Schema.String }) })
+
+const Poison = Job.make("poison", {
+  args: Schema.Struct({ payload: Schema.String }),
+  maxAttempts: 3,
+  retry: Schedule.spaced("100 millis")
+})
+
+// -- handlers: Effects, provided as layers ---------------------------------------------------
+
+class ApiDown extends Schema.TaggedError<ApiDown>()("ApiDown", { endpoint: Schema.String }) {}
+
+const Handlers = Layer.mergeAll(
+  Job.toLayer(SendEmail, (args, ctx) =>
+    Effect.succeed({ messageId: `msg-${ctx.id}-${args.to.split("@")[0]}` })),
+  // fails on its first two attempts, then succeeds
+  Job.toLayer(CallFlakyApi, (args, ctx) =>
+    ctx.attempt < 3 ? Effect.fail(new ApiDown({ endpoint: args.endpoint })) : Effect.void),
+  // snoozes once (no attempt spent), then succeeds
+  Job.toLayer(RateLimited, (_args, ctx) =>
+    ctx.runs === 1 ? Job.snooze("300 millis") : Effect.void),
+  // always fails: ends in the dead-letter state after 3 attempts
+  Job.toLayer(Poison, (args) => Effect.fail(new Error(`cannot process ${args.payload}`)))
+)
+
+// -- the program -----------------------------------------------------------------------------
+
+const TOTAL = 6 + 2 + 2 + 1 // jobs enqueued below
+const pad = (s: string, n: number) => s.padEnd(n)
+
+const program = Effect.gen(function*() {
+  const finished = yield* Deferred.make<void>()
+  let terminal = 0
+  const done = Effect.suspend(() => (++terminal === TOTAL ? Deferred.succeed(finished, undefined) : Effect.void))
+  const line = (event: string, job: Observer.JobInfo, detail = "") =>
+    Effect.sync(() => console.log(`  ${pad(event, 16)} ${pad(`${job.name}#${job.id}`, 22)} attempt ${job.attempt}/${job.maxAttempts} ${detail}`))
+  const progress: Observer.Events = {
+    ...Observer.noop,
+    started: (job) => line("started", job),
+    completed: (job, ms) => Effect.andThen(line("completed", job, `in ${ms} ms`), done),
+    retryScheduled: (job, delay, error) => line("retry scheduled", job, `in ${delay} ms: ${error}`),
+    rescheduled: (job, delay, reason) => line("snoozed", job, `${reason}, back in ${delay} ms`),
+    dead: (job, reason) => Effect.andThen(line("dead", job, reason), done)
+  }
+
+  const worker = Worker.layer({ queues: { default: { concurrency: 4, pollInterval: "100 millis" } }, maintenanceInterval: "50 millis" })
+    .pipe(Layer.provide([Handlers, Observer.layer(progress)]))
+
+  yield* Effect.gen(function*() {
+    const jobs = yield* Jobs
+    console.log("enqueueing jobs...")
+    yield* jobs.enqueueMany(SendEmail, ["ada", "grace", "edsger", "barbara", "alan", "margaret"].map((name) => ({
+      to: `${name}@example.com`,
+      subject: "Welcome"
+    })))
+    yield* jobs.enqueueMany(CallFlakyApi, [{ endpoint: "/charge" }, { endpoint: "/refund" }])
+    yield* jobs.enqueueMany(RateLimited, [{ tenant: "acme" }, { tenant: "globex" }])
+    yield* jobs.enqueue(Poison, { payload: "corrupt record" })
+    yield* Deferred.await(finished).pipe(Effect.timeout("60 seconds"))
+  }).pipe(Effect.provide(worker))
+
+  const sql = yield* SqlClient.SqlClient
+  const summary = yield* sql<{ name: string; state: string; jobs: number; attempts: number }>`
+    SELECT name, state, count(*)::int AS jobs, sum(attempt)::int AS attempts
+    FROM effect_jobs GROUP BY name, state ORDER BY name, state`
+  console.log("\nsummary:")
+  console.table(summary)
+  const dead = summary.filter((r) => r.state === "dead").reduce((n, r) => n + r.jobs, 0)
+  const completed = summary.filter((r) => r.state === "completed").reduce((n, r) => n + r.jobs, 0)
+  if (completed !== TOTAL - 1 || dead !== 1) return yield* Effect.die(new Error("unexpected outcome"))
+  console.log(`${completed} completed, ${dead} dead: done.`)
+})
+
+const main = async () => {
+  const server = process.env.DATABASE_URL ? undefined : await startEmbeddedPostgres()
+  if (server) console.log(`started an embedded Postgres on port ${server.port}`)
+  const url = process.env.DATABASE_URL ?? server!.url
+  try {
+    await Effect.runPromise(
+      Effect.andThen(Migrations.run, program).pipe(
+        Effect.provide(Layer.merge(Jobs.layer, Layer.empty).pipe(Layer.provideMerge(Database.layer(url))))
+      )
+    )
+  } finally {
+    await server?.stop()
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (error) => {
+    console.error(error)
+    process.exit(1)
+  }
+)
