@@ -68,6 +68,8 @@ export class Jobs extends Context.Service<Jobs, {
 }>()("effect-jobs/Jobs") {
   /** The client; needs a `PgClient` (from `@effect/sql-pg`). */
   static readonly layer = Layer.effect(Jobs, Effect.suspend(() => make)).pipe(Layer.provide(JobStore.layer))
+  /** A typed entry for `enqueueAll`: `Jobs.entry(SendEmail, { to }, { delay: "1 minute" })`. */
+  static readonly entry = entry
 }
 
 const hasNul = (json: string) => json.includes("\\u0000")
