@@ -1,5 +1,5 @@
 import { assert, describe, expect, it, layer } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Latch, Layer, Schema, Scope } from "effect"
+import { Deferred, Effect, Exit, Fiber, Latch, Layer, Queue, Schema, Scope } from "effect"
 import { spawn } from "node:child_process"
 import { createInterface } from "node:readline"
 import { Database, InvalidWorkerConfig, Job, Jobs, Observer, Worker } from "../src/index.ts"
@@ -86,6 +86,36 @@ layer(TestLayer, { excludeTestServices: true })("worker", (it) => {
       while (row?.state !== "completed") row = yield* Effect.andThen(Effect.sleep("10 millis"), getJob(id))
       assert.strictEqual(row.errors[0]?.kind, "LeaseExpired")
     }), { timeout: 30_000 })
+
+  it.effect("NOTIFY wakes an idle worker whose poll interval is an hour", () =>
+    Effect.gen(function*() {
+      const Ping = Job.make("ping", { args: Schema.Struct({ n: Schema.Number }), queue: "w-notify" })
+      const seen = yield* Queue.unbounded<number>()
+      yield* startWorker(
+        { queues: { "w-notify": { pollInterval: "1 hour" } }, maintenanceInterval: "1 hour" },
+        Job.toLayer(Ping, (args) => Queue.offer(seen, args.n))
+      )
+      const jobs = yield* Jobs
+      yield* jobs.enqueue(Ping, { n: 1 })
+      assert.strictEqual(yield* Queue.take(seen), 1)
+      yield* jobs.enqueue(Ping, { n: 2 }) // the worker is idle now: only a NOTIFY can wake it
+      assert.strictEqual(yield* Queue.take(seen), 2)
+    }))
+
+  it.effect("without LISTEN the worker finds jobs by polling", () =>
+    Effect.gen(function*() {
+      const Ping = Job.make("ping-poll", { args: Schema.Struct({ n: Schema.Number }), queue: "w-poll" })
+      const seen = yield* Queue.unbounded<number>()
+      yield* startWorker(
+        { queues: { "w-poll": { pollInterval: "20 millis" } }, listen: false },
+        Job.toLayer(Ping, (args) => Queue.offer(seen, args.n))
+      )
+      const jobs = yield* Jobs
+      for (const n of [1, 2, 3]) {
+        yield* jobs.enqueue(Ping, { n })
+        assert.strictEqual(yield* Queue.take(seen), n)
+      }
+    }))
 
   it.effect("3 workers with separate pools drain 5,000 jobs: every job runs exactly once", () =>
     Effect.gen(function*() {

@@ -1,0 +1,72 @@
+/**
+ * The store's guarantees, statement by statement: claims take leases and bump the
+ * fencing token; rescue frees lapsed leases; writes with a stale token change nothing.
+ */
+import { assert, layer } from "@effect/vitest"
+import { Effect, Layer, Schema } from "effect"
+import { Job, Jobs } from "../src/index.ts"
+import { JobStore } from "../src/internal/Store.ts"
+import * as TestDb from "./support/db.ts"
+import { getJob } from "./support/harness.ts"
+
+const Fenced = Job.make("fenced", { args: Schema.Struct({}), queue: "s-fence" })
+const claim = (queue: string, now: number, leaseMillis = 1000) =>
+  Effect.flatMap(JobStore, (s) => s.jobClaim({ queue, limit: 10, now, leaseMillis, workerId: "test" }))
+
+const TestLayer = Layer.mergeAll(Jobs.layer, JobStore.layer).pipe(Layer.provideMerge(TestDb.layer()))
+
+layer(TestLayer, { excludeTestServices: true })("store", (it) => {
+  it.effect("a worker whose lease lapsed cannot overwrite the run that replaced it", () =>
+    Effect.gen(function*() {
+      const store = yield* JobStore
+      const id = yield* (yield* Jobs).enqueue(Fenced, {})
+      const now = Date.now()
+      const [first] = yield* claim("s-fence", now)
+      assert.strictEqual(first?.claim_count, 1)
+      assert.lengthOf(yield* claim("s-fence", now), 0, "held: nobody else can claim it")
+
+      // The first worker goes silent; its lease lapses and the job is rescued and claimed again.
+      assert.strictEqual(yield* store.jobRescueExpired(now + 5000, 100), 1)
+      const [second] = yield* claim("s-fence", now + 5000)
+      assert.strictEqual(second?.claim_count, 2)
+      assert.strictEqual(second?.attempt, 2)
+
+      // The first worker comes back: its heartbeat and its outcome are refused.
+      const stale = { id, token: 1 }
+      assert.isFalse((yield* store.jobHeartbeatMany([stale], now + 6000, 1000)).has(id))
+      const applied = yield* store.jobFinishMany([{ ...stale, state: "dead", run_at: null, attempt_delta: 0, result: null, error: null }], now + 6000)
+      assert.isFalse(applied.has(id))
+      assert.strictEqual((yield* getJob(id))?.state, "running")
+
+      // The current holder's outcome is applied.
+      assert.isTrue((yield* store.jobHeartbeatMany([{ id, token: 2 }], now + 6000, 1000)).has(id))
+      const done = yield* store.jobFinishMany([{ id, token: 2, state: "completed", run_at: null, attempt_delta: 0, result: null, error: null }], now + 6000)
+      assert.isTrue(done.has(id))
+      const row = yield* getJob(id)
+      assert.strictEqual(row?.state, "completed")
+      assert.strictEqual(row?.errors[0]?.kind, "LeaseExpired")
+    }))
+
+  it.effect("a rescued job on its last attempt goes to dead", () =>
+    Effect.gen(function*() {
+      const store = yield* JobStore
+      const id = yield* (yield* Jobs).enqueue(Fenced, {}, { queue: "s-last", maxAttempts: 1 })
+      const now = Date.now()
+      yield* claim("s-last", now)
+      assert.strictEqual(yield* store.jobRescueExpired(now + 5000, 100), 1)
+      assert.strictEqual((yield* getJob(id))?.state, "dead")
+    }))
+
+  it.effect("future jobs are scheduled and promoted when due, not before", () =>
+    Effect.gen(function*() {
+      const store = yield* JobStore
+      const now = Date.now()
+      const id = yield* (yield* Jobs).enqueue(Fenced, {}, { queue: "s-sched", runAt: new Date(now + 60_000) })
+      assert.strictEqual((yield* getJob(id))?.state, "scheduled")
+      assert.lengthOf(yield* claim("s-sched", now + 120_000), 0, "scheduled jobs are not claimable")
+      yield* store.jobPromoteScheduled(now + 30_000, 100)
+      assert.strictEqual((yield* getJob(id))?.state, "scheduled")
+      yield* store.jobPromoteScheduled(now + 60_000, 100)
+      assert.strictEqual((yield* getJob(id))?.state, "available")
+    }))
+})
