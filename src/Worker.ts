@@ -25,7 +25,7 @@ import { Cause, Clock, Context, Duration, Effect, Fiber, FiberMap, Latch, Layer,
 import { InvalidWorkerConfig, JobTimeout } from "./Errors.ts"
 import * as Job from "./Job.ts"
 import * as Completer from "./internal/Completer.ts"
-import { classify, DeadOnArrival, type Outcome } from "./internal/Outcome.ts"
+import { classify, DeadOnArrival, type Outcome, released } from "./internal/Outcome.ts"
 import { type ClaimedJobRow, JobStore } from "./internal/Store.ts"
 import { Observer, type Events, type JobInfo } from "./Observer.ts"
 import { RequestId } from "./RequestId.ts"
@@ -35,6 +35,12 @@ export interface QueueConfig {
   readonly concurrency?: number | undefined
   /** How often to look for jobs when no NOTIFY arrives; default 1 second. */
   readonly pollInterval?: Duration.Input | undefined
+  /**
+   * Jobs claimed ahead of free slots and held in a local buffer, so a slot that
+   * frees starts the next job without a round trip; default = concurrency.
+   * Raise it for many short jobs; 0 claims only for free slots (fairest across workers).
+   */
+  readonly prefetch?: number | undefined
 }
 
 export interface Options {
@@ -58,6 +64,7 @@ export interface Options {
 interface ResolvedQueue {
   readonly name: string
   readonly concurrency: number
+  readonly prefetch: number
   readonly pollMillis: number
 }
 
@@ -102,7 +109,13 @@ export const validate = (options: Options): Effect.Effect<Resolved, InvalidWorke
             message: `queue "${name}": concurrency must be an integer in [1, 10000], got ${String(concurrency)}`
           })
         }
-        return { name, concurrency, pollMillis: millis(`queue "${name}": pollInterval`, config.pollInterval, 1000) }
+        const prefetch = config.prefetch ?? concurrency
+        if (!Number.isInteger(prefetch) || prefetch < 0 || prefetch > 100_000) {
+          throw new InvalidWorkerConfig({
+            message: `queue "${name}": prefetch must be an integer in [0, 100000], got ${String(prefetch)}`
+          })
+        }
+        return { name, concurrency, prefetch, pollMillis: millis(`queue "${name}": pollInterval`, config.pollInterval, 1000) }
       })
       const leaseMillis = millis("lease", options.lease, 30_000)
       const heartbeatMillis = millis("heartbeatInterval", options.heartbeatInterval, Math.max(10, leaseMillis / 3))
@@ -160,6 +173,10 @@ const report = (observer: Events, job: JobInfo, outcome: Outcome, durationMillis
   }
 }
 
+const claimOrder = (a: ClaimedJobRow, b: ClaimedJobRow) =>
+  a.priority - b.priority || (a.run_at.getTime() - b.run_at.getTime()) || compareIds(a.id, b.id)
+const compareIds = (a: string, b: string) => a.length - b.length || (a < b ? -1 : a > b ? 1 : 0)
+
 const jitter = (ms: number) => Math.round(ms * (0.9 + Math.random() * 0.2))
 
 const traceParent = (trace: unknown): Tracer.AnySpan | undefined => {
@@ -190,6 +207,11 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const lost = new Set<string>()
   const running = yield* FiberMap.make<string>()
 
+  /**
+   * Runs one claimed job in its own fiber. The handler runs interruptibly; the
+   * outcome is classified and handed to the completer uninterruptibly, so an
+   * interrupted run (shutdown) still returns its job to the queue.
+   */
   const runJob = (row: ClaimedJobRow, producer: Producer) =>
     Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
@@ -201,8 +223,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         if (lost.has(row.id)) return // another worker runs it now; nothing of ours may be written
         const now = yield* Clock.currentTimeMillis
         const outcome = yield* classify(row, handler?.job, exit, now)
-        const applied = yield* completer.submit(outcome.row)
-        if (applied) yield* report(observer, job, outcome, now - started)
+        yield* completer.submit(outcome.row, (applied) => applied ? report(observer, job, outcome, now - started) : Effect.void)
       }).pipe(
         Effect.ensuring(Effect.sync(() => {
           held.delete(row.id)
@@ -254,56 +275,109 @@ export const make = Effect.fnUntraced(function*(options: Options) {
 
   interface Producer {
     readonly queue: ResolvedQueue
-    readonly wake: Latch.Latch
+    /** A NOTIFY for this queue arrived: there may be jobs. */
+    readonly notify: () => void
+    /** A run ended: its slot is free. */
     readonly release: () => void
   }
 
+  /**
+   * The producer of one queue. States, in prose:
+   *   hungry   the queue may have runnable jobs: claim while there is room
+   *            (running + buffered < concurrency + prefetch) and the buffer is low;
+   *   sated    the last claim came back short: wait for a NOTIFY, the poll timer,
+   *            or a free slot for a buffered job.
+   * Claimed jobs wait in a small local buffer (at most `prefetch`) so the next
+   * job starts the moment a slot frees, without a round trip. Buffered jobs are
+   * held (leased and heartbeated) like running ones, and are returned to the
+   * queue, attempt given back, when the producer stops.
+   */
   const makeProducer = Effect.fnUntraced(function*(queue: ResolvedQueue) {
-    const wake = yield* Latch.make(false)
-    const slotFree = yield* Latch.make(true)
+    const signal = yield* Latch.make(false)
+    const buffer: Array<ClaimedJobRow> = []
     let inFlight = 0
+    let hungry = true
+    let wakes = 0
     const producer: Producer = {
       queue,
-      wake,
+      notify: () => {
+        wakes++
+        hungry = true
+        signal.openUnsafe()
+      },
       release: () => {
         inFlight--
-        slotFree.openUnsafe()
+        signal.openUnsafe()
       }
     }
-    const claimOnce = Effect.gen(function*() {
-      const free = queue.concurrency - inFlight
+    const room = () => queue.concurrency + queue.prefetch - inFlight - buffer.length
+    const lowWater = Math.floor(queue.prefetch / 2)
+
+    const dispatch = Effect.suspend(() => {
+      if (buffer.length === 0 || inFlight >= queue.concurrency) return Effect.void
+      const start: Array<ClaimedJobRow> = []
+      while (inFlight < queue.concurrency && buffer.length > 0) {
+        inFlight++
+        start.push(buffer.shift()!)
+      }
+      return Effect.forEach(start, (row) => FiberMap.run(running, row.id, runJob(row, producer)), { discard: true })
+    })
+
+    const claim = Effect.gen(function*() {
+      const limit = room()
+      const wakesBefore = wakes
       const now = yield* Clock.currentTimeMillis
-      // Close before claiming: a NOTIFY that arrives during the claim re-opens it.
-      yield* wake.close
       const rows = yield* store.jobClaim({
         queue: queue.name,
-        limit: free,
+        limit,
         now,
         leaseMillis: config.leaseMillis,
         workerId: config.workerId
       })
-      for (const row of rows) {
-        inFlight++
+      for (const row of rows.length > 1 ? [...rows].sort(claimOrder) : rows) {
         held.set(row.id, row.claim_count)
-        yield* FiberMap.run(running, row.id, runJob(row, producer))
+        buffer.push(row)
       }
-      if (inFlight >= queue.concurrency) slotFree.closeUnsafe()
-      return rows.length === free
-    })
+      // A short claim means the queue is drained, unless a NOTIFY came in meanwhile.
+      if (rows.length < limit && wakes === wakesBefore) hungry = false
+    }).pipe(
+      Effect.catchCause((cause) =>
+        Effect.sync(() => {
+          hungry = false // back off until the next poll or NOTIFY
+        }).pipe(Effect.andThen(observer.workerError(queue.name, "claim failed", Cause.squash(cause))))
+      )
+    )
+
+    const waitForPoll = Effect.suspend(() => Effect.sleep(jitter(queue.pollMillis))).pipe(
+      Effect.andThen(Effect.sync(() => {
+        hungry = true
+      }))
+    )
+
     const loop = Effect.gen(function*() {
       while (true) {
-        yield* slotFree.await
-        const full = yield* claimOnce.pipe(
-          Effect.catchCause((cause) =>
-            Effect.as(observer.workerError(queue.name, "claim failed", Cause.squash(cause)), false)
-          )
-        )
-        if (!full) {
-          yield* Effect.raceFirst(wake.await, Effect.sleep(jitter(queue.pollMillis)))
+        signal.closeUnsafe()
+        yield* dispatch
+        if (hungry && room() > 0 && buffer.length <= lowWater) {
+          yield* claim
+          continue
         }
+        if (hungry) yield* signal.await // full: wait for a slot
+        else yield* Effect.raceFirst(signal.await, waitForPoll)
       }
     })
-    return { producer, loop }
+
+    /** Buffered jobs never started: give them back (attempt not spent). */
+    const returnBuffered = Effect.suspend(() => {
+      const rows = buffer.splice(0)
+      return Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.forEach(rows, (row) => {
+          held.delete(row.id)
+          return completer.submit(released(row, now).row, () => Effect.void)
+        }, { discard: true }))
+    })
+
+    return { producer, loop: loop.pipe(Effect.ensuring(returnBuffered)) }
   })
 
   const producers = new Map<string, Producer>()
@@ -313,7 +387,9 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     producers.set(queue.name, producer)
     loops.push(loop as Effect.Effect<never>)
   }
-  const wakeAll = Effect.forEach(producers.values(), (p) => p.wake.open, { discard: true })
+  const wakeAll = Effect.sync(() => {
+    for (const p of producers.values()) p.notify()
+  })
 
   // -- background fibers; each is interrupted when the scope closes --------------------
 
@@ -327,8 +403,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       yield* wakeAll
       while (true) {
         const n = yield* Queue.take(notifications)
-        const p = producers.get(n.payload)
-        if (p !== undefined) yield* p.wake.open
+        producers.get(n.payload)?.notify()
       }
     }))
     background.push(yield* Effect.forkScoped(listenOnce.pipe(
@@ -376,9 +451,10 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       yield* FiberMap.awaitEmpty(running).pipe(
         Effect.timeoutOrElse({ duration: Duration.millis(config.graceMillis), orElse: () => Effect.void })
       )
-      // 3. interrupt the rest: each returns its job to the queue (attempt given back) and waits
-      //    until that is written, so when this finalizer ends every outcome is in the database.
+      // 3. interrupt the rest: each returns its job to the queue (attempt given back)
       yield* Fiber.interruptAll(Array.from(running, ([, fiber]) => fiber))
+      // 4. every outcome is in the database before the scope closes
+      yield* completer.drain
     }).pipe(Effect.ignore)
   )
 

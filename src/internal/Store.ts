@@ -51,6 +51,7 @@ export interface ClaimedJobRow {
   readonly metadata: unknown
   readonly request_id: string | null
   readonly trace: unknown
+  readonly run_at: Date
   readonly created_at: Date
 }
 
@@ -204,7 +205,7 @@ export class JobStore extends Context.Service<JobStore, {
               locked_by = ${o.workerId}
           FROM c WHERE j.id = c.id
           RETURNING j.id::text, j.name, j.queue, j.priority, j.attempt, j.max_attempts, j.claim_count,
-                    j.args, j.metadata, j.request_id, j.trace, j.created_at`
+                    j.args, j.metadata, j.request_id, j.trace, j.run_at, j.created_at`
       })
 
       /**
