@@ -39,3 +39,32 @@ export class MigrationFailed extends Schema.TaggedError<MigrationFailed>()("Migr
   message: Schema.String,
   cause: Schema.optional(Schema.Defect())
 }) {}
+
+/** No job with this id (never enqueued, or already deleted by retention). */
+export class JobNotFound extends Schema.TaggedError<JobNotFound>()("JobNotFound", {
+  id: Schema.String
+}) {}
+
+/** The awaited job ended in the dead-letter state; `message` is its last error. */
+export class JobDead extends Schema.TaggedError<JobDead>()("JobDead", {
+  id: Schema.String,
+  message: Schema.String
+}) {}
+
+/** The awaited job was cancelled. */
+export class JobCancelled extends Schema.TaggedError<JobCancelled>()("JobCancelled", {
+  id: Schema.String,
+  reason: Schema.String
+}) {}
+
+/** The awaited job did not finish within the timeout given to `await`. It is still queued or running. */
+export class AwaitTimeout extends Schema.TaggedError<AwaitTimeout>()("AwaitTimeout", {
+  id: Schema.String,
+  timeoutMillis: Schema.Number
+}) {}
+
+/** A stored result that does not decode with the job's `success` Schema. */
+export class InvalidResult extends Schema.TaggedError<InvalidResult>()("InvalidResult", {
+  id: Schema.String,
+  message: Schema.String
+}) {}

@@ -8,11 +8,19 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Layer, Option } from "effect"
+import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Queue, Schedule, Scope } from "effect"
 import type { SqlError } from "effect/sql"
-import { InvalidJobArgs, InvalidJobOptions } from "./Errors.ts"
+import {
+  AwaitTimeout,
+  InvalidJobArgs,
+  InvalidJobOptions,
+  InvalidResult,
+  JobCancelled,
+  JobDead,
+  JobNotFound
+} from "./Errors.ts"
 import type * as Job from "./Job.ts"
-import { JobStore, type NewJobRow } from "./internal/Store.ts"
+import { doneChannel, JobStore, type JobState, type NewJobRow, type OutcomeRow } from "./internal/Store.ts"
 import { RequestId } from "./RequestId.ts"
 
 export interface EnqueueOptions {
@@ -36,6 +44,17 @@ export interface EnqueueOptions {
 }
 
 export type EnqueueError = InvalidJobArgs | InvalidJobOptions | SqlError.SqlError
+
+/** Where a job stands, with its typed result once completed. */
+export interface Status<A> {
+  readonly id: string
+  readonly state: JobState
+  /** The decoded result, for a completed job whose definition has a `success` Schema. */
+  readonly result: Option.Option<A>
+  readonly errors: ReadonlyArray<{ readonly message?: string; readonly kind?: string }>
+}
+
+export type AwaitError = JobNotFound | JobDead | JobCancelled | AwaitTimeout | InvalidResult | SqlError.SqlError
 
 /** One job of a mixed `enqueueAll` batch; build it with `Jobs.entry`. */
 export interface Entry {
@@ -65,6 +84,23 @@ export class Jobs extends Context.Service<Jobs, {
   ) => Effect.Effect<ReadonlyArray<string>, EnqueueError>
   /** Jobs of several kinds in one statement; ids in the order of `entries`. */
   readonly enqueueAll: (entries: ReadonlyArray<Entry>) => Effect.Effect<ReadonlyArray<string>, EnqueueError>
+  /** The job's state now, with its typed result if it completed. */
+  readonly status: <J extends Job.Any>(
+    job: J,
+    id: string
+  ) => Effect.Effect<Status<Job.SuccessOf<J>>, JobNotFound | InvalidResult | SqlError.SqlError>
+  /**
+   * Waits until the job is finished and returns its typed result; fails with
+   * `JobDead` or `JobCancelled` if it ended so, `AwaitTimeout` after `timeout`.
+   * Woken by a NOTIFY when jobs finish (and re-checked every second, for setups
+   * where NOTIFY cannot arrive). The result must still be there: give jobs you
+   * await a `retention` above 0 (the default keeps them a day).
+   */
+  readonly await: <J extends Job.Any>(
+    job: J,
+    id: string,
+    options?: { readonly timeout?: Duration.Input | undefined }
+  ) => Effect.Effect<Job.SuccessOf<J>, AwaitError>
 }>()("effect-jobs/Jobs") {
   /** The client; needs a `PgClient` (from `@effect/sql-pg`). */
   static readonly layer = Layer.effect(Jobs, Effect.suspend(() => make)).pipe(Layer.provide(JobStore.layer))
@@ -107,7 +143,9 @@ export const toRow = Effect.fnUntraced(function*(
     if (!(o.runAt instanceof Date) || Number.isNaN(o.runAt.getTime())) return yield* invalid("runAt must be a valid Date")
     runAt = o.runAt.getTime()
   } else if (o.delay !== undefined) {
-    const delay = Duration.fromInput(o.delay)
+    // Duration reads a NaN number (or tuple part) as zero; a NaN delay is a mistake, not "now".
+    const nan = typeof o.delay === "number" ? Number.isNaN(o.delay) : Array.isArray(o.delay) && o.delay.some(Number.isNaN)
+    const delay = nan ? Option.none() : Duration.fromInput(o.delay)
     const ms = Option.isSome(delay) ? Duration.toMillis(delay.value) : NaN
     if (!(ms >= 0) || !Number.isFinite(ms)) return yield* invalid(`delay must be a finite, non-negative duration`)
     runAt = now + ms
@@ -168,7 +206,106 @@ const make = Effect.gen(function*() {
     return ids.map((r) => r.id)
   })
 
+  const decodeStatus = <J extends Job.Any>(job: J, row: OutcomeRow) =>
+    Effect.gen(function*() {
+      let result = Option.none<Job.SuccessOf<J>>()
+      if (row.state === "completed" && job.hasResult) {
+        const decoded = yield* Effect.exit(job.decodeResult(row.result))
+        if (Exit.isFailure(decoded)) {
+          return yield* new InvalidResult({ id: row.id, message: Cause.pretty(decoded.cause) })
+        }
+        result = Option.some(decoded.value as Job.SuccessOf<J>)
+      }
+      return { id: row.id, state: row.state, result, errors: row.errors } satisfies Status<Job.SuccessOf<J>>
+    })
+
+  const status = <J extends Job.Any>(
+    job: J,
+    id: string
+  ): Effect.Effect<Status<Job.SuccessOf<J>>, JobNotFound | InvalidResult | SqlError.SqlError> =>
+    Effect.flatMap(
+      store.jobOutcomes([id]),
+      (rows): Effect.Effect<Status<Job.SuccessOf<J>>, JobNotFound | InvalidResult> =>
+        rows[0] === undefined ? Effect.fail(new JobNotFound({ id })) : decodeStatus(job, rows[0])
+    ).pipe(Effect.withSpan("Jobs.status"))
+
+  // -- await: one LISTEN per client, started on first use; waiters re-check on every NOTIFY --
+  const layerScope = yield* Scope.Scope
+  const waiters = new Map<string, Set<Deferred.Deferred<OutcomeRow | undefined>>>()
+  let listener: Deferred.Deferred<void> | undefined
+  const terminal = new Set<JobState>(["completed", "dead", "cancelled"])
+
+  const checkWaiters = Effect.suspend(() => {
+    const ids = Array.from(waiters.keys())
+    if (ids.length === 0) return Effect.void
+    return Effect.map(store.jobOutcomes(ids), (rows) => {
+      const found = new Map(rows.map((r) => [r.id, r]))
+      for (const id of ids) {
+        const row = found.get(id)
+        if (row !== undefined && !terminal.has(row.state)) continue
+        for (const d of waiters.get(id) ?? []) Deferred.doneUnsafe(d, Exit.succeed(row))
+        waiters.delete(id)
+      }
+    })
+  })
+
+  const startListener = Effect.suspend(() => {
+    if (listener !== undefined) return Deferred.await(listener)
+    const ready = Deferred.makeUnsafe<void>()
+    listener = ready
+    const listenLoop = Effect.scoped(Effect.gen(function*() {
+      const notifications = yield* store.listenOn(doneChannel)
+      Deferred.doneUnsafe(ready, Exit.void)
+      yield* checkWaiters // anything that finished while we were not listening
+      while (true) {
+        yield* Queue.take(notifications)
+        yield* Queue.clear(notifications) // many notifications, one check
+        yield* checkWaiters
+      }
+    }))
+    const recheck = Effect.repeat(Effect.ignore(checkWaiters), Schedule.spaced("1 second"))
+    return Effect.gen(function*() {
+      yield* Effect.forkIn(
+        listenLoop.pipe(
+          Effect.retry(Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("5 seconds")])),
+          Effect.ensuring(Effect.sync(() => Deferred.doneUnsafe(ready, Exit.void))),
+          Effect.ignore
+        ),
+        layerScope
+      )
+      yield* Effect.forkIn(recheck, layerScope)
+      yield* Deferred.await(ready)
+    })
+  })
+
+  const awaitJob = <J extends Job.Any>(job: J, id: string, options?: { readonly timeout?: Duration.Input | undefined }) =>
+    Effect.gen(function*() {
+      yield* startListener
+      const done = yield* Deferred.make<OutcomeRow | undefined>()
+      let set = waiters.get(id)
+      if (set === undefined) waiters.set(id, set = new Set())
+      set.add(done)
+      yield* Effect.forkChild(checkWaiters) // it may be finished already
+      const wait = Deferred.await(done)
+      const timeout = options?.timeout === undefined ? undefined : Duration.fromInputUnsafe(options.timeout)
+      const row = yield* (timeout === undefined ? wait : Effect.timeoutOrElse(wait, {
+        duration: timeout,
+        orElse: () => Effect.fail(new AwaitTimeout({ id, timeoutMillis: Duration.toMillis(timeout) }))
+      })).pipe(Effect.ensuring(Effect.sync(() => {
+        set.delete(done)
+        if (set.size === 0 && waiters.get(id) === set) waiters.delete(id)
+      })))
+      if (row === undefined) return yield* new JobNotFound({ id })
+      const lastError = row.errors[row.errors.length - 1]
+      if (row.state === "dead") return yield* new JobDead({ id, message: lastError?.message ?? "dead" })
+      if (row.state === "cancelled") return yield* new JobCancelled({ id, reason: lastError?.message ?? "cancelled" })
+      const s = yield* decodeStatus(job, row)
+      return Option.getOrUndefined(s.result) as Job.SuccessOf<J>
+    }).pipe(Effect.withSpan("Jobs.await", { attributes: { "job.id": id } }))
+
   return Jobs.of({
+    status,
+    await: awaitJob,
     enqueue: (job, args, options) =>
       Effect.map(enqueueAll([{ job, args, options }]), (ids) => ids[0]!).pipe(Effect.withSpan("Jobs.enqueue", {
         attributes: { "job.name": job.name }

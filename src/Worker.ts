@@ -21,12 +21,12 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Duration, Effect, Fiber, FiberMap, Latch, Layer, Option, Queue, Schedule, Tracer } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, FiberMap, Latch, Layer, Option, Queue, Schedule, Tracer } from "effect"
 import { InvalidWorkerConfig, JobTimeout } from "./Errors.ts"
 import * as Job from "./Job.ts"
 import * as Completer from "./internal/Completer.ts"
-import { classify, DeadOnArrival, type Outcome, released } from "./internal/Outcome.ts"
-import { type ClaimedJobRow, JobStore } from "./internal/Store.ts"
+import { cancelledByRequest, classify, DeadOnArrival, type Outcome, released } from "./internal/Outcome.ts"
+import { cancelChannel, type ClaimedJobRow, JobStore } from "./internal/Store.ts"
 import { Observer, type Events, type JobInfo } from "./Observer.ts"
 import { RequestId } from "./RequestId.ts"
 
@@ -205,6 +205,8 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const held = new Map<string, number>()
   /** Runs of jobs that were taken from this worker (lease lost): their outcome must not be written. */
   const lost = new Set<string>()
+  /** Runs being interrupted because an operator cancelled their job: they end `cancelled`. */
+  const cancelling = new Set<string>()
   const running = yield* FiberMap.make<string>()
 
   /**
@@ -222,12 +224,15 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         const exit = yield* Effect.exit(restore(execute(row, handler)))
         if (lost.has(row.id)) return // another worker runs it now; nothing of ours may be written
         const now = yield* Clock.currentTimeMillis
-        const outcome = yield* classify(row, handler?.job, exit, now)
+        const outcome = cancelling.has(row.id) && Exit.hasInterrupts(exit)
+          ? cancelledByRequest(row, now, "cancelled while running")
+          : yield* classify(row, handler?.job, exit, now)
         yield* completer.submit(outcome.row, (applied) => applied ? report(observer, job, outcome, now - started) : Effect.void)
       }).pipe(
         Effect.ensuring(Effect.sync(() => {
           held.delete(row.id)
           lost.delete(row.id)
+          cancelling.delete(row.id)
           producer.release()
         }))
       )
@@ -279,6 +284,8 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     readonly notify: () => void
     /** A run ended: its slot is free. */
     readonly release: () => void
+    /** Removes a buffered (claimed, not started) job from the buffer and returns it. */
+    readonly takeBuffered: (id: string) => ClaimedJobRow | undefined
   }
 
   /**
@@ -308,6 +315,12 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       release: () => {
         inFlight--
         signal.openUnsafe()
+      },
+      takeBuffered: (id) => {
+        const index = buffer.findIndex((row) => row.id === id)
+        if (index < 0) return undefined
+        signal.openUnsafe()
+        return buffer.splice(index, 1)[0]
       }
     }
     const room = () => queue.concurrency + queue.prefetch - inFlight - buffer.length
@@ -412,6 +425,40 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       Effect.retry(Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("5 seconds")]).pipe(Schedule.jittered)),
       Effect.ignore
     )))
+  }
+
+  // Cancel requests: the payload is a job id; if we run it, interrupt it (its finalizers run)
+  // and record it as cancelled. Not running here: someone else's, or not started; ignore.
+  const cancelRun = (id: string) =>
+    Effect.suspend(() => {
+      if (!held.has(id)) return Effect.void
+      for (const p of producers.values()) {
+        const row = p.takeBuffered(id)
+        if (row === undefined) continue
+        held.delete(id)
+        return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          const outcome = cancelledByRequest(row, now, "cancelled before it started")
+          return completer.submit(outcome.row, (applied) => applied ? report(observer, info(row), outcome, 0) : Effect.void)
+        })
+      }
+      cancelling.add(id)
+      return FiberMap.remove(running, id)
+    })
+  if (config.listen) {
+    background.push(yield* Effect.forkScoped(
+      Effect.scoped(Effect.gen(function*() {
+        const requests = yield* store.listenOn(cancelChannel)
+        while (true) {
+          const n = yield* Queue.take(requests)
+          yield* Effect.forkChild(cancelRun(n.payload))
+        }
+      })).pipe(
+        Effect.tapCause((cause) =>
+          Cause.hasInterruptsOnly(cause) ? Effect.void : observer.workerError("*", "cancel LISTEN lost; reconnecting", Cause.squash(cause))),
+        Effect.retry(Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("5 seconds")]).pipe(Schedule.jittered)),
+        Effect.ignore
+      )
+    ))
   }
 
   const heartbeat = Effect.gen(function*() {

@@ -92,6 +92,12 @@ export const released = (job: ClaimedJobRow, now: number): Outcome => ({
   event: { _tag: "rescheduled", delayMillis: 0, reason: "worker shut down" }
 })
 
+/** Cancelled while running (an operator's `cancel`): the handler was interrupted. */
+export const cancelledByRequest = (job: ClaimedJobRow, now: number, reason: string): Outcome => ({
+  row: { ...base(job), state: "cancelled", error: errorEntry(job.attempt, now, "Cancelled", reason) },
+  event: { _tag: "cancelled", reason }
+})
+
 export const classify = Effect.fnUntraced(function*(
   job: ClaimedJobRow,
   definition: Job.Any | undefined,

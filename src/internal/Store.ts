@@ -18,8 +18,12 @@ import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Layer, type Queue, type Scope } from "effect"
 import { SqlClient, type SqlError } from "effect/sql"
 
-/** The NOTIFY channel; the payload is a queue name. */
+/** The NOTIFY channel for new runnable jobs; the payload is a queue name. */
 export const channel = "effect_jobs"
+/** NOTIFY channel sent once per statement that finished jobs (payload empty): wakes `Jobs.await`. */
+export const doneChannel = "effect_jobs_done"
+/** NOTIFY channel asking the worker that holds a job to interrupt it; the payload is the job id. */
+export const cancelChannel = "effect_jobs_cancel"
 
 export type JobState = "scheduled" | "available" | "running" | "completed" | "dead" | "cancelled"
 
@@ -69,6 +73,14 @@ export interface FinishRow {
   readonly error: unknown
 }
 
+export interface OutcomeRow {
+  readonly id: string
+  readonly name: string
+  readonly state: JobState
+  readonly result: unknown
+  readonly errors: ReadonlyArray<{ readonly message?: string; readonly kind?: string }>
+}
+
 export interface HeldJob {
   readonly id: string
   readonly token: number
@@ -96,6 +108,12 @@ export class JobStore extends Context.Service<JobStore, {
   readonly jobPromoteScheduled: (now: number, limit: number) => Effect.Effect<number, SqlError.SqlError>
   readonly jobRescueExpired: (now: number, limit: number) => Effect.Effect<number, SqlError.SqlError>
   readonly notifyQueues: (queues: ReadonlyArray<string>) => Effect.Effect<void, SqlError.SqlError>
+  /** State, result and errors of the given jobs (missing ids are absent). */
+  readonly jobOutcomes: (ids: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<OutcomeRow>, SqlError.SqlError>
+  /** LISTEN on any of the library's channels. */
+  readonly listenOn: (
+    channel: string
+  ) => Effect.Effect<Queue.Dequeue<{ readonly payload: string }, SqlError.SqlError>, SqlError.SqlError, Scope.Scope>
   readonly listen: Effect.Effect<Queue.Dequeue<{ readonly payload: string }, SqlError.SqlError>, SqlError.SqlError, Scope.Scope>
 }>()("effect-jobs/JobStore") {
   static readonly layer = Layer.effect(
@@ -246,7 +264,9 @@ export class JobStore extends Context.Service<JobStore, {
               AND NOT (i.state = 'completed' AND j.retention_ms = 0)
             RETURNING j.id
           )
-          SELECT id::text FROM deleted UNION ALL SELECT id::text FROM updated`
+          SELECT c.id::text FROM (SELECT id FROM deleted UNION ALL SELECT id FROM updated) c
+          -- one notification per statement, for Jobs.await (evaluated once, not per row)
+          CROSS JOIN (SELECT pg_notify(${doneChannel}, '')::text AS n) notify`
         return new Set(changed.map((r) => r.id))
       })
 
@@ -318,7 +338,8 @@ export class JobStore extends Context.Service<JobStore, {
             FROM lapsed WHERE j.id = lapsed.id
             RETURNING j.queue, j.state
           )
-          SELECT queue, count(*)::int AS n, pg_notify(${channel}, queue)::text AS notified
+          SELECT queue, count(*)::int AS n, pg_notify(${channel}, queue)::text AS notified,
+                 pg_notify(${doneChannel}, '')::text AS done
           FROM rescued GROUP BY queue`
         return rows.reduce((sum, r) => sum + r.n, 0)
       })
@@ -330,7 +351,14 @@ export class JobStore extends Context.Service<JobStore, {
             Effect.asVoid
           )
 
+      const jobOutcomes = (ids: ReadonlyArray<string>) =>
+        sql<OutcomeRow>`
+          SELECT id::text, name, state, result, errors FROM effect_jobs
+          WHERE id IN (SELECT jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb)::bigint)`
+
       return JobStore.of({
+        jobOutcomes,
+        listenOn: (name) => pg.listen(name),
         jobInsertMany,
         jobClaim,
         jobFinishMany,
