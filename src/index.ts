@@ -5,12 +5,17 @@
  *
  * @since 0.1.0
  */
+export * as Admin from "./Admin.ts"
+export { JobsAdmin } from "./Admin.ts"
 export * as Database from "./Database.ts"
 export * from "./Errors.ts"
 export * as Job from "./Job.ts"
 export { Jobs } from "./Jobs.ts"
 export * as JobsClient from "./Jobs.ts"
+export * as Metrics from "./Metrics.ts"
 export * as Migrations from "./Migrations.ts"
 export * as Observer from "./Observer.ts"
 export { RequestId } from "./RequestId.ts"
+export * as Testing from "./Testing.ts"
 export * as Worker from "./Worker.ts"
+export * as Periodic from "./Periodic.ts"

@@ -15,7 +15,7 @@
  * so they survive JSON and never lose precision.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Context, Effect, Layer, type Queue, type Scope } from "effect"
+import { Context, Effect, Exit, Layer, type Queue, Scope } from "effect"
 import { SqlClient, type SqlError } from "effect/sql"
 
 /** The NOTIFY channel for new runnable jobs; the payload is a queue name. */
@@ -41,6 +41,7 @@ export interface NewJobRow {
   readonly trace: unknown
   readonly retention_ms: number
   readonly max_errors: number
+  readonly bundle_id?: string | null | undefined
 }
 
 export interface ClaimedJobRow {
@@ -81,6 +82,23 @@ export interface OutcomeRow {
   readonly errors: ReadonlyArray<{ readonly message?: string; readonly kind?: string }>
 }
 
+export interface BundleRow {
+  readonly id: string
+  readonly name: string
+  readonly total: number
+  readonly metadata: unknown
+  readonly created_at: Date
+  readonly finished_at: Date | null
+}
+
+export interface BundleProgressRow extends BundleRow {
+  readonly remaining: number
+  readonly follow_up_done: boolean
+  readonly follow_up_id: string | null
+  /** Members per state; members already deleted are not counted here. */
+  readonly counts: Readonly<Record<string, number>>
+}
+
 export interface HeldJob {
   readonly id: string
   readonly token: number
@@ -110,12 +128,25 @@ export class JobStore extends Context.Service<JobStore, {
   readonly notifyQueues: (queues: ReadonlyArray<string>) => Effect.Effect<void, SqlError.SqlError>
   /** State, result and errors of the given jobs (missing ids are absent). */
   readonly jobOutcomes: (ids: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<OutcomeRow>, SqlError.SqlError>
+  // -- periodic jobs (src/Periodic.ts) --
+  /** Records a schedule if it is new, with `slot` as its last slot; returns its last slot. */
+  readonly periodicEnsure: (name: string, slot: number) => Effect.Effect<Date, SqlError.SqlError>
+  /** Moves the schedule's last slot forward to `slot`; true for the one caller that did. */
+  readonly periodicClaimSlot: (name: string, slot: number) => Effect.Effect<boolean, SqlError.SqlError>
+  readonly periodicSetJob: (name: string, jobId: string) => Effect.Effect<void, SqlError.SqlError>
+  // -- bundles (src/Bundle.ts) --
+  readonly bundleInsert: (name: string, total: number, metadata: unknown) => Effect.Effect<string, SqlError.SqlError>
+  readonly bundleProgress: (id: string) => Effect.Effect<BundleProgressRow | undefined, SqlError.SqlError>
+  /** Finished bundles whose finish step has not run, locked for this transaction (SKIP LOCKED). */
+  readonly bundleLockFinished: (limit: number, names: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<BundleRow>, SqlError.SqlError>
+  readonly bundleMembers: (id: string) => Effect.Effect<ReadonlyArray<OutcomeRow>, SqlError.SqlError>
+  readonly bundleMarkDone: (id: string, followUpId: string | null) => Effect.Effect<void, SqlError.SqlError>
   /** LISTEN on any of the library's channels. */
   readonly listenOn: (
     channel: string
   ) => Effect.Effect<Queue.Dequeue<{ readonly payload: string }, SqlError.SqlError>, SqlError.SqlError, Scope.Scope>
   readonly listen: Effect.Effect<Queue.Dequeue<{ readonly payload: string }, SqlError.SqlError>, SqlError.SqlError, Scope.Scope>
-}>()("effect-jobs/JobStore") {
+} & ManagementStore>()("effect-jobs/JobStore") {
   static readonly layer = Layer.effect(
     JobStore,
     Effect.gen(function*() {
@@ -126,13 +157,13 @@ export class JobStore extends Context.Service<JobStore, {
       const insertRows = (rows: ReadonlyArray<NewJobRow>) =>
         sql<{ readonly id: string; readonly name: string; readonly unique_key: string | null }>`
           INSERT INTO effect_jobs (name, queue, state, priority, run_at, max_attempts, args, unique_key,
-                                   metadata, request_id, trace, retention_ms, max_errors)
+                                   metadata, request_id, trace, retention_ms, max_errors, bundle_id)
           SELECT name, queue, state, priority, run_at, max_attempts, args, unique_key,
-                 metadata, request_id, trace, retention_ms, max_errors
+                 metadata, request_id, trace, retention_ms, max_errors, bundle_id
           FROM jsonb_to_recordset(${JSON.stringify(rows.map((row, ord) => ({ ...row, ord })))}::jsonb) AS x(
             name text, queue text, state text, priority smallint, run_at timestamptz, max_attempts integer,
             args jsonb, unique_key text, metadata jsonb, request_id text, trace jsonb, retention_ms bigint,
-            max_errors smallint, ord bigint)
+            max_errors smallint, bundle_id bigint, ord bigint)
           ORDER BY ord
           ON CONFLICT (name, unique_key) WHERE unique_key IS NOT NULL AND state IN ('scheduled', 'available', 'running')
           DO NOTHING
@@ -241,12 +272,16 @@ export class JobStore extends Context.Service<JobStore, {
           deleted AS (
             DELETE FROM effect_jobs j USING input i
             WHERE j.id = i.id AND j.claim_count = i.token AND j.state = 'running'
-              AND i.state = 'completed' AND j.retention_ms = 0
+              AND i.state = 'completed' AND j.retention_ms = 0 AND j.bundle_id IS NULL
             RETURNING j.id
           ),
           updated AS (
             UPDATE effect_jobs j SET
-              state = i.state,
+              -- An operator cancelled the job while it ran (migration 0002) and the run ended
+              -- before the worker could stop it: it must not run again, so a retry, snooze or
+              -- release ends it 'cancelled' (every outcome is then terminal).
+              state = CASE WHEN j.cancel_requested_at IS NOT NULL AND i.state IN ('available', 'scheduled')
+                           THEN 'cancelled' ELSE i.state END,
               run_at = COALESCE(i.run_at, j.run_at),
               attempt = j.attempt + i.attempt_delta,
               result = COALESCE(i.result, j.result),
@@ -256,12 +291,14 @@ export class JobStore extends Context.Service<JobStore, {
                 WHERE o > jsonb_array_length(j.errors) + 1 - j.max_errors) END,
               lease_expires_at = NULL,
               locked_by = NULL,
-              finalized_at = CASE WHEN i.state IN ('completed', 'dead', 'cancelled') THEN ${now}::timestamptz END,
-              prune_at = CASE WHEN i.state IN ('completed', 'dead', 'cancelled') AND j.retention_ms IS NOT NULL
+              finalized_at = CASE WHEN i.state IN ('completed', 'dead', 'cancelled') OR j.cancel_requested_at IS NOT NULL
+                                  THEN ${now}::timestamptz END,
+              prune_at = CASE WHEN (i.state IN ('completed', 'dead', 'cancelled') OR j.cancel_requested_at IS NOT NULL)
+                                   AND j.retention_ms IS NOT NULL
                               THEN ${now}::timestamptz + j.retention_ms * interval '1 millisecond' END
             FROM input i
             WHERE j.id = i.id AND j.claim_count = i.token AND j.state = 'running'
-              AND NOT (i.state = 'completed' AND j.retention_ms = 0)
+              AND NOT (i.state = 'completed' AND j.retention_ms = 0 AND j.bundle_id IS NULL)
             RETURNING j.id
           )
           SELECT c.id::text FROM (SELECT id FROM deleted UNION ALL SELECT id FROM updated) c
@@ -321,12 +358,16 @@ export class JobStore extends Context.Service<JobStore, {
           ),
           rescued AS (
             UPDATE effect_jobs j SET
-              state = CASE WHEN j.attempt >= j.max_attempts THEN 'dead' ELSE 'available' END,
+              -- a job an operator cancelled while its worker was dying ends cancelled (migration 0002)
+              state = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                           WHEN j.attempt >= j.max_attempts THEN 'dead' ELSE 'available' END,
               run_at = ${now}::timestamptz,
               lease_expires_at = NULL,
               locked_by = NULL,
-              finalized_at = CASE WHEN j.attempt >= j.max_attempts THEN ${now}::timestamptz END,
-              prune_at = CASE WHEN j.attempt >= j.max_attempts AND j.retention_ms IS NOT NULL
+              finalized_at = CASE WHEN j.attempt >= j.max_attempts OR j.cancel_requested_at IS NOT NULL
+                                  THEN ${now}::timestamptz END,
+              prune_at = CASE WHEN (j.attempt >= j.max_attempts OR j.cancel_requested_at IS NOT NULL)
+                                   AND j.retention_ms IS NOT NULL
                               THEN ${now}::timestamptz + j.retention_ms * interval '1 millisecond' END,
               errors = (
                 SELECT COALESCE(jsonb_agg(e ORDER BY o), '[]'::jsonb)
@@ -356,7 +397,72 @@ export class JobStore extends Context.Service<JobStore, {
           SELECT id::text, name, state, result, errors FROM effect_jobs
           WHERE id IN (SELECT jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb)::bigint)`
 
+      const periodicEnsure = (name: string, slot: number) =>
+        Effect.map(
+          sql<{ readonly last_slot: Date }>`
+            WITH ins AS (
+              INSERT INTO effect_jobs_periodic (name, last_slot) VALUES (${name}, ${iso(slot)}::timestamptz)
+              ON CONFLICT (name) DO NOTHING RETURNING last_slot
+            )
+            SELECT last_slot FROM ins UNION ALL SELECT last_slot FROM effect_jobs_periodic WHERE name = ${name}`,
+          (rows) => rows[0]!.last_slot
+        )
+
+      const periodicClaimSlot = (name: string, slot: number) =>
+        Effect.map(
+          sql`UPDATE effect_jobs_periodic SET last_slot = ${iso(slot)}::timestamptz, updated_at = now()
+              WHERE name = ${name} AND last_slot < ${iso(slot)}::timestamptz RETURNING name`,
+          (rows) => rows.length === 1
+        )
+
+      const periodicSetJob = (name: string, jobId: string) =>
+        Effect.asVoid(sql`UPDATE effect_jobs_periodic SET last_job = ${jobId}::bigint WHERE name = ${name}`)
+
+      const bundleInsert = (name: string, total: number, metadata: unknown) =>
+        Effect.map(
+          sql<{ readonly id: string }>`
+            INSERT INTO effect_jobs_bundles (name, total, remaining, metadata)
+            VALUES (${name}, ${total}, ${total}, ${JSON.stringify(metadata ?? {})}::jsonb) RETURNING id::text`,
+          (rows) => rows[0]!.id
+        )
+
+      const bundleProgress = (id: string) =>
+        Effect.map(
+          sql<BundleProgressRow>`
+            SELECT b.id::text, b.name, b.total, b.remaining, b.metadata, b.created_at, b.finished_at,
+                   b.follow_up_done, b.follow_up_id::text,
+                   COALESCE((SELECT jsonb_object_agg(state, n) FROM (
+                     SELECT state, count(*)::int AS n FROM effect_jobs WHERE bundle_id = b.id GROUP BY state) c), '{}') AS counts
+            FROM effect_jobs_bundles b WHERE b.id = ${id}::bigint`,
+          (rows) => rows[0]
+        )
+
+      const bundleLockFinished = (limit: number, names: ReadonlyArray<string>) =>
+        sql<BundleRow>`
+          SELECT id::text, name, total, metadata, created_at, finished_at FROM effect_jobs_bundles
+          WHERE finished_at IS NOT NULL AND NOT follow_up_done
+            AND name IN (SELECT jsonb_array_elements_text(${JSON.stringify(names)}::jsonb))
+          ORDER BY id LIMIT ${limit}
+          FOR UPDATE SKIP LOCKED`
+
+      const bundleMembers = (id: string) =>
+        sql<OutcomeRow>`SELECT id::text, name, state, result, errors FROM effect_jobs WHERE bundle_id = ${id}::bigint ORDER BY id`
+
+      const bundleMarkDone = (id: string, followUpId: string | null) =>
+        Effect.asVoid(sql`
+          UPDATE effect_jobs_bundles SET follow_up_done = true, follow_up_id = ${followUpId}::bigint
+          WHERE id = ${id}::bigint`)
+
       return JobStore.of({
+        periodicEnsure,
+        periodicClaimSlot,
+        periodicSetJob,
+        bundleInsert,
+        bundleProgress,
+        bundleLockFinished,
+        bundleMembers,
+        bundleMarkDone,
+        ...makeManagement(sql), // management, retention, leadership, live controls: end of this file
         jobOutcomes,
         listenOn: (name) => pg.listen(name),
         jobInsertMany,
@@ -370,4 +476,433 @@ export class JobStore extends Context.Service<JobStore, {
       })
     })
   )
+}
+
+// ===========================================================================================
+// Management, retention, leadership and live controls.
+//
+// Used by `JobsAdmin` (src/Admin.ts), the retention leader (src/internal/Maintenance.ts), the
+// jobs-per-state gauge of `Observer.metrics`, the worker's pause/cancel poll and
+// `Testing.drain`. None of these statements is on the claim/finish hot path.
+// ===========================================================================================
+
+/** One (queue, state) pair and how many jobs are in it. */
+export interface QueueStateCountRow {
+  readonly queue: string
+  readonly state: JobState
+  readonly count: number
+}
+
+/** Every column of a job, as the management API shows it. */
+export interface JobDetailRow {
+  readonly id: string
+  readonly name: string
+  readonly queue: string
+  readonly state: JobState
+  readonly priority: number
+  readonly attempt: number
+  readonly max_attempts: number
+  readonly run_at: Date
+  readonly args: unknown
+  readonly result: unknown
+  readonly errors: ReadonlyArray<unknown>
+  readonly unique_key: string | null
+  readonly metadata: unknown
+  readonly request_id: string | null
+  readonly locked_by: string | null
+  readonly lease_expires_at: Date | null
+  readonly created_at: Date
+  readonly attempted_at: Date | null
+  readonly finalized_at: Date | null
+  readonly prune_at: Date | null
+  readonly cancel_requested_at: Date | null
+}
+
+export interface JobListFilter {
+  readonly states: ReadonlyArray<JobState> | undefined
+  readonly queue: string | undefined
+  readonly name: string | undefined
+  /** Keyset cursor: only ids below (newest first) or above (oldest first) this one. */
+  readonly after: string | undefined
+  readonly order: "newest" | "oldest"
+  readonly limit: number
+}
+
+/** What `jobCancel` found and did. */
+export type CancelRow =
+  | { readonly _tag: "NotFound" }
+  | { readonly _tag: "Cancelled"; readonly queue: string }
+  | { readonly _tag: "CancelRequested"; readonly queue: string }
+  | { readonly _tag: "Finished"; readonly state: JobState }
+
+/** What `jobRetry` found and did. */
+export type RetryRow =
+  | { readonly _tag: "NotFound" }
+  | { readonly _tag: "Retried" }
+  | { readonly _tag: "WrongState"; readonly state: JobState }
+  | { readonly _tag: "KeyTaken"; readonly uniqueKey: string }
+
+/** What `jobDelete` found and did. */
+export type DeleteRow =
+  | { readonly _tag: "NotFound" }
+  | { readonly _tag: "Deleted" }
+  | { readonly _tag: "Running" }
+
+/** A session-level advisory lock held on a connection reserved for it (see `leaderTryAcquire`). */
+export interface LeaderSession {
+  /** The backend pid of the reserved connection (what `pg_locks` shows). */
+  readonly pid: number
+  /** Succeeds while the session (and so the lock) is alive; fails once the connection is gone. */
+  readonly check: Effect.Effect<void, SqlError.SqlError>
+}
+
+export interface ManagementStore {
+  /** Jobs per queue and state (one queue, or all). */
+  readonly adminCountByQueueState: (
+    queue: string | undefined
+  ) => Effect.Effect<ReadonlyArray<QueueStateCountRow>, SqlError.SqlError>
+  /** One page of jobs, keyset-paged by id. */
+  readonly adminList: (filter: JobListFilter) => Effect.Effect<ReadonlyArray<JobDetailRow>, SqlError.SqlError>
+  /** One job with everything stored about it. */
+  readonly adminGet: (id: string) => Effect.Effect<JobDetailRow | undefined, SqlError.SqlError>
+  /**
+   * Makes a `dead` or `cancelled` job runnable now. It gets `attempts` more attempts
+   * than it has used (default: 1 if it has none left, else it keeps those it has).
+   */
+  readonly jobRetry: (
+    id: string,
+    attempts: number | undefined,
+    now: number
+  ) => Effect.Effect<RetryRow, SqlError.SqlError>
+  /** `jobRetry` for every `dead` job of a queue (optionally of one job name); returns how many. */
+  readonly jobRetryDeadOfQueue: (
+    queue: string,
+    name: string | undefined,
+    attempts: number | undefined,
+    now: number
+  ) => Effect.Effect<number, SqlError.SqlError>
+  /** Cancels a queued job at once, or asks the worker running it to stop it. */
+  readonly jobCancel: (id: string, now: number, reason: string) => Effect.Effect<CancelRow, SqlError.SqlError>
+  /** The id of the unfinished job with this name and unique key, if any. */
+  readonly jobFindActiveByKey: (name: string, uniqueKey: string) => Effect.Effect<string | undefined, SqlError.SqlError>
+  /** Deletes one job unless it is running. */
+  readonly jobDelete: (id: string) => Effect.Effect<DeleteRow, SqlError.SqlError>
+  /** Deletes up to `limit` finished jobs; returns how many. */
+  readonly jobDeleteFinished: (options: {
+    readonly queue: string | undefined
+    readonly states: ReadonlyArray<"completed" | "dead" | "cancelled">
+    readonly finalizedBefore: number | undefined
+    readonly limit: number
+  }) => Effect.Effect<number, SqlError.SqlError>
+  /** Deletes up to `limit` finished jobs whose retention ran out (`prune_at <= now`); returns how many. */
+  readonly jobPruneExpired: (now: number, limit: number) => Effect.Effect<number, SqlError.SqlError>
+  /** Pauses or resumes a queue for every worker (the `effect_jobs_queues` row). */
+  readonly queueSetPaused: (queue: string, paused: boolean, now: number) => Effect.Effect<void, SqlError.SqlError>
+  /** Every queue with a row in `effect_jobs_queues`. */
+  readonly queueList: Effect.Effect<
+    ReadonlyArray<{ readonly name: string; readonly paused: boolean; readonly updated_at: Date }>,
+    SqlError.SqlError
+  >
+  /**
+   * The worker's control poll, one statement: which of `queues` are paused for all
+   * workers, and which of the `held` jobs have a cancel request.
+   */
+  readonly workerControlPoll: (
+    queues: ReadonlyArray<string>,
+    held: ReadonlyArray<string>
+  ) => Effect.Effect<{ readonly paused: ReadonlySet<string>; readonly cancel: ReadonlySet<string> }, SqlError.SqlError>
+  /** Jobs of these queues a worker could run now: available, running, or scheduled and due. */
+  readonly jobCountRunnable: (queues: ReadonlyArray<string>, now: number) => Effect.Effect<number, SqlError.SqlError>
+  /** Makes every scheduled job of these queues due now (for `Testing.drain({ withScheduled: true })`). */
+  readonly jobScheduledDueNow: (queues: ReadonlyArray<string>, now: number) => Effect.Effect<number, SqlError.SqlError>
+  /**
+   * Reserves a connection and tries `pg_try_advisory_lock(key)` on it. Not taken:
+   * the connection goes back at once and the result is `undefined`. Taken: the
+   * connection stays reserved, and the lock held, until the scope closes (then
+   * it is unlocked) or the session ends (Postgres drops the lock itself).
+   */
+  readonly leaderTryAcquire: (key: bigint) => Effect.Effect<LeaderSession | undefined, SqlError.SqlError, Scope.Scope>
+}
+
+const detailColumns = `id::text, name, queue, state, priority, attempt, max_attempts, run_at, args, result, errors,
+  unique_key, metadata, request_id, locked_by, lease_expires_at, created_at, attempted_at, finalized_at, prune_at,
+  cancel_requested_at`
+
+/** The `ManagementStore` statements on a client without name transforms. */
+export const makeManagement = (sql: SqlClient.SqlClient): ManagementStore => {
+  const json = (value: unknown) => JSON.stringify(value)
+
+  const adminCountByQueueState = (queue: string | undefined) =>
+    sql<QueueStateCountRow>`
+      SELECT queue, state, count(*)::int AS count FROM effect_jobs
+      WHERE ${queue === undefined ? sql.literal("TRUE") : sql`queue = ${queue}`}
+      GROUP BY queue, state ORDER BY queue, state`
+
+  const adminList = (f: JobListFilter) => {
+    const where = [sql.literal("TRUE")]
+    if (f.states !== undefined) where.push(sql`state IN ${sql.in(f.states)}`)
+    if (f.queue !== undefined) where.push(sql`queue = ${f.queue}`)
+    if (f.name !== undefined) where.push(sql`name = ${f.name}`)
+    if (f.after !== undefined) {
+      where.push(f.order === "newest" ? sql`id < ${f.after}::bigint` : sql`id > ${f.after}::bigint`)
+    }
+    return sql<JobDetailRow>`
+      SELECT ${sql.literal(detailColumns)} FROM effect_jobs WHERE ${sql.and(where)}
+      ORDER BY id ${sql.literal(f.order === "newest" ? "DESC" : "ASC")} LIMIT ${f.limit}`
+  }
+
+  const adminGet = (id: string) =>
+    Effect.map(
+      sql<JobDetailRow>`SELECT ${sql.literal(detailColumns)} FROM effect_jobs WHERE id = ${id}::bigint`,
+      (rows) => rows[0]
+    )
+
+  // A retried job starts over as a fresh run: no lease, not finished, nothing to prune,
+  // no pending cancel request. `attempt` is kept, so its errors still read in order.
+  const retrySet = (attempts: number | undefined, now: string) =>
+    sql`
+      state = 'available', run_at = ${now}::timestamptz,
+      max_attempts = GREATEST(max_attempts, attempt + ${attempts ?? 1}::int),
+      finalized_at = NULL, prune_at = NULL, cancel_requested_at = NULL,
+      lease_expires_at = NULL, locked_by = NULL`
+
+  const jobRetry = (id: string, attempts: number | undefined, nowMillis: number) =>
+    sql.withTransaction(Effect.gen(function*() {
+      const now = iso(nowMillis)
+      const [found] = yield* sql<{ readonly state: JobState; readonly name: string; readonly unique_key: string | null }>`
+        SELECT state, name, unique_key FROM effect_jobs WHERE id = ${id}::bigint FOR UPDATE`
+      if (found === undefined) return { _tag: "NotFound" } as RetryRow
+      if (found.state !== "dead" && found.state !== "cancelled") return { _tag: "WrongState", state: found.state } as RetryRow
+      if (found.unique_key !== null) {
+        // Another unfinished job holds the key now; making this one runnable would break uniqueness.
+        const [holder] = yield* sql<{ readonly id: string }>`
+          SELECT id::text FROM effect_jobs
+          WHERE name = ${found.name} AND unique_key = ${found.unique_key}
+            AND state IN ('scheduled', 'available', 'running')`
+        if (holder !== undefined) return { _tag: "KeyTaken", uniqueKey: found.unique_key } as RetryRow
+      }
+      yield* sql`
+        UPDATE effect_jobs SET ${retrySet(attempts, now)} WHERE id = ${id}::bigint
+        RETURNING pg_notify(${channel}, queue)::text`
+      return { _tag: "Retried" } as RetryRow
+    }))
+
+  const jobRetryDeadOfQueue = (queue: string, name: string | undefined, attempts: number | undefined, nowMillis: number) =>
+    Effect.map(
+      sql<{ readonly n: number }>`
+        WITH candidates AS (
+          -- Of several dead jobs with one unique key only the newest comes back, and none
+          -- whose key an unfinished job holds: the unique index would refuse them.
+          SELECT DISTINCT ON (d.name, COALESCE(d.unique_key, d.id::text)) d.id
+          FROM effect_jobs d
+          WHERE d.state = 'dead' AND d.queue = ${queue}
+            AND ${name === undefined ? sql.literal("TRUE") : sql`d.name = ${name}`}
+            AND (d.unique_key IS NULL OR NOT EXISTS (
+              SELECT 1 FROM effect_jobs a
+              WHERE a.name = d.name AND a.unique_key = d.unique_key AND a.state IN ('scheduled', 'available', 'running')))
+          ORDER BY d.name, COALESCE(d.unique_key, d.id::text), d.id DESC
+        ),
+        retried AS (
+          -- No row locks above (DISTINCT ON cannot take them); the UPDATE locks each row and
+          -- re-checks its state, so a concurrent retry of the same job changes it once.
+          UPDATE effect_jobs j SET ${retrySet(attempts, iso(nowMillis))}
+          FROM candidates c WHERE j.id = c.id AND j.state = 'dead'
+          RETURNING j.id
+        )
+        SELECT count(*)::int AS n,
+               CASE WHEN count(*) > 0 THEN pg_notify(${channel}, ${queue}) END::text AS notified
+        FROM retried`,
+      (rows) => rows[0]?.n ?? 0
+    )
+
+  const jobCancel = (id: string, nowMillis: number, reason: string) =>
+    sql.withTransaction(Effect.gen(function*() {
+      const now = iso(nowMillis)
+      const [found] = yield* sql<{ readonly state: JobState; readonly queue: string }>`
+        SELECT state, queue FROM effect_jobs WHERE id = ${id}::bigint FOR UPDATE`
+      if (found === undefined) return { _tag: "NotFound" } as CancelRow
+      switch (found.state) {
+        case "scheduled":
+        case "available": {
+          const entry = json({ attempt: 0, at: now, kind: "Cancelled", message: reason })
+          yield* sql`
+            UPDATE effect_jobs SET
+              state = 'cancelled', finalized_at = ${now}::timestamptz,
+              prune_at = CASE WHEN retention_ms IS NOT NULL
+                              THEN ${now}::timestamptz + retention_ms * interval '1 millisecond' END,
+              errors = (
+                SELECT COALESCE(jsonb_agg(e ORDER BY o), '[]'::jsonb)
+                FROM jsonb_array_elements(errors || jsonb_build_array((${entry}::jsonb) || jsonb_build_object('attempt', attempt)))
+                  WITH ORDINALITY AS t(e, o)
+                WHERE o > jsonb_array_length(errors) + 1 - max_errors)
+            WHERE id = ${id}::bigint
+            RETURNING pg_notify(${doneChannel}, '')::text`
+          return { _tag: "Cancelled", queue: found.queue } as CancelRow
+        }
+        case "running": {
+          // The NOTIFY is delivered at COMMIT, when the request is visible to the worker.
+          yield* sql`
+            UPDATE effect_jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ${now}::timestamptz)
+            WHERE id = ${id}::bigint
+            RETURNING pg_notify(${cancelChannel}, id::text)::text`
+          return { _tag: "CancelRequested", queue: found.queue } as CancelRow
+        }
+        default:
+          return { _tag: "Finished", state: found.state } as CancelRow
+      }
+    }))
+
+  const jobFindActiveByKey = (name: string, uniqueKey: string) =>
+    Effect.map(
+      sql<{ readonly id: string }>`
+        SELECT id::text FROM effect_jobs
+        WHERE name = ${name} AND unique_key = ${uniqueKey} AND state IN ('scheduled', 'available', 'running')`,
+      (rows) => rows[0]?.id
+    )
+
+  const jobDelete = (id: string) =>
+    Effect.map(
+      sql<{ readonly deleted: boolean; readonly state: JobState }>`
+        WITH target AS (SELECT id, state FROM effect_jobs WHERE id = ${id}::bigint FOR UPDATE),
+        deleted AS (
+          DELETE FROM effect_jobs j USING target t WHERE j.id = t.id AND t.state <> 'running' RETURNING j.id
+        )
+        SELECT t.state, EXISTS (SELECT 1 FROM deleted) AS deleted FROM target t`,
+      (rows): DeleteRow => {
+        const row = rows[0]
+        if (row === undefined) return { _tag: "NotFound" }
+        return row.deleted ? { _tag: "Deleted" } : { _tag: "Running" }
+      }
+    )
+
+  const jobDeleteFinished = (o: {
+    readonly queue: string | undefined
+    readonly states: ReadonlyArray<"completed" | "dead" | "cancelled">
+    readonly finalizedBefore: number | undefined
+    readonly limit: number
+  }) => {
+    if (o.states.length === 0) return Effect.succeed(0)
+    const where = [sql`state IN ${sql.in(o.states)}`]
+    if (o.queue !== undefined) where.push(sql`queue = ${o.queue}`)
+    if (o.finalizedBefore !== undefined) where.push(sql`finalized_at < ${iso(o.finalizedBefore)}::timestamptz`)
+    return Effect.map(
+      sql<{ readonly n: number }>`
+        WITH doomed AS (
+          SELECT id FROM effect_jobs WHERE ${sql.and(where)} LIMIT ${o.limit} FOR UPDATE SKIP LOCKED
+        ),
+        deleted AS (DELETE FROM effect_jobs j USING doomed d WHERE j.id = d.id RETURNING j.id)
+        SELECT count(*)::int AS n FROM deleted`,
+      (rows) => rows[0]?.n ?? 0
+    )
+  }
+
+  // Reads only rows whose retention ran out, through effect_jobs_prune_idx.
+  const jobPruneExpired = (nowMillis: number, limit: number) =>
+    Effect.map(
+      sql<{ readonly n: number }>`
+        WITH doomed AS (
+          SELECT id FROM effect_jobs
+          WHERE prune_at <= ${iso(nowMillis)}::timestamptz AND state IN ('completed', 'dead', 'cancelled')
+          ORDER BY prune_at
+          LIMIT ${limit}
+          FOR UPDATE SKIP LOCKED
+        ),
+        deleted AS (DELETE FROM effect_jobs j USING doomed d WHERE j.id = d.id RETURNING j.id)
+        SELECT count(*)::int AS n FROM deleted`,
+      (rows) => rows[0]?.n ?? 0
+    )
+
+  const queueSetPaused = (queue: string, paused: boolean, nowMillis: number) =>
+    sql`
+      INSERT INTO effect_jobs_queues (name, paused, updated_at) VALUES (${queue}, ${paused}, ${iso(nowMillis)}::timestamptz)
+      ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused, updated_at = EXCLUDED.updated_at
+      RETURNING pg_notify(${channel}, name)::text`.pipe(Effect.asVoid)
+
+  const queueList = sql<{ readonly name: string; readonly paused: boolean; readonly updated_at: Date }>`
+    SELECT name, paused, updated_at FROM effect_jobs_queues ORDER BY name`
+
+  const workerControlPoll = (queues: ReadonlyArray<string>, held: ReadonlyArray<string>) =>
+    Effect.map(
+      sql<{ readonly kind: "paused" | "cancel"; readonly key: string }>`
+        SELECT 'paused' AS kind, name AS key FROM effect_jobs_queues
+        WHERE paused AND name IN (SELECT jsonb_array_elements_text(${json(queues)}::jsonb))
+        UNION ALL
+        SELECT 'cancel', id::text FROM effect_jobs
+        WHERE id IN (SELECT jsonb_array_elements_text(${json(held)}::jsonb)::bigint)
+          AND state = 'running' AND cancel_requested_at IS NOT NULL`,
+      (rows) => {
+        const paused = new Set<string>()
+        const cancel = new Set<string>()
+        for (const r of rows) (r.kind === "paused" ? paused : cancel).add(r.key)
+        return { paused, cancel }
+      }
+    )
+
+  const jobCountRunnable = (queues: ReadonlyArray<string>, nowMillis: number) =>
+    Effect.map(
+      sql<{ readonly n: number }>`
+        SELECT count(*)::int AS n FROM effect_jobs
+        WHERE queue IN (SELECT jsonb_array_elements_text(${json(queues)}::jsonb))
+          AND (state IN ('available', 'running')
+               OR (state = 'scheduled' AND run_at <= ${iso(nowMillis)}::timestamptz))`,
+      (rows) => rows[0]?.n ?? 0
+    )
+
+  const jobScheduledDueNow = (queues: ReadonlyArray<string>, nowMillis: number) =>
+    Effect.map(
+      sql<{ readonly n: number }>`
+        WITH moved AS (
+          UPDATE effect_jobs SET run_at = ${iso(nowMillis)}::timestamptz
+          WHERE state = 'scheduled' AND run_at > ${iso(nowMillis)}::timestamptz
+            AND queue IN (SELECT jsonb_array_elements_text(${json(queues)}::jsonb))
+          RETURNING id
+        )
+        SELECT count(*)::int AS n FROM moved`,
+      (rows) => rows[0]?.n ?? 0
+    )
+
+  const leaderTryAcquire = (key: bigint) =>
+    Effect.gen(function*() {
+      const scope = yield* Effect.scope
+      const inner = yield* Scope.fork(scope)
+      const conn = yield* sql.reserve.pipe(Scope.provide(inner))
+      const [row] = yield* conn.execute(
+        "SELECT pg_try_advisory_lock($1::bigint) AS locked, pg_backend_pid() AS pid",
+        [key.toString()],
+        undefined
+      ) as Effect.Effect<ReadonlyArray<{ readonly locked: boolean; readonly pid: number }>, SqlError.SqlError>
+      if (row === undefined || !row.locked) {
+        yield* Scope.close(inner, Exit.void)
+        return undefined
+      }
+      // Unlock before the connection goes back to the pool: a session lock outlives the
+      // borrower, and a pooled connection holding it would make a leader of nobody.
+      yield* Scope.addFinalizer(
+        inner,
+        Effect.ignore(conn.execute("SELECT pg_advisory_unlock($1::bigint)", [key.toString()], undefined))
+      )
+      return {
+        pid: row.pid,
+        check: Effect.asVoid(conn.execute("SELECT 1", [], undefined))
+      } satisfies LeaderSession
+    })
+
+  return {
+    adminCountByQueueState,
+    adminList,
+    adminGet,
+    jobRetry,
+    jobRetryDeadOfQueue,
+    jobCancel,
+    jobFindActiveByKey,
+    jobDelete,
+    jobDeleteFinished,
+    jobPruneExpired,
+    queueSetPaused,
+    queueList,
+    workerControlPoll,
+    jobCountRunnable,
+    jobScheduledDueNow,
+    leaderTryAcquire
+  }
 }

@@ -3,7 +3,7 @@
  * afterwards. `TestDb.layer` provides `PgClient`/`SqlClient` for it and exposes its URL.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Context, Effect, Layer, Redacted } from "effect"
+import { Context, type Duration, Effect, Layer, Redacted } from "effect"
 import { inject } from "vitest"
 import { freshDatabase } from "./admin.ts"
 
@@ -24,11 +24,19 @@ export const database = Layer.effect(
   )
 )
 
-/** A pool on the test database. Call it again for an independent pool (a separate worker "process"). */
-export const pool = (options: { readonly maxConnections?: number } = {}) =>
+/**
+ * A pool on the test database. Call it again for an independent pool (a separate worker "process").
+ * Under a TestClock, pass `connectTimeout: Duration.infinity`: the pool's connect timeout runs on
+ * the clock it finds, and a virtual jump would time out a connection that is being opened.
+ */
+export const pool = (options: { readonly maxConnections?: number; readonly connectTimeout?: Duration.Input } = {}) =>
   Layer.unwrap(
     Effect.map(TestDb, ({ url }) =>
-      PgClient.layer({ url: Redacted.make(url), maxConnections: options.maxConnections ?? 10 }))
+      PgClient.layer({
+        url: Redacted.make(url),
+        maxConnections: options.maxConnections ?? 10,
+        ...(options.connectTimeout === undefined ? {} : { connectTimeout: options.connectTimeout })
+      }))
   )
 
 /** Database + one pool: what most tests need. Built once per `layer(...)` block. */
