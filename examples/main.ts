@@ -69,7 +69,7 @@ const program = Effect.gen(function*() {
   }
 
   const worker = Worker.layer({ queues: { default: { concurrency: 4, pollInterval: "100 millis" } }, maintenanceInterval: "50 millis" })
-    .pipe(Layer.provide([Handlers, Observer.layer(progress)]))
+    .pipe(Layer.provide([Handlers, Observer.replace(progress)]))
 
   yield* Effect.gen(function*() {
     const jobs = yield* Jobs

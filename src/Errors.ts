@@ -68,3 +68,36 @@ export class InvalidResult extends Schema.TaggedError<InvalidResult>()("InvalidR
   id: Schema.String,
   message: Schema.String
 }) {}
+
+// -- management (JobsAdmin) ---------------------------------------------------------------
+
+/** `cancel` of a job that already finished: it stays as it is, `state` says how it ended. */
+export class JobAlreadyFinished extends Schema.TaggedError<JobAlreadyFinished>()("JobAlreadyFinished", {
+  id: Schema.String,
+  state: Schema.String,
+  message: Schema.String
+}) {}
+
+/** `retry` of a job that is not `dead` or `cancelled`, or whose unique key another unfinished job holds now. */
+export class JobNotRetryable extends Schema.TaggedError<JobNotRetryable>()("JobNotRetryable", {
+  id: Schema.String,
+  state: Schema.String,
+  message: Schema.String
+}) {}
+
+/** `delete` of a running job: cancel it first (or let it finish). */
+export class JobIsRunning extends Schema.TaggedError<JobIsRunning>()("JobIsRunning", {
+  id: Schema.String,
+  message: Schema.String
+}) {}
+
+/** `cancelByKey` found no unfinished job with this name and unique key. */
+export class UniqueKeyNotFound extends Schema.TaggedError<UniqueKeyNotFound>()("UniqueKeyNotFound", {
+  job: Schema.String,
+  uniqueKey: Schema.String
+}) {}
+
+/** A management call given an argument it cannot use (a negative page size, zero attempts...). Nothing was changed. */
+export class InvalidAdminRequest extends Schema.TaggedError<InvalidAdminRequest>()("InvalidAdminRequest", {
+  message: Schema.String
+}) {}

@@ -117,7 +117,10 @@ export const make = <const Name extends string, Args extends AnySchema, Success 
   name: Name,
   options: Options<Args, Success>
 ): Job<Name, Args, Success> => {
-  if (name.length === 0 || name.length > 255) throw new globalThis.Error(`Job name must have 1 to 255 characters`)
+  if (typeof name !== "string" || name.length === 0 || name.length > 255 || /\u0000|\p{Surrogate}/u.test(name)) {
+    // NUL cannot be stored; an unpaired surrogate would be stored as U+FFFD, a name no handler has.
+    throw new globalThis.Error(`Job name must have 1 to 255 characters without NUL or unpaired surrogates`)
+  }
   const success = (options.success ?? Schema.Void) as Success
   const argsJson = Schema.toCodecJson(options.args)
   const successJson = Schema.toCodecJson(success)
@@ -203,8 +206,10 @@ export class Cancel extends Schema.TaggedError<Cancel>()("effect-jobs/Cancel", {
 
 export type Control = RetryAfter | Snooze | Discard | Cancel
 
+/** A delay in ms: anything that is not a finite, positive duration (unparsable included) is 0. */
 const toMillis = (d: Duration.Input): number => {
-  const ms = Duration.toMillis(Duration.fromInputUnsafe(d))
+  const parsed = Duration.fromInput(d)
+  const ms = parsed._tag === "Some" ? Duration.toMillis(parsed.value) : 0
   return Number.isFinite(ms) && ms > 0 ? ms : 0
 }
 

@@ -9,7 +9,7 @@
  * @since 0.1.0
  */
 import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Queue, Schedule, Scope } from "effect"
-import type { SqlError } from "effect/sql"
+import { SqlClient, type SqlError } from "effect/sql"
 import {
   AwaitTimeout,
   InvalidJobArgs,
@@ -54,7 +54,22 @@ export interface Status<A> {
   readonly errors: ReadonlyArray<{ readonly message?: string; readonly kind?: string }>
 }
 
-export type AwaitError = JobNotFound | JobDead | JobCancelled | AwaitTimeout | InvalidResult | SqlError.SqlError
+/** A bundle's progress: members per state and whether it finished. */
+export interface BundleProgress {
+  readonly id: string
+  readonly name: string
+  readonly total: number
+  /** Members not yet in a terminal state. */
+  readonly remaining: number
+  readonly counts: Readonly<Record<string, number>>
+  readonly finished: boolean
+  readonly finishedAt: Date | undefined
+  /** The follow-up job, once the finish step enqueued it. */
+  readonly followUpId: string | undefined
+}
+
+/** `InvalidJobOptions`: the `timeout` given to `await` is not a duration. */
+export type AwaitError = JobNotFound | JobDead | JobCancelled | AwaitTimeout | InvalidResult | InvalidJobOptions | SqlError.SqlError
 
 /** One job of a mixed `enqueueAll` batch; build it with `Jobs.entry`. */
 export interface Entry {
@@ -84,6 +99,17 @@ export class Jobs extends Context.Service<Jobs, {
   ) => Effect.Effect<ReadonlyArray<string>, EnqueueError>
   /** Jobs of several kinds in one statement; ids in the order of `entries`. */
   readonly enqueueAll: (entries: ReadonlyArray<Entry>) => Effect.Effect<ReadonlyArray<string>, EnqueueError>
+  /**
+   * Enqueues `entries` as one bundle, atomically (bundle and members in one
+   * transaction). See `Bundle`. Members may not have a `uniqueKey`.
+   */
+  readonly enqueueBundle: (
+    bundle: { readonly name: string },
+    entries: ReadonlyArray<Entry>,
+    options?: { readonly metadata?: Readonly<Record<string, unknown>> | undefined }
+  ) => Effect.Effect<{ readonly bundleId: string; readonly ids: ReadonlyArray<string> }, EnqueueError>
+  /** A bundle's progress; `JobNotFound` (with the bundle id) if there is no such bundle. */
+  readonly bundleProgress: (bundleId: string) => Effect.Effect<BundleProgress, JobNotFound | SqlError.SqlError>
   /** The job's state now, with its typed result if it completed. */
   readonly status: <J extends Job.Any>(
     job: J,
@@ -108,7 +134,23 @@ export class Jobs extends Context.Service<Jobs, {
   static readonly entry = entry
 }
 
-const hasNul = (json: string) => json.includes("\\u0000")
+/**
+ * Text PostgreSQL cannot store: a NUL, or an unpaired UTF-16 surrogate (jsonb rejects
+ * both; a text column would get U+FFFD instead of the character given).
+ */
+const badText = /\u0000|\p{Surrogate}/u
+
+/** A string (value or key) anywhere in a JSON value that PostgreSQL cannot store. */
+const hasBadText = (u: unknown): boolean => {
+  if (typeof u === "string") return badText.test(u)
+  if (Array.isArray(u)) return u.some(hasBadText)
+  if (typeof u === "object" && u !== null) return Object.entries(u).some(([k, v]) => badText.test(k) || hasBadText(v))
+  return false
+}
+
+/** Ids are positive bigints: anything else names no job (and must not reach SQL as a failing cast). */
+const isJobId = (id: unknown): id is string =>
+  typeof id === "string" && /^[1-9][0-9]{0,18}$/.test(id) && BigInt(id) <= 9223372036854775807n
 
 /** Validates options and encodes args into a row; fails with a typed error, never writes. */
 export const toRow = Effect.fnUntraced(function*(
@@ -123,12 +165,15 @@ export const toRow = Effect.fnUntraced(function*(
     Effect.mapError((e) => new InvalidJobArgs({ job: job.name, message: e.message }))
   )
   if (args === undefined) return yield* new InvalidJobArgs({ job: job.name, message: "arguments encode to nothing" })
-  if (hasNul(JSON.stringify(args))) {
-    return yield* new InvalidJobArgs({ job: job.name, message: "arguments contain a NUL character (\\u0000), which PostgreSQL cannot store" })
+  if (hasBadText(args)) {
+    return yield* new InvalidJobArgs({
+      job: job.name,
+      message: "arguments contain a NUL character or an unpaired surrogate (invalid Unicode), which PostgreSQL cannot store"
+    })
   }
   const queue = o.queue ?? job.queue
-  if (typeof queue !== "string" || queue.length === 0 || queue.length > 255 || queue.includes("\u0000")) {
-    return yield* invalid("queue must be a string of 1 to 255 characters without NUL")
+  if (typeof queue !== "string" || queue.length === 0 || queue.length > 255 || badText.test(queue)) {
+    return yield* invalid("queue must be a string of 1 to 255 characters without NUL or unpaired surrogates")
   }
   const priority = o.priority ?? job.priority
   if (!Number.isInteger(priority) || priority < -32768 || priority > 32767) {
@@ -154,8 +199,8 @@ export const toRow = Effect.fnUntraced(function*(
     return yield* invalid("run time out of range")
   }
   const uniqueKey = o.uniqueKey ?? null
-  if (uniqueKey !== null && (typeof uniqueKey !== "string" || uniqueKey.length > 1000 || uniqueKey.includes("\u0000"))) {
-    return yield* invalid("uniqueKey must be a string of at most 1000 characters without NUL")
+  if (uniqueKey !== null && (typeof uniqueKey !== "string" || uniqueKey.length > 1000 || badText.test(uniqueKey))) {
+    return yield* invalid("uniqueKey must be a string of at most 1000 characters without NUL or unpaired surrogates")
   }
   const metadata = o.metadata ?? {}
   if (typeof metadata !== "object" || metadata === null || Array.isArray(metadata)) {
@@ -167,7 +212,7 @@ export const toRow = Effect.fnUntraced(function*(
   } catch (e) {
     return yield* invalid(`metadata must be JSON-serializable: ${String(e)}`)
   }
-  if (hasNul(metadataJson)) return yield* invalid("metadata contains a NUL character")
+  if (hasBadText(JSON.parse(metadataJson))) return yield* invalid("metadata contains a NUL character or an unpaired surrogate")
   const retentionMs = Duration.toMillis(job.retention)
   const row: NewJobRow = {
     name: job.name,
@@ -224,7 +269,7 @@ const make = Effect.gen(function*() {
     id: string
   ): Effect.Effect<Status<Job.SuccessOf<J>>, JobNotFound | InvalidResult | SqlError.SqlError> =>
     Effect.flatMap(
-      store.jobOutcomes([id]),
+      isJobId(id) ? store.jobOutcomes([id]) : Effect.succeed([]),
       (rows): Effect.Effect<Status<Job.SuccessOf<J>>, JobNotFound | InvalidResult> =>
         rows[0] === undefined ? Effect.fail(new JobNotFound({ id })) : decodeStatus(job, rows[0])
     ).pipe(Effect.withSpan("Jobs.status"))
@@ -280,6 +325,13 @@ const make = Effect.gen(function*() {
 
   const awaitJob = <J extends Job.Any>(job: J, id: string, options?: { readonly timeout?: Duration.Input | undefined }) =>
     Effect.gen(function*() {
+      // Checked before waiting: a malformed id would make the statement that checks every
+      // waiter at once fail, for all of them.
+      if (!isJobId(id)) return yield* new JobNotFound({ id })
+      const timeout = options?.timeout === undefined ? undefined : Duration.fromInput(options.timeout)
+      if (timeout !== undefined && !(Option.isSome(timeout) && Duration.toMillis(timeout.value) >= 0)) {
+        return yield* new InvalidJobOptions({ job: job.name, message: `await: timeout must be a non-negative duration, got ${String(options?.timeout)}` })
+      }
       yield* startListener
       const done = yield* Deferred.make<OutcomeRow | undefined>()
       let set = waiters.get(id)
@@ -287,10 +339,9 @@ const make = Effect.gen(function*() {
       set.add(done)
       yield* Effect.forkChild(checkWaiters) // it may be finished already
       const wait = Deferred.await(done)
-      const timeout = options?.timeout === undefined ? undefined : Duration.fromInputUnsafe(options.timeout)
       const row = yield* (timeout === undefined ? wait : Effect.timeoutOrElse(wait, {
-        duration: timeout,
-        orElse: () => Effect.fail(new AwaitTimeout({ id, timeoutMillis: Duration.toMillis(timeout) }))
+        duration: timeout.value,
+        orElse: () => Effect.fail(new AwaitTimeout({ id, timeoutMillis: Duration.toMillis(timeout.value) }))
       })).pipe(Effect.ensuring(Effect.sync(() => {
         set.delete(done)
         if (set.size === 0 && waiters.get(id) === set) waiters.delete(id)
@@ -303,7 +354,50 @@ const make = Effect.gen(function*() {
       return Option.getOrUndefined(s.result) as Job.SuccessOf<J>
     }).pipe(Effect.withSpan("Jobs.await", { attributes: { "job.id": id } }))
 
+  const sql = yield* SqlClient.SqlClient
+
+  const enqueueBundle = Effect.fn("Jobs.enqueueBundle")(function*(
+    bundle: { readonly name: string },
+    entries: ReadonlyArray<Entry>,
+    options?: { readonly metadata?: Readonly<Record<string, unknown>> | undefined }
+  ) {
+    if (entries.length === 0) {
+      return yield* new InvalidJobOptions({ job: bundle.name, message: "a bundle needs at least one job" })
+    }
+    const keyed = entries.find((e) => e.options?.uniqueKey !== undefined)
+    if (keyed !== undefined) {
+      return yield* new InvalidJobOptions({ job: keyed.job.name, message: "jobs of a bundle cannot have a uniqueKey" })
+    }
+    const now = yield* Clock.currentTimeMillis
+    const requestId = (yield* RequestId) ?? crypto.randomUUID()
+    const trace = yield* currentTrace
+    const rows: Array<NewJobRow> = []
+    for (const e of entries) rows.push(yield* toRow(e, now, requestId, trace))
+    return yield* sql.withTransaction(Effect.gen(function*() {
+      const bundleId = yield* store.bundleInsert(bundle.name, rows.length, options?.metadata ?? {})
+      const ids = yield* store.jobInsertMany(rows.map((r) => ({ ...r, bundle_id: bundleId })))
+      return { bundleId, ids: ids.map((r) => r.id) }
+    }))
+  })
+
+  const bundleProgress = (bundleId: string) =>
+    Effect.flatMap(store.bundleProgress(bundleId), (row) =>
+      row === undefined
+        ? Effect.fail(new JobNotFound({ id: bundleId }))
+        : Effect.succeed({
+          id: row.id,
+          name: row.name,
+          total: row.total,
+          remaining: row.remaining,
+          counts: row.counts,
+          finished: row.finished_at !== null,
+          finishedAt: row.finished_at ?? undefined,
+          followUpId: row.follow_up_id ?? undefined
+        } satisfies BundleProgress)).pipe(Effect.withSpan("Jobs.bundleProgress"))
+
   return Jobs.of({
+    enqueueBundle,
+    bundleProgress,
     status,
     await: awaitJob,
     enqueue: (job, args, options) =>

@@ -4,12 +4,37 @@
  * The worker reports every transition to the `Observer` service: a job started,
  * completed, had a retry scheduled, was rescheduled (snoozed or returned at
  * shutdown), went to the dead-letter state, was cancelled; and errors of the
- * worker itself. The default is to observe nothing; `Observer.logging` logs each
- * event with Effect's `Logger`; observers compose with `Observer.combine`.
+ * worker itself; and bundles that finished. The default is to observe nothing.
+ *
+ * - `Observer.layer`: the default observers, metrics and logging (needs a `PgClient`
+ *   for the jobs-per-state gauge). `Observer.layerWith(mine)` adds yours on top.
+ * - `Observer.metrics` / `metricsWith(options)`: Effect `Metric`s (src/Metrics.ts):
+ *   counters per outcome, a run-duration histogram, worker errors, and a gauge of
+ *   jobs per queue and state sampled from the table. Export them with Effect's
+ *   Prometheus or OTLP exporters (`effect/observability`).
+ * - `Observer.logging`: each event through Effect's `Logger`.
+ * - `Observer.add(mine)` adds to the observer it is provided (so these stack with
+ *   `Layer.provide`); `Observer.replace(mine)` drops the others; `combine` and
+ *   `noop` build `Events` values.
+ *
+ * Outcome events are reported after the outcome is written, by the worker's
+ * completer: keep observers quick (fork anything slow). See docs/observing.md.
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer } from "effect"
+import { Clock, Context, Duration, Effect, Layer, Metric, Option } from "effect"
+import { JobStore, type JobState } from "./internal/Store.ts"
+import * as Metrics from "./Metrics.ts"
+
+export interface BundleInfo {
+  readonly id: string
+  readonly name: string
+  readonly total: number
+  /** Members per terminal state (completed, dead, cancelled). */
+  readonly counts: Readonly<Record<string, number>>
+  /** The follow-up job enqueued by the bundle's `onFinish`, if any. */
+  readonly followUpId: string | undefined
+}
 
 export interface JobInfo {
   readonly id: string
@@ -28,6 +53,8 @@ export interface Events {
   readonly dead: (job: JobInfo, reason: string) => Effect.Effect<void>
   readonly cancelled: (job: JobInfo, reason: string) => Effect.Effect<void>
   readonly workerError: (queue: string, message: string, cause?: unknown) => Effect.Effect<void>
+  /** A bundle's last member reached a terminal state (reported once per bundle). Optional. */
+  readonly bundleFinished?: ((bundle: BundleInfo) => Effect.Effect<void>) | undefined
 }
 
 /** The observer service. Never needs to be provided: the default observes nothing. */
@@ -51,7 +78,8 @@ export const combine = (left: Events, right: Events): Events => ({
   rescheduled: (j, d, r) => Effect.andThen(left.rescheduled(j, d, r), right.rescheduled(j, d, r)),
   dead: (j, r) => Effect.andThen(left.dead(j, r), right.dead(j, r)),
   cancelled: (j, r) => Effect.andThen(left.cancelled(j, r), right.cancelled(j, r)),
-  workerError: (q, m, c) => Effect.andThen(left.workerError(q, m, c), right.workerError(q, m, c))
+  workerError: (q, m, c) => Effect.andThen(left.workerError(q, m, c), right.workerError(q, m, c)),
+  bundleFinished: (b) => Effect.andThen(left.bundleFinished?.(b) ?? Effect.void, right.bundleFinished?.(b) ?? Effect.void)
 })
 
 const annotate = (job: JobInfo) => Effect.annotateLogs({ jobId: job.id, job: job.name, queue: job.queue, attempt: job.attempt })
@@ -64,7 +92,8 @@ export const loggingEvents: Events = {
   rescheduled: (j, d, r) => Effect.logInfo("job rescheduled", { delayMillis: d, reason: r }).pipe(annotate(j)),
   dead: (j, r) => Effect.logWarning("job moved to dead", { reason: r }).pipe(annotate(j)),
   cancelled: (j, r) => Effect.logInfo("job cancelled", { reason: r }).pipe(annotate(j)),
-  workerError: (q, m, c) => Effect.logError("worker error", { queue: q, message: m, cause: c })
+  workerError: (q, m, c) => Effect.logError("worker error", { queue: q, message: m, cause: c }),
+  bundleFinished: (b) => Effect.logInfo("bundle finished", { bundleId: b.id, bundle: b.name, counts: b.counts, followUpId: b.followUpId })
 }
 
 /** Adds an observer to whatever observer is already in place (the default observes nothing). */
@@ -74,5 +103,179 @@ export const add = (events: Events) =>
 /** Logging observer layer. */
 export const logging = add(loggingEvents)
 
-/** Replaces the observer. */
-export const layer = (events: Events) => Layer.succeed(Observer, events)
+/** Replaces the observer: only `events` observe (those in place before are dropped). */
+export const replace = (events: Events) => Layer.succeed(Observer, events)
+
+// ---------------------------------------------------------------------------
+// Metrics (the Metric definitions and their names are in src/Metrics.ts)
+// ---------------------------------------------------------------------------
+
+export interface MetricsOptions {
+  /**
+   * How often jobs per queue and state are counted for the `effect_jobs_jobs`
+   * gauge; default 15 seconds. Each sample is one `GROUP BY` over the jobs table
+   * (an index-only scan of `effect_jobs_state_queue_idx`): with millions of
+   * retained rows, sample less often. `false`: no gauge.
+   */
+  readonly sampleInterval?: Duration.Input | false | undefined
+}
+
+const allStates: ReadonlyArray<JobState> = ["scheduled", "available", "running", "completed", "dead", "cancelled"]
+
+/**
+ * An observer that updates the metrics of `src/Metrics.ts` (counters per outcome,
+ * the run-duration histogram, worker errors). Each call makes one with its own
+ * table of runs in progress; no database needed (the gauge is `metrics`' sampler).
+ */
+export const metricsEvents = (): Events => {
+  interface PerJob {
+    readonly started: Metric.Counter<number>
+    readonly completed: Metric.Counter<number>
+    readonly retried: Metric.Counter<number>
+    readonly rescheduled: Metric.Counter<number>
+    readonly dead: Metric.Counter<number>
+    readonly cancelled: Metric.Counter<number>
+    readonly duration: Record<Metrics.Outcome, Metric.Histogram<number>>
+  }
+  // Attributed metrics are built once per (queue, job name), not once per event.
+  const perJob = new Map<string, PerJob>()
+  const metricsOf = (job: JobInfo): PerJob => {
+    const key = `${job.queue}\u0000${job.name}`
+    let m = perJob.get(key)
+    if (m === undefined) {
+      const attributes = { queue: job.queue, job_name: job.name }
+      const duration = (outcome: Metrics.Outcome) => Metric.withAttributes(Metrics.runDuration, { ...attributes, outcome })
+      m = {
+        started: Metric.withAttributes(Metrics.started, attributes),
+        completed: Metric.withAttributes(Metrics.completed, attributes),
+        retried: Metric.withAttributes(Metrics.retried, attributes),
+        rescheduled: Metric.withAttributes(Metrics.rescheduled, attributes),
+        dead: Metric.withAttributes(Metrics.dead, attributes),
+        cancelled: Metric.withAttributes(Metrics.cancelled, attributes),
+        duration: {
+          completed: duration("completed"),
+          retried: duration("retried"),
+          rescheduled: duration("rescheduled"),
+          dead: duration("dead"),
+          cancelled: duration("cancelled")
+        }
+      }
+      perJob.set(key, m)
+    }
+    return m
+  }
+  const errorsOf = new Map<string, Metric.Counter<number>>()
+  // Start time of each run in progress, so every outcome (not only success) has a duration.
+  // A run whose outcome never comes (its lease was lost) leaves an entry; the cap bounds them.
+  const startedAt = new Map<string, number>()
+  const runKey = (job: JobInfo) => `${job.id}/${job.attempt}`
+  const finished = (job: JobInfo, counter: keyof Omit<PerJob, "duration">, outcome: Metrics.Outcome) =>
+    Effect.suspend(() => {
+      const m = metricsOf(job)
+      const key = runKey(job)
+      const start = startedAt.get(key)
+      startedAt.delete(key)
+      const count = Metric.update(m[counter], 1)
+      if (start === undefined) return count
+      return Effect.andThen(
+        count,
+        Effect.flatMap(Clock.currentTimeMillis, (now) => Metric.update(m.duration[outcome], Math.max(0, now - start) / 1000))
+      )
+    })
+  return {
+    started: (job) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        if (startedAt.size >= 100_000) startedAt.clear()
+        startedAt.set(runKey(job), now)
+        return Metric.update(metricsOf(job).started, 1)
+      }),
+    completed: (job) => finished(job, "completed", "completed"),
+    retryScheduled: (job) => finished(job, "retried", "retried"),
+    rescheduled: (job) => finished(job, "rescheduled", "rescheduled"),
+    dead: (job) => finished(job, "dead", "dead"),
+    cancelled: (job) => finished(job, "cancelled", "cancelled"),
+    workerError: (queue) =>
+      Effect.suspend(() => {
+        let c = errorsOf.get(queue)
+        if (c === undefined) errorsOf.set(queue, c = Metric.withAttributes(Metrics.workerErrors, { queue }))
+        return Metric.update(c, 1)
+      }),
+    bundleFinished: (bundle) => Metric.update(Metric.withAttributes(Metrics.bundlesFinished, { bundle: bundle.name }), 1)
+  }
+}
+
+/** Counts jobs per queue and state into the `effect_jobs_jobs` gauge, now and every `intervalMillis`. */
+const sampleStates = (intervalMillis: number) =>
+  Effect.gen(function*() {
+    const store = yield* JobStore
+    const queues = new Set<string>()
+    const gauges = new Map<string, Metric.Gauge<number>>()
+    const gauge = (queue: string, state: JobState) => {
+      const key = `${queue}\u0000${state}`
+      let g = gauges.get(key)
+      if (g === undefined) gauges.set(key, g = Metric.withAttributes(Metrics.jobs, { queue, state }))
+      return g
+    }
+    const sampleOnce = Effect.gen(function*() {
+      const rows = yield* store.adminCountByQueueState(undefined)
+      const counts = new Map<string, number>()
+      for (const r of rows) {
+        queues.add(r.queue)
+        counts.set(`${r.queue}\u0000${r.state}`, r.count)
+      }
+      // Every state of every queue seen so far, so a state that empties reads 0, not its last count.
+      for (const queue of queues) {
+        for (const state of allStates) yield* Metric.update(gauge(queue, state), counts.get(`${queue}\u0000${state}`) ?? 0)
+      }
+    }).pipe(Effect.catchCause((cause) => Effect.logWarning("effect-jobs: could not sample jobs per state", cause)))
+    // The first sample is taken before the layer is up, so the gauge is never empty or stale at start.
+    yield* sampleOnce
+    yield* Effect.forkScoped(
+      Effect.forever(Effect.andThen(Effect.sleep(intervalMillis), sampleOnce)).pipe(
+        Effect.annotateLogs({ module: "effect-jobs/Observer", fiber: "state-sampler" })
+      )
+    )
+  })
+
+/**
+ * Adds the metrics observer (see src/Metrics.ts) to the observer in place, and
+ * samples jobs per state into a gauge (needs a `PgClient` for that).
+ */
+export const metricsWith = (options: MetricsOptions = {}) => {
+  // Checked here, when the layer is defined: a bad interval is a mistake in the program.
+  const interval = options.sampleInterval === false ? undefined : sampleMillis(options.sampleInterval ?? "15 seconds")
+  return Layer.effect(
+    Observer,
+    Effect.gen(function*() {
+      const current = yield* Observer
+      if (interval !== undefined) yield* sampleStates(interval)
+      const events = metricsEvents()
+      return current === noop ? events : combine(current, events)
+    })
+  ).pipe(Layer.provide(JobStore.layer))
+}
+
+const sampleMillis = (input: Duration.Input): number => {
+  const d = Duration.fromInput(input)
+  const ms = Option.isSome(d) ? Duration.toMillis(d.value) : NaN
+  if (!(ms > 0) || !Number.isFinite(ms)) {
+    throw new Error(`Observer.metricsWith: sampleInterval must be a finite, positive duration (or false), got ${String(input)}`)
+  }
+  return ms
+}
+
+/** Metrics with the default sampling (every 15 seconds). Needs a `PgClient`. */
+export const metrics = metricsWith()
+
+/**
+ * The default observers: metrics and logging. Needs a `PgClient` (for the
+ * jobs-per-state gauge).
+ *
+ * To add your own without losing these: `Observer.layerWith(mine)`, or
+ * `Observer.add(mine).pipe(Layer.provide(Observer.layer))` (each `add` sees
+ * the observers provided to it and adds itself after them).
+ */
+export const layer = logging.pipe(Layer.provide(metrics))
+
+/** The default observers (metrics, logging) and then `events`. */
+export const layerWith = (events: Events) => add(events).pipe(Layer.provide(layer))

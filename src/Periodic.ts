@@ -79,6 +79,13 @@ const slotsOf = (s: Schedule): Effect.Effect<Slots, InvalidSchedule> =>
       }
       if (Result.isFailure(parsed)) return fail(`invalid cron ${JSON.stringify(s.spec.cron)}: ${parsed.failure.message}`)
       const cron = parsed.success
+      // A cron that parses may still never fire ("0 0 31 2 *"): Cron.next/prev then throw.
+      try {
+        Cron.next(cron, new Date())
+        Cron.prev(cron, new Date())
+      } catch (e) {
+        return fail(`cron ${JSON.stringify(s.spec.cron)} never fires: ${e instanceof Error ? e.message : String(e)}`)
+      }
       return Effect.succeed({
         description: `cron "${s.spec.cron}" ${s.spec.timeZone ?? "UTC"}`,
         atOrBefore: (now) => Cron.prev(cron, new Date(now + 1)).getTime(),
@@ -151,11 +158,20 @@ export const layer = (schedules: ReadonlyArray<Schedule>) =>
         }
       })
 
+      /**
+       * Slot after slot from the last one handled, so a slot is not skipped when a
+       * fire (or a pause of the process) takes longer than the gap to the next one.
+       * Behind by more than one slot, it goes straight to the latest one due.
+       */
       const run = Effect.fnUntraced(function*(schedule: Schedule, slots: Slots) {
+        let last = slots.atOrBefore(yield* Clock.currentTimeMillis)
         while (true) {
-          const at = slots.after(yield* Clock.currentTimeMillis)
-          yield* Effect.sleep(Duration.millis(Math.max(0, at - (yield* Clock.currentTimeMillis))))
-          yield* fire(schedule, at)
+          let next = slots.after(last)
+          const now = yield* Clock.currentTimeMillis
+          if (next > now) yield* Effect.sleep(Duration.millis(next - now))
+          else next = Math.max(next, slots.atOrBefore(now))
+          yield* fire(schedule, next)
+          last = next
         }
       })
 
@@ -179,4 +195,4 @@ export const layer = (schedules: ReadonlyArray<Schedule>) =>
           })))
       })
     })
-  ).pipe(Layer.provide([JobStore.layer, Jobs.layer]))
+  ).pipe(Layer.provide([JobStore.layer, Layer.fresh(Jobs.layer)]))

@@ -19,10 +19,32 @@
  * returned to the queue with their attempt given back, and every outcome is
  * written before the scope closes.
  *
+ * Live controls, on the `Worker` service the layer provides: `reconfigure`
+ * replaces the set of queue configs (producers of removed queues stop claiming
+ * and return the jobs they buffered, their running jobs finish as usual; new
+ * queues start; kept queues take their new settings in place), `setConcurrency`
+ * changes one queue's, `pause`/`resume` stop and restart claiming on this worker
+ * or, with `{ global: true }`, on every worker (the `effect_jobs_queues.paused`
+ * flag, which each worker reads every poll interval). No job is lost or run
+ * twice by any of these: a job is claimed by exactly one producer, and a
+ * producer that stops gives back only what it has not started.
+ *
+ * Every handler runs inside the default middleware stack: the job's request id
+ * in context and in log annotations, and one span per run, child of the span
+ * that enqueued the job (`defaultMiddleware: false` turns these off). Defects
+ * (`Effect.die`, a throw) end the job `dead` with the cause, a `timeout` is a
+ * retried failure, and metrics come from the `Observer` (`Observer.layer`):
+ * those are not middleware and stay on. `middleware` adds your own wrappers.
+ *
+ * One worker at a time also prunes finished jobs past their retention (the
+ * `pruner`; leader elected with a Postgres advisory lock, see
+ * internal/Maintenance.ts).
+ *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, FiberMap, Latch, Layer, Option, Queue, Schedule, Tracer } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, FiberMap, Latch, Layer, Option, Queue, Schedule, type Scope, Semaphore, Tracer } from "effect"
 import { InvalidWorkerConfig, JobTimeout } from "./Errors.ts"
+import * as Maintenance from "./internal/Maintenance.ts"
 import * as Job from "./Job.ts"
 import * as Completer from "./internal/Completer.ts"
 import { cancelledByRequest, classify, DeadOnArrival, type Outcome, released } from "./internal/Outcome.ts"
@@ -59,6 +81,42 @@ export interface Options {
   readonly listen?: boolean | undefined
   /** Outcomes written per statement at most; default 1000. */
   readonly maxCompletionBatch?: number | undefined
+  /**
+   * Deleting finished jobs whose retention ran out. One worker at a time does it
+   * (the holder of a Postgres session advisory lock, on a connection it keeps
+   * while it leads); the others take over when its session ends. `false`: this
+   * worker never prunes (some other process must, or retention is not enforced).
+   */
+  readonly pruner?: false | Maintenance.Options | undefined
+  /** Your wrappers around every handler run, innermost first; they run inside the default stack. */
+  readonly middleware?: ReadonlyArray<Middleware> | undefined
+  /**
+   * The default stack around every handler: request id in context and log
+   * annotations, a span per run linked to the enqueuing span. Default true.
+   */
+  readonly defaultMiddleware?: boolean | undefined
+}
+
+/** Wraps a handler run: `(run, job) => run.pipe(...)`. It sees the job's context; it must return the run's exit. */
+export type Middleware = (
+  run: Effect.Effect<unknown, unknown>,
+  job: Job.JobContext
+) => Effect.Effect<unknown, unknown>
+
+/** A queue as this worker serves it now (`Worker.status`). */
+export interface QueueStatus {
+  readonly name: string
+  readonly concurrency: number
+  readonly prefetch: number
+  readonly pollIntervalMillis: number
+  /** Paused on this worker (`pause(queue)`). */
+  readonly pausedLocally: boolean
+  /** Paused for all workers, as this worker last read it (`pause(queue, { global: true })`). */
+  readonly pausedGlobally: boolean
+  /** Jobs of this queue running on this worker. */
+  readonly running: number
+  /** Jobs claimed and waiting for a free slot. */
+  readonly buffered: number
 }
 
 interface ResolvedQueue {
@@ -99,8 +157,10 @@ export const validate = (options: Options): Effect.Effect<Resolved, InvalidWorke
       const names = Object.keys(options.queues)
       if (names.length === 0) throw new InvalidWorkerConfig({ message: "at least one queue must be configured" })
       const queues = names.map((name): ResolvedQueue => {
-        if (name.length === 0 || name.length > 255 || name.includes("\u0000")) {
-          throw new InvalidWorkerConfig({ message: `queue name must have 1 to 255 characters without NUL: ${JSON.stringify(name)}` })
+        if (name.length === 0 || name.length > 255 || /\u0000|\p{Surrogate}/u.test(name)) {
+          throw new InvalidWorkerConfig({
+            message: `queue name must have 1 to 255 characters without NUL or unpaired surrogates: ${JSON.stringify(name)}`
+          })
         }
         const config = options.queues[name] ?? {}
         const concurrency = config.concurrency ?? 1
@@ -125,6 +185,10 @@ export const validate = (options: Options): Effect.Effect<Resolved, InvalidWorke
       const maxCompletionBatch = options.maxCompletionBatch ?? 1000
       if (!Number.isInteger(maxCompletionBatch) || maxCompletionBatch < 1) {
         throw new InvalidWorkerConfig({ message: "maxCompletionBatch must be a positive integer" })
+      }
+      // Stored in `locked_by` by every claim: a NUL there would fail every claim, forever.
+      if (options.workerId !== undefined && (typeof options.workerId !== "string" || /\u0000|\p{Surrogate}/u.test(options.workerId))) {
+        throw new InvalidWorkerConfig({ message: "workerId must be a string without NUL or unpaired surrogates" })
       }
       return {
         queues,
@@ -177,6 +241,13 @@ const claimOrder = (a: ClaimedJobRow, b: ClaimedJobRow) =>
   a.priority - b.priority || (a.run_at.getTime() - b.run_at.getTime()) || compareIds(a.id, b.id)
 const compareIds = (a: string, b: string) => a.length - b.length || (a < b ? -1 : a > b ? 1 : 0)
 
+/**
+ * At shutdown, how long the outcomes of the last runs may take to be written once
+ * the grace period is over. Reached only when the database is unreachable: then
+ * the shutdown ends anyway, and the unwritten jobs are rescued when their leases lapse.
+ */
+const shutdownWriteMillis = 5000
+
 const jitter = (ms: number) => Math.round(ms * (0.9 + Math.random() * 0.2))
 
 const traceParent = (trace: unknown): Tracer.AnySpan | undefined => {
@@ -190,9 +261,25 @@ const traceParent = (trace: unknown): Tracer.AnySpan | undefined => {
 const metadataOf = (u: unknown): Readonly<Record<string, unknown>> =>
   typeof u === "object" && u !== null && !Array.isArray(u) ? (u as Record<string, unknown>) : {}
 
+/** What `Worker.pruner` is on a worker built with `pruner: false`. */
+const noPruner: Maintenance.Maintenance = {
+  isLeader: Effect.succeed(false),
+  awaitLeader: Effect.never,
+  awaitFollower: Effect.void,
+  pruned: Effect.succeed(0),
+  lastPrunedAt: Effect.succeed(undefined)
+}
+
 /** Builds the worker inside the current scope. */
 export const make = Effect.fnUntraced(function*(options: Options) {
   const config = yield* validate(options)
+  if (options.pruner !== false) yield* Maintenance.validate(options.pruner ?? {})
+  const middleware = options.middleware ?? []
+  const defaultMiddleware = options.defaultMiddleware ?? true
+  /** Queues paused on this worker only, and (as last read) for all workers. */
+  const pausedLocally = new Set<string>()
+  let pausedGlobally: ReadonlySet<string> = new Set()
+  const isPaused = (queue: string) => pausedLocally.has(queue) || pausedGlobally.has(queue)
   const store = yield* JobStore
   const observer = yield* Observer
   const handlers = collectHandlers(yield* Effect.context<never>())
@@ -205,6 +292,12 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const held = new Map<string, number>()
   /** Runs of jobs that were taken from this worker (lease lost): their outcome must not be written. */
   const lost = new Set<string>()
+  /**
+   * When the lease of each held job runs out as far as this worker knows: claim time +
+   * lease, moved on by each heartbeat that reached the database. (Entries of jobs no
+   * longer held are swept by the lease watch.)
+   */
+  const leaseUntil = new Map<string, number>()
   /** Runs being interrupted because an operator cancelled their job: they end `cancelled`. */
   const cancelling = new Set<string>()
   const running = yield* FiberMap.make<string>()
@@ -242,6 +335,14 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     if (handler === undefined) {
       return Effect.fail(new DeadOnArrival("NoHandler", `no handler for job "${row.name}" on this worker`))
     }
+    // Only a row edited by hand gets here with an attempt outside [1, max_attempts]: it has
+    // no attempt left to run (or a count that means nothing), so it is not run.
+    if (!(row.attempt >= 1 && row.attempt <= row.max_attempts)) {
+      return Effect.fail(new DeadOnArrival(
+        "AttemptOutOfRange",
+        `attempt ${row.attempt} is outside [1, ${row.max_attempts}] (the row was changed by hand?); not run`
+      ))
+    }
     const definition = handler.job
     const ctx: Job.JobContext = {
       id: row.id,
@@ -266,6 +367,8 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         orElse: () => Effect.fail(new JobTimeout({ timeoutMillis }))
       })
     }
+    for (const m of middleware) run = m(run, ctx)
+    if (!defaultMiddleware) return run
     const parent = traceParent(row.trace)
     return run.pipe(
       Effect.provideService(RequestId, ctx.requestId),
@@ -286,6 +389,13 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     readonly release: () => void
     /** Removes a buffered (claimed, not started) job from the buffer and returns it. */
     readonly takeBuffered: (id: string) => ClaimedJobRow | undefined
+    /** Live controls: the settings now, new settings (taken at the next loop turn), stop after the current claim. */
+    readonly config: () => ResolvedQueue
+    readonly update: (queue: ResolvedQueue) => void
+    readonly stop: () => void
+    /** Re-arms a stopped producer (its queue was added back); fork its loop again. */
+    readonly restart: () => void
+    readonly counts: () => { readonly running: number; readonly buffered: number }
   }
 
   /**
@@ -299,14 +409,18 @@ export const make = Effect.fnUntraced(function*(options: Options) {
    * held (leased and heartbeated) like running ones, and are returned to the
    * queue, attempt given back, when the producer stops.
    */
-  const makeProducer = Effect.fnUntraced(function*(queue: ResolvedQueue) {
+  const makeProducer = Effect.fnUntraced(function*(initial: ResolvedQueue) {
+    let queue = initial // replaced by `update` (reconfigure, setConcurrency)
+    let stopped = false
     const signal = yield* Latch.make(false)
     const buffer: Array<ClaimedJobRow> = []
     let inFlight = 0
     let hungry = true
     let wakes = 0
     const producer: Producer = {
-      queue,
+      get queue() {
+        return queue
+      },
       notify: () => {
         wakes++
         hungry = true
@@ -321,10 +435,25 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         if (index < 0) return undefined
         signal.openUnsafe()
         return buffer.splice(index, 1)[0]
-      }
+      },
+      config: () => queue,
+      update: (next) => {
+        queue = next
+        hungry = true
+        signal.openUnsafe()
+      },
+      stop: () => {
+        stopped = true
+        signal.openUnsafe()
+      },
+      restart: () => {
+        stopped = false
+        hungry = true
+      },
+      counts: () => ({ running: inFlight, buffered: buffer.length })
     }
     const room = () => queue.concurrency + queue.prefetch - inFlight - buffer.length
-    const lowWater = Math.floor(queue.prefetch / 2)
+    const lowWater = () => Math.floor(queue.prefetch / 2)
 
     const dispatch = Effect.suspend(() => {
       if (buffer.length === 0 || inFlight >= queue.concurrency) return Effect.void
@@ -349,6 +478,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       })
       for (const row of rows.length > 1 ? [...rows].sort(claimOrder) : rows) {
         held.set(row.id, row.claim_count)
+        leaseUntil.set(row.id, now + config.leaseMillis)
         buffer.push(row)
       }
       // A short claim means the queue is drained, unless a NOTIFY came in meanwhile.
@@ -368,10 +498,17 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     )
 
     const loop = Effect.gen(function*() {
-      while (true) {
+      while (!stopped) {
         signal.closeUnsafe()
+        if (isPaused(queue.name)) {
+          // Paused: claim nothing, and give back what was claimed but not started (attempt
+          // not spent) so that workers where the queue still runs can take it.
+          yield* returnBuffered
+          yield* signal.await // resume, new settings or stop
+          continue
+        }
         yield* dispatch
-        if (hungry && room() > 0 && buffer.length <= lowWater) {
+        if (hungry && room() > 0 && buffer.length <= lowWater()) {
           yield* claim
           continue
         }
@@ -393,13 +530,30 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     return { producer, loop: loop.pipe(Effect.ensuring(returnBuffered)) }
   })
 
+  /**
+   * Every producer this worker has had, by queue. A queue removed by `reconfigure`
+   * keeps its (stopped) producer, so its jobs still running release their slots
+   * into it, and adding the queue back re-arms it with those counts.
+   */
   const producers = new Map<string, Producer>()
-  const loops: Array<Effect.Effect<never>> = []
-  for (const queue of config.queues) {
-    const { loop, producer } = yield* makeProducer(queue)
-    producers.set(queue.name, producer)
-    loops.push(loop as Effect.Effect<never>)
-  }
+  /** Claim loops of the queues served now. */
+  const producerFibers = new Map<string, Fiber.Fiber<unknown, unknown>>()
+  const producerLoops = new Map<string, Effect.Effect<unknown>>()
+  const workerScope = yield* Effect.scope
+  const startProducer = Effect.fnUntraced(function*(queue: ResolvedQueue) {
+    let producer = producers.get(queue.name)
+    if (producer === undefined) {
+      const made = yield* makeProducer(queue)
+      producer = made.producer
+      producers.set(queue.name, producer)
+      producerLoops.set(queue.name, made.loop)
+    } else {
+      producer.update(queue)
+      producer.restart()
+    }
+    producerFibers.set(queue.name, yield* Effect.forkIn(producerLoops.get(queue.name)!, workerScope))
+  })
+  for (const queue of config.queues) yield* startProducer(queue)
   const wakeAll = Effect.sync(() => {
     for (const p of producers.values()) p.notify()
   })
@@ -407,24 +561,45 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   // -- background fibers; each is interrupted when the scope closes --------------------
 
   const background: Array<Fiber.Fiber<unknown, unknown>> = []
-  for (const loop of loops) background.push(yield* Effect.forkScoped(loop))
+
+  /**
+   * Keeps a LISTEN session up for the life of the worker. `session` calls
+   * `established` once its LISTEN is confirmed. Connecting is retried with backoff
+   * (100 ms doubling, at most 5 s); a session that was up and then lost its
+   * connection starts the backoff afresh. (A Schedule given to `Effect.retry`
+   * keeps its state across retries: without the reset, after a few cuts every
+   * reconnect waited the full 5 s, wake-ups left to polling meanwhile.)
+   */
+  const keepListening = (lostMessage: string, session: (established: Effect.Effect<void>) => Effect.Effect<never, unknown, Scope.Scope>) => {
+    let established = false
+    const once = Effect.suspend(() => {
+      established = false
+      return Effect.scoped(session(Effect.sync(() => {
+        established = true
+      })))
+    }).pipe(
+      Effect.tapCause((cause) =>
+        Cause.hasInterruptsOnly(cause) ? Effect.void : observer.workerError("*", lostMessage, Cause.squash(cause))),
+      Effect.retry({
+        schedule: Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("5 seconds")]).pipe(Schedule.jittered),
+        while: () => !established
+      })
+    )
+    return Effect.forever(once.pipe(Effect.catch(() => Effect.sleep(jitter(100)))))
+  }
 
   if (config.listen) {
-    const listenOnce = Effect.scoped(Effect.gen(function*() {
-      const notifications = yield* store.listen
-      // Anything sent while we were not listening was missed: look now.
-      yield* wakeAll
-      while (true) {
-        const n = yield* Queue.take(notifications)
-        producers.get(n.payload)?.notify()
-      }
-    }))
-    background.push(yield* Effect.forkScoped(listenOnce.pipe(
-      Effect.tapCause((cause) =>
-        Cause.hasInterruptsOnly(cause) ? Effect.void : observer.workerError("*", "LISTEN connection lost; reconnecting", Cause.squash(cause))),
-      Effect.retry(Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("5 seconds")]).pipe(Schedule.jittered)),
-      Effect.ignore
-    )))
+    background.push(yield* Effect.forkScoped(keepListening("LISTEN connection lost; reconnecting", (established) =>
+      Effect.gen(function*() {
+        const notifications = yield* store.listen
+        yield* established
+        // Anything sent while we were not listening was missed: look now.
+        yield* wakeAll
+        while (true) {
+          const n = yield* Queue.take(notifications)
+          producers.get(n.payload)?.notify()
+        }
+      }))))
   }
 
   // Cancel requests: the payload is a job id; if we run it, interrupt it (its finalizers run)
@@ -445,20 +620,15 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       return FiberMap.remove(running, id)
     })
   if (config.listen) {
-    background.push(yield* Effect.forkScoped(
-      Effect.scoped(Effect.gen(function*() {
+    background.push(yield* Effect.forkScoped(keepListening("cancel LISTEN lost; reconnecting", (established) =>
+      Effect.gen(function*() {
         const requests = yield* store.listenOn(cancelChannel)
+        yield* established
         while (true) {
           const n = yield* Queue.take(requests)
           yield* Effect.forkChild(cancelRun(n.payload))
         }
-      })).pipe(
-        Effect.tapCause((cause) =>
-          Cause.hasInterruptsOnly(cause) ? Effect.void : observer.workerError("*", "cancel LISTEN lost; reconnecting", Cause.squash(cause))),
-        Effect.retry(Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("5 seconds")]).pipe(Schedule.jittered)),
-        Effect.ignore
-      )
-    ))
+      }))))
   }
 
   const heartbeat = Effect.gen(function*() {
@@ -466,6 +636,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     const snapshot = Array.from(held, ([id, token]) => ({ id, token }))
     const now = yield* Clock.currentTimeMillis
     const still = yield* store.jobHeartbeatMany(snapshot, now, config.leaseMillis)
+    for (const id of still) if (held.has(id)) leaseUntil.set(id, now + config.leaseMillis)
     for (const { id, token } of snapshot) {
       // Only a run we still think we hold (same token) and the database does not: it was rescued.
       if (!still.has(id) && held.get(id) === token) {
@@ -479,6 +650,31 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     Effect.repeat(heartbeat, Schedule.spaced(Duration.millis(config.heartbeatMillis)))
   ))
 
+  // The lease watch. A worker whose heartbeats have not reached the database for a whole
+  // lease (it is down, or unreachable) must assume its jobs were rescued and are running
+  // elsewhere: it stops those runs and writes nothing for them, as for a lease found lost.
+  // Buffered jobs are dropped. This runs apart from the heartbeat, so a heartbeat statement
+  // that hangs cannot keep it from running.
+  const leaseWatch = Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    for (const id of leaseUntil.keys()) if (!held.has(id)) leaseUntil.delete(id)
+    for (const [id, until] of leaseUntil) {
+      if (until > now) continue
+      leaseUntil.delete(id)
+      held.delete(id)
+      yield* observer.workerError("*", `the lease of job ${id} ran out with no heartbeat reaching the database; its run here is stopped`)
+      let buffered = false
+      for (const p of producers.values()) if (p.takeBuffered(id) !== undefined) buffered = true
+      if (!buffered) {
+        lost.add(id)
+        yield* FiberMap.remove(running, id).pipe(Effect.forkDetach)
+      }
+    }
+  })
+  background.push(yield* Effect.forkScoped(
+    Effect.repeat(leaseWatch, Schedule.spaced(Duration.millis(config.heartbeatMillis)))
+  ))
+
   const maintenance = Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
     yield* store.jobPromoteScheduled(now, 1000)
@@ -488,20 +684,136 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     Effect.forever(Effect.andThen(maintenance, Effect.suspend(() => Effect.sleep(jitter(config.maintenanceMillis)))))
   ))
 
+  // -- live controls: reconfigure, concurrency, pause/resume ----------------------------------
+
+  /** The queue configs as last given (`reconfigure` replaces them). */
+  let queueConfigs: Readonly<Record<string, QueueConfig>> = options.queues
+  /** One reconfiguration at a time; pause flags change under their own lock. */
+  const reconfiguring = yield* Semaphore.make(1)
+  const pausing = yield* Semaphore.make(1)
+  const notServed = (queue: string) =>
+    new InvalidWorkerConfig({ message: `queue ${JSON.stringify(queue)} is not served by this worker` })
+
+  const reconfigure = Effect.fn("Worker.reconfigure")(function*(queues: Readonly<Record<string, QueueConfig>>) {
+    const next = yield* validate({ ...options, queues })
+    const names = new Set(next.queues.map((q) => q.name))
+    // 1. Queues no longer served: their producers finish the claim in flight (if any), give
+    //    back what they buffered, and end. Their running jobs finish and are recorded as usual.
+    const stopping: Array<Fiber.Fiber<unknown, unknown>> = []
+    for (const [name, fiber] of producerFibers) {
+      if (names.has(name)) continue
+      producers.get(name)!.stop()
+      producerFibers.delete(name)
+      stopping.push(fiber)
+    }
+    yield* Fiber.awaitAll(stopping)
+    // 2. Kept queues take their new settings in place (no restart); new ones start.
+    for (const queue of next.queues) {
+      if (producerFibers.has(queue.name)) producers.get(queue.name)!.update(queue)
+      else yield* startProducer(queue)
+    }
+    queueConfigs = queues
+  }, reconfiguring.withPermits(1))
+
+  const setConcurrency = Effect.fn("Worker.setConcurrency")(function*(queue: string, concurrency: number) {
+    if (!producerFibers.has(queue) || !Object.hasOwn(queueConfigs, queue)) return yield* notServed(queue)
+    yield* reconfigure({ ...queueConfigs, [queue]: { ...queueConfigs[queue], concurrency } })
+  })
+
+  const checkName = (queue: string) =>
+    typeof queue === "string" && queue.length > 0 && queue.length <= 255 && !queue.includes("\u0000")
+      ? Effect.void
+      : Effect.fail(new InvalidWorkerConfig({ message: `queue name must have 1 to 255 characters without NUL: ${JSON.stringify(queue)}` }))
+
+  const setPaused = Effect.fnUntraced(function*(queue: string, paused: boolean, global: boolean) {
+    yield* checkName(queue)
+    if (global) {
+      yield* store.queueSetPaused(queue, paused, yield* Clock.currentTimeMillis)
+      const next = new Set(pausedGlobally)
+      if (paused) next.add(queue)
+      else next.delete(queue)
+      pausedGlobally = next
+    } else {
+      if (!producerFibers.has(queue)) return yield* notServed(queue)
+      if (paused) pausedLocally.add(queue)
+      else pausedLocally.delete(queue)
+    }
+    producers.get(queue)?.notify()
+  }, pausing.withPermits(1))
+
+  /** Stops claiming jobs of `queue` on this worker, or with `{ global: true }` on every worker. Running jobs finish. */
+  const pause = (queue: string, options?: { readonly global?: boolean | undefined }) =>
+    setPaused(queue, true, options?.global === true).pipe(Effect.withSpan("Worker.pause", { attributes: { "job.queue": queue } }))
+  /** Undoes `pause` (the local flag, or with `{ global: true }` the flag for every worker). */
+  const resume = (queue: string, options?: { readonly global?: boolean | undefined }) =>
+    setPaused(queue, false, options?.global === true).pipe(Effect.withSpan("Worker.resume", { attributes: { "job.queue": queue } }))
+
+  const status = Effect.sync(() =>
+    Array.from(producerFibers.keys(), (name): QueueStatus => {
+      const p = producers.get(name)!
+      const q = p.config()
+      const counts = p.counts()
+      return {
+        name,
+        concurrency: q.concurrency,
+        prefetch: q.prefetch,
+        pollIntervalMillis: q.pollMillis,
+        pausedLocally: pausedLocally.has(name),
+        pausedGlobally: pausedGlobally.has(name),
+        running: counts.running,
+        buffered: counts.buffered
+      }
+    })
+  )
+
+  // The control poll, every (shortest) poll interval: which queues are paused for all
+  // workers, and which held jobs have a cancel request (the fallback for a missed NOTIFY,
+  // or for `listen: false`). One small statement per worker per interval.
+  const controlPoll = pausing.withPermits(1)(Effect.gen(function*() {
+    const names = Array.from(producerFibers.keys())
+    const result = yield* store.workerControlPoll(names, Array.from(held.keys()))
+    const before = pausedGlobally
+    pausedGlobally = result.paused
+    for (const name of names) if (before.has(name) !== result.paused.has(name)) producers.get(name)?.notify()
+    return result.cancel
+  })).pipe(
+    Effect.flatMap((cancel) =>
+      Effect.forEach(cancel, (id) => (cancelling.has(id) ? Effect.void : Effect.forkChild(cancelRun(id))), { discard: true })),
+    Effect.catchCause((cause) => observer.workerError("*", "control poll failed", Cause.squash(cause)))
+  )
+  const controlMillis = () =>
+    Math.min(config.maintenanceMillis, ...Array.from(producerFibers.keys(), (name) => producers.get(name)!.config().pollMillis))
+  background.push(yield* Effect.forkScoped(
+    Effect.forever(Effect.andThen(controlPoll, Effect.suspend(() => Effect.sleep(jitter(controlMillis())))))
+  ))
+
+  // -- pruning finished jobs past their retention (one leader among all workers) -------------
+
+  const pruner = options.pruner === false
+    ? undefined
+    : yield* Maintenance.make(options.pruner ?? {}, (message, cause) => observer.workerError("*", message, cause))
+
   // -- graceful shutdown (added last, so it runs first when the scope closes) ---------------
 
   yield* Effect.addFinalizer(() =>
     Effect.gen(function*() {
       // 1. stop claiming
-      yield* Fiber.interruptAll(background.slice(0, loops.length))
+      yield* Fiber.interruptAll(Array.from(producerFibers.values()))
       // 2. let running jobs finish within the grace period
       yield* FiberMap.awaitEmpty(running).pipe(
         Effect.timeoutOrElse({ duration: Duration.millis(config.graceMillis), orElse: () => Effect.void })
       )
       // 3. interrupt the rest: each returns its job to the queue (attempt given back)
       yield* Fiber.interruptAll(Array.from(running, ([, fiber]) => fiber))
-      // 4. every outcome is in the database before the scope closes
-      yield* completer.drain
+      // 4. every outcome is in the database before the scope closes; if the database stays
+      //    unreachable, at most `shutdownWriteMillis` more: what is not written then is given
+      //    up (those jobs stay `running` until their lease lapses and are rescued).
+      yield* completer.drain.pipe(
+        Effect.timeoutOrElse({
+          duration: Duration.millis(shutdownWriteMillis),
+          orElse: () => Effect.andThen(completer.abandon, completer.drain)
+        })
+      )
     }).pipe(Effect.ignore)
   )
 
@@ -510,7 +822,23 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     /** Wakes all producers, as a NOTIFY would. */
     wake: wakeAll,
     /** Number of jobs this worker is running. */
-    running: FiberMap.size(running)
+    running: FiberMap.size(running),
+    /**
+     * Replaces the queue configs (see the module header). Fails with
+     * `InvalidWorkerConfig`, changing nothing, if the new configs are invalid.
+     */
+    reconfigure,
+    /** Changes one queue's concurrency (its prefetch follows unless set explicitly). */
+    setConcurrency,
+    pause,
+    resume,
+    /** The queues served now, with their settings, pause flags and load. */
+    status,
+    /**
+     * The pruner of this worker: whether it leads now, waiting for it to lead or
+     * follow, what it pruned. With `pruner: false` it never leads.
+     */
+    pruner: pruner ?? noPruner
   }
 })
 

@@ -137,7 +137,7 @@ layer(TestLayer, { excludeTestServices: true })("worker", (it) => {
       for (let w = 0; w < 3; w++) {
         yield* startWorker(
           { queues: { "w-drain": { concurrency: 8 } } },
-          Layer.mergeAll(handler, Observer.layer(observer), Layer.fresh(TestDb.pool({ maxConnections: 4 })))
+          Layer.mergeAll(handler, Observer.replace(observer), Layer.fresh(TestDb.pool({ maxConnections: 4 })))
         )
       }
       yield* Deferred.await(allDone)

@@ -12,8 +12,18 @@
  * A failed flush (the database went away) is retried with backoff: an outcome is
  * never dropped while the process lives. If the process dies first, the job's
  * lease lapses and it runs again: at least once.
+ *
+ * Two exceptions, so that a flush can never retry forever:
+ * - a batch the database refuses for its data (an unstorable value in a result,
+ *   a row edited by hand) is split until the offending outcome is alone; that one
+ *   is recorded as `dead` with the database's message instead, or, if even that is
+ *   refused, given up (its lease lapses and it is rescued). The others are written.
+ * - `abandon` (a shutdown whose database stays unreachable) stops retrying: the
+ *   outcomes not written are given up the same way.
  */
 import { Clock, Effect, Latch, Queue, Schedule } from "effect"
+import type { SqlError } from "effect/sql"
+import { storable } from "./Outcome.ts"
 import type { FinishRow } from "./Store.ts"
 import { JobStore } from "./Store.ts"
 
@@ -25,8 +35,20 @@ interface Pending {
 export interface Completer {
   /** Queues an outcome; returns at once. */
   readonly submit: (row: FinishRow, then: (applied: boolean) => Effect.Effect<void>) => Effect.Effect<void>
-  /** Waits until every outcome submitted so far is written. */
+  /** Waits until every outcome submitted so far is written (or given up). */
   readonly drain: Effect.Effect<void>
+  /** Stops retrying failed writes: what is not written now is given up. For shutdown. */
+  readonly abandon: Effect.Effect<void>
+}
+
+/**
+ * The database refused the statement for the data in it (SQLSTATE class 22 data
+ * exception, 23 integrity constraint, 54 program limit), not for the connection:
+ * the same batch would be refused forever.
+ */
+const isDataError = (e: SqlError.SqlError): boolean => {
+  const code = (e.reason.cause as { readonly code?: unknown } | undefined)?.code
+  return typeof code === "string" && /^(22|23|54)/.test(code)
 }
 
 const flushRetry = Schedule.min([Schedule.exponential("50 millis", 2), Schedule.spaced("5 seconds")]).pipe(
@@ -42,14 +64,60 @@ export const make = Effect.fnUntraced(function*(options: {
   /** Open while nothing is queued or being written. */
   const idle = yield* Latch.make(true)
   let outstanding = 0
+  let abandoned = false
+  const giveUp = yield* Latch.make(false)
+  const none: ReadonlySet<string> = new Set()
+
+  /** One statement for `rows`, retried while the failure is not the data's fault. */
+  const write = (rows: ReadonlyArray<FinishRow>) =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) => store.jobFinishMany(rows, now)).pipe(
+      Effect.tapError((e) =>
+        isDataError(e) ? Effect.void : options.onError("could not record job outcomes; retrying", e)
+      ),
+      Effect.retry({ schedule: flushRetry, while: (e) => !isDataError(e) && !abandoned })
+    )
+
+  /** Writes the rows; a batch refused for its data is split until the refused outcome is alone. */
+  const writeAll = (rows: ReadonlyArray<FinishRow>): Effect.Effect<ReadonlySet<string>> =>
+    write(rows).pipe(Effect.catch((e) => {
+      if (abandoned || !isDataError(e)) return Effect.succeed(none)
+      if (rows.length > 1) {
+        const half = Math.ceil(rows.length / 2)
+        return Effect.map(
+          Effect.all([writeAll(rows.slice(0, half)), writeAll(rows.slice(half))]),
+          ([a, b]) => new Set([...a, ...b])
+        )
+      }
+      const row = rows[0]!
+      const attempt = (row.error as { readonly attempt?: unknown } | null)?.attempt
+      return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const message = storable(`the outcome (${row.state}) could not be recorded: ${e.message}: ${String(e.reason.cause)}`)
+        const fallback: FinishRow = {
+          ...row,
+          state: "dead",
+          run_at: null,
+          attempt_delta: 0,
+          result: null,
+          error: { attempt: typeof attempt === "number" ? attempt : null, at: new Date(now).toISOString(), kind: "OutcomeNotRecorded", message }
+        }
+        return options.onError(`could not record the outcome of job ${row.id}; recording it dead`, e).pipe(
+          Effect.andThen(write([fallback])),
+          Effect.catch((e2) =>
+            Effect.as(options.onError(`could not record job ${row.id} dead either; its lease will lapse`, e2), none)
+          )
+        )
+      })
+    }))
 
   const flush = Effect.fnUntraced(function*(batch: ReadonlyArray<Pending>) {
-    const changed = yield* Effect.flatMap(Clock.currentTimeMillis, (now) =>
-      store.jobFinishMany(batch.map((p) => p.row), now)).pipe(
-        Effect.tapError((e) => options.onError("could not record job outcomes; retrying", e)),
-        Effect.retry(flushRetry),
-        Effect.orDie
-      )
+    const rows = batch.map((p) => p.row)
+    const changed = abandoned ? none : yield* Effect.raceFirst(
+      Effect.interruptible(writeAll(rows)),
+      Effect.as(giveUp.await, none)
+    )
+    if (abandoned && changed === none) {
+      yield* options.onError(`gave up recording ${batch.length} job outcomes at shutdown; their leases will lapse`, undefined)
+    }
     for (const p of batch) yield* p.then(changed.has(p.row.id))
     outstanding -= batch.length
     if (outstanding === 0) idle.openUnsafe()
@@ -69,6 +137,10 @@ export const make = Effect.fnUntraced(function*(options: {
         idle.closeUnsafe()
         return Queue.offer(queue, { row, then })
       }),
-    drain: idle.await
+    drain: idle.await,
+    abandon: Effect.sync(() => {
+      abandoned = true
+      giveUp.openUnsafe()
+    })
   } satisfies Completer
 })

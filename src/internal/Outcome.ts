@@ -40,11 +40,17 @@ export class DeadOnArrival {
   }
 }
 
+/**
+ * Text PostgreSQL can store: a NUL or a lone surrogate in an error message (a handler
+ * failing on binary input) would make `jsonb` reject the whole batch of outcomes.
+ */
+export const storable = (text: string): string => text.replace(/\u0000|\p{Surrogate}/gu, "\uFFFD")
+
 const errorEntry = (attempt: number, now: number, kind: string, message: string) => ({
   attempt,
   at: new Date(now).toISOString(),
-  kind,
-  message: message.length > 4000 ? `${message.slice(0, 4000)}...` : message
+  kind: storable(kind),
+  message: storable(message.length > 4000 ? `${message.slice(0, 4000)}...` : message)
 })
 
 export const describe = (error: unknown): { readonly kind: string; readonly message: string } => {

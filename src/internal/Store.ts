@@ -147,12 +147,25 @@ export class JobStore extends Context.Service<JobStore, {
   ) => Effect.Effect<Queue.Dequeue<{ readonly payload: string }, SqlError.SqlError>, SqlError.SqlError, Scope.Scope>
   readonly listen: Effect.Effect<Queue.Dequeue<{ readonly payload: string }, SqlError.SqlError>, SqlError.SqlError, Scope.Scope>
 } & ManagementStore>()("effect-jobs/JobStore") {
-  static readonly layer = Layer.effect(
+  /**
+   * Fresh on every use: each layer of the library that needs a store gets one on the
+   * `PgClient` it is given. A memoized store would be shared by layers built against
+   * different clients (two pools in one process), and transactions on one client would
+   * not cover statements on the other.
+   */
+  static readonly layer = Layer.fresh(Layer.effect(
     JobStore,
     Effect.gen(function*() {
       const pg = yield* PgClient.PgClient
       // The library's queries name their columns exactly; user-configured name transforms must not apply.
       const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+
+      // Guards for rows edited by hand, used by the statements of the worker's hot path (finish,
+      // rescue): one bad row must not fail a statement that carries the outcomes of many jobs.
+      // `errors` that is not an array counts as empty; a retention beyond 100,000 years is capped
+      // (now + 9e18 ms is out of the timestamp range).
+      const validErrors = sql.literal(`(CASE WHEN jsonb_typeof(j.errors) = 'array' THEN j.errors ELSE '[]'::jsonb END)`)
+      const retention = sql.literal(`LEAST(j.retention_ms, 3153600000000000) * interval '1 millisecond'`)
 
       const insertRows = (rows: ReadonlyArray<NewJobRow>) =>
         sql<{ readonly id: string; readonly name: string; readonly unique_key: string | null }>`
@@ -248,7 +261,12 @@ export class JobStore extends Context.Service<JobStore, {
             FOR UPDATE SKIP LOCKED
           )
           UPDATE effect_jobs j
-          SET state = 'running', attempt = j.attempt + 1, claim_count = j.claim_count + 1,
+          -- Saturate (attempt) and wrap (the fencing token) instead of overflowing: a count set
+          -- absurdly high by hand must not fail every claim of its queue. The worker sends a job
+          -- whose attempt is out of range to dead without running it.
+          SET state = 'running',
+              attempt = CASE WHEN j.attempt >= 2147483647 THEN j.attempt ELSE j.attempt + 1 END,
+              claim_count = CASE WHEN j.claim_count >= 2147483647 THEN 1 ELSE j.claim_count + 1 END,
               attempted_at = ${now}::timestamptz,
               lease_expires_at = ${now}::timestamptz + ${o.leaseMillis} * interval '1 millisecond',
               locked_by = ${o.workerId}
@@ -285,20 +303,23 @@ export class JobStore extends Context.Service<JobStore, {
               run_at = COALESCE(i.run_at, j.run_at),
               attempt = j.attempt + i.attempt_delta,
               result = COALESCE(i.result, j.result),
+              -- An "errors" that is not an array (edited by hand) counts as empty, rather than
+              -- failing the statement and with it every outcome of the batch.
               errors = CASE WHEN i.error IS NULL THEN j.errors ELSE (
                 SELECT COALESCE(jsonb_agg(e ORDER BY o), '[]'::jsonb)
-                FROM jsonb_array_elements(j.errors || jsonb_build_array(i.error)) WITH ORDINALITY AS t(e, o)
-                WHERE o > jsonb_array_length(j.errors) + 1 - j.max_errors) END,
+                FROM jsonb_array_elements(${validErrors} || jsonb_build_array(i.error)) WITH ORDINALITY AS t(e, o)
+                WHERE o > jsonb_array_length(${validErrors}) + 1 - j.max_errors) END,
               lease_expires_at = NULL,
               locked_by = NULL,
               finalized_at = CASE WHEN i.state IN ('completed', 'dead', 'cancelled') OR j.cancel_requested_at IS NOT NULL
                                   THEN ${now}::timestamptz END,
               prune_at = CASE WHEN (i.state IN ('completed', 'dead', 'cancelled') OR j.cancel_requested_at IS NOT NULL)
                                    AND j.retention_ms IS NOT NULL
-                              THEN ${now}::timestamptz + j.retention_ms * interval '1 millisecond' END
+                              THEN ${now}::timestamptz + ${retention} END
             FROM input i
             WHERE j.id = i.id AND j.claim_count = i.token AND j.state = 'running'
-              AND NOT (i.state = 'completed' AND j.retention_ms = 0 AND j.bundle_id IS NULL)
+              -- IS NOT DISTINCT FROM: a NULL retention (kept forever) must not make this NULL (no update)
+              AND NOT (i.state = 'completed' AND j.retention_ms IS NOT DISTINCT FROM 0 AND j.bundle_id IS NULL)
             RETURNING j.id
           )
           SELECT c.id::text FROM (SELECT id FROM deleted UNION ALL SELECT id FROM updated) c
@@ -368,14 +389,14 @@ export class JobStore extends Context.Service<JobStore, {
                                   THEN ${now}::timestamptz END,
               prune_at = CASE WHEN (j.attempt >= j.max_attempts OR j.cancel_requested_at IS NOT NULL)
                                    AND j.retention_ms IS NOT NULL
-                              THEN ${now}::timestamptz + j.retention_ms * interval '1 millisecond' END,
+                              THEN ${now}::timestamptz + ${retention} END,
               errors = (
                 SELECT COALESCE(jsonb_agg(e ORDER BY o), '[]'::jsonb)
-                FROM jsonb_array_elements(j.errors || jsonb_build_array(jsonb_build_object(
+                FROM jsonb_array_elements(${validErrors} || jsonb_build_array(jsonb_build_object(
                   'attempt', j.attempt, 'at', ${now}::timestamptz, 'kind', 'LeaseExpired',
                   'message', 'lease expired: the worker holding the job (' || COALESCE(j.locked_by, '?') || ') stopped heartbeating'
                 ))) WITH ORDINALITY AS t(e, o)
-                WHERE o > jsonb_array_length(j.errors) + 1 - j.max_errors)
+                WHERE o > jsonb_array_length(${validErrors}) + 1 - j.max_errors)
             FROM lapsed WHERE j.id = lapsed.id
             RETURNING j.queue, j.state
           )
@@ -475,7 +496,7 @@ export class JobStore extends Context.Service<JobStore, {
         listen: pg.listen(channel)
       })
     })
-  )
+  ))
 }
 
 // ===========================================================================================
@@ -803,6 +824,9 @@ export const makeManagement = (sql: SqlClient.SqlClient): ManagementStore => {
         WITH doomed AS (
           SELECT id FROM effect_jobs
           WHERE prune_at <= ${iso(nowMillis)}::timestamptz AND state IN ('completed', 'dead', 'cancelled')
+            -- members of a bundle whose finish step has not run yet are kept: it reads their results
+            AND (bundle_id IS NULL OR NOT EXISTS (
+              SELECT 1 FROM effect_jobs_bundles b WHERE b.id = effect_jobs.bundle_id AND NOT b.follow_up_done))
           ORDER BY prune_at
           LIMIT ${limit}
           FOR UPDATE SKIP LOCKED

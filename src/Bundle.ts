@@ -1,0 +1,116 @@
+/**
+ * Bundles: a group of jobs (of one or several kinds) enqueued atomically, that
+ * finishes exactly once, when every member has reached a terminal state.
+ *
+ * `Jobs.enqueueBundle(bundle, entries)` inserts the bundle and its members in one
+ * transaction. A trigger keeps the count of members not yet terminal under the
+ * bundle row's lock, so when two members finish at the same moment on different
+ * workers exactly one of them brings it to zero and marks the bundle finished.
+ *
+ * `Bundle.toLayer(bundle, onFinish)` runs the finish step for that kind of bundle:
+ * it reads the members' outcomes, lets `onFinish` compute a follow-up job (or
+ * none), enqueues it, marks the bundle done and reports `Observer.bundleFinished`,
+ * in one transaction on a row locked with SKIP LOCKED: exactly once, whichever
+ * process and however many run it. Woken by NOTIFY, with a poll as fallback.
+ *
+ * Members of a bundle are kept after completing even with `retention: 0`, so the
+ * finish step can read their results.
+ *
+ * @since 0.1.0
+ */
+import { Cause, Effect, Layer, Queue, Schedule } from "effect"
+import { SqlClient } from "effect/sql"
+import type { Entry } from "./Jobs.ts"
+import { Jobs } from "./Jobs.ts"
+import { JobStore, type OutcomeRow } from "./internal/Store.ts"
+import { Observer } from "./Observer.ts"
+
+export interface Bundle<Name extends string = string> {
+  readonly _tag: "Bundle"
+  readonly name: Name
+}
+
+/** Declares a kind of bundle. */
+export const make = <const Name extends string>(name: Name): Bundle<Name> => {
+  if (name.length === 0 || name.length > 255) throw new globalThis.Error("Bundle name must have 1 to 255 characters")
+  return { _tag: "Bundle", name }
+}
+
+/** What `onFinish` sees: every member with its final state, result (JSON as stored) and errors. */
+export interface Finished {
+  readonly id: string
+  readonly name: string
+  readonly total: number
+  readonly metadata: unknown
+  readonly members: ReadonlyArray<OutcomeRow>
+  /** Members per state. */
+  readonly counts: Readonly<Record<string, number>>
+}
+
+export const channel = "effect_jobs_bundle"
+
+/**
+ * Runs the finish step of bundles of this kind. `onFinish` returns the follow-up
+ * job (`Jobs.entry(...)`) or `undefined`. Needs a `PgClient`.
+ */
+export const toLayer = <E, R>(
+  bundle: Bundle,
+  onFinish: (finished: Finished) => Effect.Effect<Entry | undefined, E, R> = () => Effect.succeed(undefined),
+  options: { readonly pollInterval?: number | undefined } = {}
+) =>
+  Layer.effectDiscard(Effect.gen(function*() {
+    const store = yield* JobStore
+    const jobs = yield* Jobs
+    const sql = yield* SqlClient.SqlClient
+    const context = yield* Effect.context<R>()
+
+    /** Finishes what is pending, a few bundles per transaction; returns how many. */
+    const finishPending = Effect.gen(function*() {
+      const done = yield* sql.withTransaction(Effect.gen(function*() {
+        const rows = yield* store.bundleLockFinished(20, [bundle.name])
+        const finished: Array<{ readonly row: Finished; readonly followUpId: string | undefined }> = []
+        for (const b of rows) {
+          const members = yield* store.bundleMembers(b.id)
+          const counts: Record<string, number> = {}
+          for (const m of members) counts[m.state] = (counts[m.state] ?? 0) + 1
+          const row: Finished = { id: b.id, name: b.name, total: b.total, metadata: b.metadata, members, counts }
+          const entry = yield* Effect.provideContext(onFinish(row), context)
+          const followUpId = entry === undefined ? undefined : (yield* jobs.enqueueAll([entry]))[0]
+          yield* store.bundleMarkDone(b.id, followUpId ?? null)
+          finished.push({ row, followUpId })
+        }
+        return finished
+      }))
+      const observer = yield* Observer
+      for (const { row, followUpId } of done) {
+        yield* observer.bundleFinished?.({ id: row.id, name: row.name, total: row.total, counts: row.counts, followUpId }) ??
+          Effect.void
+      }
+      return done.length
+    })
+
+    const drain = Effect.gen(function*() {
+      while ((yield* finishPending) > 0) {
+        // more may be pending
+      }
+    }).pipe(
+      Effect.catchCause((cause) =>
+        Effect.logError(`bundle finish step failed; will retry: ${Cause.pretty(cause)}`, { bundle: bundle.name }))
+    )
+
+    const listen = Effect.scoped(Effect.gen(function*() {
+      const notifications = yield* store.listenOn(channel)
+      yield* drain
+      while (true) {
+        yield* Queue.take(notifications)
+        yield* Queue.clear(notifications)
+        yield* drain
+      }
+    })).pipe(
+      Effect.retry(Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("5 seconds")])),
+      Effect.ignore
+    )
+    yield* Effect.forkScoped(listen)
+    // Fallback for missed notifications (and poolers where LISTEN cannot work).
+    yield* Effect.forkScoped(Effect.repeat(drain, Schedule.spaced(options.pollInterval ?? 5000)))
+  })).pipe(Layer.provide([JobStore.layer, Layer.fresh(Jobs.layer)]))

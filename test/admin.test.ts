@@ -1,0 +1,385 @@
+/**
+ * JobsAdmin, call by call, on a real database: counts, paged listing, get with
+ * errors and result, retry and re-drive of dead jobs, cancel (waiting and
+ * running jobs, by id and by unique key), delete, delete finished, pause flags,
+ * and the typed errors for bad input.
+ */
+import { assert, expect, layer } from "@effect/vitest"
+import { Deferred, Effect, Exit, Layer, Schema } from "effect"
+import { SqlClient } from "effect/sql"
+import { Job, Jobs, JobsAdmin } from "../src/index.ts"
+import { JobStore } from "../src/internal/Store.ts"
+import * as TestDb from "./support/db.ts"
+import { startWorker } from "./support/harness.ts"
+import { makeProbe, row } from "./support/probes.ts"
+
+const Task = Job.make("admin-task", { args: Schema.Struct({ n: Schema.Number }), queue: "adm" })
+const Keyed = Job.make("admin-keyed", { args: Schema.Struct({}), queue: "adm-key" })
+const WithResult = Job.make("admin-result", {
+  args: Schema.Struct({ n: Schema.Number }),
+  success: Schema.Struct({ doubled: Schema.Number }),
+  queue: "adm-get",
+  maxAttempts: 3
+})
+
+const TestLayer = Layer.mergeAll(Jobs.layer, JobsAdmin.layer, JobStore.layer).pipe(Layer.provideMerge(TestDb.layer()))
+
+/** Claims every available job of `queue` and ends it `dead` through the store, as a worker would. */
+const killAll = (queue: string) =>
+  Effect.gen(function*() {
+    const store = yield* JobStore
+    const now = Date.now()
+    const claimed = yield* store.jobClaim({ queue, limit: 1000, now, leaseMillis: 60_000, workerId: "test" })
+    yield* store.jobFinishMany(
+      claimed.map((r) => ({
+        id: r.id,
+        token: r.claim_count,
+        state: "dead" as const,
+        run_at: null,
+        attempt_delta: 0,
+        result: null,
+        error: { attempt: r.attempt, at: new Date(now).toISOString(), kind: "Boom", message: "boom" }
+      })),
+      now
+    )
+    return claimed.map((r) => r.id)
+  })
+
+layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
+  it.effect("counts per queue and state, and queue summaries with pause flags", () =>
+    Effect.gen(function*() {
+      const jobs = yield* Jobs
+      const admin = yield* JobsAdmin
+      yield* jobs.enqueueMany(Task, [{ n: 1 }, { n: 2 }], { queue: "adm-count-a" })
+      yield* jobs.enqueue(Task, { n: 3 }, { queue: "adm-count-a", delay: "1 hour" })
+      yield* jobs.enqueue(Task, { n: 4 }, { queue: "adm-count-b" })
+      const a = yield* admin.counts({ queue: "adm-count-a" })
+      assert.deepStrictEqual(a, [
+        { queue: "adm-count-a", state: "available", count: 2 },
+        { queue: "adm-count-a", state: "scheduled", count: 1 }
+      ])
+      const all = yield* admin.counts()
+      assert.deepInclude(all, { queue: "adm-count-b", state: "available", count: 1 })
+
+      yield* admin.pause("adm-count-b")
+      const summaries = yield* admin.queues
+      const b = summaries.find((q) => q.name === "adm-count-b")
+      assert.strictEqual(b?.paused, true)
+      assert.strictEqual(b?.counts.available, 1)
+      assert.strictEqual(b?.counts.dead, 0)
+      assert.strictEqual(summaries.find((q) => q.name === "adm-count-a")?.paused, false)
+      yield* admin.resume("adm-count-b")
+      assert.strictEqual((yield* admin.queues).find((q) => q.name === "adm-count-b")?.paused, false)
+    }))
+
+  it.effect("list: filters by state, queue and name; keyset pages newest or oldest first", () =>
+    Effect.gen(function*() {
+      const jobs = yield* Jobs
+      const admin = yield* JobsAdmin
+      const ids = yield* jobs.enqueueMany(Task, [1, 2, 3, 4, 5].map((n) => ({ n })), { queue: "adm-list" })
+      yield* jobs.enqueue(Keyed, {}, { queue: "adm-list" }) // another name in the same queue
+      yield* jobs.enqueue(Task, { n: 6 }, { queue: "adm-list", delay: "1 hour" }) // another state
+
+      const seen: Array<string> = []
+      let cursor: string | undefined
+      do {
+        const page = yield* admin.list({ queue: "adm-list", name: "admin-task", state: "available", limit: 2, cursor })
+        assert.isAtMost(page.jobs.length, 2)
+        seen.push(...page.jobs.map((j) => j.id))
+        cursor = page.next
+      } while (cursor !== undefined)
+      assert.deepStrictEqual(seen, [...ids].reverse(), "newest first, every job once, across pages")
+
+      const oldest = yield* admin.list({ queue: "adm-list", name: "admin-task", state: ["available"], order: "oldest", limit: 3 })
+      assert.deepStrictEqual(oldest.jobs.map((j) => j.id), ids.slice(0, 3))
+      assert.deepStrictEqual(oldest.jobs[0]?.args, { n: 1 })
+
+      const scheduled = yield* admin.list({ queue: "adm-list", state: "scheduled" })
+      assert.strictEqual(scheduled.jobs.length, 1)
+      assert.strictEqual(scheduled.next, undefined)
+
+      for (const bad of [{ limit: 0 }, { limit: 1001 }, { limit: 1.5 }, { state: "sleeping" as never }, { cursor: "x" }]) {
+        const error = yield* Effect.flip(admin.list(bad))
+        assert.strictEqual(error._tag, "InvalidAdminRequest")
+        expect(error.message.length).toBeGreaterThan(10)
+      }
+    }))
+
+  it.effect("get: a job with its errors and its result; unknown ids are JobNotFound", () =>
+    Effect.gen(function*() {
+      const probe = yield* makeProbe
+      yield* startWorker(
+        { queues: { "adm-get": { pollInterval: "20 millis" } }, maintenanceInterval: "20 millis", pruner: false },
+        Layer.mergeAll(
+          Job.toLayer(WithResult, (args, ctx) =>
+            ctx.attempt === 1 ? Job.retryAfter("1 millis", "not yet") : Effect.succeed({ doubled: args.n * 2 })),
+          probe.layer
+        )
+      )
+      const id = yield* (yield* Jobs).enqueue(WithResult, { n: 21 }, { metadata: { tenant: "t1" } })
+      assert.strictEqual((yield* probe.next(id))._tag, "retryScheduled")
+      assert.strictEqual((yield* probe.next(id))._tag, "completed")
+      const admin = yield* JobsAdmin
+      const job = yield* admin.get(id)
+      assert.strictEqual(job.state, "completed")
+      assert.strictEqual(job.name, "admin-result")
+      assert.strictEqual(job.attempt, 2)
+      assert.deepStrictEqual(job.result, { doubled: 42 })
+      assert.deepStrictEqual(job.args, { n: 21 })
+      assert.deepStrictEqual(job.metadata, { tenant: "t1" })
+      assert.strictEqual(job.errors.length, 1)
+      assert.strictEqual(job.errors[0]?.kind, "RetryAfter")
+      assert.strictEqual(job.errors[0]?.message, "not yet")
+      assert.strictEqual(job.errors[0]?.attempt, 1)
+      assert.isDefined(job.finalizedAt)
+      assert.isDefined(job.pruneAt, "kept for its retention, then pruned")
+
+      for (const unknown of ["999999999", "0", "-1", "abc", "", "99999999999999999999"]) {
+        const error = yield* Effect.flip(admin.get(unknown))
+        assert.strictEqual(error._tag, "JobNotFound")
+        assert.strictEqual((error as { id: string }).id, unknown)
+      }
+    }))
+
+  it.effect("retry: a dead job runs again (with more attempts if asked); other states are refused", () =>
+    Effect.gen(function*() {
+      const jobs = yield* Jobs
+      const admin = yield* JobsAdmin
+      const [deadId] = yield* jobs.enqueueMany(Task, [{ n: 1 }], { queue: "adm-retry", maxAttempts: 1 })
+      yield* killAll("adm-retry")
+      assert.strictEqual((yield* admin.get(deadId!)).state, "dead")
+
+      yield* admin.retry(deadId!, { attempts: 3 })
+      const retried = yield* admin.get(deadId!)
+      assert.strictEqual(retried.state, "available")
+      assert.strictEqual(retried.maxAttempts, 4, "1 used + 3 more")
+      assert.strictEqual(retried.finalizedAt, undefined)
+      assert.strictEqual(retried.pruneAt, undefined)
+      assert.strictEqual(retried.errors.length, 1, "its history is kept")
+
+      // A worker runs it again: attempt 2.
+      const attempts = yield* Deferred.make<number>()
+      yield* startWorker(
+        { queues: { "adm-retry": { pollInterval: "20 millis" } }, pruner: false },
+        Job.toLayer(Task, (_args, ctx) => Deferred.succeed(attempts, ctx.attempt))
+      )
+      assert.strictEqual(yield* Deferred.await(attempts), 2)
+
+      // Refused: a job that is not dead or cancelled; an unknown id; zero attempts.
+      const waiting = yield* jobs.enqueue(Task, { n: 2 }, { queue: "adm-retry-other" })
+      const notRetryable = yield* Effect.flip(admin.retry(waiting))
+      assert.strictEqual(notRetryable._tag, "JobNotRetryable")
+      expect(notRetryable.message).toContain("available")
+      assert.strictEqual((yield* Effect.flip(admin.retry("424242424242")))._tag, "JobNotFound")
+      assert.strictEqual((yield* Effect.flip(admin.retry(waiting, { attempts: 0 })))._tag, "InvalidAdminRequest")
+    }))
+
+  it.effect("retry: refused when an unfinished job has taken the dead job's unique key", () =>
+    Effect.gen(function*() {
+      const jobs = yield* Jobs
+      const admin = yield* JobsAdmin
+      const first = yield* jobs.enqueue(Keyed, {}, { queue: "adm-retry-key", uniqueKey: "k1" })
+      yield* killAll("adm-retry-key")
+      const second = yield* jobs.enqueue(Keyed, {}, { queue: "adm-retry-key", uniqueKey: "k1" })
+      assert.notStrictEqual(second, first, "the key is free once the first job is dead")
+      const error = yield* Effect.flip(admin.retry(first))
+      assert.strictEqual(error._tag, "JobNotRetryable")
+      expect(error.message).toContain("unique key")
+      assert.strictEqual((yield* admin.get(first)).state, "dead")
+    }))
+
+  it.effect("retryDead re-drives the dead jobs of one queue (one per unique key), nothing else", () =>
+    Effect.gen(function*() {
+      const jobs = yield* Jobs
+      const admin = yield* JobsAdmin
+      const plain = yield* jobs.enqueueMany(Task, [{ n: 1 }, { n: 2 }, { n: 3 }], { queue: "adm-redrive" })
+      const keyedA = yield* jobs.enqueue(Keyed, {}, { queue: "adm-redrive", uniqueKey: "dup" })
+      yield* killAll("adm-redrive")
+      const keyedB = yield* jobs.enqueue(Keyed, {}, { queue: "adm-redrive", uniqueKey: "dup" })
+      yield* killAll("adm-redrive") // two dead jobs with one key
+      const elsewhere = yield* jobs.enqueue(Task, { n: 9 }, { queue: "adm-redrive-other" })
+      yield* killAll("adm-redrive-other")
+
+      assert.strictEqual(yield* admin.retryDead("adm-redrive"), 4, "3 plain + the newest of the two keyed")
+      for (const id of plain) assert.strictEqual((yield* admin.get(id)).state, "available")
+      assert.strictEqual((yield* admin.get(keyedB)).state, "available")
+      assert.strictEqual((yield* admin.get(keyedA)).state, "dead", "its key is taken by the re-driven one")
+      assert.strictEqual((yield* admin.get(elsewhere)).state, "dead", "another queue is not touched")
+      assert.strictEqual(yield* admin.retryDead("adm-redrive"), 0)
+
+      // Restricted to one job name.
+      yield* killAll("adm-redrive")
+      assert.strictEqual(yield* admin.retryDead("adm-redrive", { name: "admin-keyed" }), 1)
+      assert.strictEqual((yield* admin.get(plain[0]!)).state, "dead")
+      assert.strictEqual((yield* Effect.flip(admin.retryDead("")))._tag, "InvalidAdminRequest")
+    }))
+
+  it.effect("cancel: waiting jobs end cancelled at once; finished jobs are a typed error that says so", () =>
+    Effect.gen(function*() {
+      const jobs = yield* Jobs
+      const admin = yield* JobsAdmin
+      const available = yield* jobs.enqueue(Task, { n: 1 }, { queue: "adm-cancel" })
+      const scheduled = yield* jobs.enqueue(Task, { n: 2 }, { queue: "adm-cancel", delay: "1 day" })
+      assert.strictEqual(yield* admin.cancel(available), "cancelled")
+      assert.strictEqual(yield* admin.cancel(scheduled, { reason: "not needed" }), "cancelled")
+      const r = yield* admin.get(scheduled)
+      assert.strictEqual(r.state, "cancelled")
+      assert.isDefined(r.finalizedAt)
+      assert.deepInclude(r.errors[r.errors.length - 1], { kind: "Cancelled", message: "not needed" })
+
+      const again = yield* Effect.flip(admin.cancel(available))
+      assert.strictEqual(again._tag, "JobAlreadyFinished")
+      if (again._tag === "JobAlreadyFinished") {
+        assert.strictEqual(again.state, "cancelled")
+        expect(again.message).toContain("already cancelled")
+      }
+      const dead = yield* jobs.enqueue(Task, { n: 3 }, { queue: "adm-cancel-dead" })
+      yield* killAll("adm-cancel-dead")
+      const finished = yield* Effect.flip(admin.cancel(dead))
+      assert.strictEqual(finished._tag, "JobAlreadyFinished")
+      expect(finished.message).toContain("already dead")
+      assert.strictEqual((yield* Effect.flip(admin.cancel("31337313373")))._tag, "JobNotFound")
+    }))
+
+  it.effect("cancel: a running job is interrupted by its worker and ends cancelled", () =>
+    Effect.gen(function*() {
+      const probe = yield* makeProbe
+      const started = yield* Deferred.make<void>()
+      const interrupted = yield* Deferred.make<void>()
+      const Blocking = Job.make("admin-blocking", { args: Schema.Struct({}), queue: "adm-cancel-running" })
+      yield* startWorker(
+        { queues: { "adm-cancel-running": {} }, pruner: false },
+        Layer.mergeAll(
+          Job.toLayer(Blocking, () =>
+            Effect.andThen(Deferred.succeed(started, undefined), Effect.never).pipe(
+              Effect.onInterrupt(() => Deferred.succeed(interrupted, undefined))
+            )),
+          probe.layer
+        )
+      )
+      const id = yield* (yield* Jobs).enqueue(Blocking, {})
+      yield* Deferred.await(started)
+      const admin = yield* JobsAdmin
+      assert.strictEqual(yield* admin.cancel(id), "cancelRequested")
+      const event = yield* probe.next(id)
+      assert.strictEqual(event._tag, "cancelled")
+      assert.isTrue(yield* Deferred.isDone(interrupted), "the handler was interrupted (its finalizers ran)")
+      const job = yield* admin.get(id)
+      assert.strictEqual(job.state, "cancelled")
+      assert.isDefined(job.cancelRequestedAt)
+      assert.strictEqual((yield* Effect.flip(admin.cancel(id)))._tag, "JobAlreadyFinished")
+    }))
+
+  it.effect("cancel: a worker that does not LISTEN finds the request at its control poll", () =>
+    Effect.gen(function*() {
+      const probe = yield* makeProbe
+      const started = yield* Deferred.make<void>()
+      const Deaf = Job.make("admin-deaf", { args: Schema.Struct({}), queue: "adm-cancel-poll" })
+      yield* startWorker(
+        { queues: { "adm-cancel-poll": { pollInterval: "50 millis" } }, listen: false, pruner: false },
+        Layer.mergeAll(Job.toLayer(Deaf, () => Effect.andThen(Deferred.succeed(started, undefined), Effect.never)), probe.layer)
+      )
+      const id = yield* (yield* Jobs).enqueue(Deaf, {})
+      yield* Deferred.await(started)
+      assert.strictEqual(yield* (yield* JobsAdmin).cancel(id), "cancelRequested")
+      assert.strictEqual((yield* probe.next(id))._tag, "cancelled")
+      assert.strictEqual((yield* row(id)).state, "cancelled")
+    }))
+
+  it.effect("cancel of a running job that ends before its worker hears: a retry or release ends cancelled, never runs again", () =>
+    Effect.gen(function*() {
+      const jobs = yield* Jobs
+      const admin = yield* JobsAdmin
+      const store = yield* JobStore
+      const [a, b] = yield* jobs.enqueueMany(Task, [{ n: 1 }, { n: 2 }], { queue: "adm-cancel-race" })
+      const now = Date.now()
+      const claimed = yield* store.jobClaim({ queue: "adm-cancel-race", limit: 2, now, leaseMillis: 1000, workerId: "test" })
+      assert.strictEqual(claimed.length, 2)
+      assert.strictEqual(yield* admin.cancel(a!), "cancelRequested")
+      assert.strictEqual(yield* admin.cancel(b!), "cancelRequested")
+      // a: its run failed and asked for a retry (the worker never heard of the cancel)
+      const tokenA = claimed.find((r) => r.id === a)!.claim_count
+      yield* store.jobFinishMany([{
+        id: a!,
+        token: tokenA,
+        state: "scheduled",
+        run_at: new Date(now + 1000).toISOString(),
+        attempt_delta: 0,
+        result: null,
+        error: null
+      }], now)
+      assert.strictEqual((yield* row(a!)).state, "cancelled")
+      // b: its worker died; the rescue of the lapsed lease ends it cancelled, not available
+      yield* store.jobRescueExpired(now + 5000, 100)
+      assert.strictEqual((yield* row(b!)).state, "cancelled")
+      assert.lengthOf(yield* store.jobClaim({ queue: "adm-cancel-race", limit: 10, now: now + 10_000, leaseMillis: 1000, workerId: "test" }), 0)
+    }))
+
+  it.effect("cancelByKey cancels the unfinished job with that name and key", () =>
+    Effect.gen(function*() {
+      const jobs = yield* Jobs
+      const admin = yield* JobsAdmin
+      const id = yield* jobs.enqueue(Keyed, {}, { queue: "adm-cancel-key", uniqueKey: "welcome:42" })
+      assert.deepStrictEqual(yield* admin.cancelByKey(Keyed, "welcome:42"), { id, outcome: "cancelled" })
+      assert.strictEqual((yield* admin.get(id)).state, "cancelled")
+      const missing = yield* Effect.flip(admin.cancelByKey("admin-keyed", "welcome:42"))
+      assert.strictEqual(missing._tag, "UniqueKeyNotFound")
+      // the key is free again
+      const next = yield* jobs.enqueue(Keyed, {}, { queue: "adm-cancel-key", uniqueKey: "welcome:42" })
+      assert.notStrictEqual(next, id)
+    }))
+
+  it.effect("delete: one job that is not running; running jobs and unknown ids are refused", () =>
+    Effect.gen(function*() {
+      const jobs = yield* Jobs
+      const admin = yield* JobsAdmin
+      const store = yield* JobStore
+      const [waiting, held] = yield* jobs.enqueueMany(Task, [{ n: 1 }], { queue: "adm-delete" }).pipe(
+        Effect.zip(jobs.enqueue(Task, { n: 2 }, { queue: "adm-delete-running" })),
+        Effect.map(([[w], h]) => [w!, h] as const)
+      )
+      yield* admin.delete(waiting)
+      assert.strictEqual((yield* Effect.flip(admin.get(waiting)))._tag, "JobNotFound")
+      assert.strictEqual((yield* Effect.flip(admin.delete(waiting)))._tag, "JobNotFound")
+      yield* store.jobClaim({ queue: "adm-delete-running", limit: 1, now: Date.now(), leaseMillis: 60_000, workerId: "test" })
+      const running = yield* Effect.flip(admin.delete(held))
+      assert.strictEqual(running._tag, "JobIsRunning")
+      assert.strictEqual((yield* admin.get(held)).state, "running")
+    }))
+
+  it.effect("deleteFinished removes finished jobs by queue, state and age, and nothing unfinished", () =>
+    Effect.gen(function*() {
+      const jobs = yield* Jobs
+      const admin = yield* JobsAdmin
+      const sql = yield* SqlClient.SqlClient
+      const q = "adm-purge"
+      const [c1, c2] = yield* jobs.enqueueMany(Task, [{ n: 1 }, { n: 2 }], { queue: q })
+      yield* admin.cancel(c1!)
+      yield* admin.cancel(c2!)
+      const deadIds = yield* Effect.andThen(jobs.enqueue(Task, { n: 3 }, { queue: q }), killAll(q))
+      const waiting = yield* jobs.enqueue(Task, { n: 4 }, { queue: q })
+      const otherQueue = yield* jobs.enqueue(Task, { n: 5 }, { queue: "adm-purge-other" })
+      yield* admin.cancel(otherQueue)
+      // one cancelled job finished two hours ago
+      yield* sql`UPDATE effect_jobs SET finalized_at = now() - interval '2 hours' WHERE id = ${c1!}::bigint`
+
+      assert.strictEqual(yield* admin.deleteFinished({ queue: q, states: ["cancelled"], olderThan: "1 hour" }), 1)
+      assert.strictEqual((yield* Effect.flip(admin.get(c1!)))._tag, "JobNotFound")
+      assert.strictEqual((yield* admin.get(c2!)).state, "cancelled")
+      assert.strictEqual(yield* admin.deleteFinished({ queue: q }), 2, "the other cancelled one and the dead one")
+      assert.strictEqual((yield* Effect.flip(admin.get(deadIds[0]!)))._tag, "JobNotFound")
+      assert.strictEqual((yield* admin.get(waiting)).state, "available", "unfinished jobs stay")
+      assert.strictEqual((yield* admin.get(otherQueue)).state, "cancelled", "other queues stay")
+      assert.strictEqual(
+        (yield* Effect.flip(admin.deleteFinished({ states: ["available" as never] })))._tag,
+        "InvalidAdminRequest"
+      )
+      assert.strictEqual((yield* Effect.flip(admin.deleteFinished({ olderThan: -5 })))._tag, "InvalidAdminRequest")
+    }))
+
+  it.effect("JobsAdmin needs only a PgClient", () =>
+    Effect.gen(function*() {
+      const exit = yield* Effect.exit(JobsAdmin.use((a) => a.counts()).pipe(Effect.provide(JobsAdmin.layer)))
+      assert.isTrue(Exit.isSuccess(exit))
+    }))
+})

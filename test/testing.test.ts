@@ -1,0 +1,152 @@
+/**
+ * The test kit: the inline layer (handlers run at once in the caller's fiber,
+ * no database), the ignore layer (jobs checked, recorded, dropped), and drain
+ * (a real worker until nothing runnable is left).
+ */
+import { assert, describe, expect, it, layer } from "@effect/vitest"
+import { Cause, Effect, Exit, Layer, Option, Schedule, Schema } from "effect"
+import { Job, Jobs, Testing } from "../src/index.ts"
+import * as TestDb from "./support/db.ts"
+import { countByState } from "./support/harness.ts"
+
+class Declined extends Schema.TaggedError<Declined>()("Declined", { reason: Schema.String }) {}
+
+const Greet = Job.make("testing-greet", {
+  args: Schema.Struct({ name: Schema.String, at: Schema.Date }),
+  success: Schema.Struct({ greeting: Schema.String }),
+  queue: "testing"
+})
+const Charge = Job.make("testing-charge", { args: Schema.Struct({ cents: Schema.Int }), queue: "testing" })
+const Unwanted = Job.make("testing-unwanted", { args: Schema.Struct({}), queue: "testing" })
+
+const calls: Array<string> = []
+const Handlers = Layer.mergeAll(
+  Job.toLayer(Greet, (args, ctx) =>
+    Effect.sync(() => {
+      calls.push(`greet ${args.name} ${args.at instanceof Date ? "Date" : typeof args.at} attempt ${ctx.attempt}`)
+      return { greeting: `hello ${args.name}` }
+    })),
+  Job.toLayer(Charge, (args) => args.cents > 1000 ? Effect.fail(new Declined({ reason: "too much" })) : Effect.void),
+  Job.toLayer(Unwanted, () => Job.cancel("not today"))
+)
+
+describe("Testing.layerInline", () => {
+  const Inline = Testing.layerInline.pipe(Layer.provide(Handlers))
+
+  it.effect("enqueue runs the handler at once, in the caller's fiber, with the args through their Schema", () =>
+    Effect.gen(function*() {
+      calls.length = 0
+      const jobs = yield* Jobs
+      const id = yield* jobs.enqueue(Greet, { name: "ada", at: new Date(0) })
+      assert.deepStrictEqual(calls, ["greet ada Date attempt 1"], "already ran when enqueue returned")
+      assert.deepStrictEqual(yield* jobs.await(Greet, id), { greeting: "hello ada" })
+      const status = yield* jobs.status(Greet, id)
+      assert.strictEqual(status.state, "completed")
+      assert.deepStrictEqual(Option.getOrUndefined(status.result), { greeting: "hello ada" })
+      const [recorded] = yield* Effect.flatMap(Testing.Enqueued, (e) => e.of(Greet))
+      assert.strictEqual(recorded?.args.name, "ada")
+      assert.deepStrictEqual(recorded?.outcome, { _tag: "completed", value: { greeting: "hello ada" } })
+    }).pipe(Effect.provide(Inline)))
+
+  it.effect("a failing handler makes the enqueue die (default), or is recorded (onFailure: record)", () =>
+    Effect.gen(function*() {
+      const exit = yield* Effect.exit(Effect.flatMap(Jobs, (jobs) => jobs.enqueue(Charge, { cents: 5000 })).pipe(Effect.provide(Inline)))
+      assert.isTrue(Exit.isFailure(exit))
+      const defect = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
+      assert.instanceOf(defect, Testing.InlineJobFailed)
+      expect((defect as Error).message).toContain("Declined")
+
+      const recording = Testing.layerInlineWith({ onFailure: "record" }).pipe(Layer.provide(Handlers))
+      yield* Effect.gen(function*() {
+        const jobs = yield* Jobs
+        const id = yield* jobs.enqueue(Charge, { cents: 5000 })
+        const [r] = yield* Effect.flatMap(Testing.Enqueued, (e) => e.all)
+        assert.strictEqual(r?.id, id)
+        assert.strictEqual(r?.outcome?._tag, "retryScheduled", "a worker would retry it")
+        assert.strictEqual((yield* jobs.status(Charge, id)).state, "scheduled")
+      }).pipe(Effect.provide(recording))
+    }))
+
+  it.effect("deliberate outcomes are recorded, not defects: Job.cancel -> cancelled, await fails with JobCancelled", () =>
+    Effect.gen(function*() {
+      const jobs = yield* Jobs
+      const id = yield* jobs.enqueue(Unwanted, {})
+      const error = yield* Effect.flip(jobs.await(Unwanted, id))
+      assert.strictEqual(error._tag, "JobCancelled")
+      assert.strictEqual((yield* jobs.status(Unwanted, id)).state, "cancelled")
+    }).pipe(Effect.provide(Inline)))
+
+  it.effect("bad arguments are the same typed errors as with a database, and nothing runs", () =>
+    Effect.gen(function*() {
+      calls.length = 0
+      const jobs = yield* Jobs
+      const error = yield* Effect.flip(jobs.enqueue(Greet, { name: 42, at: new Date(0) } as never))
+      assert.strictEqual(error._tag, "InvalidJobArgs")
+      const options = yield* Effect.flip(jobs.enqueue(Charge, { cents: 1 }, { priority: 1e9 }))
+      assert.strictEqual(options._tag, "InvalidJobOptions")
+      assert.deepStrictEqual(calls, [])
+      assert.lengthOf(yield* Effect.flatMap(Testing.Enqueued, (e) => e.all), 0)
+      assert.strictEqual((yield* Effect.flip(jobs.status(Greet, "12345")))._tag, "JobNotFound")
+    }).pipe(Effect.provide(Inline)))
+})
+
+describe("Testing.layerIgnore", () => {
+  it.effect("enqueue checks and records the job, then drops it: no handler, no database", () =>
+    Effect.gen(function*() {
+      const jobs = yield* Jobs
+      const ids = yield* jobs.enqueueMany(Charge, [{ cents: 1 }, { cents: 2 }], { delay: "1 hour" })
+      assert.deepStrictEqual(ids, ["1", "2"])
+      const enqueued = yield* Testing.Enqueued
+      const charges = yield* enqueued.of(Charge)
+      assert.deepStrictEqual(charges.map((r) => r.args.cents), [1, 2])
+      assert.deepStrictEqual(charges.map((r) => r.outcome), [undefined, undefined])
+      assert.strictEqual((yield* jobs.status(Charge, ids[0]!)).state, "available")
+      const bad = yield* Effect.flip(jobs.enqueueAll([
+        Jobs.entry(Charge, { cents: 3 }),
+        Jobs.entry(Charge, { cents: 1.5 })
+      ]))
+      assert.strictEqual(bad._tag, "InvalidJobArgs")
+      assert.lengthOf(yield* enqueued.all, 2, "all or nothing: the valid one of a bad batch is not recorded")
+      const bundle = yield* jobs.enqueueBundle({ name: "nightly" }, [Jobs.entry(Charge, { cents: 4 })])
+      assert.strictEqual((yield* jobs.bundleProgress(bundle.bundleId)).remaining, 1)
+      yield* enqueued.clear
+      assert.lengthOf(yield* enqueued.all, 0)
+    }).pipe(Effect.provide(Testing.layerIgnore)))
+})
+
+layer(Jobs.layer.pipe(Layer.provideMerge(TestDb.layer())), { excludeTestServices: true })("Testing.drain", (it) => {
+  const Flaky = Job.make("testing-flaky", {
+    args: Schema.Struct({ i: Schema.Number }),
+    queue: "testing-drain",
+    retry: Schedule.spaced("1 hour"),
+    maxAttempts: 3
+  })
+  const Later = Job.make("testing-later", { args: Schema.Struct({}), queue: "testing-drain" })
+  const DrainHandlers = Layer.mergeAll(
+    Job.toLayer(Flaky, (args, ctx) => args.i === 0 && ctx.attempt === 1 ? Effect.fail(new Declined({ reason: "once" })) : Effect.void),
+    Job.toLayer(Later, () => Effect.void)
+  )
+
+  it.effect("runs a real worker until nothing runnable is left; withScheduled runs later jobs too", () =>
+    Effect.gen(function*() {
+      const jobs = yield* Jobs
+      yield* jobs.enqueueMany(Flaky, [0, 1, 2, 3, 4].map((i) => ({ i })))
+      yield* jobs.enqueue(Later, {}, { delay: "1 day" })
+
+      const first = yield* Testing.drain({ queues: ["testing-drain"] }).pipe(Effect.provide(DrainHandlers))
+      assert.deepStrictEqual(first, { completed: 4, retried: 1, rescheduled: 0, dead: 0, cancelled: 0 })
+      assert.deepStrictEqual(yield* countByState("testing-drain"), { completed: 4, scheduled: 2 }, "the retry and the later job wait")
+
+      const second = yield* Testing.drain({ queues: { "testing-drain": { concurrency: 2 } }, withScheduled: true }).pipe(
+        Effect.provide(DrainHandlers)
+      )
+      assert.deepStrictEqual(second, { completed: 2, retried: 0, rescheduled: 0, dead: 0, cancelled: 0 })
+      assert.deepStrictEqual(yield* countByState("testing-drain"), { completed: 6 })
+    }))
+
+  it.effect("an empty queue drains at once", () =>
+    Effect.gen(function*() {
+      const result = yield* Testing.drain({ queues: ["testing-empty"] }).pipe(Effect.provide(DrainHandlers))
+      assert.deepStrictEqual(result, { completed: 0, retried: 0, rescheduled: 0, dead: 0, cancelled: 0 })
+    }))
+})
