@@ -117,6 +117,34 @@ layer(TestLayer, { excludeTestServices: true })("worker", (it) => {
       }
     }))
 
+  it.effect("an observer that throws does not stop outcomes from being written", () =>
+    Effect.gen(function*() {
+      const Thrown = Job.make("observer-throws", { args: Schema.Struct({ n: Schema.Number }), queue: "w-observer" })
+      const seen = yield* Queue.unbounded<number>()
+      const scope = yield* Scope.make()
+      yield* startWorker(
+        { queues: { "w-observer": { concurrency: 1 } } },
+        Layer.merge(
+          Job.toLayer(Thrown, (args) => Queue.offer(seen, args.n)),
+          Observer.replace({
+            ...Observer.noop,
+            completed: () => {
+              throw new Error("observer bug")
+            },
+            workerError: () => Effect.die("and the error reporter fails too")
+          })
+        )
+      ).pipe(Effect.provideService(Scope.Scope, scope))
+      const jobs = yield* Jobs
+      const first = yield* jobs.enqueue(Thrown, { n: 1 })
+      assert.strictEqual(yield* Queue.take(seen), 1)
+      const second = yield* jobs.enqueue(Thrown, { n: 2 })
+      assert.strictEqual(yield* Queue.take(seen), 2)
+      yield* Scope.close(scope, Exit.void) // graceful shutdown waits for every outcome: it must not hang
+      assert.strictEqual((yield* getJob(first))?.state, "completed")
+      assert.strictEqual((yield* getJob(second))?.state, "completed")
+    }))
+
   it.effect("3 workers with separate pools drain 5,000 jobs: every job runs exactly once", () =>
     Effect.gen(function*() {
       const Drain = Job.make("drain", { args: Schema.Struct({ i: Schema.Number }), queue: "w-drain", retention: "1 hour" })

@@ -21,7 +21,7 @@
  * - `abandon` (a shutdown whose database stays unreachable) stops retrying: the
  *   outcomes not written are given up the same way.
  */
-import { Clock, Effect, Latch, Queue, Schedule } from "effect"
+import { Cause, Clock, Effect, Latch, Queue, Schedule } from "effect"
 import type { SqlError } from "effect/sql"
 import { storable } from "./Outcome.ts"
 import type { FinishRow } from "./Store.ts"
@@ -118,7 +118,17 @@ export const make = Effect.fnUntraced(function*(options: {
     if (abandoned && changed === none) {
       yield* options.onError(`gave up recording ${batch.length} job outcomes at shutdown; their leases will lapse`, undefined)
     }
-    for (const p of batch) yield* p.then(changed.has(p.row.id))
+    // Reports run here, after the write. A failing (or throwing) observer must not stop the
+    // writer: every later outcome, and graceful shutdown, wait for this loop.
+    for (const p of batch) {
+      yield* Effect.suspend(() => p.then(changed.has(p.row.id))).pipe(
+        Effect.catchCause((cause) =>
+          options.onError("an observer failed while reporting an outcome", Cause.squash(cause)).pipe(
+            Effect.catchCause(() => Effect.void)
+          )
+        )
+      )
+    }
     outstanding -= batch.length
     if (outstanding === 0) idle.openUnsafe()
   })
