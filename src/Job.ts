@@ -12,7 +12,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Layer, Schedule, Schema } from "effect"
+import { Context, Duration, Effect, type Exit, Layer, Schedule, Schema } from "effect"
 
 /** Any Schema usable for job arguments or results: no services needed to encode or decode. */
 export type AnySchema = Schema.Codec<any, any, never, never>
@@ -82,6 +82,8 @@ export interface Job<Name extends string, Args extends AnySchema, Success extend
   readonly handlerKey: Context.Key<Handler<Name>, RegisteredHandler>
   /** Encodes arguments to their JSON form (for the `args` column). */
   readonly encodeArgs: (args: unknown) => Effect.Effect<unknown, Schema.SchemaError>
+  /** The same, synchronously (enqueue's hot path). */
+  readonly encodeArgsExit: (args: unknown) => Exit.Exit<unknown, Schema.SchemaError>
   readonly decodeArgs: (json: unknown) => Effect.Effect<Args["Type"], Schema.SchemaError>
   readonly encodeResult: (value: unknown) => Effect.Effect<unknown, Schema.SchemaError>
   readonly decodeResult: (json: unknown) => Effect.Effect<Success["Type"], Schema.SchemaError>
@@ -145,6 +147,7 @@ export const make = <const Name extends string, Args extends AnySchema, Success 
     maxErrors: checkInt(name, "maxErrors", options.maxErrors ?? 5, 0, 1000),
     handlerKey: Context.Service<Handler<Name>, RegisteredHandler>(`effect-jobs/Handler/${name}`),
     encodeArgs: Schema.encodeUnknownEffect(argsJson),
+    encodeArgsExit: Schema.encodeUnknownExit(argsJson),
     decodeArgs: Schema.decodeUnknownEffect(argsJson),
     encodeResult: Schema.encodeUnknownEffect(successJson),
     decodeResult: Schema.decodeUnknownEffect(successJson)

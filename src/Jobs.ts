@@ -153,66 +153,77 @@ const isJobId = (id: unknown): id is string =>
   typeof id === "string" && /^[1-9][0-9]{0,18}$/.test(id) && BigInt(id) <= 9223372036854775807n
 
 /** Validates options and encodes args into a row; fails with a typed error, never writes. */
-export const toRow = Effect.fnUntraced(function*(
+/**
+ * The hot path of enqueue: synchronous, no Effect per row (a 20,000-job
+ * `enqueueMany` calls it 20,000 times). Returns the row, or the typed error.
+ */
+export const rowOf = (
   entry: Entry,
   now: number,
   requestId: string,
   trace: unknown
-) {
-  const { job, options: o = {} } = entry
+): NewJobRow | InvalidJobArgs | InvalidJobOptions => {
+  const { job, options: o = noOptions } = entry
   const invalid = (message: string) => new InvalidJobOptions({ job: job.name, message })
-  const args = yield* job.encodeArgs(entry.args).pipe(
-    Effect.mapError((e) => new InvalidJobArgs({ job: job.name, message: e.message }))
-  )
-  if (args === undefined) return yield* new InvalidJobArgs({ job: job.name, message: "arguments encode to nothing" })
+  const encoded = job.encodeArgsExit(entry.args)
+  if (Exit.isFailure(encoded)) {
+    const error = Cause.findErrorOption(encoded.cause)
+    return new InvalidJobArgs({
+      job: job.name,
+      message: Option.isSome(error) ? error.value.message : Cause.pretty(encoded.cause)
+    })
+  }
+  const args = encoded.value
+  if (args === undefined) return new InvalidJobArgs({ job: job.name, message: "arguments encode to nothing" })
   if (hasBadText(args)) {
-    return yield* new InvalidJobArgs({
+    return new InvalidJobArgs({
       job: job.name,
       message: "arguments contain a NUL character or an unpaired surrogate (invalid Unicode), which PostgreSQL cannot store"
     })
   }
   const queue = o.queue ?? job.queue
   if (typeof queue !== "string" || queue.length === 0 || queue.length > 255 || badText.test(queue)) {
-    return yield* invalid("queue must be a string of 1 to 255 characters without NUL or unpaired surrogates")
+    return invalid("queue must be a string of 1 to 255 characters without NUL or unpaired surrogates")
   }
   const priority = o.priority ?? job.priority
   if (!Number.isInteger(priority) || priority < -32768 || priority > 32767) {
-    return yield* invalid(`priority must be an integer in [-32768, 32767], got ${String(priority)}`)
+    return invalid(`priority must be an integer in [-32768, 32767], got ${String(priority)}`)
   }
   const maxAttempts = o.maxAttempts ?? job.maxAttempts
   if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 1_000_000) {
-    return yield* invalid(`maxAttempts must be an integer in [1, 1000000], got ${String(maxAttempts)}`)
+    return invalid(`maxAttempts must be an integer in [1, 1000000], got ${String(maxAttempts)}`)
   }
   let runAt = now
   if (o.runAt !== undefined) {
-    if (!(o.runAt instanceof Date) || Number.isNaN(o.runAt.getTime())) return yield* invalid("runAt must be a valid Date")
+    if (!(o.runAt instanceof Date) || Number.isNaN(o.runAt.getTime())) return invalid("runAt must be a valid Date")
     runAt = o.runAt.getTime()
   } else if (o.delay !== undefined) {
     // Duration reads a NaN number (or tuple part) as zero; a NaN delay is a mistake, not "now".
     const nan = typeof o.delay === "number" ? Number.isNaN(o.delay) : Array.isArray(o.delay) && o.delay.some(Number.isNaN)
     const delay = nan ? Option.none() : Duration.fromInput(o.delay)
     const ms = Option.isSome(delay) ? Duration.toMillis(delay.value) : NaN
-    if (!(ms >= 0) || !Number.isFinite(ms)) return yield* invalid(`delay must be a finite, non-negative duration`)
+    if (!(ms >= 0) || !Number.isFinite(ms)) return invalid(`delay must be a finite, non-negative duration`)
     runAt = now + ms
   }
   if (runAt < -8.64e15 || runAt > 8.64e15 || new Date(runAt).getUTCFullYear() > 9999 || new Date(runAt).getUTCFullYear() < 1) {
-    return yield* invalid("run time out of range")
+    return invalid("run time out of range")
   }
   const uniqueKey = o.uniqueKey ?? null
   if (uniqueKey !== null && (typeof uniqueKey !== "string" || uniqueKey.length > 1000 || badText.test(uniqueKey))) {
-    return yield* invalid("uniqueKey must be a string of at most 1000 characters without NUL or unpaired surrogates")
+    return invalid("uniqueKey must be a string of at most 1000 characters without NUL or unpaired surrogates")
   }
-  const metadata = o.metadata ?? {}
-  if (typeof metadata !== "object" || metadata === null || Array.isArray(metadata)) {
-    return yield* invalid("metadata must be a plain object")
+  let metadata: unknown = noMetadata
+  if (o.metadata !== undefined) {
+    if (typeof o.metadata !== "object" || o.metadata === null || Array.isArray(o.metadata)) {
+      return invalid("metadata must be a plain object")
+    }
+    try {
+      metadata = JSON.parse(JSON.stringify(o.metadata)) // only JSON survives, as stored
+    } catch (e) {
+      return invalid(`metadata must be JSON-serializable: ${String(e)}`)
+    }
+    if (hasBadText(metadata)) return invalid("metadata contains a NUL character or an unpaired surrogate")
   }
-  let metadataJson: string
-  try {
-    metadataJson = JSON.stringify(metadata)
-  } catch (e) {
-    return yield* invalid(`metadata must be JSON-serializable: ${String(e)}`)
-  }
-  if (hasBadText(JSON.parse(metadataJson))) return yield* invalid("metadata contains a NUL character or an unpaired surrogate")
   const retentionMs = Duration.toMillis(job.retention)
   const row: NewJobRow = {
     name: job.name,
@@ -223,14 +234,39 @@ export const toRow = Effect.fnUntraced(function*(
     max_attempts: maxAttempts,
     args,
     unique_key: uniqueKey,
-    metadata: JSON.parse(metadataJson),
+    metadata: metadata as Readonly<Record<string, unknown>>,
     request_id: requestId,
     trace,
     retention_ms: Number.isFinite(retentionMs) ? retentionMs : (null as unknown as number),
     max_errors: job.maxErrors
   }
   return row
-})
+}
+
+const noOptions: EnqueueOptions = {}
+const noMetadata: Readonly<Record<string, unknown>> = Object.freeze({})
+
+const isRow = (r: NewJobRow | InvalidJobArgs | InvalidJobOptions): r is NewJobRow =>
+  !(r instanceof InvalidJobArgs) && !(r instanceof InvalidJobOptions)
+
+/** `rowOf` as an Effect. */
+export const toRow = (entry: Entry, now: number, requestId: string, trace: unknown) =>
+  Effect.suspend(() => {
+    const r = rowOf(entry, now, requestId, trace)
+    return isRow(r) ? Effect.succeed(r) : Effect.fail(r)
+  })
+
+/** All rows, or the first error. */
+export const rowsOf = (entries: ReadonlyArray<Entry>, now: number, requestId: string, trace: unknown) =>
+  Effect.suspend(() => {
+    const rows: Array<NewJobRow> = new Array(entries.length)
+    for (let i = 0; i < entries.length; i++) {
+      const r = rowOf(entries[i]!, now, requestId, trace)
+      if (!isRow(r)) return Effect.fail(r)
+      rows[i] = r
+    }
+    return Effect.succeed(rows)
+  })
 
 /** The trace context of the current span, stored with the job so its run can link to it. */
 export const currentTrace = Effect.map(Effect.option(Effect.currentSpan), (span) =>
@@ -245,8 +281,7 @@ const make = Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
     const requestId = (yield* RequestId) ?? crypto.randomUUID()
     const trace = yield* currentTrace
-    const rows: Array<NewJobRow> = []
-    for (const e of entries) rows.push(yield* toRow(e, now, requestId, trace))
+    const rows = yield* rowsOf(entries, now, requestId, trace)
     const ids = yield* store.jobInsertMany(rows)
     return ids.map((r) => r.id)
   })
@@ -371,8 +406,7 @@ const make = Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
     const requestId = (yield* RequestId) ?? crypto.randomUUID()
     const trace = yield* currentTrace
-    const rows: Array<NewJobRow> = []
-    for (const e of entries) rows.push(yield* toRow(e, now, requestId, trace))
+    const rows = yield* rowsOf(entries, now, requestId, trace)
     return yield* sql.withTransaction(Effect.gen(function*() {
       const bundleId = yield* store.bundleInsert(bundle.name, rows.length, options?.metadata ?? {})
       const ids = yield* store.jobInsertMany(rows.map((r) => ({ ...r, bundle_id: bundleId })))
