@@ -70,14 +70,24 @@ export const toLayer = <E, R>(
         const rows = yield* store.bundleLockFinished(20, [bundle.name])
         const finished: Array<{ readonly row: Finished; readonly followUpId: string | undefined }> = []
         for (const b of rows) {
-          const members = yield* store.bundleMembers(b.id)
-          const counts: Record<string, number> = {}
-          for (const m of members) counts[m.state] = (counts[m.state] ?? 0) + 1
-          const row: Finished = { id: b.id, name: b.name, total: b.total, metadata: b.metadata, members, counts }
-          const entry = yield* Effect.provideContext(onFinish(row), context)
-          const followUpId = entry === undefined ? undefined : (yield* jobs.enqueueAll([entry]))[0]
-          yield* store.bundleMarkDone(b.id, followUpId ?? null)
-          finished.push({ row, followUpId })
+          // Each bundle in a savepoint of its own: one whose onFinish (or follow-up) fails is
+          // rolled back alone, logged, and retried later; it does not hold back the others.
+          const one = yield* Effect.exit(sql.withTransaction(Effect.gen(function*() {
+            const members = yield* store.bundleMembers(b.id)
+            const counts: Record<string, number> = {}
+            for (const m of members) counts[m.state] = (counts[m.state] ?? 0) + 1
+            const row: Finished = { id: b.id, name: b.name, total: b.total, metadata: b.metadata, members, counts }
+            const entry = yield* Effect.provideContext(onFinish(row), context)
+            const followUpId = entry === undefined ? undefined : (yield* jobs.enqueueAll([entry]))[0]
+            yield* store.bundleMarkDone(b.id, followUpId ?? null)
+            return { row, followUpId }
+          })))
+          if (one._tag === "Success") finished.push(one.value)
+          else {
+            yield* Effect.logError(`bundle ${b.id}: finish step failed; will retry: ${Cause.pretty(one.cause)}`, {
+              bundle: bundle.name
+            })
+          }
         }
         return finished
       }))

@@ -367,13 +367,15 @@ const make = Effect.gen(function*() {
       if (timeout !== undefined && !(Option.isSome(timeout) && Duration.toMillis(timeout.value) >= 0)) {
         return yield* new InvalidJobOptions({ job: job.name, message: `await: timeout must be a non-negative duration, got ${String(options?.timeout)}` })
       }
-      yield* startListener
       const done = yield* Deferred.make<OutcomeRow | undefined>()
       let set = waiters.get(id)
       if (set === undefined) waiters.set(id, set = new Set())
       set.add(done)
-      yield* Effect.forkChild(checkWaiters) // it may be finished already
-      const wait = Deferred.await(done)
+      // The timeout covers starting the listener too: the database may be unreachable.
+      const wait = startListener.pipe(
+        Effect.andThen(Effect.forkChild(checkWaiters)), // it may be finished already
+        Effect.andThen(Deferred.await(done))
+      )
       const row = yield* (timeout === undefined ? wait : Effect.timeoutOrElse(wait, {
         duration: timeout.value,
         orElse: () => Effect.fail(new AwaitTimeout({ id, timeoutMillis: Duration.toMillis(timeout.value) }))
@@ -415,7 +417,9 @@ const make = Effect.gen(function*() {
   })
 
   const bundleProgress = (bundleId: string) =>
-    Effect.flatMap(store.bundleProgress(bundleId), (row) =>
+    Effect.flatMap(
+      /^\d{1,19}$/.test(bundleId) ? store.bundleProgress(bundleId) : Effect.succeed(undefined),
+      (row) =>
       row === undefined
         ? Effect.fail(new JobNotFound({ id: bundleId }))
         : Effect.succeed({
@@ -424,7 +428,7 @@ const make = Effect.gen(function*() {
           total: row.total,
           remaining: row.remaining,
           counts: row.counts,
-          finished: row.finished_at !== null,
+          finished: row.finished_at !== null && row.remaining === 0,
           finishedAt: row.finished_at ?? undefined,
           followUpId: row.follow_up_id ?? undefined
         } satisfies BundleProgress)).pipe(Effect.withSpan("Jobs.bundleProgress"))

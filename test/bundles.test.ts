@@ -110,6 +110,39 @@ layer(TestLayer, { excludeTestServices: true })("bundles", (it) => {
       assert.strictEqual(reports[0]!.n, total + 1, "one follow-up per bundle (+1 from the first test)")
     }), { timeout: 60_000 })
 
+  it.effect("a bundle whose onFinish fails is retried alone and does not hold back the others", () =>
+    Effect.gen(function*() {
+      const Picky = Bundle.make("picky")
+      const finishedIds: Array<string> = []
+      const done = yield* Deferred.make<void>()
+      const jobs = yield* Jobs
+      const bad = yield* jobs.enqueueBundle(Picky, [Jobs.entry(Part, { n: 1 })], { metadata: { fail: true } })
+      const good = yield* jobs.enqueueBundle(Picky, [Jobs.entry(Part, { n: 2 })], { metadata: { fail: false } })
+      yield* Layer.build(
+        Bundle.toLayer(Picky, (finished) =>
+          (finished.metadata as { fail: boolean }).fail
+            ? Effect.fail("onFinish bug")
+            : Effect.succeed(undefined)).pipe(
+              Layer.provide([
+                Observer.add({
+                  ...Observer.noop,
+                  bundleFinished: (b) =>
+                    Effect.andThen(Effect.sync(() => finishedIds.push(b.id)), Deferred.succeed(done, undefined))
+                }),
+                Layer.fresh(TestDb.pool({ maxConnections: 3 }))
+              ])
+            )
+      )
+      yield* startWorker({ queues: { "b-parts": { concurrency: 2 } } }, Layer.merge(handlers, Layer.fresh(TestDb.pool())))
+      yield* Deferred.await(done)
+      assert.deepStrictEqual(finishedIds, [good.bundleId])
+      const badProgress = yield* jobs.bundleProgress(bad.bundleId)
+      assert.strictEqual(badProgress.remaining, 0)
+      assert.isUndefined(badProgress.followUpId)
+      const e = yield* Effect.flip(jobs.bundleProgress("not-a-number"))
+      assert.strictEqual(e._tag, "JobNotFound")
+    }))
+
   it.effect("bad bundles are rejected and write nothing", () =>
     Effect.gen(function*() {
       const jobs = yield* Jobs

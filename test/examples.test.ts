@@ -24,7 +24,11 @@ const expected: Record<string, RegExp> = {
   "graceful-shutdown.ts": /yearly is available with 0 attempts spent/,
   "request-id.ts": /stored request ids: job \d+: req-7f3a;/,
   "observability.ts": /scraped: effect_jobs_completed_total\{queue="reports",job_name="render-report"\} 5\n/,
-  "otlp.ts": /collector received \d+ spans, \d+ of them job runs in the trace of "checkout"; metrics include effect_jobs_completed_total/
+  "otlp.ts": /collector received \d+ spans, \d+ of them job runs in the trace of "checkout"; metrics include effect_jobs_completed_total/,
+  "bundles.ts": /bundle \d+ finished: completed 4, dead 1; follow-up job \d+\n/,
+  "periodic.ts": /3 slots, 2000 and 2000 ms apart; jobs per slot: 1(, 1)+\n/,
+  "await-result.ts": /job \d+: JobDead: no carrier ships to AQ\n/,
+  "cancel-running.ts": /await\(\d+\) -> JobCancelled \(cancelled while running\)\n/
 }
 
 const examples = readdirSync(new URL("../examples/", import.meta.url))

@@ -462,6 +462,7 @@ export class JobStore extends Context.Service<JobStore, {
         sql<BundleRow>`
           SELECT id::text, name, total, metadata, created_at, finished_at FROM effect_jobs_bundles
           WHERE finished_at IS NOT NULL AND NOT follow_up_done
+            AND remaining = 0 -- a member retried after the count reached 0 re-opens the bundle
             AND name IN (SELECT jsonb_array_elements_text(${JSON.stringify(names)}::jsonb))
           ORDER BY id LIMIT ${limit}
           FOR UPDATE SKIP LOCKED`
