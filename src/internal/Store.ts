@@ -195,7 +195,47 @@ export class JobStore extends Context.Service<JobStore, {
        * unfinished job are not inserted; their existing id is returned instead. If
        * that job finished between the two statements, the insert is tried again.
        */
+      /**
+       * The common batch: one job kind, the same options, no unique keys; only the args
+       * differ. Everything else is a scalar parameter and the args travel as one JSON array,
+       * a few bytes per job instead of a full record (20,000 jobs: ~0.2 MB instead of ~5 MB
+       * for Postgres to parse).
+       */
+      const sameButArgs = (rows: ReadonlyArray<NewJobRow>): boolean => {
+        const first = rows[0]!
+        if (rows.length < 2 || first.unique_key !== null) return false
+        for (let i = 1; i < rows.length; i++) {
+          const r = rows[i]!
+          if (
+            r.name !== first.name || r.queue !== first.queue || r.state !== first.state || r.priority !== first.priority ||
+            r.run_at !== first.run_at || r.max_attempts !== first.max_attempts || r.unique_key !== null ||
+            r.metadata !== first.metadata || r.request_id !== first.request_id || r.trace !== first.trace ||
+            r.retention_ms !== first.retention_ms || r.max_errors !== first.max_errors ||
+            (r.bundle_id ?? null) !== (first.bundle_id ?? null)
+          ) return false
+        }
+        return true
+      }
+
+      const insertSameButArgs = (rows: ReadonlyArray<NewJobRow>) => {
+        const f = rows[0]!
+        return sql<{ readonly id: string }>`
+          INSERT INTO effect_jobs (name, queue, state, priority, run_at, max_attempts, args, metadata, request_id,
+                                   trace, retention_ms, max_errors, bundle_id)
+          SELECT ${f.name}, ${f.queue}, ${f.state}, ${f.priority}, ${f.run_at}::timestamptz, ${f.max_attempts},
+                 a.value, ${JSON.stringify(f.metadata)}::jsonb, ${f.request_id},
+                 ${f.trace === null || f.trace === undefined ? null : JSON.stringify(f.trace)}::jsonb,
+                 ${f.retention_ms}::bigint, ${f.max_errors}, ${f.bundle_id ?? null}::bigint
+          FROM jsonb_array_elements(${JSON.stringify(rows.map((r) => r.args))}::jsonb) WITH ORDINALITY AS a(value, ord)
+          ORDER BY a.ord
+          RETURNING id::text`
+      }
+
       const jobInsertMany = Effect.fnUntraced(function*(rows: ReadonlyArray<NewJobRow>) {
+        if (sameButArgs(rows)) {
+          const returned = yield* insertSameButArgs(rows)
+          return returned.map((r) => ({ id: r.id, inserted: true }))
+        }
         const ids: Array<{ id: string; inserted: boolean } | undefined> = new Array(rows.length)
         const keyOf = (name: string, key: string) => `${name}\u0000${key}`
         let pending = rows.map((row, index) => ({ row, index }))
