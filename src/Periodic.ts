@@ -66,8 +66,9 @@ interface Slots {
 const slotsOf = (s: Schedule): Effect.Effect<Slots, InvalidSchedule> =>
   Effect.suspend(() => {
     const fail = (message: string) => Effect.fail(new InvalidSchedule({ name: s.name, message }))
-    if (typeof s.name !== "string" || s.name.length === 0 || s.name.length > 255) {
-      return fail("the schedule name must have 1 to 255 characters")
+    if (typeof s.name !== "string" || s.name.length === 0 || s.name.length > 255 || /\u0000|\p{Surrogate}/u.test(s.name)) {
+      // The name is the key of a text column: NUL is refused, an unpaired surrogate altered.
+      return fail("the schedule name must have 1 to 255 characters without NUL or unpaired surrogates")
     }
     if ((s.spec.cron === undefined) === (s.spec.every === undefined)) return fail("give exactly one of `cron` and `every`")
     if (s.spec.cron !== undefined) {

@@ -43,6 +43,7 @@
  * @since 0.1.0
  */
 import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, FiberMap, Latch, Layer, Option, Queue, Schedule, type Scope, Semaphore, Tracer } from "effect"
+import { PgClient } from "@effect/sql-pg"
 import { InvalidWorkerConfig, JobTimeout } from "./Errors.ts"
 import * as Maintenance from "./internal/Maintenance.ts"
 import * as Job from "./Job.ts"
@@ -274,6 +275,18 @@ const noPruner: Maintenance.Maintenance = {
 export const make = Effect.fnUntraced(function*(options: Options) {
   const config = yield* validate(options)
   if (options.pruner !== false) yield* Maintenance.validate(options.pruner ?? {})
+  // Some connections are kept for good: one per LISTEN session (new jobs, cancel requests)
+  // and one for the pruner's leader lock. A pool with none left over would hang the worker
+  // silently (claims and outcomes would wait forever for a connection): refuse it.
+  const kept = (config.listen ? 2 : 0) + (options.pruner === false ? 0 : 1)
+  const poolSize = ((yield* PgClient.PgClient).config as { readonly maxConnections?: number | undefined }).maxConnections ?? 10
+  if (poolSize <= kept) {
+    return yield* new InvalidWorkerConfig({
+      message: `the PgClient pool has ${poolSize} connection(s) and this worker keeps ${kept} for itself ` +
+        `(LISTEN for new jobs and for cancel requests, the pruner's leader lock): give the pool at least ${kept + 1} ` +
+        `(maxConnections), or use listen: false / pruner: false`
+    })
+  }
   const middleware = options.middleware ?? []
   const defaultMiddleware = options.defaultMiddleware ?? true
   /** Queues paused on this worker only, and (as last read) for all workers. */

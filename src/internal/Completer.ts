@@ -51,7 +51,12 @@ const isDataError = (e: SqlError.SqlError): boolean => {
   return typeof code === "string" && /^(22|23|54)/.test(code)
 }
 
-const flushRetry = Schedule.min([Schedule.exponential("50 millis", 2), Schedule.spaced("5 seconds")]).pipe(
+/**
+ * Backoff of a failed write: 50 ms doubling, at most 1 s. The cap is short on purpose:
+ * once the database is back, outcomes wait at most that long (a run's job is no longer
+ * heartbeated once its outcome is queued, so a long wait ends in a rescue and a rerun).
+ */
+const flushRetry = Schedule.min([Schedule.exponential("50 millis", 2), Schedule.spaced("1 second")]).pipe(
   Schedule.jittered
 )
 
