@@ -8,7 +8,7 @@
  *   setup(url) -> [enqueueMany(n)] -> drain(n, c) | enqueueMany(n) | wakeLatency(s) -> teardown()
  */
 import { performance } from "node:perf_hooks"
-import { dbCpuMicros } from "./proc.ts"
+import { dbCpuMicros, machineBusyMicros } from "./proc.ts"
 
 export interface Adapter {
   readonly name: string
@@ -29,6 +29,24 @@ export interface Adapter {
    */
   wakeLatency(options: WakeOptions): Promise<ReadonlyArray<number>>
   teardown(): Promise<void>
+  /**
+   * Optional (the `scaleout` scenario): start workers in this process that call
+   * `onComplete(n)` whenever `n` handlers have returned, and keep running until `stop()`.
+   * Several processes call this against one database to drain one queue together.
+   */
+  startWorkers?(concurrency: number, onComplete: (n: number) => void): Promise<RunningWorkers>
+  /**
+   * Optional (the `drain-history` / `drain-future` scenarios): insert `count` rows that a
+   * worker must never run, quickly (one `INSERT ... SELECT generate_series`):
+   * `completed` = finished and retained history, `scheduled` = due tomorrow.
+   */
+  addFiller?(kind: FillerKind, count: number): Promise<void>
+}
+
+export type FillerKind = "completed" | "scheduled"
+
+export interface RunningWorkers {
+  readonly stop: () => Promise<void>
 }
 
 export interface WakeOptions {
@@ -53,6 +71,21 @@ export interface DrainResult {
   readonly firstToLastMs: number
   /** How long stopping the workers took afterwards (not included in `wallMs`). */
   readonly stopMs: number
+  /**
+   * Optional: from the same start until the `count`-th outcome was written to the database,
+   * for systems that report that (effect-jobs: its Observer's `completed` event).
+   */
+  readonly durableWallMs?: number | null | undefined
+  /**
+   * Optional: jobs whose outcome was still not written after the workers stopped (a system
+   * that gives up writing at shutdown); those jobs run again once their lease lapses.
+   */
+  readonly notWritten?: number | undefined
+  /**
+   * Busy CPU µs of the whole machine over `wallMs` (every process), when measurable. Minus
+   * `cpuMicros` and `dbCpuMicros` it is what other processes on the machine used meanwhile.
+   */
+  readonly machineBusyMicros?: number | null | undefined
 }
 
 /** Thrown by an adapter method that cannot run here; the runner reports the scenario as skipped. */
@@ -89,9 +122,14 @@ export class CompletionMeter {
   #firstAt: number | undefined
   #cpu: NodeJS.CpuUsage | undefined
   #db: number | null = null
+  #machine: number | null = null
   #resolve: (result: Omit<DrainResult, "stopMs">) => void = () => {}
 
+  /** The meter created last in this process (the soak scenario samples its progress). */
+  static current: CompletionMeter | undefined
+
   constructor(target: number) {
+    CompletionMeter.current = this
     this.target = target
     this.done = new Promise((resolve) => {
       this.#resolve = resolve
@@ -103,6 +141,7 @@ export class CompletionMeter {
   }
 
   start(): void {
+    this.#machine = machineBusyMicros()
     this.#db = dbCpuMicros()
     this.#cpu = process.cpuUsage()
     this.#startedAt = performance.now()
@@ -122,11 +161,13 @@ export class CompletionMeter {
       const end = performance.now()
       const cpu = process.cpuUsage(this.#cpu)
       const dbAfter = dbCpuMicros()
+      const machineAfter = machineBusyMicros()
       this.#resolve({
         count: this.target,
         wallMs: end - this.#startedAt,
         cpuMicros: cpu.user + cpu.system,
         dbCpuMicros: this.#db !== null && dbAfter !== null ? dbAfter - this.#db : null,
+        machineBusyMicros: this.#machine !== null && machineAfter !== null ? machineAfter - this.#machine : null,
         firstToLastMs: end - (this.#firstAt ?? this.#startedAt)
       })
     }

@@ -54,3 +54,19 @@ export const dbCpuMicros = (): number | null => {
   const pid = Number(process.env["BENCH_PG_PID"] ?? "")
   return Number.isInteger(pid) && pid > 0 ? serverCpuMicros(pid) : null
 }
+
+/**
+ * Busy CPU µs of the whole machine so far (all CPUs, any process: /proc/stat minus idle
+ * and iowait), or null off Linux. Over a timed window, busy - worker CPU - server CPU
+ * is what *other* processes took: the colleague's test run, not the benchmark.
+ */
+export const machineBusyMicros = (): number | null => {
+  try {
+    const line = readFileSync("/proc/stat", "utf8").split("\n")[0] ?? ""
+    const f = line.trim().split(/\s+/).slice(1, 9).map(Number)
+    const total = f.reduce((a, b) => a + b, 0)
+    return ((total - (f[3] ?? 0) - (f[4] ?? 0)) * 1_000_000) / clockTicks()
+  } catch {
+    return null
+  }
+}

@@ -2,27 +2,73 @@
  * Runs ONE scenario of ONE adapter against ONE (fresh, empty) database, in its own process,
  * and prints the result as a marked JSON line on stdout.
  *
- *   node --expose-gc bench/run-one.ts <adapter> <drain|enqueue|wake> <url>
+ *   node --expose-gc bench/run-one.ts <adapter> <scenario> <url>
  *        [--jobs 20000] [--concurrency 24] [--wake-samples 200] [--wake-budget-ms 20000]
+ *        [--history-rows 1000000] [--scaleout-jobs 50000] [--procs 1]
+ *        [--soak-jobs 1000000] [--rss-interval-ms 500]
+ *
+ * Scenarios: drain, enqueue, wake (see bench/README.md), and
+ *   drain-history   `addFiller("completed", historyRows)`, then as drain
+ *   drain-future    `addFiller("scheduled", historyRows)`, then as drain
+ *   scaleout        enqueue scaleoutJobs, then `procs` worker processes (bench/worker-proc.ts)
+ *                   drain them together; timed from "go" to the last completion reported
+ *   soak            another process enqueues soakJobs, then this one drains them all while
+ *                   sampling its own RSS every rssIntervalMs
  *
  * Normally started by bench/run.ts, which creates and drops the database.
  */
+import { type ChildProcess, spawn } from "node:child_process"
+import { dirname, join } from "node:path"
 import { performance } from "node:perf_hooks"
+import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import type { Adapter } from "./adapter.ts"
-import { skipReason } from "./adapter.ts"
+import { CompletionMeter, skipReason, SkipError, withTimeout } from "./adapter.ts"
 import { findAdapter } from "./adapters/index.ts"
-import type { OneOptions, OneResult, Scenario } from "./protocol.ts"
+import { dbCpuMicros, machineBusyMicros } from "./proc.ts"
+import type { FromWorker, OneOptions, OneResult, RssSample, ScaleoutResult, Scenario, SoakResult, ToWorker } from "./protocol.ts"
 import { isScenario, RESULT_MARKER } from "./protocol.ts"
+
+const here = dirname(fileURLToPath(import.meta.url))
+
+/**
+ * With BENCH_CPU_PROFILE=<file.cpuprofile> (bench/profile.ts sets it), the timed part of a
+ * drain (and only that: not setup, not the enqueue) runs under the V8 CPU profiler.
+ */
+const profiled = async <A>(f: () => Promise<A>): Promise<A> => {
+  const file = process.env["BENCH_CPU_PROFILE"]
+  if (file === undefined || file === "") return f()
+  const { Session } = await import("node:inspector/promises")
+  const { writeFileSync } = await import("node:fs")
+  const session = new Session()
+  session.connect()
+  await session.post("Profiler.enable")
+  await session.post("Profiler.setSamplingInterval", { interval: 200 })
+  await session.post("Profiler.start")
+  try {
+    return await f()
+  } finally {
+    const { profile } = await session.post("Profiler.stop")
+    writeFileSync(file, JSON.stringify(profile))
+    session.disconnect()
+  }
+}
 
 const gc = (): void => {
   const collect = (globalThis as { gc?: () => void }).gc
   collect?.()
 }
 
+class SetupSkipped extends Error {}
+
 const runScenario = async (adapter: Adapter, scenario: Scenario, url: string, options: OneOptions): Promise<OneResult> => {
   const t0 = performance.now()
-  await adapter.setup(url)
+  try {
+    await adapter.setup(url)
+  } catch (error) {
+    const reason = skipReason(error)
+    throw reason !== undefined ? new SetupSkipped(reason) : error
+  }
   const setupMs = performance.now() - t0
   const base = { status: "ok", adapter: adapter.name, scenario, setupMs } as const
   switch (scenario) {
@@ -37,7 +83,7 @@ const runScenario = async (adapter: Adapter, scenario: Scenario, url: string, op
       await adapter.enqueueMany(options.jobs)
       const preEnqueueMs = performance.now() - start
       gc()
-      const drain = await adapter.drain(options.jobs, options.concurrency)
+      const drain = await profiled(() => adapter.drain(options.jobs, options.concurrency))
       return { ...base, preEnqueueMs, drain }
     }
     case "wake": {
@@ -48,6 +94,161 @@ const runScenario = async (adapter: Adapter, scenario: Scenario, url: string, op
       })
       return { ...base, wake: { samplesMs } }
     }
+    case "drain-history":
+    case "drain-future": {
+      if (adapter.addFiller === undefined) throw new SkipError(`${adapter.name} cannot insert filler rows`)
+      const f0 = performance.now()
+      await adapter.addFiller(scenario === "drain-history" ? "completed" : "scheduled", options.historyRows)
+      const fillerMs = performance.now() - f0
+      const start = performance.now()
+      await adapter.enqueueMany(options.jobs)
+      const preEnqueueMs = performance.now() - start
+      gc()
+      const drain = await profiled(() => adapter.drain(options.jobs, options.concurrency))
+      return { ...base, fillerMs, fillerRows: options.historyRows, preEnqueueMs, drain }
+    }
+    case "scaleout": {
+      if (adapter.startWorkers === undefined) throw new SkipError(`${adapter.name} has no startWorkers`)
+      const start = performance.now()
+      await adapter.enqueueMany(options.scaleoutJobs)
+      const preEnqueueMs = performance.now() - start
+      const scaleout = await scaleOut(adapter.name, url, options)
+      return { ...base, preEnqueueMs, scaleout }
+    }
+    case "soak": {
+      const soak = await soakRun(adapter, url, options)
+      return { ...base, soak }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// helper processes (bench/worker-proc.ts)
+
+const workerProc = (args: ReadonlyArray<string>): ChildProcess =>
+  spawn(process.execPath, [join(here, "worker-proc.ts"), ...args], { stdio: ["ignore", "ignore", "inherit", "ipc"] })
+
+const exited = (child: ChildProcess): Promise<number> =>
+  new Promise((resolve) => {
+    if (child.exitCode !== null) resolve(child.exitCode)
+    else child.once("exit", (code) => resolve(code ?? -1))
+  })
+
+/** `procs` worker processes drain `scaleoutJobs` already enqueued jobs together. */
+const scaleOut = async (name: string, url: string, options: OneOptions): Promise<ScaleoutResult> => {
+  const target = options.scaleoutJobs
+  const children = Array.from({ length: options.procs }, () =>
+    workerProc(["work", name, url, "--concurrency", String(options.concurrency)]))
+  const perProcess = children.map(() => 0)
+  let total = 0
+  let t0 = 0
+  let db0: number | null = null
+  let machine0: number | null = null
+  interface Measured {
+    readonly wallMs: number
+    readonly dbCpuMicros: number | null
+    readonly machineBusyMicros: number | null
+  }
+  let finished: ((r: Measured) => void) | undefined
+  const done = new Promise<Measured>((resolve) => (finished = resolve))
+  const readies: Array<Promise<void>> = []
+  const stops: Array<Promise<{ cpuMicros: number; stopMs: number }>> = []
+  let failure: ((e: Error) => void) | undefined
+  const failed = new Promise<never>((_, reject) => (failure = reject))
+  failed.catch(() => undefined)
+  children.forEach((child, i) => {
+    let ready: () => void = () => {}
+    let stopped: (r: { cpuMicros: number; stopMs: number }) => void = () => {}
+    readies.push(new Promise((resolve) => (ready = resolve)))
+    stops.push(new Promise((resolve) => (stopped = resolve)))
+    child.on("message", (m: FromWorker) => {
+      switch (m.type) {
+        case "ready":
+          return ready()
+        case "progress": {
+          perProcess[i] = (perProcess[i] ?? 0) + m.n
+          const before = total
+          total += m.n
+          if (before < target && total >= target) {
+            const end = performance.now()
+            const db1 = dbCpuMicros()
+            const machine1 = machineBusyMicros()
+            finished?.({
+              wallMs: end - t0,
+              dbCpuMicros: db0 !== null && db1 !== null ? db1 - db0 : null,
+              machineBusyMicros: machine0 !== null && machine1 !== null ? machine1 - machine0 : null
+            })
+          }
+          return
+        }
+        case "stopped":
+          return stopped({ cpuMicros: m.cpuMicros, stopMs: m.stopMs })
+        case "error":
+          return failure?.(new Error(`worker process ${i}: ${m.message.split("\n")[0]}`))
+      }
+    })
+    child.once("exit", (code) => {
+      if (code !== 0) failure?.(new Error(`worker process ${i} exited with ${code}`))
+    })
+  })
+  try {
+    await Promise.race([withTimeout(Promise.all(readies), 60_000, "worker processes ready"), failed])
+    gc()
+    machine0 = machineBusyMicros()
+    db0 = dbCpuMicros()
+    t0 = performance.now()
+    for (const child of children) child.send({ type: "go" } satisfies ToWorker)
+    // completions per process every 100 ms: shows start-up, stalls and the tail
+    const timeline: Array<ReadonlyArray<number>> = []
+    const tick = setInterval(() => timeline.push([...perProcess]), 100)
+    const measured = await Promise.race([done, failed]).finally(() => clearInterval(tick))
+    timeline.push([...perProcess])
+    for (const child of children) child.send({ type: "stop" } satisfies ToWorker)
+    const stopped = await Promise.race([Promise.all(stops), failed])
+    await Promise.all(children.map(exited))
+    return {
+      procs: options.procs,
+      count: target,
+      wallMs: measured.wallMs,
+      cpuMicros: stopped.reduce((s, x) => s + x.cpuMicros, 0),
+      dbCpuMicros: measured.dbCpuMicros,
+      machineBusyMicros: measured.machineBusyMicros,
+      perProcess,
+      timeline,
+      stopMs: Math.max(...stopped.map((x) => x.stopMs))
+    }
+  } finally {
+    for (const child of children) if (child.exitCode === null) child.kill("SIGKILL")
+  }
+}
+
+/** Another process enqueues `soakJobs`; this one drains them, sampling its own memory. */
+const soakRun = async (adapter: Adapter, url: string, options: OneOptions): Promise<SoakResult> => {
+  const e0 = performance.now()
+  const filler = workerProc(["enqueue", adapter.name, url, "--jobs", String(options.soakJobs)])
+  const code = await exited(filler)
+  if (code !== 0) throw new Error(`enqueue process exited with ${code}`)
+  const enqueueMs = performance.now() - e0
+  gc()
+  const samples: Array<RssSample> = []
+  let t0 = performance.now()
+  const sample = () => {
+    const m = process.memoryUsage()
+    samples.push({
+      tMs: Math.round(performance.now() - t0),
+      completed: CompletionMeter.current?.completed ?? 0,
+      rssBytes: m.rss,
+      heapUsedBytes: m.heapUsed
+    })
+  }
+  t0 = performance.now()
+  sample()
+  const timer = setInterval(sample, options.rssIntervalMs)
+  try {
+    const drain = await adapter.drain(options.soakJobs, options.concurrency)
+    return { count: options.soakJobs, enqueueMs, drain, samples }
+  } finally {
+    clearInterval(timer)
   }
 }
 
@@ -58,12 +259,17 @@ const main = async (): Promise<OneResult> => {
       jobs: { type: "string", default: "20000" },
       concurrency: { type: "string", default: "24" },
       "wake-samples": { type: "string", default: "200" },
-      "wake-budget-ms": { type: "string", default: "20000" }
+      "wake-budget-ms": { type: "string", default: "20000" },
+      "history-rows": { type: "string", default: "1000000" },
+      "scaleout-jobs": { type: "string", default: "50000" },
+      procs: { type: "string", default: "1" },
+      "soak-jobs": { type: "string", default: "1000000" },
+      "rss-interval-ms": { type: "string", default: "500" }
     }
   })
   const [name = "", scenario = "", url = ""] = positionals
   if (!isScenario(scenario) || url === "") {
-    throw new Error("usage: node bench/run-one.ts <adapter> <drain|enqueue|wake> <url> [--jobs N] ...")
+    throw new Error("usage: node bench/run-one.ts <adapter> <scenario> <url> [--jobs N] ...")
   }
   const entry = findAdapter(name)
   if (entry === undefined) throw new Error(`unknown adapter ${name}`)
@@ -71,14 +277,22 @@ const main = async (): Promise<OneResult> => {
     jobs: Number(values.jobs),
     concurrency: Number(values.concurrency),
     wakeSamples: Number(values["wake-samples"]),
-    wakeBudgetMs: Number(values["wake-budget-ms"])
+    wakeBudgetMs: Number(values["wake-budget-ms"]),
+    historyRows: Number(values["history-rows"]),
+    scaleoutJobs: Number(values["scaleout-jobs"]),
+    procs: Number(values.procs),
+    soakJobs: Number(values["soak-jobs"]),
+    rssIntervalMs: Number(values["rss-interval-ms"])
   }
   const adapter = await entry.load()
   try {
     return await runScenario(adapter, scenario, url, options)
   } catch (error) {
+    if (error instanceof SetupSkipped) {
+      return { status: "skipped", adapter: name, scenario, reason: error.message, scope: "adapter" }
+    }
     const reason = skipReason(error)
-    if (reason !== undefined) return { status: "skipped", adapter: name, scenario, reason }
+    if (reason !== undefined) return { status: "skipped", adapter: name, scenario, reason, scope: "scenario" }
     return {
       status: "error",
       adapter: name,

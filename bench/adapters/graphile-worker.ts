@@ -104,6 +104,15 @@ export const make = (options: { readonly batched: boolean }): Adapter => {
       }
     },
 
+    async startWorkers(concurrency, onComplete) {
+      const runner = await run(runnerOptions(concurrency, {
+        noop: async () => {
+          onComplete(1)
+        }
+      }))
+      return { stop: () => runner.stop() }
+    },
+
     async teardown() {
       await utils?.release()
       utils = undefined

@@ -3,13 +3,23 @@
  * process only imports the library it benchmarks.
  */
 import type { Adapter } from "../adapter.ts"
+import type { Scenario } from "../protocol.ts"
 
 export interface AdapterEntry {
   readonly name: string
   /** Short description for the report. */
   readonly description: string
   readonly load: () => Promise<Adapter>
+  /**
+   * The scenarios this entry takes part in (default: drain, enqueue, wake). The runner does
+   * not start a child for the others. The extra scenarios need `startWorkers` (scaleout) or
+   * `addFiller` (drain-history, drain-future); `soak` needs only `drain`.
+   */
+  readonly scenarios?: ReadonlyArray<Scenario>
 }
+
+const effectJobs = (name: string, deleteOnComplete: boolean, prefetch: number | undefined) => async () =>
+  (await import("./effect-jobs.ts")).make({ name, deleteOnComplete, prefetch })
 
 export const adapters: ReadonlyArray<AdapterEntry> = [
   {
@@ -20,7 +30,8 @@ export const adapters: ReadonlyArray<AdapterEntry> = [
   {
     name: "graphile-worker-batched",
     description: "graphile-worker 0.18.0, localQueue.size 500, completeJobBatchDelay 0, failJobBatchDelay 0",
-    load: async () => (await import("./graphile-worker.ts")).make({ batched: true })
+    load: async () => (await import("./graphile-worker.ts")).make({ batched: true }),
+    scenarios: ["drain", "enqueue", "wake", "scaleout", "soak"]
   },
   {
     name: "pg-boss",
@@ -39,8 +50,28 @@ export const adapters: ReadonlyArray<AdapterEntry> = [
   },
   {
     name: "effect-jobs",
-    description: "effect-jobs (this library)",
-    load: async () => (await import("./effect-jobs.ts")).make()
+    description: "effect-jobs (this library): retention 0 (completed jobs deleted), prefetch default (= concurrency)",
+    load: effectJobs("effect-jobs", true, undefined),
+    scenarios: ["drain", "enqueue", "wake", "drain-history", "drain-future", "scaleout", "soak"]
+  },
+  {
+    name: "effect-jobs-prefetch500",
+    description: "effect-jobs: retention 0, prefetch 500 (claims ahead of free slots, cf. graphile localQueue 500)",
+    load: effectJobs("effect-jobs-prefetch500", true, 500),
+    // enqueue is the same code path as effect-jobs: not repeated
+    scenarios: ["drain", "wake", "drain-history", "drain-future", "scaleout"]
+  },
+  {
+    name: "effect-jobs-retained",
+    description: "effect-jobs: default retention (completed jobs kept 1 day), prefetch default (= concurrency)",
+    load: effectJobs("effect-jobs-retained", false, undefined),
+    scenarios: ["drain", "drain-history", "drain-future"]
+  },
+  {
+    name: "effect-jobs-retained-prefetch500",
+    description: "effect-jobs: default retention (completed jobs kept 1 day), prefetch 500",
+    load: effectJobs("effect-jobs-retained-prefetch500", false, 500),
+    scenarios: ["drain"]
   },
   {
     name: "pgbench-floor",

@@ -19,7 +19,7 @@ import { join } from "node:path"
 import { performance } from "node:perf_hooks"
 import type { Adapter, DrainResult } from "../adapter.ts"
 import { SkipError } from "../adapter.ts"
-import { dbCpuMicros } from "../proc.ts"
+import { dbCpuMicros, machineBusyMicros } from "../proc.ts"
 import { withSql } from "../sql.ts"
 
 const CLIENTS = 8
@@ -124,10 +124,12 @@ export const make = (): Adapter => {
       ]
       try {
         const dbBefore = dbCpuMicros()
+        const machineBefore = machineBusyMicros()
         const t0 = performance.now()
         const result = await sh(`"$@" 1>&2; rc=$?; times; exit $rc`, args)
         const wallMs = performance.now() - t0
         const dbAfter = dbCpuMicros()
+        const machineAfter = machineBusyMicros()
         if (result.code !== 0) throw new Error(`pgbench failed (${result.code}):\n${result.stderr}`)
         const left = await remaining()
         if (left !== 0) throw new Error(`pgbench left ${left} of ${count} rows`)
@@ -136,6 +138,7 @@ export const make = (): Adapter => {
           wallMs,
           cpuMicros: childCpuMicros(result.stdout),
           dbCpuMicros: dbBefore !== null && dbAfter !== null ? dbAfter - dbBefore : null,
+          machineBusyMicros: machineBefore !== null && machineAfter !== null ? machineAfter - machineBefore : null,
           firstToLastMs: wallMs,
           stopMs: 0
         }
