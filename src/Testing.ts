@@ -22,7 +22,7 @@
 import { Cause, Clock, Context, Effect, Exit, Latch, Layer, Option, Scope } from "effect"
 import { InvalidJobOptions, InvalidResult, JobCancelled, JobDead, JobNotFound } from "./Errors.ts"
 import * as Job from "./Job.ts"
-import { type BundleProgress, Jobs, toRow, type EnqueueOptions, type Entry, type Status } from "./Jobs.ts"
+import { type BundleProgress, type EnqueueError, Jobs, toRow, type EnqueueOptions, type Entry, type Status } from "./Jobs.ts"
 import { classify, type Event } from "./internal/Outcome.ts"
 import { type ClaimedJobRow, JobStore, type JobState } from "./internal/Store.ts"
 import { combine, type Events, noop, Observer, replace } from "./Observer.ts"
@@ -110,6 +110,8 @@ const stateOf = (outcome: InlineOutcome | undefined): JobState => {
 }
 
 /** The shared part of both layers: the record, ids, and enqueue checks (the real client's). */
+type Recorder = Effect.Success<typeof makeRecorder>
+
 const makeRecorder = Effect.gen(function*() {
   const recorded: Array<Recorded> = []
   const byId = new Map<string, Recorded & { encodedResult?: unknown }>()
@@ -265,16 +267,7 @@ export const layerInlineWith = (options: InlineOptions = {}): Layer.Layer<Jobs |
 
     const enqueueAll = (entries: ReadonlyArray<Entry>) => Effect.forEach(entries, runOne)
 
-    const jobs = Jobs.of({
-      enqueue: (job, args, options) => runOne({ job, args, options }),
-      enqueueMany: (job, args, options) => enqueueAll(args.map((a) => ({ job, args: a, options }))),
-      enqueueAll,
-      enqueueBundle: (bundle, entries) =>
-        Effect.flatMap(recorder.checkBundle(bundle, entries), (bundleId) =>
-          Effect.flatMap(enqueueAll(entries), (ids) => recorder.recordBundle(bundleId, bundle.name, ids))),
-      bundleProgress: recorder.bundleProgress,
-      status: recorder.status,
-      await: (job, id) =>
+    const jobs = recordingJobs(recorder, runOne, enqueueAll, (job, id) =>
         Effect.gen(function*() {
           const s = yield* recorder.status(job, id)
           const r = recorder.byId.get(id)!
@@ -290,10 +283,28 @@ export const layerInlineWith = (options: InlineOptions = {}): Layer.Layer<Jobs |
                 new Error(`Testing.layerInline: job ${id} is ${s.state}; inline runs are one attempt, it will not run again`)
               )
           }
-        })
-    })
+        }))
     return Context.make(Jobs, jobs).pipe(Context.add(Enqueued, recorder.enqueued))
   }))
+
+/** The `Jobs` of both test layers: they differ only in how one job is enqueued and in `await`. */
+const recordingJobs = (
+  recorder: Recorder,
+  enqueueOne: (entry: Entry) => Effect.Effect<string, EnqueueError>,
+  enqueueAll: (entries: ReadonlyArray<Entry>) => Effect.Effect<ReadonlyArray<string>, EnqueueError>,
+  awaitJob: Jobs["Service"]["await"]
+): Jobs["Service"] =>
+  Jobs.of({
+    enqueue: (job, args, options) => enqueueOne({ job, args, options }),
+    enqueueMany: (job, args, options) => enqueueAll(args.map((a) => ({ job, args: a, options }))),
+    enqueueAll,
+    enqueueBundle: (bundle, entries) =>
+      Effect.flatMap(recorder.checkBundle(bundle, entries), (bundleId) =>
+        Effect.flatMap(enqueueAll(entries), (ids) => recorder.recordBundle(bundleId, bundle.name, ids))),
+    bundleProgress: recorder.bundleProgress,
+    status: recorder.status,
+    await: awaitJob
+  })
 
 /** `layerInlineWith()`: failures of inline runs are defects of the `enqueue` that ran them. */
 export const layerInline: Layer.Layer<Jobs | Enqueued> = layerInlineWith()
@@ -313,21 +324,11 @@ export const layerIgnore: Layer.Layer<Jobs | Enqueued> = Layer.effectContext(Eff
       for (const e of entries) yield* recorder.check(e)
       return yield* Effect.forEach(entries, enqueueOne)
     })
-  const jobs = Jobs.of({
-    enqueue: (job, args, options) => enqueueOne({ job, args, options }),
-    enqueueMany: (job, args, options) => enqueueAll(args.map((a) => ({ job, args: a, options }))),
-    enqueueAll,
-    enqueueBundle: (bundle, entries) =>
-      Effect.flatMap(recorder.checkBundle(bundle, entries), (bundleId) =>
-        Effect.flatMap(enqueueAll(entries), (ids) => recorder.recordBundle(bundleId, bundle.name, ids))),
-    bundleProgress: recorder.bundleProgress,
-    status: recorder.status,
-    await: (_job, id) =>
-      Effect.flatMap(
-        recorder.status(_job, id),
-        () => Effect.die(new Error(`Testing.layerIgnore dropped job ${id}: it never runs, so it cannot be awaited`))
-      )
-  })
+  const jobs = recordingJobs(recorder, enqueueOne, enqueueAll, (job, id) =>
+    Effect.flatMap(
+      recorder.status(job, id),
+      () => Effect.die(new Error(`Testing.layerIgnore dropped job ${id}: it never runs, so it cannot be awaited`))
+    ))
   return Context.make(Jobs, jobs).pipe(Context.add(Enqueued, recorder.enqueued))
 }))
 
