@@ -62,7 +62,16 @@ export interface Handler<Name extends string> {
 /** The handler as the worker stores it: its requirements already provided. */
 export interface RegisteredHandler {
   readonly job: Any
+  /** The handler with `CurrentJob` and its captured requirements provided. */
   readonly run: (args: unknown, ctx: JobContext) => Effect.Effect<unknown, unknown>
+  /**
+   * The same pieces apart, for the worker's hot path: the handler as written, and the
+   * context captured when its layer was built. The worker merges that context into a
+   * run's context once per (handler, worker fiber context) instead of once per run
+   * (`Effect.provideContext` copies the whole service map every time).
+   */
+  readonly handle: (args: unknown, ctx: JobContext) => Effect.Effect<unknown, unknown, unknown>
+  readonly context: Context.Context<never>
 }
 
 /** A job definition. */
@@ -169,6 +178,8 @@ export const toLayer = <Name extends string, Args extends AnySchema, Success ext
     job.handlerKey,
     Effect.map(Effect.context<Exclude<R, JobContextService>>(), (context) => ({
       job: job as unknown as Any,
+      handle: handler as (args: unknown, ctx: JobContext) => Effect.Effect<unknown, unknown, unknown>,
+      context: context as Context.Context<never>,
       run: (args, ctx) =>
         handler(args as Args["Type"], ctx).pipe(
           Effect.provideService(CurrentJob, ctx),

@@ -22,7 +22,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Layer, Metric, Option } from "effect"
+import { Clock, Context, Duration, Effect, Layer, LogLevel, Metric, Option } from "effect"
 import { JobStore, type JobState } from "./internal/Store.ts"
 import * as Metrics from "./Metrics.ts"
 
@@ -42,6 +42,12 @@ export interface JobInfo {
   readonly queue: string
   readonly attempt: number
   readonly maxAttempts: number
+  /**
+   * In outcome events (completed, retry scheduled, rescheduled, dead, cancelled): the
+   * milliseconds from the run's start until its outcome was written; 0 for a job that
+   * never started. Absent in `started`.
+   */
+  readonly runMillis?: number | undefined
 }
 
 export interface Events {
@@ -84,10 +90,18 @@ export const combine = (left: Events, right: Events): Events => ({
 
 const annotate = (job: JobInfo) => Effect.annotateLogs({ jobId: job.id, job: job.name, queue: job.queue, attempt: job.attempt })
 
+/**
+ * A Debug line, or nothing, cheaply, when Debug is below the minimum log level (the
+ * default minimum is Info): `started` and `completed` come once per job.
+ */
+const debug = (j: JobInfo, message: string, extra?: Record<string, unknown>) =>
+  Effect.flatMap(LogLevel.isEnabled("Debug"), (enabled) =>
+    enabled ? (extra === undefined ? Effect.logDebug(message) : Effect.logDebug(message, extra)).pipe(annotate(j)) : Effect.void)
+
 /** Logs every event: started/completed at Debug, retries and snoozes at Info, dead at Warning, worker errors at Error. */
 export const loggingEvents: Events = {
-  started: (j) => Effect.logDebug("job started").pipe(annotate(j)),
-  completed: (j, d) => Effect.logDebug("job completed", { durationMillis: d }).pipe(annotate(j)),
+  started: (j) => debug(j, "job started"),
+  completed: (j, d) => debug(j, "job completed", { durationMillis: d }),
   retryScheduled: (j, d, e) => Effect.logInfo("job failed; retry scheduled", { delayMillis: d, error: e }).pipe(annotate(j)),
   rescheduled: (j, d, r) => Effect.logInfo("job rescheduled", { delayMillis: d, reason: r }).pipe(annotate(j)),
   dead: (j, r) => Effect.logWarning("job moved to dead", { reason: r }).pipe(annotate(j)),
@@ -114,8 +128,8 @@ export interface MetricsOptions {
   /**
    * How often jobs per queue and state are counted for the `effect_jobs_jobs`
    * gauge; default 15 seconds. Each sample is one `GROUP BY` over the jobs table
-   * (an index-only scan of `effect_jobs_state_queue_idx`): with millions of
-   * retained rows, sample less often. `false`: no gauge.
+   * (a scan of the whole table: no index covers every state, to keep claims cheap):
+   * with millions of retained rows, sample less often. `false`: no gauge.
    */
   readonly sampleInterval?: Duration.Input | false | undefined
 }
@@ -165,30 +179,17 @@ export const metricsEvents = (): Events => {
     return m
   }
   const errorsOf = new Map<string, Metric.Counter<number>>()
-  // Start time of each run in progress, so every outcome (not only success) has a duration.
-  // A run whose outcome never comes (its lease was lost) leaves an entry; the cap bounds them.
-  const startedAt = new Map<string, number>()
-  const runKey = (job: JobInfo) => `${job.id}/${job.attempt}`
+  // The worker gives each outcome event the run's duration (`runMillis`): no clock reads
+  // and no table of runs in progress here.
   const finished = (job: JobInfo, counter: keyof Omit<PerJob, "duration">, outcome: Metrics.Outcome) =>
     Effect.suspend(() => {
       const m = metricsOf(job)
-      const key = runKey(job)
-      const start = startedAt.get(key)
-      startedAt.delete(key)
       const count = Metric.update(m[counter], 1)
-      if (start === undefined) return count
-      return Effect.andThen(
-        count,
-        Effect.flatMap(Clock.currentTimeMillis, (now) => Metric.update(m.duration[outcome], Math.max(0, now - start) / 1000))
-      )
+      if (job.runMillis === undefined) return count
+      return Effect.andThen(count, Metric.update(m.duration[outcome], Math.max(0, job.runMillis) / 1000))
     })
   return {
-    started: (job) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        if (startedAt.size >= 100_000) startedAt.clear()
-        startedAt.set(runKey(job), now)
-        return Metric.update(metricsOf(job).started, 1)
-      }),
+    started: (job) => Effect.suspend(() => Metric.update(metricsOf(job).started, 1)),
     completed: (job) => finished(job, "completed", "completed"),
     retryScheduled: (job) => finished(job, "retried", "retried"),
     rescheduled: (job) => finished(job, "rescheduled", "rescheduled"),

@@ -42,14 +42,14 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, FiberMap, Latch, Layer, Option, Queue, Schedule, type Scope, Semaphore, Tracer } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, FiberMap, Latch, Layer, Option, Queue, References, Schedule, type Scope, Semaphore, Tracer } from "effect"
 import { PgClient } from "@effect/sql-pg"
 import { InvalidWorkerConfig, JobTimeout } from "./Errors.ts"
 import * as Maintenance from "./internal/Maintenance.ts"
 import * as Job from "./Job.ts"
 import * as Completer from "./internal/Completer.ts"
-import { cancelledByRequest, classify, DeadOnArrival, type Outcome, released } from "./internal/Outcome.ts"
-import { cancelChannel, type ClaimedJobRow, JobStore } from "./internal/Store.ts"
+import { cancelledByRequest, classify, completedWithoutResult, DeadOnArrival, type Outcome, released } from "./internal/Outcome.ts"
+import { type Applied, cancelChannel, type ClaimedJobRow, JobStore } from "./internal/Store.ts"
 import { Observer, type Events, type JobInfo } from "./Observer.ts"
 import { RequestId } from "./RequestId.ts"
 
@@ -60,8 +60,10 @@ export interface QueueConfig {
   readonly pollInterval?: Duration.Input | undefined
   /**
    * Jobs claimed ahead of free slots and held in a local buffer, so a slot that
-   * frees starts the next job without a round trip; default = concurrency.
-   * Raise it for many short jobs; 0 claims only for free slots (fairest across workers).
+   * frees starts the next job without a round trip. Default: adaptive, from
+   * `concurrency` up to what this queue runs in about 100 ms (at most 1000): many
+   * short jobs get big claims, slow jobs keep the buffer at `concurrency`. A number
+   * fixes it; 0 claims only for free slots (fairest across workers).
    */
   readonly prefetch?: number | undefined
 }
@@ -82,6 +84,12 @@ export interface Options {
   readonly listen?: boolean | undefined
   /** Outcomes written per statement at most; default 1000. */
   readonly maxCompletionBatch?: number | undefined
+  /**
+   * Backpressure: when this many outcomes are waiting to be written (the database
+   * writes them more slowly than runs finish), producers stop claiming until the
+   * backlog has halved. Default 10 × maxCompletionBatch.
+   */
+  readonly maxPendingOutcomes?: number | undefined
   /**
    * Deleting finished jobs whose retention ran out. One worker at a time does it
    * (the holder of a Postgres session advisory lock, on a connection it keeps
@@ -108,6 +116,7 @@ export type Middleware = (
 export interface QueueStatus {
   readonly name: string
   readonly concurrency: number
+  /** The prefetch in force (with the adaptive default, as adapted to the run rate now). */
   readonly prefetch: number
   readonly pollIntervalMillis: number
   /** Paused on this worker (`pause(queue)`). */
@@ -118,14 +127,27 @@ export interface QueueStatus {
   readonly running: number
   /** Jobs claimed and waiting for a free slot. */
   readonly buffered: number
+  /**
+   * Not claiming because too many outcomes of this worker wait to be written
+   * (`maxPendingOutcomes`): the database is slower than the runs.
+   */
+  readonly waitingForOutcomes: boolean
 }
 
 interface ResolvedQueue {
   readonly name: string
   readonly concurrency: number
+  /** The prefetch, or with `adaptive` its floor. */
   readonly prefetch: number
+  /** No prefetch was configured: it follows the queue's run rate (see `QueueConfig.prefetch`). */
+  readonly adaptive: boolean
   readonly pollMillis: number
 }
+
+/** Adaptive prefetch: buffer about this much work (at the measured run rate) ... */
+const prefetchHorizonMillis = 100
+/** ... but never more than this many jobs. */
+const maxAdaptivePrefetch = 1000
 
 interface Resolved {
   readonly queues: ReadonlyArray<ResolvedQueue>
@@ -136,6 +158,7 @@ interface Resolved {
   readonly maintenanceMillis: number
   readonly listen: boolean
   readonly maxCompletionBatch: number
+  readonly maxPendingOutcomes: number
 }
 
 const millis = (label: string, input: Duration.Input | undefined, fallback: number, min = 0): number => {
@@ -176,7 +199,13 @@ export const validate = (options: Options): Effect.Effect<Resolved, InvalidWorke
             message: `queue "${name}": prefetch must be an integer in [0, 100000], got ${String(prefetch)}`
           })
         }
-        return { name, concurrency, prefetch, pollMillis: millis(`queue "${name}": pollInterval`, config.pollInterval, 1000) }
+        return {
+          name,
+          concurrency,
+          prefetch,
+          adaptive: config.prefetch === undefined,
+          pollMillis: millis(`queue "${name}": pollInterval`, config.pollInterval, 1000)
+        }
       })
       const leaseMillis = millis("lease", options.lease, 30_000)
       const heartbeatMillis = millis("heartbeatInterval", options.heartbeatInterval, Math.max(10, leaseMillis / 3))
@@ -186,6 +215,10 @@ export const validate = (options: Options): Effect.Effect<Resolved, InvalidWorke
       const maxCompletionBatch = options.maxCompletionBatch ?? 1000
       if (!Number.isInteger(maxCompletionBatch) || maxCompletionBatch < 1) {
         throw new InvalidWorkerConfig({ message: "maxCompletionBatch must be a positive integer" })
+      }
+      const maxPendingOutcomes = options.maxPendingOutcomes ?? 10 * maxCompletionBatch
+      if (!Number.isInteger(maxPendingOutcomes) || maxPendingOutcomes < 1) {
+        throw new InvalidWorkerConfig({ message: "maxPendingOutcomes must be a positive integer" })
       }
       // Stored in `locked_by` by every claim: a NUL there would fail every claim, forever.
       if (options.workerId !== undefined && (typeof options.workerId !== "string" || /\u0000|\p{Surrogate}/u.test(options.workerId))) {
@@ -199,7 +232,8 @@ export const validate = (options: Options): Effect.Effect<Resolved, InvalidWorke
         heartbeatMillis,
         maintenanceMillis: millis("maintenanceInterval", options.maintenanceInterval, 1000),
         listen: options.listen ?? true,
-        maxCompletionBatch
+        maxCompletionBatch,
+        maxPendingOutcomes
       }
     },
     catch: (e) => (e instanceof InvalidWorkerConfig ? e : new InvalidWorkerConfig({ message: String(e) }))
@@ -222,8 +256,23 @@ const info = (row: ClaimedJobRow): JobInfo => ({
   maxAttempts: row.max_attempts
 })
 
-const report = (observer: Events, job: JobInfo, outcome: Outcome, durationMillis: number): Effect.Effect<void> => {
+/**
+ * Reports an outcome that was written, as it was applied: a cancel request that arrived
+ * while the job ran turns a retry, snooze or release into `cancelled` (see
+ * `jobFinishMany`), and is reported as such, with the operator's reason.
+ */
+const report = (
+  observer: Events,
+  job: JobInfo,
+  outcome: Outcome,
+  durationMillis: number,
+  applied: Applied
+): Effect.Effect<void> => {
   const e = outcome.event
+  job = { ...job, runMillis: durationMillis }
+  if (applied.state === "cancelled" && (e._tag !== "cancelled" || outcome.row.by_request === true)) {
+    return observer.cancelled(job, applied.cancelReason ?? (e._tag === "cancelled" ? e.reason : "cancelled while running"))
+  }
   switch (e._tag) {
     case "completed":
       return observer.completed(job, durationMillis)
@@ -238,9 +287,6 @@ const report = (observer: Events, job: JobInfo, outcome: Outcome, durationMillis
   }
 }
 
-const claimOrder = (a: ClaimedJobRow, b: ClaimedJobRow) =>
-  a.priority - b.priority || (a.run_at.getTime() - b.run_at.getTime()) || compareIds(a.id, b.id)
-const compareIds = (a: string, b: string) => a.length - b.length || (a < b ? -1 : a > b ? 1 : 0)
 
 /**
  * At shutdown, how long the outcomes of the last runs may take to be written once
@@ -248,6 +294,43 @@ const compareIds = (a: string, b: string) => a.length - b.length || (a < b ? -1 
  * the shutdown ends anyway, and the unwritten jobs are rescued when their leases lapse.
  */
 const shutdownWriteMillis = 5000
+
+/**
+ * A first-in first-out buffer: an array and a read position, compacted now and then, so
+ * that taking the next job is O(1) (`Array.prototype.shift` moves every element behind it).
+ */
+class Fifo<A> {
+  private items: Array<A> = []
+  private head = 0
+  get length() {
+    return this.items.length - this.head
+  }
+  push(a: A) {
+    this.items.push(a)
+  }
+  shift(): A | undefined {
+    if (this.head >= this.items.length) return undefined
+    const a = this.items[this.head++]!
+    if (this.head >= 1024 && this.head * 2 >= this.items.length) {
+      this.items = this.items.slice(this.head)
+      this.head = 0
+    }
+    return a
+  }
+  /** Removes and returns the first element that matches. */
+  remove(f: (a: A) => boolean): A | undefined {
+    for (let i = this.head; i < this.items.length; i++) {
+      if (f(this.items[i]!)) return this.items.splice(i, 1)[0]
+    }
+    return undefined
+  }
+  takeAll(): Array<A> {
+    const all = this.items.slice(this.head)
+    this.items = []
+    this.head = 0
+    return all
+  }
+}
 
 const jitter = (ms: number) => Math.round(ms * (0.9 + Math.random() * 0.2))
 
@@ -298,6 +381,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const handlers = collectHandlers(yield* Effect.context<never>())
   const completer = yield* Completer.make({
     maxBatch: config.maxCompletionBatch,
+    maxPending: config.maxPendingOutcomes,
     onError: (message, cause) => observer.workerError("*", message, cause)
   })
 
@@ -307,12 +391,26 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const lost = new Set<string>()
   /**
    * When the lease of each held job runs out as far as this worker knows: claim time +
-   * lease, moved on by each heartbeat that reached the database. (Entries of jobs no
-   * longer held are swept by the lease watch.)
+   * lease, moved on by each heartbeat that reached the database. Removed when the run
+   * ends (the lease watch also sweeps entries of jobs no longer held).
    */
   const leaseUntil = new Map<string, number>()
   /** Runs being interrupted because an operator cancelled their job: they end `cancelled`. */
   const cancelling = new Set<string>()
+  /**
+   * Runs that ended and whose outcome waits in the completer: id -> fencing token. Their
+   * jobs stay `held` (heartbeated) until the outcome is written, so that a slow write
+   * cannot let the lease lapse and the job be rescued and run again.
+   */
+  const writing = new Map<string, number>()
+  /** After an outcome's write (or its giving up): the job is no longer ours to hold. */
+  const written = (id: string, token: number) => {
+    if (writing.get(id) === token) writing.delete(id)
+    if (held.get(id) === token) {
+      held.delete(id)
+      leaseUntil.delete(id)
+    }
+  }
   const running = yield* FiberMap.make<string>()
 
   /**
@@ -321,28 +419,49 @@ export const make = Effect.fnUntraced(function*(options: Options) {
    * interrupted run (shutdown) still returns its job to the queue.
    */
   const runJob = (row: ClaimedJobRow, producer: Producer) =>
-    Effect.uninterruptibleMask((restore) =>
-      Effect.gen(function*() {
-        const handler = handlers.get(row.name)
-        const job = info(row)
-        const started = yield* Clock.currentTimeMillis
-        yield* observer.started(job)
-        const exit = yield* Effect.exit(restore(execute(row, handler)))
-        if (lost.has(row.id)) return // another worker runs it now; nothing of ours may be written
-        const now = yield* Clock.currentTimeMillis
-        const outcome = cancelling.has(row.id) && Exit.hasInterrupts(exit)
-          ? cancelledByRequest(row, now, "cancelled while running")
-          : yield* classify(row, handler?.job, exit, now)
-        yield* completer.submit(outcome.row, (applied) => applied ? report(observer, job, outcome, now - started) : Effect.void)
-      }).pipe(
+    Effect.uninterruptibleMask((restore) => {
+      // Written as a chain rather than a generator: this runs once per job.
+      const handler = handlers.get(row.name)
+      const job = info(row)
+      let started = 0
+      return Clock.currentTimeMillis.pipe(
+        Effect.tap((now) => {
+          started = now
+          return observer.started(job)
+        }),
+        Effect.andThen(Effect.exit(restore(execute(row, handler)))),
+        Effect.flatMap((exit) => {
+          if (lost.has(row.id)) return Effect.void // another worker runs it now; nothing of ours may be written
+          return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+            const outcome = cancelling.has(row.id) && Exit.hasInterrupts(exit)
+              ? cancelledByRequest(row, now, "cancelled while running")
+              : completedWithoutResult(row, handler?.job, exit) ?? classify(row, handler?.job, exit, now)
+            const submit = (o: Outcome) => {
+              writing.set(row.id, row.claim_count)
+              return completer.submit(o.row, (applied) =>
+                Effect.suspend(() => {
+                  written(row.id, row.claim_count)
+                  return applied
+                    // the run's duration: from its start until its outcome was written (now)
+                    ? Effect.flatMap(Clock.currentTimeMillis, (now) => report(observer, job, o, now - started, applied))
+                    : Effect.void
+                }))
+            }
+            return Effect.isEffect(outcome) ? Effect.flatMap(outcome, submit) : submit(outcome)
+          })
+        }),
         Effect.ensuring(Effect.sync(() => {
-          held.delete(row.id)
+          // An outcome on its way keeps the job held until it is written (see `writing`).
+          if (writing.get(row.id) !== row.claim_count) {
+            held.delete(row.id)
+            leaseUntil.delete(row.id)
+          }
           lost.delete(row.id)
           cancelling.delete(row.id)
           producer.release()
         }))
       )
-    )
+    })
 
   const execute = (row: ClaimedJobRow, handler: Job.RegisteredHandler | undefined): Effect.Effect<unknown, unknown> => {
     if (handler === undefined) {
@@ -369,9 +488,9 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       requestId: row.request_id ?? undefined,
       metadata: metadataOf(row.metadata)
     }
-    let run: Effect.Effect<unknown, unknown> = definition.decodeArgs(row.args).pipe(
+    let run: Effect.Effect<unknown, unknown, unknown> = definition.decodeArgs(row.args).pipe(
       Effect.mapError((e) => new DeadOnArrival("InvalidArgs", `arguments do not decode: ${e.message}`)),
-      Effect.flatMap((args) => handler.run(args, ctx))
+      Effect.flatMap((args) => handler.handle(args, ctx))
     )
     if (definition.timeout !== undefined) {
       const timeoutMillis = Duration.toMillis(definition.timeout)
@@ -380,18 +499,46 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         orElse: () => Effect.fail(new JobTimeout({ timeoutMillis }))
       })
     }
-    for (const m of middleware) run = m(run, ctx)
-    if (!defaultMiddleware) return run
-    const parent = traceParent(row.trace)
-    return run.pipe(
-      Effect.provideService(RequestId, ctx.requestId),
-      Effect.annotateLogs({ jobId: row.id, job: row.name, queue: row.queue, attempt: row.attempt, requestId: ctx.requestId ?? "" }),
-      Effect.withSpan(`effect-jobs.run ${row.name}`, {
+    for (const m of middleware) run = m(run as Effect.Effect<unknown, unknown>, ctx)
+    if (defaultMiddleware) {
+      const parent = traceParent(row.trace)
+      run = Effect.withSpan(run, `effect-jobs.run ${row.name}`, {
         kind: "consumer",
         attributes: { "job.id": row.id, "job.name": row.name, "job.queue": row.queue, "job.attempt": row.attempt },
+        // The stack trace of where the span was made is always this line: not worth an Error per run.
+        captureStackTrace: false,
         ...(parent === undefined ? {} : { parent })
       })
-    )
+    }
+    // The run's services, set in one step: the handler's captured context over the worker's,
+    // then CurrentJob and (default middleware) the request id and log annotations on top.
+    return Effect.updateContext(run, (parentContext: Context.Context<unknown>) => {
+      // (the run's requirements are all provided here: the handler's by its layer, the rest now)
+      let context = handlerContext(handler, parentContext as Context.Context<never>)
+      context = Context.add(context, Job.CurrentJob, ctx)
+      if (defaultMiddleware) {
+        context = Context.add(context, RequestId, ctx.requestId)
+        context = Context.add(context, References.CurrentLogAnnotations, {
+          ...Context.get(context, References.CurrentLogAnnotations),
+          jobId: row.id,
+          job: row.name,
+          queue: row.queue,
+          attempt: row.attempt,
+          requestId: ctx.requestId ?? ""
+        })
+      }
+      return context as Context.Context<unknown>
+    }) as Effect.Effect<unknown, unknown>
+  }
+
+  /** Per handler: the worker fiber context it was last merged into, and the result. */
+  const mergedContexts = new Map<Job.RegisteredHandler, { parent: Context.Context<never>; merged: Context.Context<never> }>()
+  const handlerContext = (handler: Job.RegisteredHandler, parent: Context.Context<never>) => {
+    const cached = mergedContexts.get(handler)
+    if (cached !== undefined && cached.parent === parent) return cached.merged
+    const merged = Context.merge(parent, handler.context)
+    mergedContexts.set(handler, { parent, merged })
+    return merged
   }
 
   interface Producer {
@@ -408,7 +555,12 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     readonly stop: () => void
     /** Re-arms a stopped producer (its queue was added back); fork its loop again. */
     readonly restart: () => void
-    readonly counts: () => { readonly running: number; readonly buffered: number }
+    readonly counts: () => {
+      readonly running: number
+      readonly buffered: number
+      readonly prefetch: number
+      readonly waitingForOutcomes: boolean
+    }
   }
 
   /**
@@ -426,10 +578,11 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     let queue = initial // replaced by `update` (reconfigure, setConcurrency)
     let stopped = false
     const signal = yield* Latch.make(false)
-    const buffer: Array<ClaimedJobRow> = []
+    const buffer = new Fifo<ClaimedJobRow>()
     let inFlight = 0
     let hungry = true
     let wakes = 0
+    let waitingForOutcomes = false
     const producer: Producer = {
       get queue() {
         return queue
@@ -441,17 +594,18 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       },
       release: () => {
         inFlight--
+        finished++
         signal.openUnsafe()
       },
       takeBuffered: (id) => {
-        const index = buffer.findIndex((row) => row.id === id)
-        if (index < 0) return undefined
-        signal.openUnsafe()
-        return buffer.splice(index, 1)[0]
+        const row = buffer.remove((row) => row.id === id)
+        if (row !== undefined) signal.openUnsafe()
+        return row
       },
       config: () => queue,
       update: (next) => {
         queue = next
+        prefetch = next.adaptive ? Math.max(next.prefetch, prefetch) : next.prefetch
         hungry = true
         signal.openUnsafe()
       },
@@ -463,10 +617,36 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         stopped = false
         hungry = true
       },
-      counts: () => ({ running: inFlight, buffered: buffer.length })
+      counts: () => ({ running: inFlight, buffered: buffer.length, prefetch, waitingForOutcomes })
     }
-    const room = () => queue.concurrency + queue.prefetch - inFlight - buffer.length
-    const lowWater = () => Math.floor(queue.prefetch / 2)
+    /**
+     * The prefetch in force. Adaptive (no prefetch configured): the runs finished per
+     * millisecond, sampled at claims over windows of at least 100 ms and smoothed,
+     * times the horizon; never below the configured floor (= concurrency).
+     */
+    let prefetch = queue.prefetch
+    let finished = 0
+    let sampledFinished = 0
+    let sampledAt: number | undefined
+    let rate = 0
+    const updatePrefetch = (now: number) => {
+      if (!queue.adaptive) {
+        prefetch = queue.prefetch
+        return
+      }
+      if (sampledAt === undefined || now < sampledAt) {
+        sampledAt = now
+        sampledFinished = finished
+      } else if (now - sampledAt >= prefetchHorizonMillis) {
+        const windowRate = (finished - sampledFinished) / (now - sampledAt)
+        rate = (rate + windowRate) / 2
+        sampledAt = now
+        sampledFinished = finished
+      }
+      prefetch = Math.min(maxAdaptivePrefetch, Math.max(queue.prefetch, Math.ceil(rate * prefetchHorizonMillis)))
+    }
+    const room = () => queue.concurrency + prefetch - inFlight - buffer.length
+    const lowWater = () => Math.floor(prefetch / 2)
 
     const dispatch = Effect.suspend(() => {
       if (buffer.length === 0 || inFlight >= queue.concurrency) return Effect.void
@@ -479,9 +659,11 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     })
 
     const claim = Effect.gen(function*() {
-      const limit = room()
-      const wakesBefore = wakes
       const now = yield* Clock.currentTimeMillis
+      updatePrefetch(now)
+      const limit = room()
+      if (limit <= 0) return
+      const wakesBefore = wakes
       const rows = yield* store.jobClaim({
         queue: queue.name,
         limit,
@@ -489,7 +671,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         leaseMillis: config.leaseMillis,
         workerId: config.workerId
       })
-      for (const row of rows.length > 1 ? [...rows].sort(claimOrder) : rows) {
+      for (const row of rows) { // in claim order (the statement sorts them)
         held.set(row.id, row.claim_count)
         leaseUntil.set(row.id, now + config.leaseMillis)
         buffer.push(row)
@@ -522,6 +704,14 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         }
         yield* dispatch
         if (hungry && room() > 0 && buffer.length <= lowWater()) {
+          if (!completer.hasRoom()) {
+            // Backpressure: too many outcomes not written yet. Wait for the backlog to halve,
+            // or for anything else (a stop, new settings), then look again.
+            waitingForOutcomes = true
+            yield* Effect.raceFirst(completer.room, signal.await)
+            waitingForOutcomes = false
+            continue
+          }
           yield* claim
           continue
         }
@@ -532,11 +722,15 @@ export const make = Effect.fnUntraced(function*(options: Options) {
 
     /** Buffered jobs never started: give them back (attempt not spent). */
     const returnBuffered = Effect.suspend(() => {
-      const rows = buffer.splice(0)
+      const rows = buffer.takeAll()
       return Effect.flatMap(Clock.currentTimeMillis, (now) =>
         Effect.forEach(rows, (row) => {
           held.delete(row.id)
-          return completer.submit(released(row, now).row, () => Effect.void)
+          // (a job an operator cancelled meanwhile ends `cancelled` instead: report that)
+          return completer.submit(released(row, now).row, (applied) =>
+            applied?.state === "cancelled"
+              ? observer.cancelled(info(row), applied.cancelReason ?? "cancelled before it started")
+              : Effect.void)
         }, { discard: true }))
     })
 
@@ -619,14 +813,15 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   // and record it as cancelled. Not running here: someone else's, or not started; ignore.
   const cancelRun = (id: string) =>
     Effect.suspend(() => {
-      if (!held.has(id)) return Effect.void
+      // Not ours, or its run is over and its outcome on its way (that write checks the request).
+      if (!held.has(id) || writing.has(id)) return Effect.void
       for (const p of producers.values()) {
         const row = p.takeBuffered(id)
         if (row === undefined) continue
         held.delete(id)
         return Effect.flatMap(Clock.currentTimeMillis, (now) => {
           const outcome = cancelledByRequest(row, now, "cancelled before it started")
-          return completer.submit(outcome.row, (applied) => applied ? report(observer, info(row), outcome, 0) : Effect.void)
+          return completer.submit(outcome.row, (applied) => applied ? report(observer, info(row), outcome, 0, applied) : Effect.void)
         })
       }
       cancelling.add(id)
@@ -652,7 +847,9 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     for (const id of still) if (held.has(id)) leaseUntil.set(id, now + config.leaseMillis)
     for (const { id, token } of snapshot) {
       // Only a run we still think we hold (same token) and the database does not: it was rescued.
-      if (!still.has(id) && held.get(id) === token) {
+      // (An outcome being written may have just finished the job: nothing to stop then; a
+      // run that really lost its lease gets its write refused by the fencing token.)
+      if (!still.has(id) && held.get(id) === token && writing.get(id) !== token) {
         lost.add(id)
         yield* observer.workerError("*", `lost the lease of job ${id}; its run here is stopped`)
         yield* FiberMap.remove(running, id).pipe(Effect.forkDetach)
@@ -675,6 +872,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       if (until > now) continue
       leaseUntil.delete(id)
       held.delete(id)
+      if (writing.has(id)) continue // its run is over; the write is refused if the job was rescued
       yield* observer.workerError("*", `the lease of job ${id} ran out with no heartbeat reaching the database; its run here is stopped`)
       let buffered = false
       for (const p of producers.values()) if (p.takeBuffered(id) !== undefined) buffered = true
@@ -769,12 +967,13 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       return {
         name,
         concurrency: q.concurrency,
-        prefetch: q.prefetch,
+        prefetch: counts.prefetch,
         pollIntervalMillis: q.pollMillis,
         pausedLocally: pausedLocally.has(name),
         pausedGlobally: pausedGlobally.has(name),
         running: counts.running,
-        buffered: counts.buffered
+        buffered: counts.buffered,
+        waitingForOutcomes: counts.waitingForOutcomes
       }
     })
   )

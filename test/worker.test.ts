@@ -1,5 +1,6 @@
 import { assert, describe, expect, it, layer } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Latch, Layer, Queue, Schema, Scope } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Latch, Layer, Queue, Schedule, Schema, Scope } from "effect"
+import { SqlClient } from "effect/sql"
 import { spawn } from "node:child_process"
 import { createInterface } from "node:readline"
 import { Database, InvalidWorkerConfig, Job, Jobs, Observer, Worker } from "../src/index.ts"
@@ -22,12 +23,65 @@ layer(TestLayer, { excludeTestServices: true })("worker", (it) => {
       ).pipe(Effect.provideService(Scope.Scope, scope))
       const id = yield* (yield* Jobs).enqueue(Task, { n: 1 })
       yield* Deferred.await(started)
-      const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void))
-      yield* proceed.open // the job finishes while the worker is shutting down
-      yield* Fiber.join(closing)
+      // The job finishes while the worker is shutting down: this finalizer, the scope's newest,
+      // is the first thing the close does. (Regression: runs forked straight into the worker's
+      // scope were interrupted by their own, newer finalizers before the grace period began.)
+      yield* Scope.addFinalizer(scope, proceed.open)
+      yield* Scope.close(scope, Exit.void)
       const row = yield* getJob(id)
       assert.strictEqual(row?.state, "completed")
       assert.strictEqual(row?.attempt, 1)
+    }))
+
+  it.effect("backpressure: while outcomes cannot be written, the worker stops claiming at maxPendingOutcomes", () =>
+    Effect.gen(function*() {
+      const Quick = Job.make("worker-bp", { args: Schema.Struct({ n: Schema.Number }), queue: "w-bp" })
+      const firstStarted = yield* Deferred.make<void>()
+      const releaseFirst = yield* Deferred.make<void>()
+      let runs = 0
+      const context = yield* startWorker(
+        { queues: { "w-bp": { concurrency: 2, prefetch: 0 } }, maxCompletionBatch: 1, maxPendingOutcomes: 5, pruner: false },
+        Job.toLayer(Quick, ({ n }) =>
+          Effect.suspend(() => {
+            runs++
+            return n === 0 ? Effect.andThen(Deferred.succeed(firstStarted, undefined), Deferred.await(releaseFirst)) : Effect.void
+          }))
+      )
+      const worker = Context.get(context, Worker.Worker)
+      const jobs = yield* Jobs
+      const sql = yield* SqlClient.SqlClient
+      const first = yield* jobs.enqueue(Quick, { n: 0 })
+      yield* Deferred.await(firstStarted)
+      // Lock the first job's row: the statement writing its outcome waits for the lock, and
+      // every later outcome waits behind it (one outcome per statement here).
+      const locked = yield* Deferred.make<void>()
+      const unlock = yield* Deferred.make<void>()
+      const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function*() {
+        yield* sql`SELECT id FROM effect_jobs WHERE id = ${first}::bigint FOR UPDATE`
+        yield* Deferred.succeed(locked, undefined)
+        yield* Deferred.await(unlock)
+      })))
+      yield* Deferred.await(locked)
+      yield* Deferred.succeed(releaseFirst, undefined)
+      yield* jobs.enqueueMany(Quick, Array.from({ length: 50 }, (_, i) => ({ n: i + 1 })))
+
+      // The worker runs jobs until 5 outcomes wait, then stops claiming and says so.
+      yield* worker.status.pipe(
+        Effect.repeat({ until: (queues) => queues.some((q) => q.waitingForOutcomes), schedule: Schedule.spaced("5 millis") })
+      )
+      const blockedAt = runs
+      // 5 outcomes pending (the first, blocked, among them) plus at most the 2 claimed meanwhile
+      assert.isAtMost(blockedAt, 5 + 2, `ran ${blockedAt} jobs while their outcomes could not be written`)
+      const waiting = yield* countByState("w-bp")
+      assert.isAtLeast(waiting["available"] ?? 0, 51 - blockedAt, "the rest were not claimed")
+
+      // Once the outcomes can be written, everything completes.
+      yield* Deferred.succeed(unlock, undefined)
+      yield* Fiber.join(holder)
+      yield* countByState("w-bp").pipe(
+        Effect.repeat({ until: (counts) => counts["completed"] === 51, schedule: Schedule.spaced("10 millis") })
+      )
+      assert.strictEqual(runs, 51, "each job ran once")
     }))
 
   it.effect("graceful shutdown: a job still running after the grace period is returned, attempt not spent", () =>

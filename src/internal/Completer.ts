@@ -24,21 +24,30 @@
 import { Cause, Clock, Effect, Latch, Queue, Schedule } from "effect"
 import type { SqlError } from "effect/sql"
 import { storable } from "./Outcome.ts"
-import type { FinishRow } from "./Store.ts"
+import type { Applied, FinishRow } from "./Store.ts"
 import { JobStore } from "./Store.ts"
 
 interface Pending {
   readonly row: FinishRow
-  readonly then: (applied: boolean) => Effect.Effect<void>
+  readonly then: (applied: Applied | undefined) => Effect.Effect<void>
 }
 
 export interface Completer {
   /** Queues an outcome; returns at once. */
-  readonly submit: (row: FinishRow, then: (applied: boolean) => Effect.Effect<void>) => Effect.Effect<void>
+  readonly submit: (row: FinishRow, then: (applied: Applied | undefined) => Effect.Effect<void>) => Effect.Effect<void>
   /** Waits until every outcome submitted so far is written (or given up). */
   readonly drain: Effect.Effect<void>
   /** Stops retrying failed writes: what is not written now is given up. For shutdown. */
   readonly abandon: Effect.Effect<void>
+  /**
+   * Backpressure: completes at once while fewer than `maxPending` outcomes wait to be
+   * written; above that, once the backlog has fallen to half of it. Producers wait on
+   * this before claiming, so that a database that writes outcomes more slowly than the
+   * worker finishes runs slows the worker down instead of piling outcomes up in memory.
+   */
+  readonly room: Effect.Effect<void>
+  /** Whether `room` would complete at once. */
+  readonly hasRoom: () => boolean
 }
 
 /**
@@ -60,8 +69,15 @@ const flushRetry = Schedule.min([Schedule.exponential("50 millis", 2), Schedule.
   Schedule.jittered
 )
 
+/** Gathering (see `gather`): below this many outcomes, ... */
+const lingerBelow = 256
+/** ... yield to the scheduler up to this many times for more. */
+const lingerTurns = 8
+
 export const make = Effect.fnUntraced(function*(options: {
   readonly maxBatch: number
+  /** Outcomes waiting to be written above which `room` waits. */
+  readonly maxPending: number
   readonly onError: (message: string, cause: unknown) => Effect.Effect<void>
 }) {
   const store = yield* JobStore
@@ -69,9 +85,12 @@ export const make = Effect.fnUntraced(function*(options: {
   /** Open while nothing is queued or being written. */
   const idle = yield* Latch.make(true)
   let outstanding = 0
+  /** Open while the backlog is below `maxPending` (closed above it until it halves). */
+  const hasRoom = yield* Latch.make(true)
+  let hasRoomNow = true
   let abandoned = false
   const giveUp = yield* Latch.make(false)
-  const none: ReadonlySet<string> = new Set()
+  const none: ReadonlyMap<string, Applied> = new Map()
 
   /** One statement for `rows`, retried while the failure is not the data's fault. */
   const write = (rows: ReadonlyArray<FinishRow>) =>
@@ -83,14 +102,14 @@ export const make = Effect.fnUntraced(function*(options: {
     )
 
   /** Writes the rows; a batch refused for its data is split until the refused outcome is alone. */
-  const writeAll = (rows: ReadonlyArray<FinishRow>): Effect.Effect<ReadonlySet<string>> =>
+  const writeAll = (rows: ReadonlyArray<FinishRow>): Effect.Effect<ReadonlyMap<string, Applied>> =>
     write(rows).pipe(Effect.catch((e) => {
       if (abandoned || !isDataError(e)) return Effect.succeed(none)
       if (rows.length > 1) {
         const half = Math.ceil(rows.length / 2)
         return Effect.map(
           Effect.all([writeAll(rows.slice(0, half)), writeAll(rows.slice(half))]),
-          ([a, b]) => new Set([...a, ...b])
+          ([a, b]) => new Map([...a, ...b])
         )
       }
       const row = rows[0]!
@@ -126,7 +145,7 @@ export const make = Effect.fnUntraced(function*(options: {
     // Reports run here, after the write. A failing (or throwing) observer must not stop the
     // writer: every later outcome, and graceful shutdown, wait for this loop.
     for (const p of batch) {
-      yield* Effect.suspend(() => p.then(changed.has(p.row.id))).pipe(
+      yield* Effect.suspend(() => p.then(changed.get(p.row.id))).pipe(
         Effect.catchCause((cause) =>
           options.onError("an observer failed while reporting an outcome", Cause.squash(cause)).pipe(
             Effect.catchCause(() => Effect.void)
@@ -136,23 +155,58 @@ export const make = Effect.fnUntraced(function*(options: {
     }
     outstanding -= batch.length
     if (outstanding === 0) idle.openUnsafe()
+    if (!hasRoomNow && outstanding <= options.maxPending / 2) {
+      hasRoomNow = true
+      hasRoom.openUnsafe()
+    }
   })
 
-  // A batch taken from the queue is always written: the flush is uninterruptible.
+  /**
+   * Under load, a few turns of the scheduler before a small flush, so that runs about to
+   * end add their outcomes to it: fewer, larger statements (each costs the worker as much
+   * CPU as dozens of outcomes). "Under load" = the last flush carried several outcomes; a
+   * lone outcome is written at once. Yields, not a timer: not on Effect's Clock (a test's
+   * TestClock must not hold outcomes back), and no wait when nothing else is ready to run.
+   */
+  let lastBatch = 0
+  const gather = (first: Array<Pending>): Effect.Effect<Array<Pending>> => {
+    if (lastBatch <= 1 || first.length >= lingerBelow || first.length >= options.maxBatch) return Effect.succeed(first)
+    let turns = 0
+    const more = (batch: Array<Pending>): Effect.Effect<Array<Pending>> =>
+      turns++ >= lingerTurns || batch.length >= lingerBelow
+        ? Effect.succeed(batch)
+        : Effect.flatMap(Effect.yieldNow, () => {
+          const n = Math.min(Queue.sizeUnsafe(queue), options.maxBatch - batch.length)
+          return n <= 0 ? more(batch) : Effect.flatMap(Queue.takeN(queue, n), (taken) => more([...batch, ...taken]))
+        })
+    return more(first)
+  }
+
+  // A batch taken from the queue is always written: gathering and the flush are uninterruptible.
   yield* Effect.forkScoped(
     Effect.forever(
-      Effect.flatMap(Queue.takeBetween(queue, 1, options.maxBatch), (batch) => Effect.uninterruptible(flush(batch)))
+      Effect.flatMap(Queue.takeBetween(queue, 1, options.maxBatch), (first) =>
+        Effect.uninterruptible(Effect.flatMap(gather(first), (batch) => {
+          lastBatch = batch.length
+          return flush(batch)
+        })))
     )
   )
 
   return {
     submit: (row, then) =>
-      Effect.suspend(() => {
+      Effect.sync(() => {
         outstanding++
         idle.closeUnsafe()
-        return Queue.offer(queue, { row, then })
+        if (hasRoomNow && outstanding >= options.maxPending) {
+          hasRoomNow = false
+          hasRoom.closeUnsafe()
+        }
+        Queue.offerUnsafe(queue, { row, then }) // unbounded: always accepted
       }),
     drain: idle.await,
+    room: hasRoom.await,
+    hasRoom: () => hasRoomNow,
     abandon: Effect.sync(() => {
       abandoned = true
       giveUp.openUnsafe()

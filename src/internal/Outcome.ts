@@ -100,9 +100,24 @@ export const released = (job: ClaimedJobRow, now: number): Outcome => ({
 
 /** Cancelled while running (an operator's `cancel`): the handler was interrupted. */
 export const cancelledByRequest = (job: ClaimedJobRow, now: number, reason: string): Outcome => ({
-  row: { ...base(job), state: "cancelled", error: errorEntry(job.attempt, now, "Cancelled", reason) },
+  // by_request: the store puts the operator's reason (if they gave one) in place of `reason`
+  row: { ...base(job), state: "cancelled", error: errorEntry(job.attempt, now, "Cancelled", reason), by_request: true },
   event: { _tag: "cancelled", reason }
 })
+
+/**
+ * The common case, without an effect: a success of a job that stores no result.
+ * `undefined` for everything else (then `classify`).
+ */
+export const completedWithoutResult = (
+  job: ClaimedJobRow,
+  definition: Job.Any | undefined,
+  exit: Exit.Exit<unknown, unknown>
+): Outcome | undefined =>
+  Exit.isSuccess(exit) && definition !== undefined && !definition.hasResult
+    ? { row: { ...base(job), state: "completed" }, event: completedEvent }
+    : undefined
+const completedEvent = { _tag: "completed" } as const
 
 export const classify = Effect.fnUntraced(function*(
   job: ClaimedJobRow,

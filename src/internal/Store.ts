@@ -72,6 +72,17 @@ export interface FinishRow {
   readonly result: unknown
   /** Appended to the job's errors, which are trimmed to its last `max_errors`. */
   readonly error: unknown
+  /**
+   * The run was stopped because an operator cancelled the job: the error's message is
+   * replaced by the reason they gave (`cancel_reason`), if any.
+   */
+  readonly by_request?: boolean | undefined
+}
+
+/** How an outcome was applied: the job's state after the write, and an operator's cancel reason. */
+export interface Applied {
+  readonly state: JobState
+  readonly cancelReason: string | null
 }
 
 export interface OutcomeRow {
@@ -117,7 +128,10 @@ export class JobStore extends Context.Service<JobStore, {
     readonly leaseMillis: number
     readonly workerId: string
   }) => Effect.Effect<ReadonlyArray<ClaimedJobRow>, SqlError.SqlError>
-  readonly jobFinishMany: (rows: ReadonlyArray<FinishRow>, now: number) => Effect.Effect<ReadonlySet<string>, SqlError.SqlError>
+  readonly jobFinishMany: (
+    rows: ReadonlyArray<FinishRow>,
+    now: number
+  ) => Effect.Effect<ReadonlyMap<string, Applied>, SqlError.SqlError>
   readonly jobHeartbeatMany: (
     held: ReadonlyArray<HeldJob>,
     now: number,
@@ -219,7 +233,12 @@ export class JobStore extends Context.Service<JobStore, {
 
       const insertSameButArgs = (rows: ReadonlyArray<NewJobRow>) => {
         const f = rows[0]!
-        return sql<{ readonly id: string }>`
+        // The ids come back as one comma-separated text, not one row each: decoding 20,000
+        // result rows costs the client more than the insert costs the server per row. They
+        // are in insertion order: the ids are drawn from the sequence as the rows are
+        // inserted, in args order, so sorting by id is sorting by position.
+        return sql<{ readonly ids: string | null }>`
+          WITH inserted AS (
           INSERT INTO effect_jobs (name, queue, state, priority, run_at, max_attempts, args, metadata, request_id,
                                    trace, retention_ms, max_errors, bundle_id)
           SELECT ${f.name}, ${f.queue}, ${f.state}, ${f.priority}, ${f.run_at}::timestamptz, ${f.max_attempts},
@@ -228,13 +247,19 @@ export class JobStore extends Context.Service<JobStore, {
                  ${f.retention_ms}::bigint, ${f.max_errors}, ${f.bundle_id ?? null}::bigint
           FROM jsonb_array_elements(${JSON.stringify(rows.map((r) => r.args))}::jsonb) WITH ORDINALITY AS a(value, ord)
           ORDER BY a.ord
-          RETURNING id::text`
+          RETURNING id
+          )
+          SELECT string_agg(id::text, ',' ORDER BY id) AS ids FROM inserted`
       }
 
       const jobInsertMany = Effect.fnUntraced(function*(rows: ReadonlyArray<NewJobRow>) {
         if (sameButArgs(rows)) {
-          const returned = yield* insertSameButArgs(rows)
-          return returned.map((r) => ({ id: r.id, inserted: true }))
+          const [returned] = yield* insertSameButArgs(rows)
+          const ids = returned?.ids == null ? [] : returned.ids.split(",")
+          if (ids.length !== rows.length) {
+            return yield* Effect.die(new Error(`enqueueMany inserted ${ids.length} of ${rows.length} jobs`))
+          }
+          return ids.map((id) => ({ id, inserted: true }))
         }
         const ids: Array<{ id: string; inserted: boolean } | undefined> = new Array(rows.length)
         const keyOf = (name: string, key: string) => `${name}\u0000${key}`
@@ -292,14 +317,12 @@ export class JobStore extends Context.Service<JobStore, {
         readonly workerId: string
       }) {
         const now = iso(o.now)
+        // `id = ANY(ARRAY(...))`, not `UPDATE ... FROM (the CTE)`: with a join, the planner
+        // may hash the whole table to find a few hundred rows (a sequential scan per claim,
+        // which grows with history); an array of ids is always looked up in the primary key.
+        // Returned in claim order (RETURNING alone has none), so the buffer starts them in order.
         return yield* sql<ClaimedJobRow>`
-          WITH c AS (
-            SELECT id FROM effect_jobs
-            WHERE state = 'available' AND queue = ${o.queue} AND run_at <= ${now}::timestamptz
-            ORDER BY priority, run_at, id
-            LIMIT ${o.limit}
-            FOR UPDATE SKIP LOCKED
-          )
+          WITH claimed AS (
           UPDATE effect_jobs j
           -- Saturate (attempt) and wrap (the fencing token) instead of overflowing: a count set
           -- absurdly high by hand must not fail every claim of its queue. The worker sends a job
@@ -310,62 +333,101 @@ export class JobStore extends Context.Service<JobStore, {
               attempted_at = ${now}::timestamptz,
               lease_expires_at = ${now}::timestamptz + ${o.leaseMillis} * interval '1 millisecond',
               locked_by = ${o.workerId}
-          FROM c WHERE j.id = c.id
-          RETURNING j.id::text, j.name, j.queue, j.priority, j.attempt, j.max_attempts, j.claim_count,
-                    j.args, j.metadata, j.request_id, j.trace, j.run_at, j.created_at`
+          WHERE j.id = ANY(ARRAY(
+            SELECT id FROM effect_jobs
+            WHERE state = 'available' AND queue = ${o.queue} AND run_at <= ${now}::timestamptz
+            ORDER BY priority, run_at, id
+            LIMIT ${o.limit}
+            FOR UPDATE SKIP LOCKED
+          ))
+          RETURNING j.id, j.name, j.queue, j.priority, j.attempt, j.max_attempts, j.claim_count,
+                    j.args, j.metadata, j.request_id, j.trace, j.run_at, j.created_at
+          )
+          SELECT id::text, name, queue, priority, attempt, max_attempts, claim_count, args, metadata, request_id, trace,
+                 run_at, created_at
+          FROM claimed ORDER BY priority, run_at, id`
       })
 
       /**
        * Applies the outcomes of many runs in one statement. A row is changed only if
-       * it is still `running` under the same fencing token; the ids changed are
-       * returned. A completed job whose retention is 0 is deleted instead.
+       * it is still `running` under the same fencing token; the jobs changed are
+       * returned with the state they ended in (a cancel request turns a retry into
+       * `cancelled`). A completed job whose retention is 0 is deleted instead.
        */
       const jobFinishMany = Effect.fnUntraced(function*(rows: ReadonlyArray<FinishRow>, nowMillis: number) {
         const now = iso(nowMillis)
-        const changed = yield* sql<{ readonly id: string }>`
-          WITH input AS (
-            SELECT * FROM jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) AS x(
-              id bigint, token integer, state text, run_at timestamptz, attempt_delta integer, result jsonb, error jsonb)
-          ),
+        // The outcomes as one JSON object keyed by job id. Each row is looked up in it by
+        // its id (a binary search in the jsonb object), not joined with a row set: the rows
+        // are found by primary key (`id = ANY(...)`, see jobClaim), and no join can turn
+        // into comparing every candidate row with every outcome. That happened when the
+        // table's statistics said no job was running (taken while the queue was idle): the
+        // planner chose a nested loop over the batch for each row.
+        const byId: Record<string, Omit<FinishRow, "id">> = {}
+        for (const row of rows) {
+          byId[row.id] = {
+            token: row.token,
+            state: row.state,
+            run_at: row.run_at,
+            attempt_delta: row.attempt_delta,
+            result: row.result,
+            error: row.error,
+            ...(row.by_request === true ? { by_request: true } : {})
+          }
+        }
+        // `(SELECT o FROM x)` is evaluated once (an InitPlan) and then read in place; `x.o`
+        // in a join would copy the whole object out of the CTE for every row.
+        const o = sql.literal("(SELECT o FROM x) -> j.id::text")
+        // The error to append: an operator's reason replaces the generic message of a run
+        // stopped at their request.
+        const error = sql.literal(
+          `CASE WHEN (${"(SELECT o FROM x) -> j.id::text"} ->> 'by_request') = 'true' AND j.cancel_reason IS NOT NULL ` +
+            `THEN jsonb_set(${"(SELECT o FROM x) -> j.id::text"} -> 'error', '{message}', to_jsonb(j.cancel_reason)) ` +
+            `ELSE ${"(SELECT o FROM x) -> j.id::text"} -> 'error' END`
+        )
+        const changed = yield* sql<{ readonly id: string; readonly state: JobState; readonly cancel_reason: string | null }>`
+          WITH x AS (SELECT ${JSON.stringify(byId)}::jsonb AS o),
           deleted AS (
-            DELETE FROM effect_jobs j USING input i
-            WHERE j.id = i.id AND j.claim_count = i.token AND j.state = 'running'
-              AND i.state = 'completed' AND j.retention_ms = 0 AND j.bundle_id IS NULL
-            RETURNING j.id
+            DELETE FROM effect_jobs j
+            WHERE j.id = ANY(ARRAY(SELECT k::bigint FROM x, jsonb_each(x.o) AS e(k, v) WHERE v ->> 'state' = 'completed'))
+              AND j.claim_count = (${o} ->> 'token')::int AND j.state = 'running'
+              AND j.retention_ms = 0 AND j.bundle_id IS NULL
+            RETURNING j.id, 'completed'::text AS state, NULL::text AS cancel_reason
           ),
           updated AS (
             UPDATE effect_jobs j SET
               -- An operator cancelled the job while it ran (migration 0002) and the run ended
               -- before the worker could stop it: it must not run again, so a retry, snooze or
               -- release ends it 'cancelled' (every outcome is then terminal).
-              state = CASE WHEN j.cancel_requested_at IS NOT NULL AND i.state IN ('available', 'scheduled')
-                           THEN 'cancelled' ELSE i.state END,
-              run_at = COALESCE(i.run_at, j.run_at),
-              attempt = j.attempt + i.attempt_delta,
-              result = COALESCE(i.result, j.result),
+              state = CASE WHEN j.cancel_requested_at IS NOT NULL AND ${o} ->> 'state' IN ('available', 'scheduled')
+                           THEN 'cancelled' ELSE ${o} ->> 'state' END,
+              run_at = COALESCE((${o} ->> 'run_at')::timestamptz, j.run_at),
+              attempt = j.attempt + (${o} ->> 'attempt_delta')::int,
+              result = COALESCE(NULLIF(${o} -> 'result', 'null'::jsonb), j.result),
               -- An "errors" that is not an array (edited by hand) counts as empty, rather than
               -- failing the statement and with it every outcome of the batch.
-              errors = CASE WHEN i.error IS NULL THEN j.errors ELSE (
-                SELECT COALESCE(jsonb_agg(e ORDER BY o), '[]'::jsonb)
-                FROM jsonb_array_elements(${validErrors} || jsonb_build_array(i.error)) WITH ORDINALITY AS t(e, o)
-                WHERE o > jsonb_array_length(${validErrors}) + 1 - j.max_errors) END,
+              errors = CASE WHEN jsonb_typeof(${o} -> 'error') IS DISTINCT FROM 'object' THEN j.errors ELSE (
+                SELECT COALESCE(jsonb_agg(e ORDER BY n), '[]'::jsonb)
+                FROM jsonb_array_elements(${validErrors} || jsonb_build_array(${error})) WITH ORDINALITY AS t(e, n)
+                WHERE n > jsonb_array_length(${validErrors}) + 1 - j.max_errors) END,
               lease_expires_at = NULL,
               locked_by = NULL,
-              finalized_at = CASE WHEN i.state IN ('completed', 'dead', 'cancelled') OR j.cancel_requested_at IS NOT NULL
+              finalized_at = CASE WHEN ${o} ->> 'state' IN ('completed', 'dead', 'cancelled') OR j.cancel_requested_at IS NOT NULL
                                   THEN ${now}::timestamptz END,
-              prune_at = CASE WHEN (i.state IN ('completed', 'dead', 'cancelled') OR j.cancel_requested_at IS NOT NULL)
+              prune_at = CASE WHEN (${o} ->> 'state' IN ('completed', 'dead', 'cancelled') OR j.cancel_requested_at IS NOT NULL)
                                    AND j.retention_ms IS NOT NULL
                               THEN ${now}::timestamptz + ${retention} END
-            FROM input i
-            WHERE j.id = i.id AND j.claim_count = i.token AND j.state = 'running'
+            -- every outcome not deleted above (usually none: a batch of completions that are not kept)
+            WHERE j.id = ANY(ARRAY(SELECT k::bigint FROM x, jsonb_object_keys(x.o) AS k EXCEPT ALL SELECT id FROM deleted))
+              AND j.claim_count = (${o} ->> 'token')::int AND j.state = 'running'
               -- IS NOT DISTINCT FROM: a NULL retention (kept forever) must not make this NULL (no update)
-              AND NOT (i.state = 'completed' AND j.retention_ms IS NOT DISTINCT FROM 0 AND j.bundle_id IS NULL)
-            RETURNING j.id
+              AND NOT (${o} ->> 'state' = 'completed' AND j.retention_ms IS NOT DISTINCT FROM 0 AND j.bundle_id IS NULL)
+            RETURNING j.id, j.state, j.cancel_reason
           )
-          SELECT c.id::text FROM (SELECT id FROM deleted UNION ALL SELECT id FROM updated) c
+          SELECT c.id::text, c.state, c.cancel_reason
+          FROM (SELECT * FROM deleted UNION ALL SELECT * FROM updated) c
           -- one notification per statement, for Jobs.await (evaluated once, not per row)
           CROSS JOIN (SELECT pg_notify(${doneChannel}, '')::text AS n) notify`
-        return new Set(changed.map((r) => r.id))
+        return new Map(changed.map((r) => [r.id, { state: r.state, cancelReason: r.cancel_reason }]))
       })
 
       /** Extends the leases of jobs still held under the given tokens; returns those still held. */
@@ -374,11 +436,15 @@ export class JobStore extends Context.Service<JobStore, {
         nowMillis: number,
         leaseMillis: number
       ) {
+        const tokens: Record<string, number> = {}
+        for (const h of held) tokens[h.id] = h.token
+        // Looked up by id in a JSON object rather than joined: see jobFinishMany.
         const rows = yield* sql<{ readonly id: string }>`
+          WITH h AS (SELECT ${JSON.stringify(tokens)}::jsonb AS o)
           UPDATE effect_jobs j
           SET lease_expires_at = ${iso(nowMillis)}::timestamptz + ${leaseMillis} * interval '1 millisecond'
-          FROM jsonb_to_recordset(${JSON.stringify(held)}::jsonb) AS h(id bigint, token integer)
-          WHERE j.id = h.id AND j.claim_count = h.token AND j.state = 'running'
+          WHERE j.id = ANY(ARRAY(SELECT k::bigint FROM h, jsonb_object_keys(h.o) AS k))
+            AND j.claim_count = ((SELECT o FROM h) ->> j.id::text)::int AND j.state = 'running'
           RETURNING j.id::text`
         return new Set(rows.map((r) => r.id))
       })
@@ -609,6 +675,8 @@ export type DeleteRow =
   | { readonly _tag: "NotFound" }
   | { readonly _tag: "Deleted" }
   | { readonly _tag: "Running" }
+  /** A member of a bundle that is not terminal, or whose bundle's finish step has not run: kept. */
+  | { readonly _tag: "InPendingBundle"; readonly state: JobState; readonly bundleId: string }
 
 /** A session-level advisory lock held on a connection reserved for it (see `leaderTryAcquire`). */
 export interface LeaderSession {
@@ -647,9 +715,12 @@ export interface ManagementStore {
   readonly jobCancel: (id: string, now: number, reason: string) => Effect.Effect<CancelRow, SqlError.SqlError>
   /** The id of the unfinished job with this name and unique key, if any. */
   readonly jobFindActiveByKey: (name: string, uniqueKey: string) => Effect.Effect<string | undefined, SqlError.SqlError>
-  /** Deletes one job unless it is running. */
+  /**
+   * Deletes one job unless it is running, or is a member of a bundle and either not
+   * terminal or its bundle's finish step has not run.
+   */
   readonly jobDelete: (id: string) => Effect.Effect<DeleteRow, SqlError.SqlError>
-  /** Deletes up to `limit` finished jobs; returns how many. */
+  /** Deletes up to `limit` finished jobs (but members of bundles whose finish step has not run); returns how many. */
   readonly jobDeleteFinished: (options: {
     readonly queue: string | undefined
     readonly states: ReadonlyArray<"completed" | "dead" | "cancelled">
@@ -725,7 +796,7 @@ export const makeManagement = (sql: SqlClient.SqlClient): ManagementStore => {
     sql`
       state = 'available', run_at = ${now}::timestamptz,
       max_attempts = GREATEST(max_attempts, attempt + ${attempts ?? 1}::int),
-      finalized_at = NULL, prune_at = NULL, cancel_requested_at = NULL,
+      finalized_at = NULL, prune_at = NULL, cancel_requested_at = NULL, cancel_reason = NULL,
       lease_expires_at = NULL, locked_by = NULL`
 
   const jobRetry = (id: string, attempts: number | undefined, nowMillis: number) =>
@@ -804,7 +875,8 @@ export const makeManagement = (sql: SqlClient.SqlClient): ManagementStore => {
         case "running": {
           // The NOTIFY is delivered at COMMIT, when the request is visible to the worker.
           yield* sql`
-            UPDATE effect_jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ${now}::timestamptz)
+            UPDATE effect_jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ${now}::timestamptz),
+                                   cancel_reason = COALESCE(cancel_reason, ${reason})
             WHERE id = ${id}::bigint
             RETURNING pg_notify(${cancelChannel}, id::text)::text`
           return { _tag: "CancelRequested", queue: found.queue } as CancelRow
@@ -822,18 +894,31 @@ export const makeManagement = (sql: SqlClient.SqlClient): ManagementStore => {
       (rows) => rows[0]?.id
     )
 
+  // A bundle member is kept while it counts toward its bundle (not terminal: deleting it would
+  // count it as done) or while the finish step may still read it (`follow_up_done` false), as
+  // the pruner keeps it. `follow_up_done` never goes back to false, so a true read here stays true.
   const jobDelete = (id: string) =>
     Effect.map(
-      sql<{ readonly deleted: boolean; readonly state: JobState }>`
-        WITH target AS (SELECT id, state FROM effect_jobs WHERE id = ${id}::bigint FOR UPDATE),
+      sql<{ readonly deleted: boolean; readonly state: JobState; readonly bundle_id: string | null; readonly held: boolean }>`
+        WITH target AS (
+          SELECT j.id, j.state, j.bundle_id,
+                 j.bundle_id IS NOT NULL AND (
+                   j.state NOT IN ('completed', 'dead', 'cancelled')
+                   OR EXISTS (SELECT 1 FROM effect_jobs_bundles b WHERE b.id = j.bundle_id AND NOT b.follow_up_done)
+                 ) AS held
+          FROM effect_jobs j WHERE j.id = ${id}::bigint FOR UPDATE OF j
+        ),
         deleted AS (
-          DELETE FROM effect_jobs j USING target t WHERE j.id = t.id AND t.state <> 'running' RETURNING j.id
+          DELETE FROM effect_jobs j USING target t
+          WHERE j.id = t.id AND t.state <> 'running' AND NOT t.held RETURNING j.id
         )
-        SELECT t.state, EXISTS (SELECT 1 FROM deleted) AS deleted FROM target t`,
+        SELECT t.state, t.bundle_id::text, t.held, EXISTS (SELECT 1 FROM deleted) AS deleted FROM target t`,
       (rows): DeleteRow => {
         const row = rows[0]
         if (row === undefined) return { _tag: "NotFound" }
-        return row.deleted ? { _tag: "Deleted" } : { _tag: "Running" }
+        if (row.deleted) return { _tag: "Deleted" }
+        if (row.state === "running") return { _tag: "Running" }
+        return { _tag: "InPendingBundle", state: row.state, bundleId: row.bundle_id ?? "" }
       }
     )
 
@@ -847,6 +932,9 @@ export const makeManagement = (sql: SqlClient.SqlClient): ManagementStore => {
     const where = [sql`state IN ${sql.in(o.states)}`]
     if (o.queue !== undefined) where.push(sql`queue = ${o.queue}`)
     if (o.finalizedBefore !== undefined) where.push(sql`finalized_at < ${iso(o.finalizedBefore)}::timestamptz`)
+    // members of a bundle whose finish step has not run yet are kept: it reads their results
+    where.push(sql`(bundle_id IS NULL OR NOT EXISTS (
+      SELECT 1 FROM effect_jobs_bundles b WHERE b.id = effect_jobs.bundle_id AND NOT b.follow_up_done))`)
     return Effect.map(
       sql<{ readonly n: number }>`
         WITH doomed AS (
@@ -893,7 +981,7 @@ export const makeManagement = (sql: SqlClient.SqlClient): ManagementStore => {
         WHERE paused AND name IN (SELECT jsonb_array_elements_text(${json(queues)}::jsonb))
         UNION ALL
         SELECT 'cancel', id::text FROM effect_jobs
-        WHERE id IN (SELECT jsonb_array_elements_text(${json(held)}::jsonb)::bigint)
+        WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text(${json(held)}::jsonb)::bigint))
           AND state = 'running' AND cancel_requested_at IS NOT NULL`,
       (rows) => {
         const paused = new Set<string>()
