@@ -3,8 +3,9 @@
  *
  * Counts per queue and state; a paged listing by state, queue and job name; one
  * job with its errors and result; retrying dead jobs (one, or all of a queue);
- * cancelling by id or by unique key; deleting one job or many finished ones;
- * pausing and resuming a queue for every worker.
+ * cancelling by id or by unique key; deleting one job or many finished ones
+ * (never a running job, nor a bundle member its bundle still counts or its
+ * finish step may still read); pausing and resuming a queue for every worker.
  *
  * Every call is one short transaction (or one statement) through the library's
  * `JobStore`; none of them blocks workers for longer than a row lock. Times come
@@ -27,6 +28,7 @@ import type { SqlError } from "effect/sql"
 import {
   InvalidAdminRequest,
   JobAlreadyFinished,
+  JobInPendingBundle,
   JobIsRunning,
   JobNotFound,
   JobNotRetryable,
@@ -165,12 +167,20 @@ export class JobsAdmin extends Context.Service<JobsAdmin, {
     { readonly id: string; readonly outcome: CancelOutcome },
     UniqueKeyNotFound | JobAlreadyFinished | SqlError.SqlError
   >
-  /** Deletes a job that is not running (`JobIsRunning`: cancel it first). */
-  readonly delete: (id: string) => Effect.Effect<void, JobNotFound | JobIsRunning | SqlError.SqlError>
+  /**
+   * Deletes a job that is not running (`JobIsRunning`: cancel it first). A member
+   * of a bundle can be deleted only once it is terminal and its bundle's finish
+   * step has run (`JobInPendingBundle` before: deleting it would change what the
+   * bundle finishes with).
+   */
+  readonly delete: (
+    id: string
+  ) => Effect.Effect<void, JobNotFound | JobIsRunning | JobInPendingBundle | SqlError.SqlError>
   /**
    * Deletes finished jobs — of every terminal state unless `states` says which, of
    * one queue if given, finished more than `olderThan` ago if given — in batches
-   * of 5,000 rows; returns how many.
+   * of 5,000 rows; returns how many. Members of a bundle whose finish step has not
+   * run yet are kept (it reads them), as retention keeps them.
    */
   readonly deleteFinished: (options?: {
     readonly queue?: string | undefined
@@ -403,6 +413,17 @@ const make = Effect.gen(function*() {
         return yield* new JobNotFound({ id })
       case "Running":
         return yield* new JobIsRunning({ id, message: `job ${id} is running: cancel it first, or wait until it finishes` })
+      case "InPendingBundle":
+        return yield* new JobInPendingBundle({
+          id,
+          bundleId: result.bundleId,
+          state: result.state,
+          message: finishedStates.includes(result.state as FinishedState)
+            ? `job ${id} is a member of bundle ${result.bundleId}, whose finish step has not run yet and reads every ` +
+              `member: it can be deleted once the bundle's finish step has run`
+            : `job ${id} is ${result.state} and a member of bundle ${result.bundleId}: deleting it would count it as ` +
+              `done for its bundle; cancel it instead`
+        })
     }
   })
 

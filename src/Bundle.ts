@@ -14,12 +14,15 @@
  * process and however many run it. Woken by NOTIFY, with a poll as fallback.
  *
  * Members of a bundle are kept after completing even with `retention: 0`, so the
- * finish step can read their results.
+ * finish step can read their results; until it has run, neither retention nor
+ * `JobsAdmin.delete` / `deleteFinished` removes them (`delete` fails with
+ * `JobInPendingBundle`), and `delete` never removes a member that is not terminal.
  *
  * @since 0.1.0
  */
-import { Cause, Effect, Layer, Queue, Schedule } from "effect"
+import { Cause, Duration, Effect, Layer, Option, Queue, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
+import { InvalidWorkerConfig } from "./Errors.ts"
 import type { Entry } from "./Jobs.ts"
 import { Jobs } from "./Jobs.ts"
 import { JobStore, type OutcomeRow } from "./internal/Store.ts"
@@ -49,16 +52,52 @@ export interface Finished {
 
 export const channel = "effect_jobs_bundle"
 
+export interface Options {
+  /**
+   * How often to look for finished bundles when no NOTIFY arrives (the fallback
+   * for missed notifications and for setups where LISTEN cannot work). A finite,
+   * positive duration; default 5 seconds.
+   */
+  readonly pollInterval?: Duration.Input | undefined
+}
+
+/** The poll interval in milliseconds, or `InvalidWorkerConfig` saying what is wrong with it. */
+const pollMillis = (bundle: Bundle, input: Duration.Input | undefined): Effect.Effect<number, InvalidWorkerConfig> =>
+  Effect.suspend(() => {
+    if (input === undefined) return Effect.succeed(5000)
+    // Duration reads a NaN number (or tuple part) as zero: a NaN interval is a mistake, not "now".
+    const nan = typeof input === "number" ? Number.isNaN(input) : Array.isArray(input) && input.some(Number.isNaN)
+    let d: Option.Option<Duration.Duration>
+    try {
+      d = nan ? Option.none() : Duration.fromInput(input)
+    } catch {
+      d = Option.none()
+    }
+    const ms = Option.isSome(d) ? Duration.toMillis(d.value) : NaN
+    return Number.isFinite(ms) && ms > 0
+      ? Effect.succeed(ms)
+      : Effect.fail(
+        new InvalidWorkerConfig({
+          message: `Bundle.toLayer("${bundle.name}"): pollInterval must be a finite, positive duration, got ${
+            typeof input === "string" ? JSON.stringify(input) : String(input)
+          }`
+        })
+      )
+  })
+
 /**
  * Runs the finish step of bundles of this kind. `onFinish` returns the follow-up
- * job (`Jobs.entry(...)`) or `undefined`. Needs a `PgClient`.
+ * job (`Jobs.entry(...)`) or `undefined`. Needs a `PgClient`. Fails to build with
+ * `InvalidWorkerConfig`, before anything runs, if `pollInterval` is not a
+ * finite, positive duration.
  */
-export const toLayer = <E, R>(
+export const toLayer = <E = never, R = never>(
   bundle: Bundle,
   onFinish: (finished: Finished) => Effect.Effect<Entry | undefined, E, R> = () => Effect.succeed(undefined),
-  options: { readonly pollInterval?: number | undefined } = {}
+  options: Options = {}
 ) =>
   Layer.effectDiscard(Effect.gen(function*() {
+    const pollInterval = yield* pollMillis(bundle, options.pollInterval)
     const store = yield* JobStore
     const jobs = yield* Jobs
     const sql = yield* SqlClient.SqlClient
@@ -122,5 +161,5 @@ export const toLayer = <E, R>(
     )
     yield* Effect.forkScoped(listen)
     // Fallback for missed notifications (and poolers where LISTEN cannot work).
-    yield* Effect.forkScoped(Effect.repeat(drain, Schedule.spaced(options.pollInterval ?? 5000)))
+    yield* Effect.forkScoped(Effect.repeat(drain, Schedule.spaced(pollInterval)))
   })).pipe(Layer.provide([JobStore.layer, Layer.fresh(Jobs.layer)]))

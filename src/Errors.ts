@@ -19,7 +19,10 @@ export class InvalidJobOptions extends Schema.TaggedError<InvalidJobOptions>()("
   message: Schema.String
 }) {}
 
-/** A worker or queue configuration that cannot run (concurrency 0, negative poll interval...). */
+/**
+ * A worker, queue or bundle-finisher (`Bundle.toLayer`) configuration that cannot
+ * run (concurrency 0, negative poll interval...). The layer fails to build with it.
+ */
 export class InvalidWorkerConfig extends Schema.TaggedError<InvalidWorkerConfig>()("InvalidWorkerConfig", {
   message: Schema.String
 }) {}
@@ -88,6 +91,19 @@ export class JobNotRetryable extends Schema.TaggedError<JobNotRetryable>()("JobN
 /** `delete` of a running job: cancel it first (or let it finish). */
 export class JobIsRunning extends Schema.TaggedError<JobIsRunning>()("JobIsRunning", {
   id: Schema.String,
+  message: Schema.String
+}) {}
+
+/**
+ * `delete` of a member of a bundle whose finish step has not run yet: deleting it
+ * would change what the bundle finishes with (a waiting member counts as done; a
+ * finished one's result is gone). Cancel a waiting member instead; a finished one
+ * can be deleted once the bundle's finish step has run (`Bundle.toLayer`).
+ */
+export class JobInPendingBundle extends Schema.TaggedError<JobInPendingBundle>()("JobInPendingBundle", {
+  id: Schema.String,
+  bundleId: Schema.String,
+  state: Schema.String,
   message: Schema.String
 }) {}
 

@@ -2,10 +2,19 @@
  * Periodic jobs: enqueue a job on a `Cron` schedule or at a fixed interval.
  *
  * Declare schedules and run them with `Periodic.layer([...])` on as many
- * processes as you like: each slot produces exactly one job. Every scheduler
- * sleeps (on Effect's `Clock`) until the next slot, then tries to move the
- * schedule's `last_slot` forward in `effect_jobs_periodic` and enqueues the job in
- * the same transaction; only the first to move it does.
+ * processes as you like: each slot produces at most one job, and exactly one as
+ * long as a scheduler can reach the database before the next slot. Every
+ * scheduler sleeps (on Effect's `Clock`) until the next slot, then tries to
+ * move the schedule's `last_slot` forward in `effect_jobs_periodic` and
+ * enqueues the job in the same transaction; only the first to move it does.
+ *
+ * Database errors never stop a scheduler: a slot whose enqueue fails is retried
+ * with `retrySchedule` (backoff up to 30 s) until it goes through or the next
+ * slot is due (safe: a slot whose claim committed is never claimed again), and
+ * registering a schedule at start-up is retried until the database answers, in
+ * the schedule's fiber, so building the layer neither waits for the database
+ * nor fails when it is away. Each failure is logged and reported to the
+ * `Observer` as a `workerError`.
  *
  * Missed slots (every scheduler was down): `missed: "skip"` (default) only
  * resumes with the next slot; `missed: "enqueue-last"` enqueues the most recent
@@ -13,13 +22,19 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Cron, Duration, Effect, Layer, Option, Result, Schedule as ScheduleM, Schema } from "effect"
+import { Cause, Clock, Context, Cron, Deferred, Duration, Effect, Layer, Option, Result, Schedule as ScheduleM, Schema } from "effect"
 import { SqlClient } from "effect/sql"
+import { InvalidJobArgs, InvalidJobOptions } from "./Errors.ts"
 import type * as Job from "./Job.ts"
-import { type EnqueueOptions, Jobs } from "./Jobs.ts"
+import { type EnqueueOptions, Jobs, rowOf } from "./Jobs.ts"
 import { JobStore } from "./internal/Store.ts"
+import { Observer } from "./Observer.ts"
 
-/** A schedule that cannot run: bad cron text, unknown time zone, interval not positive, duplicate name. */
+/**
+ * A schedule that cannot run: bad cron text, unknown time zone, interval not
+ * positive, duplicate name, args its job's Schema refuses or enqueue options out
+ * of range.
+ */
 export class InvalidSchedule extends Schema.TaggedError<InvalidSchedule>()("InvalidSchedule", {
   name: Schema.String,
   message: Schema.String
@@ -113,11 +128,33 @@ export interface ScheduleInfo {
 /** The schedules declared by `Periodic.layer`, with their next run times. */
 export class Periodic extends Context.Service<Periodic, {
   readonly list: Effect.Effect<ReadonlyArray<ScheduleInfo>>
+  /**
+   * Completes once every schedule is registered in the database and its missed
+   * slots are dealt with (see `missed`). The layer does not wait for it: while
+   * the database is away this waits too (bound it with `Effect.timeout`).
+   */
+  readonly ready: Effect.Effect<void>
 }>()("effect-jobs/Periodic") {}
 
 /**
+ * Between two attempts at a database step that failed: 200 ms, doubling, each
+ * delay jittered, capped at 30 seconds. A slot's enqueue is retried this way
+ * until it goes through or the next slot is due; registering a schedule at
+ * start-up, until it goes through.
+ */
+export const retrySchedule: ScheduleM.Schedule<unknown> = ScheduleM.min([
+  ScheduleM.exponential("200 millis").pipe(ScheduleM.jittered),
+  ScheduleM.spaced("30 seconds")
+])
+
+/**
  * Runs the schedules in this process. Needs a `PgClient`. Fails to build with
- * `InvalidSchedule` if any schedule is invalid, before anything is enqueued.
+ * `InvalidSchedule` if any schedule is invalid (its spec, or its args or enqueue
+ * options), before anything is written. Building it touches no database: each
+ * schedule gets a fiber, in the layer's scope, which registers it (retrying
+ * with `retrySchedule` while the database is away) and then enqueues its slots.
+ * Failures are logged and reported as `Observer` `workerError`s (queue: the
+ * queue the schedule enqueues into).
  */
 export const layer = (schedules: ReadonlyArray<Schedule>) =>
   Layer.effect(
@@ -126,6 +163,8 @@ export const layer = (schedules: ReadonlyArray<Schedule>) =>
       const store = yield* JobStore
       const jobs = yield* Jobs
       const sql = yield* SqlClient.SqlClient
+      const observer = yield* Observer
+      const startedAt = yield* Clock.currentTimeMillis
       const names = new Set<string>()
       const resolved: Array<{ readonly schedule: Schedule; readonly slots: Slots }> = []
       for (const schedule of schedules) {
@@ -133,30 +172,112 @@ export const layer = (schedules: ReadonlyArray<Schedule>) =>
           return yield* new InvalidSchedule({ name: schedule.name, message: "two schedules have this name" })
         }
         names.add(schedule.name)
-        resolved.push({ schedule, slots: yield* slotsOf(schedule) })
+        const slots = yield* slotsOf(schedule)
+        // Args that do not encode, or options out of range, would fail every slot: refuse them now.
+        const row = rowOf(
+          { job: schedule.job, args: schedule.args, options: enqueueOptions(schedule, startedAt) },
+          startedAt,
+          "",
+          null
+        )
+        if (row instanceof InvalidJobArgs || row instanceof InvalidJobOptions) {
+          return yield* new InvalidSchedule({ name: schedule.name, message: `cannot enqueue its job: ${row.message}` })
+        }
+        resolved.push({ schedule, slots })
       }
 
-      /** Enqueues the job of `slot` if this process is the first to claim the slot. */
-      const fire = (schedule: Schedule, slot: number) =>
-        sql.withTransaction(Effect.gen(function*() {
-          if (!(yield* store.periodicClaimSlot(schedule.name, slot))) return
-          const id = yield* jobs.enqueue(schedule.job, schedule.args as never, {
-            ...schedule.spec.options,
-            metadata: { ...schedule.spec.options?.metadata, periodic: schedule.name, slot: new Date(slot).toISOString() }
+      const queueOf = (schedule: Schedule) => schedule.spec.options?.queue ?? schedule.job.queue
+      const slotText = (slot: number) => new Date(slot).toISOString()
+
+      /** A log line and an Observer `workerError` for a failure of `schedule`. */
+      const report = (schedule: Schedule, level: "Warn" | "Error", message: string, cause: Cause.Cause<unknown>) =>
+        Effect.suspend(() => {
+          const error = Cause.squash(cause)
+          // one line per failed attempt; the whole cause when a slot is lost
+          const detail = level === "Error" ? Cause.pretty(cause) : messageOf(error)
+          return Effect.andThen(
+            Effect.logWithLevel(level)(`periodic schedule "${schedule.name}": ${message}: ${detail}`),
+            observer.workerError(queueOf(schedule), `periodic schedule "${schedule.name}": ${message}`, error)
+          )
+        })
+
+      /**
+       * Retries `self` on a database error with `retrySchedule`, reporting each failure;
+       * with a `deadline`, only while `Clock` is before it (no delay goes past it).
+       */
+      const persist = <A, E extends { readonly _tag: string }>(
+        schedule: Schedule,
+        what: string,
+        self: Effect.Effect<A, E>,
+        deadline?: number
+      ) =>
+        self.pipe(
+          Effect.tapError((e) => report(schedule, "Warn", `${what} failed`, Cause.fail(e))),
+          Effect.retry({
+            schedule: deadline === undefined ? retrySchedule : retrySchedule.pipe(
+              ScheduleM.modifyDelay(({ duration, now }) =>
+                Effect.succeed(Duration.millis(Math.max(0, Math.min(Duration.toMillis(duration), deadline - now)))))
+            ),
+            while: (e: E) =>
+              e._tag !== "SqlError"
+                ? Effect.succeed(false)
+                : deadline === undefined
+                ? Effect.succeed(true)
+                : Effect.map(Clock.currentTimeMillis, (now) => now < deadline)
           })
-          yield* store.periodicSetJob(schedule.name, id)
-        })).pipe(
-          Effect.catchCause((cause) => Effect.logError(`periodic enqueue failed: ${Cause.pretty(cause)}`, { schedule: schedule.name }))
         )
 
-      /** Registers the schedule, and deals with slots missed while no scheduler ran. */
+      /**
+       * Enqueues the job of `slot` if this process is the first to claim the slot, in one
+       * transaction; a failure is retried until `deadline` (when the next slot is due).
+       * Retrying is safe: a slot whose claim committed is never claimed again.
+       */
+      const fire = (schedule: Schedule, slot: number, deadline: number) =>
+        persist(
+          schedule,
+          `enqueueing the slot of ${slotText(slot)}`,
+          sql.withTransaction(Effect.gen(function*() {
+            if (!(yield* store.periodicClaimSlot(schedule.name, slot))) return
+            const id = yield* jobs.enqueue(schedule.job, schedule.args as never, enqueueOptions(schedule, slot))
+            yield* store.periodicSetJob(schedule.name, id)
+          })),
+          deadline
+        ).pipe(
+          Effect.catchCause((cause) => {
+            if (Cause.hasInterruptsOnly(cause)) return Effect.failCause(cause)
+            // a database error was retried until the deadline; anything else is not retried
+            const why = (Cause.squash(cause) as { readonly _tag?: unknown })?._tag === "SqlError" ? " (the next slot is due)" : ""
+            return report(schedule, "Error", `the slot of ${slotText(slot)} was not enqueued${why}`, cause)
+          })
+        )
+
+      /**
+       * Registers the schedule (retrying until the database answers), and deals with the
+       * slots missed while no scheduler ran. Returns the slot it is at.
+       *
+       * Slots that came due since this scheduler started (`startedAt`: the layer's build)
+       * were not missed: the database was away. The latest of them is fired, as the loop
+       * below fires the latest slot due when it is behind, whatever `missed` says.
+       */
       const catchUp = Effect.fnUntraced(function*(schedule: Schedule, slots: Slots) {
-        const latest = slots.atOrBefore(yield* Clock.currentTimeMillis)
-        const last = (yield* store.periodicEnsure(schedule.name, latest)).getTime()
-        if (last < latest) {
-          if (schedule.spec.missed === "enqueue-last") yield* fire(schedule, latest)
-          else yield* store.periodicClaimSlot(schedule.name, latest) // skip the missed slots
+        const startSlot = slots.atOrBefore(startedAt)
+        const { latest, last } = yield* persist(
+          schedule,
+          "registering the schedule",
+          Effect.gen(function*() {
+            const latest = slots.atOrBefore(yield* Clock.currentTimeMillis)
+            // A new schedule starts at the slot this scheduler started in.
+            const last = (yield* store.periodicEnsure(schedule.name, Math.min(startSlot, latest))).getTime()
+            return { latest, last }
+          })
+        )
+        // "skip" writes nothing: `last_slot` only moves forward, so no scheduler ever goes back
+        // to the missed slots. (Moving it to `latest` here would take that slot from another
+        // scheduler that is firing it right now, or retrying it after an outage, and lose it.)
+        if (last < latest && (latest > startSlot || schedule.spec.missed === "enqueue-last")) {
+          yield* fire(schedule, latest, slots.after(latest))
         }
+        return latest
       })
 
       /**
@@ -164,23 +285,31 @@ export const layer = (schedules: ReadonlyArray<Schedule>) =>
        * fire (or a pause of the process) takes longer than the gap to the next one.
        * Behind by more than one slot, it goes straight to the latest one due.
        */
-      const run = Effect.fnUntraced(function*(schedule: Schedule, slots: Slots) {
-        let last = slots.atOrBefore(yield* Clock.currentTimeMillis)
+      const run = Effect.fnUntraced(function*(schedule: Schedule, slots: Slots, ready: Deferred.Deferred<void>) {
+        let last = yield* catchUp(schedule, slots)
+        yield* Deferred.succeed(ready, undefined)
         while (true) {
           let next = slots.after(last)
           const now = yield* Clock.currentTimeMillis
           if (next > now) yield* Effect.sleep(Duration.millis(next - now))
           else next = Math.max(next, slots.atOrBefore(now))
-          yield* fire(schedule, next)
+          yield* fire(schedule, next, slots.after(next))
           last = next
         }
       })
 
-      for (const { schedule, slots } of resolved) yield* catchUp(schedule, slots)
+      const readies: Array<Deferred.Deferred<void>> = []
       for (const { schedule, slots } of resolved) {
+        const ready = yield* Deferred.make<void>()
+        readies.push(ready)
         yield* Effect.forkScoped(
-          run(schedule, slots).pipe(
-            // the database may be away at start-up: keep trying
+          run(schedule, slots, ready).pipe(
+            // Not expected (database errors are retried above): report it, start over after a pause.
+            Effect.catchCause((cause) =>
+              Cause.hasInterruptsOnly(cause)
+                ? Effect.failCause(cause)
+                : report(schedule, "Error", "the scheduler failed; restarting it", cause)),
+            Effect.repeat(retrySchedule),
             Effect.annotateLogs({ periodic: schedule.name })
           )
         )
@@ -193,7 +322,25 @@ export const layer = (schedules: ReadonlyArray<Schedule>) =>
             job: schedule.job.name,
             description: slots.description,
             nextRunAt: new Date(slots.after(now))
-          })))
+          }))),
+        ready: Effect.forEach(readies, Deferred.await, { discard: true })
       })
     })
   ).pipe(Layer.provide([JobStore.layer, Layer.fresh(Jobs.layer)]))
+
+/** The enqueue options of the job of `slot`: the schedule's, plus `periodic` and `slot` metadata. */
+const enqueueOptions = (schedule: Schedule, slot: number): EnqueueOptions => ({
+  ...schedule.spec.options,
+  metadata: { ...schedule.spec.options?.metadata, periodic: schedule.name, slot: new Date(slot).toISOString() }
+})
+
+/** An error's message and those of its causes ("Query failed: relation ... does not exist"). */
+const messageOf = (error: unknown): string => {
+  const parts: Array<string> = []
+  for (let e = error, depth = 0; e !== undefined && e !== null && depth < 5; depth++) {
+    const message = e instanceof Error ? e.message : String(e)
+    if (message !== "" && !parts.includes(message)) parts.push(message)
+    e = e instanceof Error ? e.cause : undefined
+  }
+  return parts.join(": ")
+}

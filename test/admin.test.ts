@@ -1,14 +1,15 @@
 /**
  * JobsAdmin, call by call, on a real database: counts, paged listing, get with
  * errors and result, retry and re-drive of dead jobs, cancel (waiting and
- * running jobs, by id and by unique key), delete, delete finished, pause flags,
- * and the typed errors for bad input.
+ * running jobs, by id and by unique key), delete, delete finished (neither
+ * touches a bundle whose finish step has not run), pause flags, and the typed
+ * errors for bad input.
  */
 import { assert, expect, layer } from "@effect/vitest"
 import { Deferred, Effect, Exit, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
-import { Job, Jobs, JobsAdmin } from "../src/index.ts"
-import { JobStore } from "../src/internal/Store.ts"
+import { Bundle, Job, Jobs, JobsAdmin, Observer } from "../src/index.ts"
+import { type ClaimedJobRow, JobStore } from "../src/internal/Store.ts"
 import * as TestDb from "./support/db.ts"
 import { startWorker } from "./support/harness.ts"
 import { makeProbe, row } from "./support/probes.ts"
@@ -24,26 +25,51 @@ const WithResult = Job.make("admin-result", {
 
 const TestLayer = Layer.mergeAll(Jobs.layer, JobsAdmin.layer, JobStore.layer).pipe(Layer.provideMerge(TestDb.layer()))
 
-/** Claims every available job of `queue` and ends it `dead` through the store, as a worker would. */
-const killAll = (queue: string) =>
+/** Ends claimed jobs `dead` or `completed` through the store, as a worker would. */
+const finishClaimed = (claimed: ReadonlyArray<ClaimedJobRow>, state: "dead" | "completed") =>
   Effect.gen(function*() {
     const store = yield* JobStore
     const now = Date.now()
-    const claimed = yield* store.jobClaim({ queue, limit: 1000, now, leaseMillis: 60_000, workerId: "test" })
     yield* store.jobFinishMany(
       claimed.map((r) => ({
         id: r.id,
         token: r.claim_count,
-        state: "dead" as const,
+        state,
         run_at: null,
         attempt_delta: 0,
         result: null,
-        error: { attempt: r.attempt, at: new Date(now).toISOString(), kind: "Boom", message: "boom" }
+        error: state === "dead" ? { attempt: r.attempt, at: new Date(now).toISOString(), kind: "Boom", message: "boom" } : null
       })),
       now
     )
     return claimed.map((r) => r.id)
   })
+
+/** Claims every available job of `queue`, as a worker would. */
+const claimAll = (queue: string) =>
+  Effect.flatMap(JobStore, (store) =>
+    store.jobClaim({ queue, limit: 1000, now: Date.now(), leaseMillis: 60_000, workerId: "test" }))
+
+/** Claims every available job of `queue` and ends it `dead` through the store, as a worker would. */
+const killAll = (queue: string) => Effect.flatMap(claimAll(queue), (claimed) => finishClaimed(claimed, "dead"))
+
+/** Runs the finish step of `bundle` (a `Bundle.toLayer` on a pool of its own) until `bundleId` is done. */
+const runFinishStep = (bundle: Bundle.Bundle, bundleId: string) =>
+  Effect.scoped(Effect.gen(function*() {
+    const done = yield* Deferred.make<void>()
+    yield* Layer.build(
+      Bundle.toLayer(bundle).pipe(
+        Layer.provide([
+          Observer.add({
+            ...Observer.noop,
+            bundleFinished: (b) => (b.id === bundleId ? Deferred.succeed(done, undefined) : Effect.void)
+          }),
+          Layer.fresh(TestDb.pool({ maxConnections: 3 }))
+        ])
+      )
+    )
+    yield* Deferred.await(done)
+  }))
 
 layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
   it.effect("counts per queue and state, and queue summaries with pause flags", () =>
@@ -260,14 +286,50 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
       const id = yield* (yield* Jobs).enqueue(Blocking, {})
       yield* Deferred.await(started)
       const admin = yield* JobsAdmin
-      assert.strictEqual(yield* admin.cancel(id), "cancelRequested")
+      assert.strictEqual(yield* admin.cancel(id, { reason: "the customer withdrew" }), "cancelRequested")
       const event = yield* probe.next(id)
       assert.strictEqual(event._tag, "cancelled")
+      // the operator's reason reaches the Observer and the job's last error
+      if (event._tag === "cancelled") assert.strictEqual(event.message, "the customer withdrew")
       assert.isTrue(yield* Deferred.isDone(interrupted), "the handler was interrupted (its finalizers ran)")
       const job = yield* admin.get(id)
       assert.strictEqual(job.state, "cancelled")
       assert.isDefined(job.cancelRequestedAt)
+      assert.strictEqual(job.errors.at(-1)?.message, "the customer withdrew")
       assert.strictEqual((yield* Effect.flip(admin.cancel(id)))._tag, "JobAlreadyFinished")
+    }))
+
+  it.effect("cancel: a run that fails before its worker stops it ends cancelled, reported as cancelled (not as a retry)", () =>
+    Effect.gen(function*() {
+      const probe = yield* makeProbe
+      const started = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const Failing = Job.make("admin-failing", { args: Schema.Struct({}), queue: "adm-cancel-failing", maxAttempts: 5 })
+      // A handler that ignores interruption while it fails: the cancel request is in the
+      // database before the run ends, but the run ends in a failure (a retry), not an interrupt.
+      yield* startWorker(
+        { queues: { "adm-cancel-failing": {} }, pruner: false, listen: false },
+        Layer.mergeAll(
+          Job.toLayer(Failing, () =>
+            Effect.uninterruptible(
+              Effect.andThen(Deferred.succeed(started, undefined), Deferred.await(release)).pipe(
+                Effect.andThen(Effect.fail("boom"))
+              )
+            )),
+          probe.layer
+        )
+      )
+      const id = yield* (yield* Jobs).enqueue(Failing, {})
+      yield* Deferred.await(started)
+      const admin = yield* JobsAdmin
+      assert.strictEqual(yield* admin.cancel(id, { reason: "stop it" }), "cancelRequested")
+      yield* Deferred.succeed(release, undefined)
+      const event = yield* probe.next(id)
+      assert.strictEqual(event._tag, "cancelled")
+      if (event._tag === "cancelled") assert.strictEqual(event.message, "stop it")
+      const job = yield* admin.get(id)
+      assert.strictEqual(job.state, "cancelled")
+      assert.strictEqual(job.attempt, 1, "not run again")
     }))
 
   it.effect("cancel: a worker that does not LISTEN finds the request at its control poll", () =>
@@ -375,6 +437,73 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
         "InvalidAdminRequest"
       )
       assert.strictEqual((yield* Effect.flip(admin.deleteFinished({ olderThan: -5 })))._tag, "InvalidAdminRequest")
+    }))
+
+  it.effect("delete: a bundle member is refused while it counts toward its bundle or its finish step may read it", () =>
+    Effect.gen(function*() {
+      const jobs = yield* Jobs
+      const admin = yield* JobsAdmin
+      const Kind = Bundle.make("adm-bundle-delete")
+      const { bundleId, ids: [waiting, dead, held] } = yield* jobs.enqueueBundle(Kind, [
+        Jobs.entry(Task, { n: 1 }, { queue: "adm-bd-waiting" }),
+        Jobs.entry(Task, { n: 2 }, { queue: "adm-bd-dead" }),
+        Jobs.entry(Task, { n: 3 }, { queue: "adm-bd-running" })
+      ])
+      const refused = (id: string) =>
+        Effect.map(Effect.flip(admin.delete(id)), (e) => {
+          assert.strictEqual(e._tag, "JobInPendingBundle")
+          return e as Extract<typeof e, { readonly _tag: "JobInPendingBundle" }>
+        })
+
+      // waiting: deleting it would count it as done for the bundle
+      const e1 = yield* refused(waiting!)
+      assert.deepStrictEqual([e1.id, e1.bundleId, e1.state], [waiting, bundleId, "available"])
+      assert.match(e1.message, /cancel it instead/)
+      // terminal, but the finish step has not run: it reads this member
+      yield* killAll("adm-bd-dead")
+      const e2 = yield* refused(dead!)
+      assert.strictEqual(e2.state, "dead")
+      assert.match(e2.message, /finish step has not run/)
+      // running: JobIsRunning, as for any job
+      const claimed = yield* claimAll("adm-bd-running")
+      assert.strictEqual((yield* Effect.flip(admin.delete(held!)))._tag, "JobIsRunning")
+      // nothing changed: the bundle still waits for two members
+      const progress = yield* jobs.bundleProgress(bundleId)
+      assert.deepStrictEqual([progress.remaining, progress.finished, progress.counts], [2, false, { available: 1, dead: 1, running: 1 }])
+
+      // every member ends; the bundle is finished, but its finish step has not run: still refused
+      yield* finishClaimed(claimed, "completed")
+      assert.strictEqual(yield* admin.cancel(waiting!), "cancelled")
+      assert.isTrue((yield* jobs.bundleProgress(bundleId)).finished)
+      for (const id of [waiting!, dead!, held!]) yield* refused(id)
+
+      // once it has run, finished members are ordinary finished jobs
+      yield* runFinishStep(Kind, bundleId)
+      for (const id of [waiting!, dead!, held!]) yield* admin.delete(id)
+      assert.strictEqual((yield* Effect.flip(admin.get(dead!)))._tag, "JobNotFound")
+      const after = yield* jobs.bundleProgress(bundleId)
+      assert.deepStrictEqual([after.remaining, after.finished, after.counts], [0, true, {}])
+    }))
+
+  it.effect("deleteFinished keeps the finished members of a bundle until its finish step has run", () =>
+    Effect.gen(function*() {
+      const jobs = yield* Jobs
+      const admin = yield* JobsAdmin
+      const Kind = Bundle.make("adm-bundle-purge")
+      const q = "adm-purge-bundle"
+      const { bundleId, ids } = yield* jobs.enqueueBundle(Kind, [Jobs.entry(Task, { n: 1 }, { queue: q }), Jobs.entry(Task, { n: 2 }, { queue: q })])
+      const loose = yield* jobs.enqueue(Task, { n: 3 }, { queue: q })
+      yield* killAll(q)
+      assert.isTrue((yield* jobs.bundleProgress(bundleId)).finished)
+      assert.strictEqual(yield* admin.deleteFinished({ queue: q }), 1, "only the job outside the bundle")
+      assert.strictEqual((yield* Effect.flip(admin.get(loose)))._tag, "JobNotFound")
+      for (const id of ids) assert.strictEqual((yield* admin.get(id)).state, "dead")
+      yield* admin.deleteFinished() // nor with no filter
+      for (const id of ids) assert.strictEqual((yield* admin.get(id)).state, "dead")
+
+      yield* runFinishStep(Kind, bundleId)
+      assert.strictEqual(yield* admin.deleteFinished({ queue: q, states: ["dead"] }), 2)
+      assert.deepStrictEqual((yield* jobs.bundleProgress(bundleId)).counts, {})
     }))
 
   it.effect("JobsAdmin needs only a PgClient", () =>

@@ -1,6 +1,9 @@
-/** Bundles: atomic enqueue, progress, exactly-once finish and follow-up across workers. */
+/**
+ * Bundles: atomic enqueue, progress, exactly-once finish and follow-up across
+ * workers; the finisher's poll interval (a Duration.Input, validated).
+ */
 import { assert, layer } from "@effect/vitest"
-import { Deferred, Effect, Layer, Schema } from "effect"
+import { Deferred, Duration, Effect, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { Bundle, Job, Jobs, Observer } from "../src/index.ts"
 import * as TestDb from "./support/db.ts"
@@ -141,6 +144,32 @@ layer(TestLayer, { excludeTestServices: true })("bundles", (it) => {
       assert.isUndefined(badProgress.followUpId)
       const e = yield* Effect.flip(jobs.bundleProgress("not-a-number"))
       assert.strictEqual(e._tag, "JobNotFound")
+    }))
+
+  it.effect("pollInterval: a Duration.Input; one that is not a finite, positive duration fails the layer (InvalidWorkerConfig)", () =>
+    Effect.gen(function*() {
+      const build = (pollInterval: Duration.Input, observer: Layer.Layer<never> = Layer.empty) =>
+        Layer.build(
+          Bundle.toLayer(Bundle.make("polled"), undefined, { pollInterval }).pipe(
+            Layer.provide([observer, Layer.fresh(TestDb.pool({ maxConnections: 3 }))])
+          )
+        )
+      const bad: ReadonlyArray<Duration.Input> = [-5, 0, Number.NaN, Infinity, "-1 second", "0 millis", Duration.infinity, "soon" as never]
+      for (const pollInterval of bad) {
+        const error = yield* Effect.flip(Effect.scoped(build(pollInterval)))
+        assert.strictEqual(error._tag, "InvalidWorkerConfig", String(pollInterval))
+        assert.match(error.message, /^Bundle\.toLayer\("polled"\): pollInterval must be a finite, positive duration, got /)
+      }
+
+      // A bundle marked finished without a NOTIFY (a missed notification) is still found: by the
+      // poll, every 20 ms here (or by the listener's first look, if it comes after the update).
+      const done = yield* Deferred.make<string>()
+      yield* build("20 millis", Observer.add({ ...Observer.noop, bundleFinished: (b) => Deferred.succeed(done, b.id) }))
+      const jobs = yield* Jobs
+      const { bundleId } = yield* jobs.enqueueBundle(Bundle.make("polled"), [Jobs.entry(Part, { n: 1 }, { queue: "b-nobody" })])
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`UPDATE effect_jobs_bundles SET remaining = 0, finished_at = now() WHERE id = ${bundleId}::bigint`
+      assert.strictEqual(yield* Deferred.await(done), bundleId)
     }))
 
   it.effect("bad bundles are rejected and write nothing", () =>
