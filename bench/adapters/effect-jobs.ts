@@ -5,9 +5,9 @@
  *
  * | variant                            | retention          | prefetch                  |
  * |------------------------------------|--------------------|---------------------------|
- * | `effect-jobs`                      | 0 (delete on done) | default (= concurrency)   |
+ * | `effect-jobs`                      | 0 (delete on done) | default (adaptive)        |
  * | `effect-jobs-prefetch500`          | 0 (delete on done) | 500                       |
- * | `effect-jobs-retained`             | default (1 day)    | default (= concurrency)   |
+ * | `effect-jobs-retained`             | default (1 day)    | default (adaptive)        |
  * | `effect-jobs-retained-prefetch500` | default (1 day)    | 500                       |
  *
  * `retention: 0` is what graphile-worker (the ratio baseline) and the pgbench floor do:
@@ -45,7 +45,7 @@ export interface Variant {
   readonly name: string
   /** `true`: `retention: 0` (completed jobs are deleted); `false`: the default retention (1 day). */
   readonly deleteOnComplete: boolean
-  /** Worker `prefetch`; undefined = the library default (= concurrency). */
+  /** Worker `prefetch`; undefined = the library default (adaptive: from concurrency up to ~100 ms of work, at most 1000). */
   readonly prefetch: number | undefined
 }
 

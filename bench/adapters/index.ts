@@ -50,7 +50,7 @@ export const adapters: ReadonlyArray<AdapterEntry> = [
   },
   {
     name: "effect-jobs",
-    description: "effect-jobs (this library): retention 0 (completed jobs deleted), prefetch default (= concurrency)",
+    description: "effect-jobs (this library): retention 0 (completed jobs deleted), prefetch default (adaptive: concurrency up to ~100 ms of work, max 1000)",
     load: effectJobs("effect-jobs", true, undefined),
     scenarios: ["drain", "enqueue", "wake", "drain-history", "drain-future", "scaleout", "soak"]
   },
@@ -63,7 +63,7 @@ export const adapters: ReadonlyArray<AdapterEntry> = [
   },
   {
     name: "effect-jobs-retained",
-    description: "effect-jobs: default retention (completed jobs kept 1 day), prefetch default (= concurrency)",
+    description: "effect-jobs: default retention (completed jobs kept 1 day), prefetch default (adaptive: concurrency up to ~100 ms of work, max 1000)",
     load: effectJobs("effect-jobs-retained", false, undefined),
     scenarios: ["drain", "drain-history", "drain-future"]
   },
