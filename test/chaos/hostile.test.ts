@@ -449,7 +449,9 @@ layer(TestLayer, { excludeTestServices: true })("chaos: hostile input", (it) => 
         workerError: (_q, message, cause) => Effect.sync(() => void errors.push(`${message}: ${String(cause)}`))
       }
       // name, column overrides (SQL expressions), and what must become of it.
-      const cases: ReadonlyArray<{ label: string; set: string; expect: "completed" | "dead" | "terminal"; name?: string }> = [
+      // "pruned-or-completed": a negative retention means its time ran out at once, so the
+      // retention fiber (every 100 ms here) may delete the completed row before it is read.
+      const cases: ReadonlyArray<{ label: string; set: string; expect: "completed" | "dead" | "terminal" | "pruned-or-completed"; name?: string }> = [
         { label: "args {}", set: `args = '{}'`, expect: "dead" },
         { label: "args null", set: `args = 'null'`, expect: "dead" },
         { label: "args a string", set: `args = '"text"'`, expect: "dead" },
@@ -466,7 +468,7 @@ layer(TestLayer, { excludeTestServices: true })("chaos: hostile input", (it) => 
         { label: "metadata an array", set: `metadata = '[1,2]'`, expect: "completed" },
         { label: "trace garbage", set: `trace = '{"traceId":1,"spanId":[]}'`, expect: "completed" },
         { label: "retention huge", set: `retention_ms = 9223372036854775807`, expect: "completed" },
-        { label: "retention negative", set: `retention_ms = -1000`, expect: "completed" },
+        { label: "retention negative", set: `retention_ms = -1000`, expect: "pruned-or-completed" },
         { label: "no handler", set: `name = 'hostile-unknown'`, expect: "dead" },
         { label: "priority min", set: `priority = -32768`, expect: "completed" },
         { label: "run_at -infinity", set: `run_at = '-infinity'`, expect: "completed" },
@@ -484,41 +486,46 @@ layer(TestLayer, { excludeTestServices: true })("chaos: hostile input", (it) => 
         ids.push(row!.id)
       }
       const scope = yield* Scope.make()
-      yield* Layer.buildWithScope(
-        Worker.layer({
-          queues: { "hostile-rows": { concurrency: 4, pollInterval: "100 millis" } },
-          lease: "1 second",
-          maintenanceInterval: "100 millis"
-        }).pipe(Layer.provide(Layer.mergeAll(
-          Job.toLayer(Row, (args) => (args.n < 0 ? Effect.fail("failing on purpose") : Effect.void)),
-          Observer.replace(events)
-        ))),
-        scope
-      )
-      const terminal = yield* Chaos_.waitUntil(
-        "every corrupted row terminal",
-        Effect.map(
-          sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM effect_jobs WHERE queue = 'hostile-rows'
-                                      AND state NOT IN ('completed', 'dead', 'cancelled')`,
-          (rows) => (rows[0]!.n === 0 ? Option.some(Date.now()) : Option.none())
-        ).pipe(Effect.orDie),
-        { every: "100 millis", timeout: "30 seconds" }
-      ).pipe(Effect.exit)
-      const outcomes: Array<{ label: string; state: string; message: string }> = []
-      for (const [i, c] of cases.entries()) {
-        const row = (yield* jobRow(ids[i]!))!
-        const last = Array.isArray(row.errors) ? row.errors[row.errors.length - 1] : undefined
-        outcomes.push({ label: c.label, state: row.state, message: last?.message ?? "" })
-      }
-      // And it keeps going: a normal job runs now.
-      const fresh = yield* jobs.enqueue(Row, { n: 2 })
-      const freshDone = yield* Chaos_.waitUntil("a normal job after the corrupted ones", Effect.map(jobRow(fresh), (r) =>
-        r?.state === "completed" ? Option.some(true) : Option.none()), { every: "50 millis", timeout: "10 seconds" }).pipe(Effect.exit)
-      yield* Scope.close(scope, Exit.void)
+      // The worker stops however this block ends: a failure here must not leave it running
+      // (it would hold the test database open and time out the suite's teardown).
+      const { terminal, outcomes, freshDone } = yield* Effect.gen(function*() {
+        yield* Layer.buildWithScope(
+          Worker.layer({
+            queues: { "hostile-rows": { concurrency: 4, pollInterval: "100 millis" } },
+            lease: "1 second",
+            maintenanceInterval: "100 millis"
+          }).pipe(Layer.provide(Layer.mergeAll(
+            Job.toLayer(Row, (args) => (args.n < 0 ? Effect.fail("failing on purpose") : Effect.void)),
+            Observer.replace(events)
+          ))),
+          scope
+        )
+        const terminal = yield* Chaos_.waitUntil(
+          "every corrupted row terminal",
+          Effect.map(
+            sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM effect_jobs WHERE queue = 'hostile-rows'
+                                        AND state NOT IN ('completed', 'dead', 'cancelled')`,
+            (rows) => (rows[0]!.n === 0 ? Option.some(Date.now()) : Option.none())
+          ).pipe(Effect.orDie),
+          { every: "100 millis", timeout: "30 seconds" }
+        ).pipe(Effect.exit)
+        const outcomes: Array<{ label: string; state: string; message: string }> = []
+        for (const [i, c] of cases.entries()) {
+          const row = yield* jobRow(ids[i]!)
+          const last = row !== undefined && Array.isArray(row.errors) ? row.errors[row.errors.length - 1] : undefined
+          outcomes.push({ label: c.label, state: row?.state ?? "pruned", message: last?.message ?? "" })
+        }
+        // And it keeps going: a normal job runs now.
+        const fresh = yield* jobs.enqueue(Row, { n: 2 })
+        const freshDone = yield* Chaos_.waitUntil("a normal job after the corrupted ones", Effect.map(jobRow(fresh), (r) =>
+          r?.state === "completed" ? Option.some(true) : Option.none()), { every: "50 millis", timeout: "10 seconds" }).pipe(Effect.exit)
+        return { terminal, outcomes, freshDone }
+      }).pipe(Effect.ensuring(Scope.close(scope, Exit.void)))
 
       const wrong = outcomes.filter((o, i) => {
         const e = cases[i]!.expect
         if (e === "terminal") return !["completed", "dead", "cancelled"].includes(o.state)
+        if (e === "pruned-or-completed") return !["completed", "pruned"].includes(o.state)
         return o.state !== e || (e === "dead" && o.message.length === 0)
       })
       assert.deepStrictEqual(wrong, [], `corrupted rows with the wrong outcome (errors: ${errors.slice(0, 5).join(" | ")})`)
