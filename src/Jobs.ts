@@ -143,9 +143,37 @@ const badText = /\u0000|\p{Surrogate}/u
 /** A string (value or key) anywhere in a JSON value that PostgreSQL cannot store. */
 const hasBadText = (u: unknown): boolean => {
   if (typeof u === "string") return badText.test(u)
-  if (Array.isArray(u)) return u.some(hasBadText)
-  if (typeof u === "object" && u !== null) return Object.entries(u).some(([k, v]) => badText.test(k) || hasBadText(v))
+  if (typeof u !== "object" || u === null) return false
+  if (Array.isArray(u)) {
+    for (let i = 0; i < u.length; i++) if (hasBadText(u[i])) return true
+    return false
+  }
+  // (a plain loop: this runs for every enqueued job, and most args are small objects)
+  for (const k in u) {
+    if (Object.hasOwn(u, k) && (badText.test(k) || hasBadText((u as Record<string, unknown>)[k]))) return true
+  }
   return false
+}
+
+/**
+ * The last values checked by `rowOf`, so that the jobs of one `enqueueMany` (same
+ * queue, same run time) pay for those checks and conversions once, not once per job.
+ */
+let lastQueueOk: string | undefined
+let lastRunAt = NaN
+let lastRunAtIso: string | undefined
+/** The ISO text of a run time, or undefined if it is out of the range PostgreSQL and Date share. */
+const runAtIso = (runAt: number): string | undefined => {
+  if (runAt === lastRunAt) return lastRunAtIso
+  let iso: string | undefined
+  if (runAt >= -8.64e15 && runAt <= 8.64e15) {
+    const date = new Date(runAt)
+    const year = date.getUTCFullYear()
+    if (year >= 1 && year <= 9999) iso = date.toISOString()
+  }
+  lastRunAt = runAt
+  lastRunAtIso = iso
+  return iso
 }
 
 /** Ids are positive bigints: anything else names no job (and must not reach SQL as a failing cast). */
@@ -182,8 +210,11 @@ export const rowOf = (
     })
   }
   const queue = o.queue ?? job.queue
-  if (typeof queue !== "string" || queue.length === 0 || queue.length > 255 || badText.test(queue)) {
-    return invalid("queue must be a string of 1 to 255 characters without NUL or unpaired surrogates")
+  if (queue !== lastQueueOk) {
+    if (typeof queue !== "string" || queue.length === 0 || queue.length > 255 || badText.test(queue)) {
+      return invalid("queue must be a string of 1 to 255 characters without NUL or unpaired surrogates")
+    }
+    lastQueueOk = queue
   }
   const priority = o.priority ?? job.priority
   if (!Number.isInteger(priority) || priority < -32768 || priority > 32767) {
@@ -205,9 +236,8 @@ export const rowOf = (
     if (!(ms >= 0) || !Number.isFinite(ms)) return invalid(`delay must be a finite, non-negative duration`)
     runAt = now + ms
   }
-  if (runAt < -8.64e15 || runAt > 8.64e15 || new Date(runAt).getUTCFullYear() > 9999 || new Date(runAt).getUTCFullYear() < 1) {
-    return invalid("run time out of range")
-  }
+  const runAtText = runAtIso(runAt)
+  if (runAtText === undefined) return invalid("run time out of range")
   const uniqueKey = o.uniqueKey ?? null
   if (uniqueKey !== null && (typeof uniqueKey !== "string" || uniqueKey.length > 1000 || badText.test(uniqueKey))) {
     return invalid("uniqueKey must be a string of at most 1000 characters without NUL or unpaired surrogates")
@@ -230,7 +260,7 @@ export const rowOf = (
     queue,
     state: runAt > now ? "scheduled" : "available",
     priority,
-    run_at: new Date(runAt).toISOString(),
+    run_at: runAtText,
     max_attempts: maxAttempts,
     args,
     unique_key: uniqueKey,
