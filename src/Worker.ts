@@ -378,6 +378,8 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const isPaused = (queue: string) => pausedLocally.has(queue) || pausedGlobally.has(queue)
   const store = yield* JobStore
   const observer = yield* Observer
+  // The clock of the worker's fibers (a TestClock in tests), read synchronously on the hot path.
+  const clock = yield* Clock.Clock
   const handlers = collectHandlers(yield* Effect.context<never>())
   const completer = yield* Completer.make({
     maxBatch: config.maxCompletionBatch,
@@ -420,35 +422,30 @@ export const make = Effect.fnUntraced(function*(options: Options) {
    */
   const runJob = (row: ClaimedJobRow, producer: Producer) =>
     Effect.uninterruptibleMask((restore) => {
-      // Written as a chain rather than a generator: this runs once per job.
+      // Written as a chain rather than a generator, with the clock read directly: this runs
+      // once per job, and every Effect step counts (see BENCHMARKS.md, "Where the time goes").
       const handler = handlers.get(row.name)
       const job = info(row)
-      let started = 0
-      return Clock.currentTimeMillis.pipe(
-        Effect.tap((now) => {
-          started = now
-          return observer.started(job)
-        }),
+      const started = clock.currentTimeMillisUnsafe()
+      return observer.started(job).pipe(
         Effect.andThen(Effect.exit(restore(execute(row, handler)))),
         Effect.flatMap((exit) => {
           if (lost.has(row.id)) return Effect.void // another worker runs it now; nothing of ours may be written
-          return Effect.flatMap(Clock.currentTimeMillis, (now) => {
-            const outcome = cancelling.has(row.id) && Exit.hasInterrupts(exit)
-              ? cancelledByRequest(row, now, "cancelled while running")
-              : completedWithoutResult(row, handler?.job, exit) ?? classify(row, handler?.job, exit, now)
-            const submit = (o: Outcome) => {
-              writing.set(row.id, row.claim_count)
-              return completer.submit(o.row, (applied) =>
-                Effect.suspend(() => {
-                  written(row.id, row.claim_count)
-                  return applied
-                    // the run's duration: from its start until its outcome was written (now)
-                    ? Effect.flatMap(Clock.currentTimeMillis, (now) => report(observer, job, o, now - started, applied))
-                    : Effect.void
-                }))
-            }
-            return Effect.isEffect(outcome) ? Effect.flatMap(outcome, submit) : submit(outcome)
-          })
+          const now = clock.currentTimeMillisUnsafe()
+          const outcome = cancelling.has(row.id) && Exit.hasInterrupts(exit)
+            ? cancelledByRequest(row, now, "cancelled while running")
+            : completedWithoutResult(row, handler?.job, exit) ?? classify(row, handler?.job, exit, now)
+          const submit = (o: Outcome) => {
+            writing.set(row.id, row.claim_count)
+            completer.submitUnsafe(o.row, (applied) => {
+              written(row.id, row.claim_count)
+              // the run's duration: from its start until its outcome was written (now)
+              return applied ? report(observer, job, o, clock.currentTimeMillisUnsafe() - started, applied) : Effect.void
+            })
+          }
+          if (Effect.isEffect(outcome)) return Effect.map(outcome, submit)
+          submit(outcome)
+          return Effect.void
         }),
         Effect.ensuring(Effect.sync(() => {
           // An outcome on its way keeps the job held until it is written (see `writing`).

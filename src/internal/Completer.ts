@@ -35,6 +35,8 @@ interface Pending {
 export interface Completer {
   /** Queues an outcome; returns at once. */
   readonly submit: (row: FinishRow, then: (applied: Applied | undefined) => Effect.Effect<void>) => Effect.Effect<void>
+  /** `submit`, done now rather than as an Effect (the worker's per-job path). */
+  readonly submitUnsafe: (row: FinishRow, then: (applied: Applied | undefined) => Effect.Effect<void>) => void
   /** Waits until every outcome submitted so far is written (or given up). */
   readonly drain: Effect.Effect<void>
   /** Stops retrying failed writes: what is not written now is given up. For shutdown. */
@@ -193,17 +195,19 @@ export const make = Effect.fnUntraced(function*(options: {
     )
   )
 
+  const submitUnsafe = (row: FinishRow, then: (applied: Applied | undefined) => Effect.Effect<void>) => {
+    outstanding++
+    idle.closeUnsafe()
+    if (hasRoomNow && outstanding >= options.maxPending) {
+      hasRoomNow = false
+      hasRoom.closeUnsafe()
+    }
+    Queue.offerUnsafe(queue, { row, then }) // unbounded: always accepted
+  }
+
   return {
-    submit: (row, then) =>
-      Effect.sync(() => {
-        outstanding++
-        idle.closeUnsafe()
-        if (hasRoomNow && outstanding >= options.maxPending) {
-          hasRoomNow = false
-          hasRoom.closeUnsafe()
-        }
-        Queue.offerUnsafe(queue, { row, then }) // unbounded: always accepted
-      }),
+    submit: (row, then) => Effect.sync(() => submitUnsafe(row, then)),
+    submitUnsafe,
     drain: idle.await,
     room: hasRoom.await,
     hasRoom: () => hasRoomNow,
