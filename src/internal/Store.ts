@@ -421,12 +421,19 @@ export class JobStore extends Context.Service<JobStore, {
               AND j.claim_count = (${o} ->> 'token')::int AND j.state = 'running'
               -- IS NOT DISTINCT FROM: a NULL retention (kept forever) must not make this NULL (no update)
               AND NOT (${o} ->> 'state' = 'completed' AND j.retention_ms IS NOT DISTINCT FROM 0 AND j.bundle_id IS NULL)
-            RETURNING j.id, j.state, j.cancel_reason
+            RETURNING j.id, j.state, j.cancel_reason, j.queue
           )
           SELECT c.id::text, c.state, c.cancel_reason
-          FROM (SELECT * FROM deleted UNION ALL SELECT * FROM updated) c
+          FROM (SELECT * FROM deleted UNION ALL SELECT id, state, cancel_reason FROM updated) c
           -- one notification per statement, for Jobs.await (evaluated once, not per row)
-          CROSS JOIN (SELECT pg_notify(${doneChannel}, '')::text AS n) notify`
+          CROSS JOIN (SELECT pg_notify(${doneChannel}, '')::text AS n) notify
+          -- A zero-delay retry or snooze and a shutdown release leave the job 'available': wake
+          -- the sated workers of its queue, as the insert trigger does, rather than leave it to
+          -- their next poll. Once per queue; no pg_notify at all when no row is 'available' (a
+          -- batch of completions). An aggregate, so always one row: joined, it is evaluated
+          -- (an unreferenced CTE would not be) and removes no result row.
+          CROSS JOIN (SELECT count(pg_notify(${channel}, q.queue)) AS n
+                      FROM (SELECT DISTINCT queue FROM updated WHERE state = 'available') q) wake`
         return new Map(changed.map((r) => [r.id, { state: r.state, cancelReason: r.cancel_reason }]))
       })
 
