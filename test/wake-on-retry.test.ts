@@ -97,42 +97,46 @@ layer(TestLayer, { excludeTestServices: true })("wake on a runnable outcome", (i
       assert.strictEqual((yield* probe.next(id))._tag, "completed")
     }))
 
-  it.effect("Job.snooze(0) wakes the sated worker at once", () =>
-    Effect.gen(function*() {
-      const queue = "wake-snooze"
-      const Snoozed = Job.make("wake-snooze", { args: Args, queue })
-      const probe = yield* makeProbe
-      const probesRun = yield* Queue.unbounded<void>()
-      const firstStarted = yield* Deferred.make<void>()
-      const snooze = yield* Deferred.make<void>()
-      const secondStarted = yield* Deferred.make<void>()
-      let runs = 0 // a snooze gives its attempt back: count the runs instead
-      yield* startWorker(
-        notifyOnly(queue, 2),
-        Layer.merge(
-          Job.toLayer(Snoozed, (args) =>
-            Effect.suspend(() => {
-              if (args.probe) return Queue.offer(probesRun, undefined).pipe(Effect.asVoid)
-              if (++runs === 1) {
-                return Deferred.succeed(firstStarted, undefined).pipe(
-                  Effect.andThen(Deferred.await(snooze)),
-                  Effect.andThen(Job.snooze(0))
-                )
-              }
-              return Deferred.succeed(secondStarted, undefined).pipe(Effect.asVoid)
-            })),
-          probe.layer
+  // 0.5 ms: under a millisecond the stored run time is now (whole milliseconds), so the job
+  // is runnable at once and must be announced like a snooze of 0, not left for promotion.
+  for (const delay of [0, 0.5]) {
+    it.effect(`Job.snooze(${delay}) wakes the sated worker at once`, () =>
+      Effect.gen(function*() {
+        const queue = `wake-snooze-${delay}`
+        const Snoozed = Job.make(`wake-snooze-${delay}`, { args: Args, queue })
+        const probe = yield* makeProbe
+        const probesRun = yield* Queue.unbounded<void>()
+        const firstStarted = yield* Deferred.make<void>()
+        const snooze = yield* Deferred.make<void>()
+        const secondStarted = yield* Deferred.make<void>()
+        let runs = 0 // a snooze gives its attempt back: count the runs instead
+        yield* startWorker(
+          notifyOnly(queue, 2),
+          Layer.merge(
+            Job.toLayer(Snoozed, (args) =>
+              Effect.suspend(() => {
+                if (args.probe) return Queue.offer(probesRun, undefined).pipe(Effect.asVoid)
+                if (++runs === 1) {
+                  return Deferred.succeed(firstStarted, undefined).pipe(
+                    Effect.andThen(Deferred.await(snooze)),
+                    Effect.andThen(Job.snooze(delay))
+                  )
+                }
+                return Deferred.succeed(secondStarted, undefined).pipe(Effect.asVoid)
+              })),
+            probe.layer
+          )
         )
-      )
-      const id = yield* (yield* Jobs).enqueue(Snoozed, { probe: false })
-      yield* Deferred.await(firstStarted)
-      yield* listeningAndSated(Jobs.use((jobs) => jobs.enqueue(Snoozed, { probe: true })), probe, probesRun)
+        const id = yield* (yield* Jobs).enqueue(Snoozed, { probe: false })
+        yield* Deferred.await(firstStarted)
+        yield* listeningAndSated(Jobs.use((jobs) => jobs.enqueue(Snoozed, { probe: true })), probe, probesRun)
 
-      yield* Deferred.succeed(snooze, undefined)
-      assert.strictEqual((yield* probe.next(id))._tag, "rescheduled")
-      yield* awaitRun(secondStarted, "snooze of zero")
-      assert.strictEqual((yield* probe.next(id))._tag, "completed")
-    }))
+        yield* Deferred.succeed(snooze, undefined)
+        assert.strictEqual((yield* probe.next(id))._tag, "rescheduled")
+        yield* awaitRun(secondStarted, `snooze of ${delay} ms`)
+        assert.strictEqual((yield* probe.next(id))._tag, "completed")
+      }))
+  }
 
   it.effect("a job released at shutdown wakes another, sated worker at once", () =>
     Effect.gen(function*() {

@@ -79,14 +79,23 @@ const dead = (job: ClaimedJobRow, now: number, kind: string, message: string): O
   event: { _tag: "dead", reason: message }
 })
 
+/**
+ * When a retried or snoozed job runs again. A run time that is not in the future (a delay
+ * under a millisecond: the stored time has whole milliseconds) is runnable now, `available`,
+ * which the outcome statement announces by NOTIFY; a later one is `scheduled`.
+ */
+const runAt = (now: number, delayMillis: number) => {
+  const at = new Date(now + delayMillis)
+  return { state: at.getTime() > now ? "scheduled" as const : "available" as const, run_at: at.toISOString() }
+}
+
 const retryOrDead = (job: ClaimedJobRow, now: number, delayMillis: number, kind: string, message: string): Outcome =>
   job.attempt >= job.max_attempts
     ? dead(job, now, kind, `${message} (attempt ${job.attempt} of ${job.max_attempts}: no attempts left)`)
     : {
       row: {
         ...base(job),
-        state: delayMillis > 0 ? "scheduled" : "available",
-        run_at: new Date(now + delayMillis).toISOString(),
+        ...runAt(now, delayMillis),
         error: errorEntry(job.attempt, now, kind, message)
       },
       event: { _tag: "retryScheduled", delayMillis, error: message }
@@ -158,8 +167,7 @@ export const classify = Effect.fnUntraced(function*(
     return {
       row: {
         ...base(job),
-        state: error.delayMillis > 0 ? "scheduled" : "available",
-        run_at: new Date(now + error.delayMillis).toISOString(),
+        ...runAt(now, error.delayMillis),
         attempt_delta: -1
       },
       event: { _tag: "rescheduled", delayMillis: error.delayMillis, reason: "snoozed" }
