@@ -25,8 +25,9 @@ const program = Effect.gen(function*() {
   yield* jobs.enqueue(Notify, { what: "weekly newsletter" }, { priority: 10 })
   yield* jobs.enqueue(Notify, { what: "order shipped" }) // the job's default priority: 0
   yield* jobs.enqueue(Notify, { what: "password reset" }, { priority: -5 })
-  const later = yield* jobs.enqueue(Notify, { what: "trial ends soon" }, { delay: "1 second" })
-  const at = yield* jobs.enqueue(Notify, { what: "meeting starts" }, { runAt: new Date(Date.now() + 500) })
+  // Due well after the worker (started below) has run the three above, even on a slow machine.
+  const later = yield* jobs.enqueue(Notify, { what: "trial ends soon" }, { delay: "2.5 seconds" })
+  const at = yield* jobs.enqueue(Notify, { what: "meeting starts" }, { runAt: new Date(Date.now() + 1500) })
   yield* Console.log(`the delayed job ${later} is ${(yield* inspectJob(later))?.state}`)
 
   // One job at a time, so the order shows; checking for due jobs every 100 ms.

@@ -22,11 +22,16 @@ const advanceFor = (ms: number) =>
       limit: start + ms
     }))
 
-/** Waits (advancing the TestClock, never beyond `limit`) until the worker's status of `queue` satisfies `f`. */
+/**
+ * Waits (advancing the TestClock in 10 ms steps, never beyond `limit`) until the worker's status
+ * of `queue` satisfies `f`. The control poll's next wait starts when its SQL returns, from
+ * wherever the clock is by then: small steps, and a limit with headroom, keep a slow statement
+ * from pushing that poll past `limit` (see `advanceUntil`).
+ */
 const statusUntil = (worker: Worker.Worker["Service"], queue: string, f: (s: Worker.QueueStatus) => boolean, limit: number) =>
   advanceUntil(
     Effect.map(worker.status, (all) => Option.filter(Option.fromNullishOr(all.find((s) => s.name === queue)), f)),
-    { limit }
+    { step: "10 millis", limit }
   )
 
 layer(TestLayer, { excludeTestServices: true })("live controls", (it) => {
@@ -203,8 +208,10 @@ layer(TestLayer, { excludeTestServices: true })("live controls", (it) => {
         yield* a.pause("lc-global", { global: true })
         assert.isTrue((yield* a.status)[0]?.pausedGlobally, "the worker that paused sees it at once")
         const t0 = yield* Clock.currentTimeMillis
-        // One poll interval, plus its 10 % jitter.
-        yield* statusUntil(b, "lc-global", (s) => s.pausedGlobally, t0 + 1100)
+        // One poll interval with its 10 % jitter is 1100 ms. But b's poll may be in flight when the
+        // pause lands (and read the flag before it); its next wait starts when that poll's SQL
+        // returns, the clock having moved meanwhile: a second interval of headroom.
+        yield* statusUntil(b, "lc-global", (s) => s.pausedGlobally, t0 + 2200)
         assert.isTrue((yield* Effect.flatMap(JobsAdmin, (admin) => admin.queues)).find((q) => q.name === "lc-global")?.paused)
 
         const ids = yield* (yield* Jobs).enqueueMany(G, [1, 2, 3, 4].map((i) => ({ i })))
@@ -214,7 +221,7 @@ layer(TestLayer, { excludeTestServices: true })("live controls", (it) => {
 
         yield* b.resume("lc-global", { global: true })
         const t1 = yield* Clock.currentTimeMillis
-        yield* statusUntil(a, "lc-global", (s) => !s.pausedGlobally, t1 + 1100)
+        yield* statusUntil(a, "lc-global", (s) => !s.pausedGlobally, t1 + 2200) // likewise
         for (const id of ids) assert.strictEqual((yield* probe.next(id))._tag, "completed")
         assert.strictEqual(runs.size, 4)
         for (const n of runs.values()) assert.strictEqual(n, 1)

@@ -1,6 +1,6 @@
 /** Typed results, `Jobs.status` and `Jobs.await`; cancelling a running job by NOTIFY. */
 import { assert, layer } from "@effect/vitest"
-import { Deferred, Effect, Layer, Schema } from "effect"
+import { Deferred, Effect, Layer, Schedule, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { Job, Jobs } from "../src/index.ts"
 import * as TestDb from "./support/db.ts"
@@ -16,6 +16,22 @@ const Square = Job.make("square", {
 const Blocked = Job.make("blocked", { args: Schema.Struct({}), queue: "r-cancel" })
 
 const TestLayer = Jobs.layer.pipe(Layer.provideMerge(TestDb.layer()))
+
+/**
+ * Waits (at most 10 s) until a session of this test's database listens for cancel requests: the
+ * worker's, once its LISTEN is in place. A bare NOTIFY sent before that is lost (it leaves no
+ * request in the table for the control poll to find).
+ */
+const cancelListening = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  sql<{ readonly n: number }>`
+    SELECT count(*)::int AS n FROM pg_stat_activity
+    WHERE datname = current_database() AND state = 'idle' AND query = 'LISTEN "effect_jobs_cancel"'`.pipe(
+    Effect.repeat({ until: (rows) => (rows[0]?.n ?? 0) > 0, schedule: Schedule.spaced("10 millis") }),
+    Effect.timeoutOrElse({
+      duration: "10 seconds",
+      orElse: () => Effect.die(new Error("no session listens on effect_jobs_cancel"))
+    })
+  ))
 
 layer(TestLayer, { excludeTestServices: true })("results", (it) => {
   const startSquares = startWorker(
@@ -84,6 +100,7 @@ layer(TestLayer, { excludeTestServices: true })("results", (it) => {
       const jobs = yield* Jobs
       const id = yield* jobs.enqueue(Blocked, {})
       yield* Deferred.await(started)
+      yield* cancelListening
       const sql = yield* SqlClient.SqlClient
       const t0 = Date.now()
       yield* sql`SELECT pg_notify('effect_jobs_cancel', ${id})`

@@ -5,14 +5,15 @@
  * Effect's Clock, so a TestClock decides what has expired.
  */
 import { assert, describe, expect, it, layer } from "@effect/vitest"
-import { Context, Duration, Effect, Exit, Layer, Option, Schema, Scope } from "effect"
+import { Clock, Context, Duration, Effect, Exit, Layer, Schedule, Schema, Scope } from "effect"
 import { SqlClient } from "effect/sql"
+import { TestClock } from "effect/testing"
 import { InvalidWorkerConfig, Job, Jobs, Worker } from "../src/index.ts"
 import * as Maintenance from "../src/internal/Maintenance.ts"
 import { JobStore } from "../src/internal/Store.ts"
 import * as TestDb from "./support/db.ts"
 import { startWorker } from "./support/harness.ts"
-import { advanceUntil, countByName, makeProbe, row, startOfNextSecond, withTestClock } from "./support/probes.ts"
+import { countByName, makeProbe, row, startOfNextSecond, withTestClock } from "./support/probes.ts"
 
 const q = "ret"
 const Keep = Job.make("ret-keep", { args: Schema.Struct({}), queue: q, retention: "1 hour" })
@@ -42,11 +43,25 @@ const lockHolders = Effect.flatMap(SqlClient.SqlClient, (sql) =>
   ))
 
 /**
+ * Waits (at most 5 s) until no session of this test's database holds an advisory lock. A node
+ * that stops unlocks before it closes its pool; should that unlock fail, the lock goes with the
+ * session, which the server ends a moment after the pool sends Terminate (it does not wait).
+ */
+const noLockHolders = lockHolders.pipe(
+  Effect.repeat({ until: (pids) => pids.length === 0, schedule: Schedule.spaced("10 millis") }),
+  Effect.timeoutOrElse({
+    duration: "5 seconds",
+    orElse: () => Effect.flatMap(lockHolders, (pids) => Effect.die(new Error(`advisory locks still held by ${pids.join(", ")}`)))
+  })
+)
+
+/**
  * A maintenance "node": its own pool and JobStore (a memo map of its own, so nothing is
- * shared with the test's layer), in a scope the test closes to stop the node.
+ * shared with the test's layer), in a scope the test closes to stop the node. The scope is
+ * a child of the test's: if the test fails first, the node is stopped with it.
  */
 const startNode = Effect.gen(function*() {
-  const scope = yield* Scope.make()
+  const scope = yield* Scope.fork(yield* Effect.scope)
   const context = yield* Layer.buildWithScope(JobStore.layer.pipe(Layer.provide(TestDb.pool({ maxConnections: 3 }))), scope).pipe(
     Effect.provideService(Layer.CurrentMemoMap, Layer.makeMemoMapUnsafe())
   )
@@ -82,23 +97,48 @@ layer(TestLayer, { excludeTestServices: true })("retention", (it) => {
         assert.strictEqual(times?.finalized_at.getTime(), start, "finished at the TestClock's now")
         assert.strictEqual(times?.prune_at.getTime(), minutes(60))
 
-        // The maintenance leader prunes on the TestClock.
-        const m = yield* Maintenance.make({ interval: "10 seconds", electionInterval: "1 second" }, ignoreErrors)
+        // The maintenance leader prunes on the TestClock, every second (±10 %).
+        const m = yield* Maintenance.make({ interval: "1 second", electionInterval: "1 second" }, ignoreErrors)
         yield* m.awaitLeader
-        /** Moves the TestClock in 10 s steps, never past `limit`, until a round pruned at a time >= `t`. */
-        const prunedAt = (t: number, limit: number) =>
-          advanceUntil(
-            Effect.map(m.lastPrunedAt, (at) => (at !== undefined && at >= t ? Option.some(at) : Option.none())),
-            { step: "10 seconds", limit }
+        /** Waits (real time, at most 2 s) until a round ends that was not the last one seen: `before`. */
+        const roundAfter = (before: number | undefined) =>
+          TestClock.withLive(
+            Effect.gen(function*() {
+              while ((yield* m.lastPrunedAt) === before) yield* Effect.sleep("2 millis")
+            }).pipe(Effect.timeoutOption("2 seconds"))
           )
-        const first = yield* prunedAt(minutes(59), minutes(59.5))
+        /**
+         * The time of the first round that pruned at a time >= `t` (the time the round read
+         * from the clock). A round's SQL runs in real time and its next sleep starts when that
+         * SQL returns, from wherever the clock is by then: a clock that raced ahead meanwhile
+         * would push the next round out, past any cap the test could stop the clock at (and
+         * the test would wait there forever). So there is no cap, and the clock never runs
+         * ahead of the pruner: it moves in one go to 10 s before `t` (no job falls due in
+         * between), then 1.1 s at a time (the longest wait of a 1 s interval, jitter
+         * included: each step wakes a sleeping pruner), and after each step the test waits
+         * for a round to end. (If none ends within 2 s the clock moves on anyway: that can
+         * cost a step, never a hang.) A round lags the clock by a step or two at most, so the
+         * round found pruned at most a few seconds after `t`, long before the next due time.
+         */
+        const prunedAt = (t: number) =>
+          Effect.gen(function*() {
+            const now = yield* Clock.currentTimeMillis
+            if (now < t - 10_000) yield* TestClock.adjust(t - 10_000 - now)
+            while (true) {
+              const at = yield* m.lastPrunedAt
+              if (at !== undefined && at >= t) return at
+              yield* TestClock.adjust("1100 millis")
+              yield* roundAfter(at)
+            }
+          })
+        const first = yield* prunedAt(minutes(59))
         assert.isBelow(first, minutes(60))
-        assert.strictEqual((yield* row(keep)).state, "completed", "pruned at 59-59.5 minutes: kept")
-        yield* prunedAt(minutes(60), minutes(61))
-        assert.strictEqual(yield* countByName("ret-keep"), 0, "pruned at 60-61 minutes: gone")
+        assert.strictEqual((yield* row(keep)).state, "completed", "pruned at 59 minutes and a few seconds: kept")
+        yield* prunedAt(minutes(60))
+        assert.strictEqual(yield* countByName("ret-keep"), 0, "pruned at 60 minutes (and a few seconds): gone")
         assert.strictEqual((yield* row(dead)).state, "dead", "the dead job has two hours")
-        yield* prunedAt(minutes(120), minutes(121))
-        assert.strictEqual(yield* countByName("ret-dead"), 0, "121 minutes: pruned")
+        yield* prunedAt(minutes(120))
+        assert.strictEqual(yield* countByName("ret-dead"), 0, "pruned at 120 minutes (and a few seconds): gone")
         assert.strictEqual((yield* row(forever)).state, "completed", "an infinite retention is never pruned")
         assert.strictEqual(yield* m.pruned, 2)
       })
@@ -135,12 +175,12 @@ layer(TestLayer, { excludeTestServices: true })("retention", (it) => {
       expect(b.errors.join("\n")).toContain("maintenance")
       yield* Scope.close(b.scope, Exit.void)
       yield* Scope.close(c.scope, Exit.void)
-      assert.lengthOf(yield* lockHolders, 0, "a node that stops gives the lock back")
+      yield* noLockHolders // a node that stops gives the lock back
     }))
 
   it.effect("a worker runs the pruner by default and reports whether it leads", () =>
     Effect.gen(function*() {
-      const scope = yield* Scope.make()
+      const scope = yield* Scope.fork(yield* Effect.scope) // closed below; by the test's scope should the test fail first
       const context = yield* startWorker({ queues: { "ret-worker": {} }, pruner: { electionInterval: "20 millis" } }, Job.toLayer(Keep, () => Effect.void))
         .pipe(Effect.provideService(Scope.Scope, scope))
       const worker = Context.get(context, Worker.Worker)
@@ -148,7 +188,7 @@ layer(TestLayer, { excludeTestServices: true })("retention", (it) => {
       assert.isTrue(yield* worker.pruner.isLeader)
       assert.lengthOf(yield* lockHolders, 1, "the only worker leads")
       yield* Scope.close(scope, Exit.void)
-      assert.lengthOf(yield* lockHolders, 0, "and gives the lock back when it shuts down")
+      yield* noLockHolders // and gives the lock back when it shuts down
     }))
 })
 

@@ -158,7 +158,7 @@ layer(TestLayer, { excludeTestServices: true })("wake on a runnable outcome", (i
         probe.layer
       )
       // The first worker holds the job and claims nothing else (no prefetch, its one slot taken).
-      const firstScope = yield* Scope.make()
+      const firstScope = yield* Scope.fork(yield* Effect.scope) // closed below, or with the test's scope
       yield* startWorker(
         { ...notifyOnly(queue, 1), queues: { [queue]: { concurrency: 1, prefetch: 0, pollInterval: "1 hour" } }, gracePeriod: "10 millis" },
         handlers

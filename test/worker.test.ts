@@ -16,7 +16,9 @@ layer(TestLayer, { excludeTestServices: true })("worker", (it) => {
     Effect.gen(function*() {
       const started = yield* Deferred.make<void>()
       const proceed = yield* Latch.make(false)
-      const scope = yield* Scope.make()
+      // The worker's scope, closed below to shut the worker down. A child of the test's scope:
+      // a test that fails before that shuts it down too, instead of leaving it on the file's pool.
+      const scope = yield* Scope.fork(yield* Effect.scope)
       yield* startWorker(
         { queues: { "w-shutdown": { concurrency: 1 } }, gracePeriod: "10 seconds" },
         Job.toLayer(Task, () => Effect.andThen(Deferred.succeed(started, undefined), proceed.await))
@@ -88,7 +90,7 @@ layer(TestLayer, { excludeTestServices: true })("worker", (it) => {
     Effect.gen(function*() {
       const started = yield* Deferred.make<void>()
       const interrupted = yield* Deferred.make<void>()
-      const scope = yield* Scope.make()
+      const scope = yield* Scope.fork(yield* Effect.scope) // closed below, or with the test's scope
       const Stuck = Job.make("worker-stuck", { args: Schema.Struct({}), queue: "w-stuck" })
       yield* startWorker(
         { queues: { "w-stuck": { concurrency: 1 } }, gracePeriod: "50 millis" },
@@ -175,7 +177,7 @@ layer(TestLayer, { excludeTestServices: true })("worker", (it) => {
     Effect.gen(function*() {
       const Thrown = Job.make("observer-throws", { args: Schema.Struct({ n: Schema.Number }), queue: "w-observer" })
       const seen = yield* Queue.unbounded<number>()
-      const scope = yield* Scope.make()
+      const scope = yield* Scope.fork(yield* Effect.scope) // closed below, or with the test's scope
       yield* startWorker(
         { queues: { "w-observer": { concurrency: 1 } } },
         Layer.merge(

@@ -165,6 +165,12 @@ export const startOfNextSecond = () => Math.ceil(Date.now() / 1000) * 1000 + 100
  * round trips started by the step can land: the workers' sleeps are virtual but
  * their SQL is not. Waits (in real time) as long as it takes, like any "wait
  * until"; the test's timeout is the bound.
+ *
+ * A `limit` is safe only if what `check` waits for falls due at a time fixed in
+ * advance (the clock itself, a sleep to an exact deadline). A loop that starts its
+ * next sleep when its SQL returns starts it from wherever the clock has moved by
+ * then (2 ms of real time per step is not much SQL), so it can fall due beyond
+ * `limit`, and the wait never ends. Give such a limit a lot of headroom, or no limit.
  */
 export const advanceUntil = <A, E, R>(
   check: Effect.Effect<Option.Option<A>, E, R>,
