@@ -16,6 +16,8 @@ export const ChaosArgs = Schema.Struct({
   i: Schema.Number,
   /** How long the handler works (interruptible). */
   sleepMs: Schema.Number,
+  /** On the first attempt, work this long instead of `sleepMs` (interruptible): a run sure to outlast a step of the scenario. */
+  firstSleepMs: Schema.optional(Schema.Number),
   /** The handler fails (a typed failure, retried) while `ctx.attempt <= failUntil`. */
   failUntil: Schema.optional(Schema.Number),
   /** Do the work inside `sql.withTransaction`, holding a pooled connection throughout. */
@@ -47,6 +49,12 @@ export const ChaosTimed = Job.make("chaos-timed", {
   timeout: "500 millis",
   retention: "1 day"
 })
+
+/**
+ * The `application_name` of every connection of a worker process (test/chaos/worker.ts), so a
+ * scenario can find that process's sessions in `pg_stat_activity`.
+ */
+export const workerApplicationName = (workerId: string): string => `chaos-worker ${workerId}`
 
 export const runsTableDdl = `
   CREATE TABLE IF NOT EXISTS chaos_runs (

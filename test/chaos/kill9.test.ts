@@ -1,18 +1,19 @@
 /**
  * Scenario 1 — kill -9.
  *
- * Four worker processes drain a batch of jobs while, every 2 seconds, a random
- * one is SIGKILLed (no shutdown, no release: its jobs stay `running` under its
- * lease) and a new one is started. Afterwards:
+ * Four worker processes drain a batch of jobs while, every 2 seconds (sooner
+ * if the batch is about to run out, so every kill lands while work remains), a
+ * random one is SIGKILLed (no shutdown, no release: its
+ * jobs stay `running` under its lease) and a new one is started. Afterwards:
  *   - every job completed;
  *   - the jobs that ran more than once are among the jobs that were in flight in
- *     a killed worker (read from the table right after each kill: `running` and
- *     locked by the dead worker), so their count is within that bound;
+ *     a killed worker (read from the table once the dead worker's sessions are
+ *     gone: `running` and locked by it), so their count is within that bound;
  *   - no two runs of one job overlapped, and a killed run was taken over only
- *     after its lease could have lapsed (kill + lease - heartbeat interval).
+ *     after the lease it last wrote had lapsed.
  */
 import { assert, layer } from "@effect/vitest"
-import { Clock, Effect, Layer } from "effect"
+import { Clock, Effect, Fiber, Layer } from "effect"
 import { Jobs } from "../../src/index.ts"
 import { Chaos } from "./jobs.ts"
 import * as Chaos_ from "./support.ts"
@@ -22,7 +23,10 @@ const KILLS = Chaos_.SHORT ? 3 : 10
 const WORKERS = 4
 const LEASE_MS = 2000
 const HEARTBEAT_MS = 500
-// Sized so the batch outlasts the kills: ~ 4 workers x 8 slots / 90 ms (short), / 45 ms (full).
+// Sized so the batch outlasts the kill timer: ~ 4 workers x 8 slots / 90 ms (short), / 45 ms (full).
+// If it runs faster, a kill comes early rather than after the batch: when only RESERVE jobs per
+// kill still to do are left to complete.
+const RESERVE = Math.floor(N / (4 * KILLS))
 const SLEEP = Chaos_.SHORT ? { min: 60, max: 120 } : { min: 20, max: 70 }
 
 const workerConfig = {
@@ -49,23 +53,52 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
         concurrency: "unbounded"
       })
       const t0 = yield* Clock.currentTimeMillis
-      const kills: Array<{ pid: number; at: number; inFlight: ReadonlyArray<string>; completedBefore: number }> = []
-      for (let k = 1; k <= KILLS; k++) {
-        // The timer is the scenario: a kill every 2 seconds of the run.
-        const due = t0 + 2000 * k
-        yield* Effect.sleep(Math.max(0, due - (yield* Clock.currentTimeMillis)))
-        const index = Math.floor(Math.random() * workers.length)
-        const victim = workers[index]!
-        const at = yield* Chaos_.killHard(victim)
-        // The process is gone, so nothing can change its rows until their lease lapses:
-        // what is `running` under its id now is exactly what it had in flight.
-        const inFlight = yield* sql<{ readonly id: string }>`
-          SELECT id::text FROM effect_jobs WHERE state = 'running' AND locked_by = ${victim.workerId}`
-        const [done] = yield* sql<{ readonly n: number }>`
-          SELECT count(*)::int AS n FROM effect_jobs WHERE state = 'completed'`
-        kills.push({ pid: victim.pid, at, inFlight: inFlight.map((r) => r.id), completedBefore: done!.n })
-        workers[index] = yield* Chaos_.spawnWorker(workerConfig)
+      const completed = Effect.map(
+        sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM effect_jobs WHERE state = 'completed'`,
+        (rows) => rows[0]!.n
+      )
+      interface InFlight {
+        readonly id: string
+        readonly attempt: number
+        /** The lease the dead worker last wrote: no rescue may come before it. */
+        readonly leaseExpiresAt: number
       }
+      const kills: Array<{ pid: number; at: number; inFlight: ReadonlyArray<InFlight>; completedBefore: number; sessionsGoneMs: number }> = []
+      // Replacements start in the background (a process takes 1-3 s to be ready on a busy
+      // machine): the kills keep to their own schedule, and join the workers once ready.
+      const replacements: Array<Fiber.Fiber<void>> = []
+      for (let k = 1; k <= KILLS; k++) {
+        // The timer is the scenario: a kill every 2 seconds of the run; but sooner if the batch is
+        // about to run out (no more than RESERVE jobs left per kill still to do), so every kill lands
+        // while work remains, however fast the run.
+        const due = t0 + 2000 * k
+        const enough = N - (KILLS - k + 1) * RESERVE
+        while (true) {
+          const now = yield* Clock.currentTimeMillis
+          if (workers.length > 0 && (now >= due || (yield* completed) >= enough)) break
+          yield* Effect.sleep(Math.max(10, Math.min(50, due - now)))
+        }
+        const index = Math.floor(Math.random() * workers.length)
+        const victim = workers.splice(index, 1)[0]!
+        const at = yield* Chaos_.killHard(victim)
+        // The process is gone, but a statement it sent just before (a finish, a heartbeat) may still
+        // commit in its backend: wait until its sessions are gone. From then on nothing changes its
+        // rows until their lease lapses: what is `running` under its id is exactly what it had in
+        // flight, and their lease is the last it wrote.
+        const sessionsGoneMs = yield* Chaos_.waitSessions(victim, "gone")
+        const inFlight = yield* sql<{ readonly id: string; readonly attempt: number; readonly lease_expires_at: Date }>`
+          SELECT id::text, attempt, lease_expires_at FROM effect_jobs
+          WHERE state = 'running' AND locked_by = ${victim.workerId}`
+        kills.push({
+          pid: victim.pid,
+          at,
+          inFlight: inFlight.map((r) => ({ id: r.id, attempt: r.attempt, leaseExpiresAt: r.lease_expires_at.getTime() })),
+          completedBefore: yield* completed,
+          sessionsGoneMs
+        })
+        replacements.push(yield* Effect.forkChild(Effect.map(Chaos_.spawnWorker(workerConfig), (w) => void workers.push(w))))
+      }
+      yield* Fiber.joinAll(replacements)
       const { counts, at: doneAt } = yield* Chaos_.waitAllTerminal("chaos")
 
       // -- checks ---------------------------------------------------------------------
@@ -77,7 +110,7 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
       const missing = ids.filter((id) => !(byJob.get(id) ?? []).some((r) => r.outcome === "ok"))
       assert.deepStrictEqual(missing, [], "every job has a finished run")
 
-      const inFlight = new Set(kills.flatMap((k) => k.inFlight))
+      const inFlight = new Set(kills.flatMap((k) => k.inFlight.map((j) => j.id)))
       const ranTwice = Array.from(byJob).filter(([, list]) => list.length > 1).map(([id]) => id)
       const unexplained = ranTwice.filter((id) => !inFlight.has(id))
       assert.deepStrictEqual(unexplained, [], "only jobs in flight in a killed worker ran more than once")
@@ -87,26 +120,33 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
       const { overlaps, rescueDelays } = Chaos_.checkOverlaps(byJob, killedAt)
       assert.deepStrictEqual(overlaps, [], "no two runs of one job overlapped")
 
-      // Every job a killed worker held was rescued (its LeaseExpired entry says when), and not
-      // before its lease could have lapsed: the last heartbeat was at most one interval before
-      // the kill, so the lease ran at least LEASE - HEARTBEAT past it (50 ms for the round trip).
-      const expired = yield* sql<{ readonly id: string; readonly at: string }>`
-        SELECT id::text, e->>'at' AS at FROM effect_jobs, jsonb_array_elements(errors) e
+      // Every job a killed worker held was rescued (the LeaseExpired entry of the attempt it held
+      // says when), and not before the lease the dead worker last wrote had lapsed. Both times
+      // come from the workers' clocks (one machine), in whole milliseconds.
+      const expired = yield* sql<{ readonly id: string; readonly attempt: number; readonly at: string }>`
+        SELECT id::text, (e->>'attempt')::int AS attempt, e->>'at' AS at FROM effect_jobs, jsonb_array_elements(errors) e
         WHERE e->>'kind' = 'LeaseExpired'`
-      const rescuedAt = new Map<string, Array<number>>()
-      for (const r of expired) rescuedAt.set(r.id, [...(rescuedAt.get(r.id) ?? []), Date.parse(r.at)])
+      const rescuedAt = new Map(expired.map((r) => [`${r.id}/${r.attempt}`, Date.parse(r.at)]))
       const rescueMs: Array<number> = []
+      const afterLeaseMs: Array<number> = []
       const notRescued: Array<string> = []
+      const early: Array<{ id: string; rescuedAt: string; leaseExpiresAt: string }> = []
       for (const k of kills) {
-        for (const id of k.inFlight) {
-          const at = (rescuedAt.get(id) ?? []).filter((t) => t >= k.at).sort((a, b) => a - b)[0]
-          if (at === undefined) notRescued.push(id)
-          else rescueMs.push(at - k.at)
+        for (const j of k.inFlight) {
+          const at = rescuedAt.get(`${j.id}/${j.attempt}`)
+          if (at === undefined) {
+            notRescued.push(j.id)
+            continue
+          }
+          rescueMs.push(at - k.at)
+          afterLeaseMs.push(at - j.leaseExpiresAt)
+          if (at < j.leaseExpiresAt) {
+            early.push({ id: j.id, rescuedAt: new Date(at).toISOString(), leaseExpiresAt: new Date(j.leaseExpiresAt).toISOString() })
+          }
         }
       }
       assert.deepStrictEqual(notRescued, [], "every job held by a killed worker was rescued")
-      const early = rescueMs.filter((d) => d < LEASE_MS - HEARTBEAT_MS - 50)
-      assert.deepStrictEqual(early, [], "no killed run was taken over while its lease could still be valid")
+      assert.deepStrictEqual(early, [], "no killed run was taken over while its lease was valid")
 
       const extraRuns = runs.length - N
       yield* Chaos_.recordResult("kill9", {
@@ -122,11 +162,17 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
         jobsRunMoreThanOnce: ranTwice.length,
         jobsInFlightInKilledWorkers: inFlight.size,
         inFlightPerKill: kills.map((k) => k.inFlight.length),
+        killedAfterMs: kills.map((k) => k.at - t0),
+        completedAtKill: kills.map((k) => k.completedBefore),
+        // kill -> no session of the dead worker left in pg_stat_activity
+        sessionsGoneAfterKillMs: Chaos_.summary(kills.map((k) => k.sessionsGoneMs)),
         overlaps: overlaps.length,
         jobErrorKinds: yield* Chaos_.jobErrorKinds,
         workerErrors: Chaos_.errorSummary(),
         // kill -> the job back in the queue (lease lapsed, maintenance rescued it)
         rescuedAfterKillMs: Chaos_.summary(rescueMs),
+        // the lease the dead worker last wrote -> the rescue (up to a maintenance interval)
+        rescuedAfterLeaseExpiryMs: Chaos_.summary(afterLeaseMs),
         // kill -> its rerun started (rescued jobs queue behind the backlog: FIFO by run_at)
         rerunStartedAfterKillMs: Chaos_.summary(rescueDelays),
         durationMs: doneAt - t0

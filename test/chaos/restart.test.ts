@@ -55,27 +55,41 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer({ connectTimeout: CONNECT_TIME
         // An enqueue in flight while the server goes down: it committed, or it failed retryably.
         const inFlight = yield* Effect.forkChild(Effect.exit(jobs.enqueueMany(Chaos, args.slice(0, 2000).map((a) => ({ ...a, i: N + a.i })))))
         const stopAt = yield* Clock.currentTimeMillis
-        pgCtl(embedded!, ["stop", "-m", "fast", "-w"])
-        const downAt = yield* Clock.currentTimeMillis
-        // A graceful shutdown while the database is away: bounded, not hung on unwritable outcomes.
         const stopping = workers[2]!
-        const termAt = yield* stopping.kill("SIGTERM")
+        // The outage. The server is started again however it ends: a failure (or a stop that
+        // failed half-way) must not leave it down for the files that run after this one.
+        let restarted = false
+        const { termAt, attempts, stoppedBeforeRestart, upAt } = yield* Effect.gen(function*() {
+          pgCtl(embedded!, ["stop", "-m", "fast", "-w"])
+          const downAt = yield* Clock.currentTimeMillis
+          // A graceful shutdown while the database is away: bounded, not hung on unwritable outcomes.
+          const termAt = yield* stopping.kill("SIGTERM")
 
-        // During the outage: enqueue keeps failing, fast and retryable.
-        const attempts: Array<{ ms: number; tag: string; retryable: boolean; reason: string }> = []
-        while ((yield* Clock.currentTimeMillis) - downAt < OUTAGE_MS) {
-          const start = yield* Clock.currentTimeMillis
-          const exit = yield* Effect.exit(jobs.enqueue(Chaos, { i: -1, sleepMs: 0 }).pipe(Effect.timeout("30 seconds")))
-          const ms = (yield* Clock.currentTimeMillis) - start
-          if (Exit.isSuccess(exit)) assert.fail("an enqueue succeeded while the server was down")
-          const error = Exit.isFailure(exit) ? exit.cause.reasons.find((r) => r._tag === "Fail") : undefined
-          const e = error?._tag === "Fail" ? error.error as { _tag: string; isRetryable?: boolean; reason?: { _tag: string } } : undefined
-          attempts.push({ ms, tag: e?._tag ?? "defect", retryable: e?.isRetryable === true, reason: e?.reason?._tag ?? "" })
-          yield* Effect.sleep("200 millis")
-        }
-        const stoppedBeforeRestart = Option.isSome(yield* Deferred.poll(stopping.exited))
-        pgStart(embedded!)
-        const upAt = yield* Clock.currentTimeMillis
+          // During the outage: enqueue keeps failing, fast and retryable.
+          const attempts: Array<{ ms: number; tag: string; retryable: boolean; reason: string }> = []
+          while ((yield* Clock.currentTimeMillis) - downAt < OUTAGE_MS) {
+            const start = yield* Clock.currentTimeMillis
+            const exit = yield* Effect.exit(jobs.enqueue(Chaos, { i: -1, sleepMs: 0 }).pipe(Effect.timeout("30 seconds")))
+            const ms = (yield* Clock.currentTimeMillis) - start
+            if (Exit.isSuccess(exit)) assert.fail("an enqueue succeeded while the server was down")
+            const error = Exit.isFailure(exit) ? exit.cause.reasons.find((r) => r._tag === "Fail") : undefined
+            const e = error?._tag === "Fail" ? error.error as { _tag: string; isRetryable?: boolean; reason?: { _tag: string } } : undefined
+            attempts.push({ ms, tag: e?._tag ?? "defect", retryable: e?.isRetryable === true, reason: e?.reason?._tag ?? "" })
+            yield* Effect.sleep("200 millis")
+          }
+          const stoppedBeforeRestart = Option.isSome(yield* Deferred.poll(stopping.exited))
+          pgStart(embedded!)
+          restarted = true
+          const upAt = yield* Clock.currentTimeMillis
+          return { termAt, attempts, stoppedBeforeRestart, upAt }
+        }).pipe(Effect.ensuring(Effect.sync(() => {
+          if (restarted) return
+          try {
+            pgStart(embedded!)
+          } catch {
+            // already running (the stop failed before it took the server down)
+          }
+        })))
         const stopped = yield* Deferred.await(stopping.exited)
         const shutdownMs = stopped.at - termAt
 

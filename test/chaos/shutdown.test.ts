@@ -22,15 +22,19 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
       const jobs = yield* Jobs
       const sql = yield* Chaos_.sqlClient
       const worker = yield* Chaos_.spawnWorker({ concurrency: IN_FLIGHT, graceMs: GRACE_MS, pool: 6, leaseMs: 5000, heartbeatMs: 1000 })
-      const quick = yield* jobs.enqueueMany(
-        Chaos,
-        Array.from({ length: IN_FLIGHT / 2 }, (_, i) => ({ i, sleepMs: 1000, announce: true }))
-      )
+      // The long jobs first: they are surely still running when the short ones start. The short
+      // ones become claimable at once (one statement) on 25 free slots, so they start within
+      // moments of each other: all are still running when the last one has started.
       const slow = yield* jobs.enqueueMany(
         Chaos,
         Array.from({ length: IN_FLIGHT / 2 }, (_, i) => ({ i: 1000 + i, sleepMs: 60_000, announce: true }))
       )
-      for (let n = 0; n < IN_FLIGHT; n++) yield* Queue.take(worker.started)
+      for (let n = 0; n < IN_FLIGHT / 2; n++) yield* Queue.take(worker.started)
+      const quick = yield* jobs.enqueueMany(
+        Chaos,
+        Array.from({ length: IN_FLIGHT / 2 }, (_, i) => ({ i, sleepMs: 1000, announce: true }))
+      )
+      for (let n = 0; n < IN_FLIGHT / 2; n++) yield* Queue.take(worker.started)
       const [running] = yield* sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM effect_jobs WHERE state = 'running'`
       assert.strictEqual(running!.n, IN_FLIGHT, "50 jobs in flight")
 
@@ -55,7 +59,7 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
       // shorten it in place, as an operator might).
       yield* sql`UPDATE effect_jobs SET args = jsonb_set(args, '{sleepMs}', '10') WHERE state = 'available'`
       const restartAt = yield* Clock.currentTimeMillis
-      yield* Chaos_.spawnWorker({ concurrency: 10, pool: 4 })
+      yield* Chaos_.spawnWorker({ concurrency: 10, pool: 6 })
       const { counts, at } = yield* Chaos_.waitAllTerminal("chaos", { timeout: "60 seconds" })
       assert.deepStrictEqual(counts, { completed: IN_FLIGHT })
       const attempts = yield* sql<{ readonly attempt: number; readonly n: number }>`

@@ -9,9 +9,15 @@
  *   b. A handler longer than the lease that is heartbeated: completes on its
  *      first attempt, never rescued.
  *   c. A handler whose worker stops heartbeating (the process is SIGSTOPped):
- *      another worker rescues the job once the lease lapsed and runs it to
- *      completion; when the frozen worker is resumed, its stale run writes
- *      nothing (fencing), and the worker goes on running jobs.
+ *      another worker, already running, rescues the job once the lease the frozen
+ *      one last wrote has lapsed (not before) and runs it to completion; when the
+ *      frozen worker is resumed, its stale run writes nothing (fencing), and the
+ *      worker goes on running jobs.
+ *
+ * Pools of 6: a worker keeps 3 connections for good (two LISTEN sessions, the
+ * pruner's lock), so 3 are left for claims, heartbeats, outcomes and the
+ * handlers' statements. With 1 left (a pool of 4), a heartbeat queued behind
+ * them could come more than lease - heartbeat late and the job be rescued.
  */
 import { assert, layer } from "@effect/vitest"
 import { Deferred, Effect, Layer, Option, Queue } from "effect"
@@ -21,12 +27,12 @@ import * as Chaos_ from "./support.ts"
 
 const LEASE_MS = 1000
 const HEARTBEAT_MS = 250
-const config = (queue: string) => ({ queue, concurrency: 4, leaseMs: LEASE_MS, heartbeatMs: HEARTBEAT_MS, pool: 4, pollMs: 200 })
+const config = (queue: string) => ({ queue, concurrency: 4, leaseMs: LEASE_MS, heartbeatMs: HEARTBEAT_MS, pool: 6, pollMs: 200 })
 
 const jobRow = (id: string) =>
   Effect.flatMap(Chaos_.sqlClient, (sql) =>
     Effect.map(
-      sql<{ state: string; attempt: number; claim_count: number; errors: ReadonlyArray<{ kind: string; attempt: number }> }>`
+      sql<{ state: string; attempt: number; claim_count: number; errors: ReadonlyArray<{ kind: string; attempt: number; at: string }> }>`
         SELECT state, attempt, claim_count, errors FROM effect_jobs WHERE id = ${id}::bigint`,
       (rows) => rows[0]!
     )).pipe(Effect.orDie)
@@ -87,21 +93,40 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
   it.effect("c. a worker that stops heartbeating (SIGSTOP): rescued and rerun elsewhere; resumed, its stale run writes nothing", () =>
     Effect.gen(function*() {
       const jobs = yield* Jobs
+      const sql = yield* Chaos_.sqlClient
       const frozen = yield* Chaos_.spawnWorker(config("slow-c"))
-      const id = yield* jobs.enqueue(Chaos, { i: 0, sleepMs: 2000, announce: true }, { queue: "slow-c" })
+      // The first run works for a minute (far longer than starting the rescuer below takes), the rerun 0.5 s.
+      const id = yield* jobs.enqueue(Chaos, { i: 0, sleepMs: 500, firstSleepMs: 60_000, announce: true }, { queue: "slow-c" })
       yield* Queue.take(frozen.started)
-      const stoppedAt = yield* frozen.kill("SIGSTOP")
+      // The lease of the frozen worker's run, as long as that run holds the job (the first claim).
+      const heldLease = Effect.map(
+        sql<{ readonly lease_expires_at: Date }>`
+          SELECT lease_expires_at FROM effect_jobs WHERE id = ${id}::bigint AND state = 'running' AND claim_count = 1`,
+        (rows) => rows[0]?.lease_expires_at.getTime()
+      )
+      // The rescuer is running before the freeze, so the rescue is timed by the lease alone
+      // (not by a process start), and an early one would show.
       const rescuer = yield* Chaos_.spawnWorker(config("slow-c"))
+      const leaseBefore = yield* heldLease
+      const stoppedAt = yield* frozen.kill("SIGSTOP")
+      // A heartbeat sent just before the stop may still be running: once none is, the lease in
+      // the row is the last the frozen worker wrote (heartbeats only move it later, so any lease
+      // read while it held the job is a lower bound of that one).
+      yield* Chaos_.waitSessions(frozen, "quiet")
+      const lastLease = (yield* heldLease) ?? leaseBefore
+      assert.isDefined(lastLease, "the frozen worker held the job when it was stopped")
       const rerun = yield* Queue.take(rescuer.started)
       assert.strictEqual(rerun.id, id)
       assert.strictEqual(rerun.attempt, 2)
       const rescuedAfterMs = rerun.at - stoppedAt
-      assert.isAtLeast(rescuedAfterMs, LEASE_MS - HEARTBEAT_MS, "not before the lease could have lapsed")
       yield* Chaos_.waitAllTerminal("slow-c", { timeout: "30 seconds" })
       const done = yield* jobRow(id)
       assert.strictEqual(done.state, "completed")
       assert.strictEqual(done.claim_count, 2)
       assert.deepStrictEqual(done.errors.map((e) => e.kind), ["LeaseExpired"])
+      // Both times come from the workers' clocks (one machine), in whole milliseconds.
+      const rescuedAt = Date.parse(done.errors[0]!.at)
+      assert.isAtLeast(rescuedAt, lastLease!, "not rescued while the lease it last wrote was valid")
 
       // Resume the frozen worker: its run is stale; whatever it does, the job stays as the rescuer left it.
       const resumedAt = yield* frozen.kill("SIGCONT")
@@ -130,7 +155,11 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
       yield* Chaos_.recordResult("slow.stoppedHeartbeating", {
         leaseMs: LEASE_MS,
         heartbeatMs: HEARTBEAT_MS,
+        // SIGSTOP -> the rerun started on the rescuer (lease lapsed, maintenance tick, claim)
         rescuedAfterStopMs: rescuedAfterMs,
+        // the lease the frozen worker last wrote -> the rescue (LeaseExpired entry)
+        rescuedAfterLeaseExpiryMs: rescuedAt - lastLease!,
+        leaseLeftAtStopMs: lastLease! - stoppedAt,
         runs: runs.length,
         staleRunFinished: runs.some((r) => r.pid === frozen.pid && r.finished !== null),
         lostLeaseNoticedAfterResumeMs: noticedAt - resumedAt,

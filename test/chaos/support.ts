@@ -13,7 +13,7 @@ import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
 import { inject } from "vitest"
 import { adminQuery, freshDatabase } from "../support/admin.ts"
-import { runsTableDdl } from "./jobs.ts"
+import { runsTableDdl, workerApplicationName } from "./jobs.ts"
 import type { WorkerConfig } from "./worker.ts"
 
 /** `CHAOS_SHORT=1`: the CI version (fewer jobs and faults). */
@@ -208,6 +208,37 @@ export const waitUntil = <A, E, R>(
       }
       yield* Effect.sleep(options.every ?? "200 millis")
     }
+  })
+
+/**
+ * Waits until the database shows no session of the worker process (`"gone"`), or none of its
+ * sessions running a statement (`"quiet"`); returns how long that took (ms).
+ *
+ * A signal does not stop what the process already sent: after a SIGKILL, a statement it
+ * sent just before (a finish, a heartbeat) may still run, and commit, in its backend (the
+ * server notices the closed client only when it next reads from it); after a SIGSTOP, the
+ * same holds until the statement ends. Only then is the process's last word in the tables.
+ */
+export const waitSessions = (w: WorkerProcess, until: "gone" | "quiet", options: { readonly timeout?: Duration.Input } = {}) =>
+  Effect.gen(function*() {
+    const sql = yield* sqlClient
+    const start = Date.now()
+    const name = workerApplicationName(w.workerId)
+    yield* waitUntil(
+      `the sessions of ${w.workerId} ${until === "gone" ? "closed" : "running no statement"}`,
+      Effect.map(
+        until === "gone"
+          ? sql<{ readonly n: number }>`
+            SELECT count(*)::int AS n FROM pg_stat_activity
+            WHERE datname = current_database() AND application_name = ${name}`
+          : sql<{ readonly n: number }>`
+            SELECT count(*)::int AS n FROM pg_stat_activity
+            WHERE datname = current_database() AND application_name = ${name} AND state = 'active'`,
+        (rows) => (rows[0]!.n === 0 ? Option.some(true) : Option.none())
+      ).pipe(Effect.orDie),
+      { every: "10 millis", timeout: options.timeout ?? "10 seconds" }
+    )
+    return Date.now() - start
   })
 
 export const countStates = (queue: string) =>

@@ -18,7 +18,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Duration, Effect, Exit, Layer, Redacted, Scope } from "effect"
 import { SqlClient } from "effect/sql"
 import { Job, Observer, Worker } from "../../src/index.ts"
-import { Chaos, type ChaosArgs, ChaosTimed } from "./jobs.ts"
+import { Chaos, type ChaosArgs, ChaosTimed, workerApplicationName } from "./jobs.ts"
 
 export interface WorkerConfig {
   readonly url: string
@@ -52,7 +52,7 @@ const handler = (args: ChaosArgs, ctx: Job.JobContext) =>
       INSERT INTO chaos_runs (job_id, pid, attempt, token)
       VALUES (${ctx.id}::bigint, ${process.pid}, ${ctx.attempt}, ${ctx.runs}) RETURNING id::text`
     if (args.announce === true) say(`started ${ctx.id} ${ctx.attempt}`)
-    const work = Effect.sleep(Duration.millis(args.sleepMs))
+    const work = Effect.sleep(Duration.millis(args.firstSleepMs !== undefined && ctx.attempt === 1 ? args.firstSleepMs : args.sleepMs))
     yield* args.hold === true ? sql.withTransaction(Effect.andThen(sql`SELECT 1`, work)) : work
     if (args.stubbornMs !== undefined && ctx.attempt === 1) yield* Effect.uninterruptible(Effect.sleep(Duration.millis(args.stubbornMs)))
     const failing = args.failUntil !== undefined && ctx.attempt <= args.failUntil
@@ -81,7 +81,7 @@ const WorkerLive = Worker.layer({
     url: Redacted.make(config.url),
     maxConnections: config.pool ?? 10,
     prepare: config.prepare ?? true,
-    applicationName: `chaos-worker ${config.workerId}`
+    applicationName: workerApplicationName(config.workerId)
   }))
 )
 
