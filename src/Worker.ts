@@ -46,6 +46,7 @@ import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, FiberMap, Latch, 
 import { PgClient } from "@effect/sql-pg"
 import { InvalidWorkerConfig, JobTimeout } from "./Errors.ts"
 import * as Maintenance from "./internal/Maintenance.ts"
+import * as RunSpan from "./internal/RunSpan.ts"
 import * as Job from "./Job.ts"
 import * as Completer from "./internal/Completer.ts"
 import { cancelledByRequest, classify, completedWithoutResult, DeadOnArrival, type Outcome, released } from "./internal/Outcome.ts"
@@ -427,9 +428,11 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       const handler = handlers.get(row.name)
       const job = info(row)
       const started = clock.currentTimeMillisUnsafe()
+      const cell: SpanCell = { span: undefined, context: undefined }
       return observer.started(job).pipe(
-        Effect.andThen(Effect.exit(restore(execute(row, handler)))),
+        Effect.andThen(Effect.exit(restore(execute(row, handler, cell)))),
         Effect.flatMap((exit) => {
+          if (cell.span !== undefined) RunSpan.end(cell.span, cell.context!, exit, nowNanos)
           if (lost.has(row.id)) return Effect.void // another worker runs it now; nothing of ours may be written
           const now = clock.currentTimeMillisUnsafe()
           const outcome = cancelling.has(row.id) && Exit.hasInterrupts(exit)
@@ -460,7 +463,18 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       )
     })
 
-  const execute = (row: ClaimedJobRow, handler: Job.RegisteredHandler | undefined): Effect.Effect<unknown, unknown> => {
+  /** Where `execute` leaves the run's span (default middleware), for `runJob` to end it. */
+  interface SpanCell {
+    span: Tracer.Span | undefined
+    context: Context.Context<never> | undefined
+  }
+  const nowNanos = () => clock.currentTimeNanosUnsafe()
+
+  const execute = (
+    row: ClaimedJobRow,
+    handler: Job.RegisteredHandler | undefined,
+    cell: SpanCell
+  ): Effect.Effect<unknown, unknown> => {
     if (handler === undefined) {
       return Effect.fail(new DeadOnArrival("NoHandler", `no handler for job "${row.name}" on this worker`))
     }
@@ -497,23 +511,26 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       })
     }
     for (const m of middleware) run = m(run as Effect.Effect<unknown, unknown>, ctx)
-    if (defaultMiddleware) {
-      const parent = traceParent(row.trace)
-      run = Effect.withSpan(run, `effect-jobs.run ${row.name}`, {
-        kind: "consumer",
-        attributes: { "job.id": row.id, "job.name": row.name, "job.queue": row.queue, "job.attempt": row.attempt },
-        // The stack trace of where the span was made is always this line: not worth an Error per run.
-        captureStackTrace: false,
-        ...(parent === undefined ? {} : { parent })
-      })
-    }
     // The run's services, set in one step: the handler's captured context over the worker's,
-    // then CurrentJob and (default middleware) the request id and log annotations on top.
+    // then CurrentJob and (default middleware) the run's span, the request id and log
+    // annotations on top. The span is made here rather than with `Effect.withSpan`, and
+    // `runJob` ends it with the run's exit (see internal/RunSpan.ts for why).
     return Effect.updateContext(run, (parentContext: Context.Context<unknown>) => {
       // (the run's requirements are all provided here: the handler's by its layer, the rest now)
       let context = handlerContext(handler, parentContext as Context.Context<never>)
       context = Context.add(context, Job.CurrentJob, ctx)
       if (defaultMiddleware) {
+        const span = RunSpan.start(context, {
+          name: `effect-jobs.run ${row.name}`,
+          parent: traceParent(row.trace),
+          attributes: { "job.id": row.id, "job.name": row.name, "job.queue": row.queue, "job.attempt": row.attempt },
+          nowNanos
+        })
+        if (span !== undefined) {
+          context = Context.add(context, Tracer.ParentSpan, span)
+          cell.span = span
+          cell.context = context
+        }
         context = Context.add(context, RequestId, ctx.requestId)
         context = Context.add(context, References.CurrentLogAnnotations, {
           ...Context.get(context, References.CurrentLogAnnotations),

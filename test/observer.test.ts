@@ -186,7 +186,8 @@ layer(TestLayer, { excludeTestServices: true })("observer", (it) => {
         yield* startWorker(
           { queues: { "obs-trace": { pollInterval: "20 millis" } }, maintenanceInterval: "20 millis", pruner: false },
           Layer.mergeAll(
-            Job.toLayer(Traced, (_args, ctx) => ctx.attempt === 1 ? Effect.fail(new Flaky({ message: "once" })) : Effect.void),
+            Job.toLayer(Traced, (_args, ctx) =>
+              (ctx.attempt === 1 ? Effect.fail(new Flaky({ message: "once" })) : Effect.void).pipe(Effect.withSpan("handler.inner"))),
             probe.layer
           )
         )
@@ -209,7 +210,15 @@ layer(TestLayer, { excludeTestServices: true })("observer", (it) => {
         assert.strictEqual(run.attributes.get("job.id"), id)
         assert.strictEqual(run.attributes.get("job.attempt"), i + 1)
         assert.strictEqual(run.status._tag, "Ended")
+        // ended with the run's exit: the first attempt failed, the second succeeded
+        assert.strictEqual(run.status._tag === "Ended" && run.status.exit._tag, i === 0 ? "Failure" : "Success")
       }
+      // spans made inside the handler are children of the run's span
+      const inner = spans.filter((s) => s.name === "handler.inner")
+      assert.deepStrictEqual(
+        inner.map((s) => (s.parent._tag === "Some" ? s.parent.value.spanId : undefined)),
+        runs.map((r) => r.spanId)
+      )
     }))
 
   it.effect("middleware wraps every run inside the default stack; defaultMiddleware: false turns the stack off", () =>
