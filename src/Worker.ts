@@ -428,11 +428,13 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       const handler = handlers.get(row.name)
       const job = info(row)
       const started = clock.currentTimeMillisUnsafe()
-      const cell: SpanCell = { span: undefined, context: undefined }
-      return observer.started(job).pipe(
-        Effect.andThen(Effect.exit(restore(execute(row, handler, cell)))),
+      const cell: SpanCell = { span: undefined }
+      const run = Effect.exit(restore(execute(row, handler, cell)))
+      const onStart = observer.started(job)
+      // (no step for an observer that does nothing on start, the default)
+      return (onStart === Effect.void ? run : Effect.andThen(onStart, run)).pipe(
         Effect.flatMap((exit) => {
-          if (cell.span !== undefined) RunSpan.end(cell.span, cell.context!, exit, nowNanos)
+          if (cell.span !== undefined) RunSpan.end(cell.span, exit, nowNanos)
           if (lost.has(row.id)) return Effect.void // another worker runs it now; nothing of ours may be written
           const now = clock.currentTimeMillisUnsafe()
           const outcome = cancelling.has(row.id) && Exit.hasInterrupts(exit)
@@ -465,8 +467,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
 
   /** Where `execute` leaves the run's span (default middleware), for `runJob` to end it. */
   interface SpanCell {
-    span: Tracer.Span | undefined
-    context: Context.Context<never> | undefined
+    span: RunSpan.Started | undefined
   }
   const nowNanos = () => clock.currentTimeNanosUnsafe()
 
@@ -518,19 +519,18 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     return Effect.updateContext(run, (parentContext: Context.Context<unknown>) => {
       // (the run's requirements are all provided here: the handler's by its layer, the rest now)
       let context = handlerContext(handler, parentContext as Context.Context<never>)
-      context = Context.add(context, Job.CurrentJob, ctx)
       if (defaultMiddleware) {
-        const span = RunSpan.start(context, {
+        // (read from the merged context, the same object for every run of this handler: cached)
+        cell.span = RunSpan.start(context, {
           name: `effect-jobs.run ${row.name}`,
           parent: traceParent(row.trace),
           attributes: { "job.id": row.id, "job.name": row.name, "job.queue": row.queue, "job.attempt": row.attempt },
           nowNanos
         })
-        if (span !== undefined) {
-          context = Context.add(context, Tracer.ParentSpan, span)
-          cell.span = span
-          cell.context = context
-        }
+      }
+      context = Context.add(context, Job.CurrentJob, ctx)
+      if (defaultMiddleware) {
+        if (cell.span !== undefined) context = Context.add(context, Tracer.ParentSpan, cell.span.span)
         context = Context.add(context, RequestId, ctx.requestId)
         context = Context.add(context, References.CurrentLogAnnotations, {
           ...Context.get(context, References.CurrentLogAnnotations),

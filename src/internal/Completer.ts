@@ -147,7 +147,14 @@ export const make = Effect.fnUntraced(function*(options: {
     // Reports run here, after the write. A failing (or throwing) observer must not stop the
     // writer: every later outcome, and graceful shutdown, wait for this loop.
     for (const p of batch) {
-      yield* Effect.suspend(() => p.then(changed.get(p.row.id))).pipe(
+      let report: Effect.Effect<void>
+      try {
+        report = p.then(changed.get(p.row.id))
+      } catch (defect) {
+        report = Effect.die(defect)
+      }
+      if (report === Effect.void) continue // nothing to report (no step: this runs for every job)
+      yield* report.pipe(
         Effect.catchCause((cause) =>
           options.onError("an observer failed while reporting an outcome", Cause.squash(cause)).pipe(
             Effect.catchCause(() => Effect.void)

@@ -40,45 +40,78 @@ const propagating = (span: Tracer.AnySpan | undefined): Option.Option<Tracer.Any
   return Option.none()
 }
 
+/** What the run's context says about tracing; read once per context (see `settingsOf`). */
+interface Settings {
+  readonly enabled: boolean
+  readonly tracer: Tracer.Tracer
+  /** The current span (propagating), the parent of runs whose job carries none. */
+  readonly current: Option.Option<Tracer.AnySpan>
+  readonly links: ReadonlyArray<Tracer.SpanLink>
+  readonly timing: boolean
+  /** Sampled by trace level (`CurrentTraceLevel` against `MinimumTraceLevel`). */
+  readonly levelSampled: boolean
+  readonly annotations: Readonly<Record<string, unknown>>
+}
+
 /**
- * A started span for a run in `context`, or undefined when tracing is off there. The
- * caller puts it in the run's context as `Tracer.ParentSpan` and calls `end`.
+ * Settings per context. The worker hands in the same context object for every run of a
+ * handler (it caches the handler's services merged over the worker's), so this is read
+ * once, not once per job (seven context lookups were about 1 µs a job).
  */
-export const start = (context: Context.Context<never>, options: RunSpanOptions): Tracer.Span | undefined => {
-  if (!Context.get(context, References.TracerEnabled)) return undefined
-  const tracer = Context.get(context, Tracer.Tracer)
-  const parent = options.parent !== undefined
-    ? Option.some<Tracer.AnySpan>(options.parent)
-    : propagating(Option.getOrUndefined(Context.getOption(context, Tracer.ParentSpan)))
-  const linksFromContext = Context.get(context, References.TracerSpanLinks)
-  const level = Context.get(context, Tracer.CurrentTraceLevel)
-  const span = tracer.span({
+const cache = new WeakMap<Context.Context<never>, Settings>()
+const settingsOf = (context: Context.Context<never>): Settings => {
+  let settings = cache.get(context)
+  if (settings === undefined) {
+    settings = {
+      enabled: Context.get(context, References.TracerEnabled),
+      tracer: Context.get(context, Tracer.Tracer),
+      current: propagating(Option.getOrUndefined(Context.getOption(context, Tracer.ParentSpan))),
+      links: Context.get(context, References.TracerSpanLinks),
+      timing: Context.get(context, References.TracerTimingEnabled),
+      levelSampled: !LogLevel.isGreaterThan(
+        Context.get(context, Tracer.MinimumTraceLevel),
+        Context.get(context, Tracer.CurrentTraceLevel)
+      ),
+      annotations: Context.get(context, References.TracerSpanAnnotations)
+    }
+    cache.set(context, settings)
+  }
+  return settings
+}
+
+/** A run's span, once started; `end` ends it. */
+export interface Started {
+  readonly span: Tracer.Span
+  readonly timing: boolean
+}
+
+/**
+ * Starts the span of a run in `context`, or returns undefined when tracing is off there.
+ * The caller puts `span` in the run's context as `Tracer.ParentSpan` and calls `end`.
+ */
+export const start = (context: Context.Context<never>, options: RunSpanOptions): Started | undefined => {
+  const settings = settingsOf(context)
+  if (!settings.enabled) return undefined
+  const parent = options.parent !== undefined ? Option.some<Tracer.AnySpan>(options.parent) : settings.current
+  const span = settings.tracer.span({
     name: options.name,
     parent,
     annotations: Context.empty(),
-    links: linksFromContext.length === 0 ? [] : linksFromContext.slice(),
-    startTime: Context.get(context, References.TracerTimingEnabled) ? options.nowNanos() : zero,
+    links: settings.links.length === 0 ? [] : settings.links.slice(),
+    startTime: settings.timing ? options.nowNanos() : zero,
     kind: "consumer",
     root: false,
-    sampled: Option.isSome(parent) && parent.value.sampled === false
-      ? false
-      : !LogLevel.isGreaterThan(Context.get(context, Tracer.MinimumTraceLevel), level)
+    sampled: Option.isSome(parent) && parent.value.sampled === false ? false : settings.levelSampled
   })
-  if (tracer !== Tracer.nativeTracer) {
-    const fromContext = Context.get(context, References.TracerSpanAnnotations)
-    for (const key in fromContext) span.attribute(key, fromContext[key])
+  if (settings.tracer !== Tracer.nativeTracer) {
+    for (const key in settings.annotations) span.attribute(key, settings.annotations[key])
     for (const key in options.attributes) span.attribute(key, options.attributes[key])
   }
-  return span
+  return { span, timing: settings.timing }
 }
 
 /** Ends a span made by `start` with the run's exit. */
-export const end = (
-  span: Tracer.Span,
-  context: Context.Context<never>,
-  exit: Exit.Exit<unknown, unknown>,
-  nowNanos: () => bigint
-): void => {
-  if (span.status._tag === "Ended") return
-  span.end(Context.get(context, References.TracerTimingEnabled) ? nowNanos() : zero, exit)
+export const end = (started: Started, exit: Exit.Exit<unknown, unknown>, nowNanos: () => bigint): void => {
+  if (started.span.status._tag === "Ended") return
+  started.span.end(started.timing ? nowNanos() : zero, exit)
 }
