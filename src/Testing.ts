@@ -225,7 +225,6 @@ export const layerInlineWith = (options: InlineOptions = {}): Layer.Layer<Jobs |
         metadata: row.metadata,
         request_id: requestId,
         trace: null,
-        run_at: new Date(now),
         created_at: new Date(now)
       }
       const ctx: Job.JobContext = {

@@ -42,10 +42,11 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, FiberMap, Latch, Layer, Option, Queue, References, Schedule, type Scope, Semaphore, Tracer } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, Latch, Layer, Option, Queue, References, Schedule, type Scope, Semaphore, Tracer } from "effect"
 import { PgClient } from "@effect/sql-pg"
 import { InvalidWorkerConfig, JobTimeout } from "./Errors.ts"
 import * as Maintenance from "./internal/Maintenance.ts"
+import * as Running from "./internal/Running.ts"
 import * as RunSpan from "./internal/RunSpan.ts"
 import * as Job from "./Job.ts"
 import * as Completer from "./internal/Completer.ts"
@@ -414,7 +415,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       leaseUntil.delete(id)
     }
   }
-  const running = yield* FiberMap.make<string>()
+  const running = yield* Running.make
 
   /**
    * Runs one claimed job in its own fiber. The handler runs interruptibly; the
@@ -662,14 +663,13 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     const room = () => queue.concurrency + prefetch - inFlight - buffer.length
     const lowWater = () => Math.floor(prefetch / 2)
 
-    const dispatch = Effect.suspend(() => {
-      if (buffer.length === 0 || inFlight >= queue.concurrency) return Effect.void
-      const start: Array<ClaimedJobRow> = []
+    /** Starts buffered jobs while there are free slots (each runs at once, up to its first async step). */
+    const dispatch = Effect.sync(() => {
       while (inFlight < queue.concurrency && buffer.length > 0) {
         inFlight++
-        start.push(buffer.shift()!)
+        const row = buffer.shift()!
+        running.start(row.id, runJob(row, producer))
       }
-      return Effect.forEach(start, (row) => FiberMap.run(running, row.id, runJob(row, producer)), { discard: true })
     })
 
     const claim = Effect.gen(function*() {
@@ -839,7 +839,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         })
       }
       cancelling.add(id)
-      return FiberMap.remove(running, id)
+      return running.interrupt(id)
     })
   if (config.listen) {
     background.push(yield* Effect.forkScoped(keepListening("cancel LISTEN lost; reconnecting", (established) =>
@@ -866,7 +866,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       if (!still.has(id) && held.get(id) === token && writing.get(id) !== token) {
         lost.add(id)
         yield* observer.workerError("*", `lost the lease of job ${id}; its run here is stopped`)
-        yield* FiberMap.remove(running, id).pipe(Effect.forkDetach)
+        yield* running.interrupt(id).pipe(Effect.forkDetach)
       }
     }
   }).pipe(Effect.catchCause((cause) => observer.workerError("*", "heartbeat failed", Cause.squash(cause))))
@@ -892,7 +892,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       for (const p of producers.values()) if (p.takeBuffered(id) !== undefined) buffered = true
       if (!buffered) {
         lost.add(id)
-        yield* FiberMap.remove(running, id).pipe(Effect.forkDetach)
+        yield* running.interrupt(id).pipe(Effect.forkDetach)
       }
     }
   })
@@ -1026,11 +1026,11 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       // 1. stop claiming
       yield* Fiber.interruptAll(Array.from(producerFibers.values()))
       // 2. let running jobs finish within the grace period
-      yield* FiberMap.awaitEmpty(running).pipe(
+      yield* running.awaitEmpty.pipe(
         Effect.timeoutOrElse({ duration: Duration.millis(config.graceMillis), orElse: () => Effect.void })
       )
       // 3. interrupt the rest: each returns its job to the queue (attempt given back)
-      yield* Fiber.interruptAll(Array.from(running, ([, fiber]) => fiber))
+      yield* running.interruptAll
       // 4. every outcome is in the database before the scope closes; if the database stays
       //    unreachable, at most `shutdownWriteMillis` more: what is not written then is given
       //    up (those jobs stay `running` until their lease lapses and are rescued).
@@ -1048,7 +1048,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     /** Wakes all producers, as a NOTIFY would. */
     wake: wakeAll,
     /** Number of jobs this worker is running. */
-    running: FiberMap.size(running),
+    running: Effect.sync(running.size),
     /**
      * Replaces the queue configs (see the module header). Fails with
      * `InvalidWorkerConfig`, changing nothing, if the new configs are invalid.

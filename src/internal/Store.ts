@@ -56,7 +56,6 @@ export interface ClaimedJobRow {
   readonly metadata: unknown
   readonly request_id: string | null
   readonly trace: unknown
-  readonly run_at: Date
   readonly created_at: Date
 }
 
@@ -370,8 +369,9 @@ export class JobStore extends Context.Service<JobStore, {
           RETURNING j.id, j.name, j.queue, j.priority, j.attempt, j.max_attempts, j.claim_count,
                     j.args, j.metadata, j.request_id, j.trace, j.run_at, j.created_at
           )
-          SELECT id::text, name, queue, priority, attempt, max_attempts, claim_count, args, metadata, request_id, trace,
-                 run_at, created_at
+          -- (metadata '{}', the usual, comes back NULL: nothing to parse; run_at is only for the order)
+          SELECT id::text, name, queue, priority, attempt, max_attempts, claim_count, args,
+                 NULLIF(metadata, '{}'::jsonb) AS metadata, request_id, trace, created_at
           FROM claimed ORDER BY priority, run_at, id`
       })
 
