@@ -857,13 +857,15 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     if (held.size === 0) return
     const snapshot = Array.from(held, ([id, token]) => ({ id, token }))
     const now = yield* Clock.currentTimeMillis
-    const still = yield* store.jobHeartbeatMany(snapshot, now, config.leaseMillis)
-    for (const id of still) if (held.has(id)) leaseUntil.set(id, now + config.leaseMillis)
+    const { busy, extended } = yield* store.jobHeartbeatMany(snapshot, now, config.leaseMillis)
+    for (const id of extended) if (held.has(id)) leaseUntil.set(id, now + config.leaseMillis)
+    // (a busy job, its row locked by someone else just now, is still ours but its lease was not
+    // extended: nothing to do; if that lasts a whole lease, the lease watch below stops its run)
     for (const { id, token } of snapshot) {
       // Only a run we still think we hold (same token) and the database does not: it was rescued.
       // (An outcome being written may have just finished the job: nothing to stop then; a
       // run that really lost its lease gets its write refused by the fencing token.)
-      if (!still.has(id) && held.get(id) === token && writing.get(id) !== token) {
+      if (!extended.has(id) && !busy.has(id) && held.get(id) === token && writing.get(id) !== token) {
         lost.add(id)
         yield* observer.workerError("*", `lost the lease of job ${id}; its run here is stopped`)
         yield* running.interrupt(id).pipe(Effect.forkDetach)

@@ -3,7 +3,8 @@
  * fencing token; rescue frees lapsed leases; writes with a stale token change nothing.
  */
 import { assert, layer } from "@effect/vitest"
-import { Effect, Layer, Schema } from "effect"
+import { Deferred, Effect, Fiber, Layer, Schema } from "effect"
+import { SqlClient } from "effect/sql"
 import { Job, Jobs } from "../src/index.ts"
 import { JobStore } from "../src/internal/Store.ts"
 import * as TestDb from "./support/db.ts"
@@ -33,13 +34,14 @@ layer(TestLayer, { excludeTestServices: true })("store", (it) => {
 
       // The first worker comes back: its heartbeat and its outcome are refused.
       const stale = { id, token: 1 }
-      assert.isFalse((yield* store.jobHeartbeatMany([stale], now + 6000, 1000)).has(id))
+      const refused = yield* store.jobHeartbeatMany([stale], now + 6000, 1000)
+      assert.isFalse(refused.extended.has(id) || refused.busy.has(id))
       const applied = yield* store.jobFinishMany([{ ...stale, state: "dead", run_at: null, attempt_delta: 0, result: null, error: null }], now + 6000)
       assert.isFalse(applied.has(id))
       assert.strictEqual((yield* getJob(id))?.state, "running")
 
       // The current holder's outcome is applied.
-      assert.isTrue((yield* store.jobHeartbeatMany([{ id, token: 2 }], now + 6000, 1000)).has(id))
+      assert.isTrue((yield* store.jobHeartbeatMany([{ id, token: 2 }], now + 6000, 1000)).extended.has(id))
       const done = yield* store.jobFinishMany([{ id, token: 2, state: "completed", run_at: null, attempt_delta: 0, result: null, error: null }], now + 6000)
       assert.isTrue(done.has(id))
       const row = yield* getJob(id)
@@ -68,5 +70,43 @@ layer(TestLayer, { excludeTestServices: true })("store", (it) => {
       assert.strictEqual((yield* getJob(id))?.state, "scheduled")
       yield* store.jobPromoteScheduled(now + 60_000, 100)
       assert.strictEqual((yield* getJob(id))?.state, "available")
+    }))
+
+  it.effect("a heartbeat skips a row another transaction has locked instead of waiting for it", () =>
+    Effect.gen(function*() {
+      const store = yield* JobStore
+      const sql = yield* SqlClient.SqlClient
+      const jobs = yield* Jobs
+      const a = yield* jobs.enqueue(Fenced, {}, { queue: "s-beat" })
+      const b = yield* jobs.enqueue(Fenced, {}, { queue: "s-beat" })
+      const now = Date.now()
+      assert.lengthOf(yield* claim("s-beat", now), 2)
+
+      // Someone else (an operator's transaction, say) holds a lock on job a's row.
+      const locked = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const holder = yield* sql.withTransaction(Effect.gen(function*() {
+        yield* sql`SELECT id FROM effect_jobs WHERE id = ${a} FOR UPDATE`
+        yield* Deferred.succeed(locked, undefined)
+        yield* Deferred.await(release)
+      })).pipe(Effect.forkChild)
+      yield* Deferred.await(locked)
+
+      // The heartbeat does not wait for that lock: b's lease is extended, a is reported busy
+      // (still ours, not extended). (The timeout only turns a hang into a failure.)
+      const beat = yield* store.jobHeartbeatMany([{ id: a, token: 1 }, { id: b, token: 1 }], now + 500, 1000).pipe(
+        Effect.timeout("20 seconds")
+      )
+      assert.deepStrictEqual([...beat.extended], [b])
+      assert.deepStrictEqual([...beat.busy], [a])
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(holder)
+      const leases = yield* sql<{ readonly id: string; readonly lease: Date }>`
+        SELECT id::text, lease_expires_at AS lease FROM effect_jobs WHERE id IN (${a}, ${b}) ORDER BY id`
+      assert.deepStrictEqual(leases.map((r) => [r.id, r.lease.getTime()]), [[a, now + 1000], [b, now + 1500]])
+
+      // Once the lock is gone, a is extended again.
+      const again = yield* store.jobHeartbeatMany([{ id: a, token: 1 }], now + 600, 1000)
+      assert.deepStrictEqual([...again.extended], [a])
     }))
 })

@@ -141,6 +141,18 @@ export interface HeldJob {
   readonly token: number
 }
 
+/** What a heartbeat found (`jobHeartbeatMany`). */
+export interface Heartbeat {
+  /** Still held by the caller (same token, running); lease extended. */
+  readonly extended: ReadonlySet<string>
+  /**
+   * Still held by the caller, but the row was locked by another transaction (an operator's,
+   * a rescue in progress): its lease was not extended this time. Neither extended nor busy:
+   * the job is no longer the caller's.
+   */
+  readonly busy: ReadonlySet<string>
+}
+
 const iso = (millis: number): string => new Date(millis).toISOString()
 
 export class JobStore extends Context.Service<JobStore, {
@@ -162,7 +174,7 @@ export class JobStore extends Context.Service<JobStore, {
     held: ReadonlyArray<HeldJob>,
     now: number,
     leaseMillis: number
-  ) => Effect.Effect<ReadonlySet<string>, SqlError.SqlError>
+  ) => Effect.Effect<Heartbeat, SqlError.SqlError>
   readonly jobPromoteScheduled: (now: number, limit: number) => Effect.Effect<number, SqlError.SqlError>
   readonly jobRescueExpired: (now: number, limit: number) => Effect.Effect<number, SqlError.SqlError>
   readonly notifyQueues: (queues: ReadonlyArray<string>) => Effect.Effect<void, SqlError.SqlError>
@@ -461,15 +473,32 @@ export class JobStore extends Context.Service<JobStore, {
       ) {
         const tokens: Record<string, number> = {}
         for (const h of held) tokens[h.id] = h.token
-        // Looked up by id in a JSON object rather than joined: see jobFinishMany.
-        const rows = yield* sql<{ readonly id: string }>`
-          WITH h AS (SELECT ${JSON.stringify(tokens)}::jsonb AS o)
-          UPDATE effect_jobs j
-          SET lease_expires_at = ${iso(nowMillis)}::timestamptz + ${leaseMillis} * interval '1 millisecond'
-          WHERE j.id = ANY(ARRAY(SELECT k::bigint FROM h, jsonb_object_keys(h.o) AS k))
-            AND j.claim_count = ((SELECT o FROM h) ->> j.id::text)::int AND j.state = 'running'
-          RETURNING j.id::text`
-        return new Set(rows.map((r) => r.id))
+        // Looked up by id in a JSON object rather than joined: see jobFinishMany. Rows locked
+        // by another transaction are skipped (SKIP LOCKED) instead of waited for: one locked
+        // row must not hold back the lease extension of every other job of this worker. The
+        // last SELECT reads the statement's snapshot: a row still ours there but not extended
+        // was locked, and is reported busy (its run goes on; the next heartbeat tries again).
+        const ours = sql.literal(
+          "j.id = ANY(ARRAY(SELECT k::bigint FROM h, jsonb_object_keys(h.o) AS k)) " +
+            "AND j.claim_count = ((SELECT o FROM h) ->> j.id::text)::int AND j.state = 'running'"
+        )
+        const rows = yield* sql<{ readonly id: string; readonly extended: boolean }>`
+          WITH h AS (SELECT ${JSON.stringify(tokens)}::jsonb AS o),
+          locked AS (
+            SELECT j.id FROM effect_jobs j WHERE ${ours} FOR UPDATE SKIP LOCKED
+          ),
+          extended AS (
+            UPDATE effect_jobs j
+            SET lease_expires_at = ${iso(nowMillis)}::timestamptz + ${leaseMillis} * interval '1 millisecond'
+            WHERE j.id = ANY(ARRAY(SELECT id FROM locked))
+            RETURNING j.id
+          )
+          SELECT j.id::text, j.id IN (SELECT id FROM extended) AS extended
+          FROM effect_jobs j WHERE ${ours}`
+        const extended = new Set<string>()
+        const busy = new Set<string>()
+        for (const r of rows) (r.extended ? extended : busy).add(r.id)
+        return { extended, busy }
       })
 
       /** Moves due `scheduled` jobs to `available` and wakes the workers of their queues. */
