@@ -7,7 +7,7 @@
  */
 import { assert, expect, layer } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
-import { Deferred, Effect, Layer, Logger, Queue, Redacted, References, Schedule, Schema, Scope, Tracer } from "effect"
+import { Deferred, Effect, Layer, Logger, Queue, Redacted, References, Schedule, Schema, Tracer } from "effect"
 import { SqlClient } from "effect/sql"
 import { parse, scrape, servePrometheus, valueOf } from "../examples/support/prometheus.ts"
 import { Job, Jobs, Observer, RequestId } from "../src/index.ts"
@@ -121,9 +121,9 @@ layer(TestLayer, { excludeTestServices: true })("observer", (it) => {
       const jobs = yield* Jobs
       yield* jobs.enqueueMany(Ok, [{ n: 1 }, { n: 2 }], { queue: "obs-gauge" })
       yield* jobs.enqueue(Ok, { n: 3 }, { queue: "obs-gauge", delay: "1 hour" })
-      // The first sample is taken while the layer is built.
-      const scope = yield* Scope.make()
-      yield* Layer.buildWithScope(Observer.metricsWith({ sampleInterval: "1 hour" }), scope)
+      // The first sample is taken while the layer is built (released with the test's scope,
+      // whether the assertions pass or not).
+      yield* Layer.build(Observer.metricsWith({ sampleInterval: "1 hour" }))
       const samples = parse((yield* scrape(yield* servePrometheus())).body)
       const gauge = (state: string) => valueOf(samples, "effect_jobs_jobs", { queue: "obs-gauge", state })
       assert.strictEqual(gauge("available"), 2)
@@ -131,8 +131,7 @@ layer(TestLayer, { excludeTestServices: true })("observer", (it) => {
       assert.strictEqual(gauge("running"), 0)
       assert.strictEqual(gauge("completed"), 0)
       assert.strictEqual(gauge("dead"), 0)
-      yield* Scope.close(scope, Effect.void as never)
-    }))
+    }).pipe(Effect.scoped))
 
   it.effect("a bad sample interval is refused when the layer is defined", () =>
     Effect.sync(() => {
