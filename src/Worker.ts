@@ -336,12 +336,19 @@ class Fifo<A> {
 
 const jitter = (ms: number) => Math.round(ms * (0.9 + Math.random() * 0.2))
 
+/**
+ * The span that enqueued a job, from its stored trace. The last one is kept: the jobs of
+ * one `enqueueMany` share their trace, and claims return them side by side.
+ */
+let lastParent: Tracer.ExternalSpan | undefined
 const traceParent = (trace: unknown): Tracer.AnySpan | undefined => {
   if (typeof trace !== "object" || trace === null) return undefined
   const t = trace as { traceId?: unknown; spanId?: unknown }
-  return typeof t.traceId === "string" && typeof t.spanId === "string"
-    ? Tracer.externalSpan({ traceId: t.traceId, spanId: t.spanId, sampled: true })
-    : undefined
+  if (typeof t.traceId !== "string" || typeof t.spanId !== "string") return undefined
+  if (lastParent === undefined || lastParent.spanId !== t.spanId || lastParent.traceId !== t.traceId) {
+    lastParent = Tracer.externalSpan({ traceId: t.traceId, spanId: t.spanId, sampled: true })
+  }
+  return lastParent
 }
 
 const metadataOf = (u: unknown): Readonly<Record<string, unknown>> =>
@@ -383,6 +390,17 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   // The clock of the worker's fibers (a TestClock in tests), read synchronously on the hot path.
   const clock = yield* Clock.Clock
   const handlers = collectHandlers(yield* Effect.context<never>())
+  // The handler of the last job looked up is kept: claims return runs of jobs of one name
+  // side by side, and comparing two short strings costs less than hashing a fresh one.
+  let lastName: string | undefined
+  let lastHandler: Job.RegisteredHandler | undefined
+  const handlerOf = (name: string) => {
+    if (name !== lastName) {
+      lastName = name
+      lastHandler = handlers.get(name)
+    }
+    return lastHandler
+  }
   const completer = yield* Completer.make({
     maxBatch: config.maxCompletionBatch,
     maxPending: config.maxPendingOutcomes,
@@ -426,7 +444,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     Effect.uninterruptibleMask((restore) => {
       // Written as a chain rather than a generator, with the clock read directly: this runs
       // once per job, and every Effect step counts (see BENCHMARKS.md, "Where the time goes").
-      const handler = handlers.get(row.name)
+      const handler = handlerOf(row.name)
       const job = info(row)
       const started = clock.currentTimeMillisUnsafe()
       const cell: SpanCell = { span: undefined }
@@ -525,7 +543,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         cell.span = RunSpan.start(context, {
           name: `effect-jobs.run ${row.name}`,
           parent: traceParent(row.trace),
-          attributes: { "job.id": row.id, "job.name": row.name, "job.queue": row.queue, "job.attempt": row.attempt },
+          attributes: () => ({ "job.id": row.id, "job.name": row.name, "job.queue": row.queue, "job.attempt": row.attempt }),
           nowNanos
         })
       }

@@ -25,7 +25,8 @@ export interface RunSpanOptions {
   readonly name: string
   /** The span that enqueued the job (from the stored trace), if any: the run's parent. */
   readonly parent: Tracer.AnySpan | undefined
-  readonly attributes: Readonly<Record<string, unknown>>
+  /** Built only for a tracer that records them (not effect's `nativeTracer`). */
+  readonly attributes: () => Readonly<Record<string, unknown>>
   readonly nowNanos: () => bigint
 }
 
@@ -105,7 +106,8 @@ export const start = (context: Context.Context<never>, options: RunSpanOptions):
   })
   if (settings.tracer !== Tracer.nativeTracer) {
     for (const key in settings.annotations) span.attribute(key, settings.annotations[key])
-    for (const key in options.attributes) span.attribute(key, options.attributes[key])
+    const attributes = options.attributes()
+    for (const key in attributes) span.attribute(key, attributes[key])
   }
   return { span, timing: settings.timing }
 }
