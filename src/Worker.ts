@@ -537,18 +537,17 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     // `runJob` ends it with the run's exit (see internal/RunSpan.ts for why).
     return Effect.updateContext(run, (parentContext: Context.Context<unknown>) => {
       // (the run's requirements are all provided here: the handler's by its layer, the rest now)
-      let context = handlerContext(handler, parentContext as Context.Context<never>)
+      const merged = handlerContext(handler, parentContext as Context.Context<never>)
+      let context = Context.add(merged, Job.CurrentJob, ctx)
       if (defaultMiddleware) {
-        // (read from the merged context, the same object for every run of this handler: cached)
-        cell.span = RunSpan.start(context, {
+        // (its tracing settings are read from `merged`, the same object for every run of this
+        // handler, so that they are read once)
+        cell.span = RunSpan.start(merged, {
           name: `effect-jobs.run ${row.name}`,
           parent: traceParent(row.trace),
           attributes: () => ({ "job.id": row.id, "job.name": row.name, "job.queue": row.queue, "job.attempt": row.attempt }),
           nowNanos
         })
-      }
-      context = Context.add(context, Job.CurrentJob, ctx)
-      if (defaultMiddleware) {
         if (cell.span !== undefined) context = Context.add(context, Tracer.ParentSpan, cell.span.span)
         context = Context.add(context, RequestId, ctx.requestId)
         context = Context.add(context, References.CurrentLogAnnotations, {

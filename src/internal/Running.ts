@@ -38,7 +38,10 @@ export const make: Effect.Effect<Running, never, Scope.Scope> = Effect.gen(funct
     start: (id, effect) => {
       const fiber = fork(closed ? Effect.interrupt : effect)
       if (fiber.pollUnsafe() !== undefined) return // it ran to its end already
-      fibers.get(id)?.interruptUnsafe() // (a job runs once per worker: does not happen)
+      // A run of the same job still under way here can only be one being stopped (its lease was
+      // lost, the job rescued and claimed again by this worker): it is interrupted, as
+      // FiberMap did, and its end no longer touches the new entry.
+      fibers.get(id)?.interruptUnsafe()
       fibers.set(id, fiber)
       empty.closeUnsafe()
       fiber.addObserver(() => {
