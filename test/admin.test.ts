@@ -11,7 +11,7 @@ import { SqlClient } from "effect/sql"
 import { Bundle, Job, Jobs, JobsAdmin, Observer } from "../src/index.ts"
 import { type ClaimedJobRow, JobStore } from "../src/internal/Store.ts"
 import * as TestDb from "./support/db.ts"
-import { startWorker } from "./support/harness.ts"
+import { startWorker, toPowerOfTen } from "./support/harness.ts"
 import { makeProbe, row } from "./support/probes.ts"
 
 const Task = Job.make("admin-task", { args: Schema.Struct({ n: Schema.Number }), queue: "adm" })
@@ -128,6 +128,25 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
         const error = yield* Effect.flip(admin.list(bad))
         assert.strictEqual(error._tag, "InvalidAdminRequest")
         expect(error.message.length).toBeGreaterThan(10)
+      }
+    }))
+
+  it.effect("list: ids across a power of ten page in numeric order (999 before 1000)", () =>
+    Effect.gen(function*() {
+      const jobs = yield* Jobs
+      const admin = yield* JobsAdmin
+      yield* toPowerOfTen
+      const ids = yield* jobs.enqueueMany(Task, [1, 2, 3, 4, 5, 6].map((n) => ({ n })), { queue: "adm-digits" })
+      assert.notStrictEqual(ids[0]!.length, ids[5]!.length, "the ids cross a power of ten")
+      for (const order of ["oldest", "newest"] as const) {
+        const seen: Array<string> = []
+        let cursor: string | undefined
+        do {
+          const page = yield* admin.list({ queue: "adm-digits", order, limit: 2, cursor })
+          seen.push(...page.jobs.map((j) => j.id))
+          cursor = page.next
+        } while (cursor !== undefined)
+        assert.deepStrictEqual(seen, order === "oldest" ? ids : [...ids].reverse(), `${order} first, every job once`)
       }
     }))
 

@@ -8,7 +8,7 @@ import { SqlClient } from "effect/sql"
 import { Job, Jobs } from "../src/index.ts"
 import { JobStore } from "../src/internal/Store.ts"
 import * as TestDb from "./support/db.ts"
-import { getJob } from "./support/harness.ts"
+import { getJob, toPowerOfTen } from "./support/harness.ts"
 
 const Fenced = Job.make("fenced", { args: Schema.Struct({}), queue: "s-fence" })
 const claim = (queue: string, now: number, leaseMillis = 1000) =>
@@ -109,4 +109,17 @@ layer(TestLayer, { excludeTestServices: true })("store", (it) => {
       const again = yield* store.jobHeartbeatMany([{ id: a, token: 1 }], now + 600, 1000)
       assert.deepStrictEqual([...again.extended], [a])
     }))
+
+  it.effect("claims come back in id order when the ids cross a power of ten (999, 1000, ...)", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      yield* toPowerOfTen
+      // one enqueueMany: one priority and one run_at, so only the id orders them
+      const ids = yield* (yield* Jobs).enqueueMany(Fenced, Array.from({ length: 6 }, () => ({})), { queue: "s-order" })
+      assert.notStrictEqual(ids[0]!.length, ids[5]!.length, "the ids cross a power of ten")
+      const claimed = yield* claim("s-order", Date.now())
+      assert.deepStrictEqual(claimed.map((r) => r.id), ids, "FIFO: in id order, compared as numbers")
+      yield* sql`DELETE FROM effect_jobs WHERE queue = 's-order'`
+    }))
 })
+

@@ -382,9 +382,11 @@ export class JobStore extends Context.Service<JobStore, {
                     j.args, j.metadata, j.request_id, j.trace, j.run_at, j.created_at
           )
           -- (metadata '{}', the usual, comes back NULL: nothing to parse; run_at is only for the order)
+          -- The ORDER BY qualifies its columns: a bare id would be the output column id::text,
+          -- and '1000' sorts before '999' as text.
           SELECT id::text, name, queue, priority, attempt, max_attempts, claim_count, args,
                  NULLIF(metadata, '{}'::jsonb) AS metadata, request_id, trace, created_at
-          FROM claimed ORDER BY priority, run_at, id`
+          FROM claimed ORDER BY claimed.priority, claimed.run_at, claimed.id`
       })
 
       /**
@@ -622,11 +624,11 @@ export class JobStore extends Context.Service<JobStore, {
           WHERE finished_at IS NOT NULL AND NOT follow_up_done
             AND remaining = 0 -- a member retried after the count reached 0 re-opens the bundle
             AND name IN (SELECT jsonb_array_elements_text(${JSON.stringify(names)}::jsonb))
-          ORDER BY id LIMIT ${limit}
+          ORDER BY effect_jobs_bundles.id LIMIT ${limit}
           FOR UPDATE SKIP LOCKED`
 
       const bundleMembers = (id: string) =>
-        sql<OutcomeRow>`SELECT id::text, name, state, result, errors FROM effect_jobs WHERE bundle_id = ${id}::bigint ORDER BY id`
+        sql<OutcomeRow>`SELECT id::text, name, state, result, errors FROM effect_jobs WHERE bundle_id = ${id}::bigint ORDER BY effect_jobs.id`
 
       const bundleMarkDone = (id: string, followUpId: string | null) =>
         Effect.asVoid(sql`
@@ -809,6 +811,7 @@ export interface ManagementStore {
   readonly leaderTryAcquire: (key: bigint) => Effect.Effect<LeaderSession | undefined, SqlError.SqlError, Scope.Scope>
 }
 
+/** (Statements that select these order by `effect_jobs.id`: a bare `id` is the text column.) */
 const detailColumns = `id::text, name, queue, state, priority, attempt, max_attempts, run_at, args, result, errors,
   unique_key, metadata, request_id, locked_by, lease_expires_at, created_at, attempted_at, finalized_at, prune_at,
   cancel_requested_at`
@@ -833,7 +836,7 @@ export const makeManagement = (sql: SqlClient.SqlClient): ManagementStore => {
     }
     return sql<JobDetailRow>`
       SELECT ${sql.literal(detailColumns)} FROM effect_jobs WHERE ${sql.and(where)}
-      ORDER BY id ${sql.literal(f.order === "newest" ? "DESC" : "ASC")} LIMIT ${f.limit}`
+      ORDER BY effect_jobs.id ${sql.literal(f.order === "newest" ? "DESC" : "ASC")} LIMIT ${f.limit}`
   }
 
   const adminGet = (id: string) =>

@@ -49,3 +49,11 @@ export const countByState = (queue: string) =>
     ))
 
 export type Pg = PgClient.PgClient
+
+/**
+ * Moves the id sequence to just below the next power of ten, so that the next ids differ in
+ * length (998, 999, 1000, ...): ordered as text, "1000" would sort before "999".
+ */
+export const toPowerOfTen = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  sql`SELECT setval(pg_get_serial_sequence('effect_jobs', 'id'),
+        (10::numeric ^ length(GREATEST(last_value, 100)::text))::bigint - 3) FROM effect_jobs_id_seq`)

@@ -117,7 +117,7 @@ export const row = (id: string) =>
 /** Rows of a queue, in id order. */
 export const rowsOfQueue = (queue: string) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
-    sql.unsafe<FullJobRow>(`SELECT ${columns} FROM effect_jobs WHERE queue = $1 ORDER BY id`, [queue])).pipe(
+    sql.unsafe<FullJobRow>(`SELECT ${columns} FROM effect_jobs WHERE queue = $1 ORDER BY effect_jobs.id`, [queue])).pipe(
       Effect.orDie
     )
 
