@@ -34,7 +34,7 @@ export interface Adapter {
    * `onComplete(n)` whenever `n` handlers have returned, and keep running until `stop()`.
    * Several processes call this against one database to drain one queue together.
    */
-  startWorkers?(concurrency: number, onComplete: (n: number) => void): Promise<RunningWorkers>
+  startWorkers?(concurrency: number, onComplete: (n: number) => void, options?: WorkOptions): Promise<RunningWorkers>
   /**
    * Optional (the `drain-history` / `drain-future` scenarios): insert `count` rows that a
    * worker must never run, quickly (one `INSERT ... SELECT generate_series`):
@@ -44,6 +44,14 @@ export interface Adapter {
 }
 
 export type FillerKind = "completed" | "scheduled"
+
+export interface WorkOptions {
+  /**
+   * Each handler waits this long (a timer: no CPU) before it returns, like a job that calls
+   * a remote service. 0 (the default): no-op handlers.
+   */
+  readonly jobMillis?: number | undefined
+}
 
 export interface RunningWorkers {
   readonly stop: () => Promise<void>

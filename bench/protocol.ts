@@ -27,6 +27,8 @@ export interface OneOptions {
   readonly historyRows: number
   /** scaleout: jobs drained by all worker processes together. */
   readonly scaleoutJobs: number
+  /** scaleout: each handler waits this long (0: no-op jobs); see `WorkOptions.jobMillis`. */
+  readonly scaleoutJobMillis: number
   /** scaleout: number of worker processes. */
   readonly procs: number
   /** soak: jobs drained by one worker process. */

@@ -4,7 +4,7 @@
  *
  *   node --expose-gc bench/run-one.ts <adapter> <scenario> <url>
  *        [--jobs 20000] [--concurrency 24] [--wake-samples 200] [--wake-budget-ms 20000]
- *        [--history-rows 1000000] [--scaleout-jobs 50000] [--procs 1]
+ *        [--history-rows 1000000] [--scaleout-jobs 50000] [--scaleout-job-ms 0] [--procs 1]
  *        [--soak-jobs 1000000] [--rss-interval-ms 500]
  *
  * Scenarios: drain, enqueue, wake (see bench/README.md), and
@@ -138,7 +138,7 @@ const exited = (child: ChildProcess): Promise<number> =>
 const scaleOut = async (name: string, url: string, options: OneOptions): Promise<ScaleoutResult> => {
   const target = options.scaleoutJobs
   const children = Array.from({ length: options.procs }, () =>
-    workerProc(["work", name, url, "--concurrency", String(options.concurrency)]))
+    workerProc(["work", name, url, "--concurrency", String(options.concurrency), "--job-ms", String(options.scaleoutJobMillis)]))
   const perProcess = children.map(() => 0)
   let total = 0
   let t0 = 0
@@ -262,6 +262,7 @@ const main = async (): Promise<OneResult> => {
       "wake-budget-ms": { type: "string", default: "20000" },
       "history-rows": { type: "string", default: "1000000" },
       "scaleout-jobs": { type: "string", default: "50000" },
+      "scaleout-job-ms": { type: "string", default: "0" },
       procs: { type: "string", default: "1" },
       "soak-jobs": { type: "string", default: "1000000" },
       "rss-interval-ms": { type: "string", default: "500" }
@@ -280,6 +281,7 @@ const main = async (): Promise<OneResult> => {
     wakeBudgetMs: Number(values["wake-budget-ms"]),
     historyRows: Number(values["history-rows"]),
     scaleoutJobs: Number(values["scaleout-jobs"]),
+    scaleoutJobMillis: Number(values["scaleout-job-ms"]),
     procs: Number(values.procs),
     soakJobs: Number(values["soak-jobs"]),
     rssIntervalMs: Number(values["rss-interval-ms"])

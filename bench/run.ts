@@ -24,6 +24,8 @@
  *   --history-rows    BENCH_HISTORY_ROWS     1000000 filler rows for drain-history / drain-future
  *   --scaleout-jobs   BENCH_SCALEOUT_JOBS    50000  jobs per scale-out run
  *   --scaleout-procs  BENCH_SCALEOUT_PROCS   1,2,4  worker process counts
+ *   --scaleout-job-ms BENCH_SCALEOUT_JOB_MS  0      scale-out handlers wait this long (a timer, like a
+ *                                                  call to another service); 0 = no-op jobs
  *   --soak-jobs       BENCH_SOAK_JOBS        1000000 jobs drained by one worker in the soak
  *   --rss-interval-ms BENCH_RSS_INTERVAL_MS  500    soak RSS sampling interval
  *   --timeout-ms      BENCH_TIMEOUT_MS       240000 per child process (soak: more, see soakTimeoutMs)
@@ -71,6 +73,7 @@ const { values: flags } = parseArgs({
     "history-rows": { type: "string" },
     "scaleout-jobs": { type: "string" },
     "scaleout-procs": { type: "string" },
+    "scaleout-job-ms": { type: "string" },
     "soak-jobs": { type: "string" },
     "rss-interval-ms": { type: "string" },
     "timeout-ms": { type: "string" },
@@ -92,6 +95,12 @@ const positiveInt = (name: string, text: string): number => {
   return n
 }
 
+const nonNegativeInt = (name: string, text: string): number => {
+  const n = Number(text)
+  if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a non-negative integer, got ${text}`)
+  return n
+}
+
 const config = {
   jobs: positiveInt("jobs", setting(flags.jobs, "BENCH_JOBS", "20000")),
   runs: positiveInt("runs", setting(flags.runs, "BENCH_RUNS", "3")),
@@ -107,6 +116,7 @@ const config = {
   scaleoutJobs: positiveInt("scaleout-jobs", setting(flags["scaleout-jobs"], "BENCH_SCALEOUT_JOBS", "50000")),
   scaleoutProcs: setting(flags["scaleout-procs"], "BENCH_SCALEOUT_PROCS", "1,2,4")
     .split(",").map((s) => positiveInt("scaleout-procs", s.trim())),
+  scaleoutJobMillis: nonNegativeInt("scaleout-job-ms", setting(flags["scaleout-job-ms"], "BENCH_SCALEOUT_JOB_MS", "0")),
   soakJobs: positiveInt("soak-jobs", setting(flags["soak-jobs"], "BENCH_SOAK_JOBS", "1000000")),
   rssIntervalMs: positiveInt("rss-interval-ms", setting(flags["rss-interval-ms"], "BENCH_RSS_INTERVAL_MS", "500")),
   pgStatStatements: flags["pg-stat-statements"] === true,
@@ -171,6 +181,7 @@ const runChild = (
       "--wake-budget-ms", String(config.wakeBudgetMs),
       "--history-rows", String(config.historyRows),
       "--scaleout-jobs", String(config.scaleoutJobs),
+      "--scaleout-job-ms", String(config.scaleoutJobMillis),
       "--procs", String(procs),
       "--soak-jobs", String(config.soakJobs),
       "--rss-interval-ms", String(config.rssIntervalMs)
@@ -525,6 +536,7 @@ const main = async (): Promise<void> => {
         historyRows: config.historyRows,
         scaleoutJobs: config.scaleoutJobs,
         scaleoutProcs: config.scaleoutProcs,
+        scaleoutJobMillis: config.scaleoutJobMillis,
         soakJobs: config.soakJobs,
         rssIntervalMs: config.rssIntervalMs,
         pgStatStatements: config.pgStatStatements,
@@ -828,6 +840,7 @@ const renderTable = (
     readonly concurrency: number
     readonly historyRows: number
     readonly scaleoutJobs: number
+    readonly scaleoutJobMillis: number
     readonly scenarios: ReadonlyArray<Scenario>
   }
 ): string => {
@@ -896,7 +909,8 @@ const renderTable = (
   if (scale.length > 0) {
     const procs = [...new Set(scale.flatMap((s) => s.scaleout.map((p) => p.procs)))].sort((a, b) => a - b)
     parts.push(`Scale-out: ${cfg.scaleoutJobs.toLocaleString("en-US")} jobs drained by N worker processes ` +
-      `(concurrency ${cfg.concurrency} each), jobs/s (speedup vs 1 process), medians.`)
+      `(concurrency ${cfg.concurrency} each${cfg.scaleoutJobMillis > 0 ? `, each job waits ${cfg.scaleoutJobMillis} ms` : ", no-op jobs"}), ` +
+      `jobs/s (speedup vs 1 process), medians.`)
     parts.push(markdownTable(
       ["system", ...procs.map((p) => `${p} proc${p > 1 ? "s" : ""}`), "CPU µs/job (1 / max)"],
       scale.map((s) => {

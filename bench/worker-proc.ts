@@ -1,7 +1,7 @@
 /**
  * A helper process started by bench/run-one.ts (never by hand, it talks over IPC):
  *
- *   node bench/worker-proc.ts work <adapter> <url> --concurrency 24
+ *   node bench/worker-proc.ts work <adapter> <url> --concurrency 24 [--job-ms 0]
  *     One of the worker processes of the `scaleout` scenario. Loads the adapter, connects
  *     (`setup`; the schema already exists, so this only opens its pool), says "ready",
  *     and on "go" starts its workers (`startWorkers`). It reports completions in batches
@@ -32,7 +32,8 @@ const main = async (): Promise<void> => {
     allowPositionals: true,
     options: {
       concurrency: { type: "string", default: "24" },
-      jobs: { type: "string", default: "0" }
+      jobs: { type: "string", default: "0" },
+      "job-ms": { type: "string", default: "0" }
     }
   })
   const [mode = "", name = "", url = ""] = positionals
@@ -56,7 +57,7 @@ const main = async (): Promise<void> => {
     let pending = 0
     const workers = await startWorkers(Number(values.concurrency), (n) => {
       pending += n
-    })
+    }, { jobMillis: Number(values["job-ms"]) })
     const flush = () => {
       if (pending === 0) return
       const n = pending

@@ -81,10 +81,14 @@ export const make = (variant: Variant): Adapter => {
   const startWorker = async (
     concurrency: number,
     onStart: () => void,
-    onDurable?: () => void
+    onDurable?: () => void,
+    jobMillis = 0
   ): Promise<RunningWorkers> => {
     const scope = Effect.runSync(Scope.make())
-    const handler = Job.toLayer(Noop, () => Effect.sync(onStart))
+    const handler = Job.toLayer(
+      Noop,
+      jobMillis > 0 ? () => Effect.andThen(Effect.sleep(jobMillis), Effect.sync(onStart)) : () => Effect.sync(onStart)
+    )
     const observer = onDurable === undefined
       ? Layer.empty
       : Observer.add({ ...Observer.noop, completed: () => Effect.sync(onDurable) })
@@ -175,8 +179,8 @@ export const make = (variant: Variant): Adapter => {
       }
     },
 
-    startWorkers(concurrency, onComplete) {
-      return startWorker(concurrency, () => onComplete(1))
+    startWorkers(concurrency, onComplete, options) {
+      return startWorker(concurrency, () => onComplete(1), undefined, options?.jobMillis ?? 0)
     },
 
     async addFiller(kind: FillerKind, count: number) {

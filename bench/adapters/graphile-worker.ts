@@ -11,6 +11,7 @@
  * Enqueue uses `WorkerUtils.addJobs` (one `graphile_worker.add_jobs(specs)` call per chunk).
  * Wake-up: graphile-worker LISTENs on `jobs:insert` (a trigger NOTIFYs), so no jitter.
  */
+import { setTimeout as sleep } from "node:timers/promises"
 import { Logger, makeWorkerUtils, run, runMigrations } from "graphile-worker"
 import type { AddJobsJobSpec, Runner, RunnerOptions, TaskList, WorkerUtils } from "graphile-worker"
 import type { Adapter, DrainResult, WakeOptions } from "../adapter.ts"
@@ -104,9 +105,11 @@ export const make = (options: { readonly batched: boolean }): Adapter => {
       }
     },
 
-    async startWorkers(concurrency, onComplete) {
+    async startWorkers(concurrency, onComplete, options) {
+      const jobMillis = options?.jobMillis ?? 0
       const runner = await run(runnerOptions(concurrency, {
         noop: async () => {
+          if (jobMillis > 0) await sleep(jobMillis)
           onComplete(1)
         }
       }))
