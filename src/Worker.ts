@@ -677,7 +677,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         sampledFinished = finished
       } else if (now - sampledAt >= rateWindowMillis) {
         const windowRate = (finished - sampledFinished) / (now - sampledAt)
-        // smoothed, except from nothing (a start, or after idle): the new rate as it is
+        // smoothed, except the first sample (nothing to smooth with), which is taken as it is
         rate = rate === 0 ? windowRate : (rate + windowRate) / 2
         sampledAt = now
         sampledFinished = finished
