@@ -10,6 +10,7 @@ import { Deferred, Effect, Exit, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { Bundle, Job, Jobs, JobsAdmin, Observer } from "../src/index.ts"
 import { type ClaimedJobRow, JobStore } from "../src/internal/Store.ts"
+import type { ListOptions } from "../src/Admin.ts"
 import * as TestDb from "./support/db.ts"
 import { startWorker, toPowerOfTen } from "./support/harness.ts"
 import { makeProbe, row } from "./support/probes.ts"
@@ -22,6 +23,21 @@ const WithResult = Job.make("admin-result", {
   queue: "adm-get",
   maxAttempts: 3
 })
+
+/** The ids of every page of a listing, following the cursor; each page holds at most `limit` jobs. */
+const allPages = (filter: ListOptions & { readonly limit: number }) =>
+  Effect.gen(function*() {
+    const admin = yield* JobsAdmin
+    const seen: Array<string> = []
+    let cursor: string | undefined
+    do {
+      const page = yield* admin.list({ ...filter, cursor })
+      assert.isAtMost(page.jobs.length, filter.limit)
+      seen.push(...page.jobs.map((j) => j.id))
+      cursor = page.next
+    } while (cursor !== undefined)
+    return seen
+  })
 
 const TestLayer = Layer.mergeAll(Jobs.layer, JobsAdmin.layer, JobStore.layer).pipe(Layer.provideMerge(TestDb.layer()))
 
@@ -106,14 +122,7 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
       yield* jobs.enqueue(Keyed, {}, { queue: "adm-list" }) // another name in the same queue
       yield* jobs.enqueue(Task, { n: 6 }, { queue: "adm-list", delay: "1 hour" }) // another state
 
-      const seen: Array<string> = []
-      let cursor: string | undefined
-      do {
-        const page = yield* admin.list({ queue: "adm-list", name: "admin-task", state: "available", limit: 2, cursor })
-        assert.isAtMost(page.jobs.length, 2)
-        seen.push(...page.jobs.map((j) => j.id))
-        cursor = page.next
-      } while (cursor !== undefined)
+      const seen = yield* allPages({ queue: "adm-list", name: "admin-task", state: "available", limit: 2 })
       assert.deepStrictEqual(seen, [...ids].reverse(), "newest first, every job once, across pages")
 
       const oldest = yield* admin.list({ queue: "adm-list", name: "admin-task", state: ["available"], order: "oldest", limit: 3 })
@@ -139,13 +148,7 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
       const ids = yield* jobs.enqueueMany(Task, [1, 2, 3, 4, 5, 6].map((n) => ({ n })), { queue: "adm-digits" })
       assert.notStrictEqual(ids[0]!.length, ids[5]!.length, "the ids cross a power of ten")
       for (const order of ["oldest", "newest"] as const) {
-        const seen: Array<string> = []
-        let cursor: string | undefined
-        do {
-          const page = yield* admin.list({ queue: "adm-digits", order, limit: 2, cursor })
-          seen.push(...page.jobs.map((j) => j.id))
-          cursor = page.next
-        } while (cursor !== undefined)
+        const seen = yield* allPages({ queue: "adm-digits", order, limit: 2 })
         assert.deepStrictEqual(seen, order === "oldest" ? ids : [...ids].reverse(), `${order} first, every job once`)
       }
     }))

@@ -122,4 +122,3 @@ layer(TestLayer, { excludeTestServices: true })("store", (it) => {
       yield* sql`DELETE FROM effect_jobs WHERE queue = 's-order'`
     }))
 })
-
