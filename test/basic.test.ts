@@ -3,6 +3,7 @@ import { Deferred, Effect, Schema } from "effect"
 import { Job, Jobs } from "../src/index.ts"
 import * as TestDb from "./support/db.ts"
 import { getJob, startWorker } from "./support/harness.ts"
+import { makeProbe } from "./support/probes.ts"
 
 const Greet = Job.make("greet", {
   args: Schema.Struct({ name: Schema.String }),
@@ -14,15 +15,18 @@ layer(Layer_(), { excludeTestServices: true })("basic", (it) => {
   it.effect("enqueue -> worker runs the handler -> completed with its typed result", () =>
     Effect.gen(function*() {
       const seen = yield* Deferred.make<string>()
+      const probe = yield* makeProbe
       const handler = Job.toLayer(Greet, (args, ctx) =>
         Effect.as(Deferred.succeed(seen, `${args.name}@${ctx.attempt}`), { greeting: `hello ${args.name}` }))
-      yield* startWorker({ queues: { basic: { concurrency: 2 } } }, handler)
+      yield* startWorker({ queues: { basic: { concurrency: 2 } } }, Layer.merge(handler, probe.layer))
       const jobs = yield* Jobs
       const id = yield* jobs.enqueue(Greet, { name: "ada" })
       assert.strictEqual(yield* Deferred.await(seen), "ada@1")
-      // the outcome is written before the run's fiber ends; poll the row until it is
-      let row = yield* getJob(id)
-      while (row?.state === "running") row = yield* Effect.andThen(Effect.yieldNow, getJob(id))
+      // The outcome is written after the handler returns; the Observer reports it once it is.
+      const outcome = yield* probe.next(id)
+      assert.strictEqual(outcome._tag, "completed")
+      assert.strictEqual(outcome.job.attempt, 1)
+      const row = yield* getJob(id)
       assert.strictEqual(row?.state, "completed")
       assert.deepStrictEqual(row?.result, { greeting: "hello ada" })
     }))

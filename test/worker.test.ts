@@ -1,11 +1,12 @@
 import { assert, describe, expect, it, layer } from "@effect/vitest"
-import { Context, Deferred, Effect, Exit, Fiber, Latch, Layer, Queue, Schedule, Schema, Scope } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Latch, Layer, Option, Queue, Schema, Scope } from "effect"
 import { SqlClient } from "effect/sql"
 import { spawn } from "node:child_process"
 import { createInterface } from "node:readline"
 import { Database, InvalidWorkerConfig, Job, Jobs, Observer, Worker } from "../src/index.ts"
 import * as TestDb from "./support/db.ts"
 import { countByState, getJob, startWorker } from "./support/harness.ts"
+import { makeProbe, waitFor } from "./support/probes.ts"
 
 const Task = Job.make("worker-task", { args: Schema.Struct({ n: Schema.Number }), queue: "w-shutdown" })
 
@@ -40,14 +41,23 @@ layer(TestLayer, { excludeTestServices: true })("worker", (it) => {
       const Quick = Job.make("worker-bp", { args: Schema.Struct({ n: Schema.Number }), queue: "w-bp" })
       const firstStarted = yield* Deferred.make<void>()
       const releaseFirst = yield* Deferred.make<void>()
+      const allCompleted = yield* Deferred.make<void>()
       let runs = 0
+      let completed = 0
       const context = yield* startWorker(
         { queues: { "w-bp": { concurrency: 2, prefetch: 0 } }, maxCompletionBatch: 1, maxPendingOutcomes: 5, pruner: false },
-        Job.toLayer(Quick, ({ n }) =>
-          Effect.suspend(() => {
-            runs++
-            return n === 0 ? Effect.andThen(Deferred.succeed(firstStarted, undefined), Deferred.await(releaseFirst)) : Effect.void
-          }))
+        Layer.merge(
+          Job.toLayer(Quick, ({ n }) =>
+            Effect.suspend(() => {
+              runs++
+              return n === 0 ? Effect.andThen(Deferred.succeed(firstStarted, undefined), Deferred.await(releaseFirst)) : Effect.void
+            })),
+          // Reported once each outcome is written: the signal that the backlog has drained.
+          Observer.add({
+            ...Observer.noop,
+            completed: () => Effect.suspend(() => (++completed === 51 ? Deferred.succeed(allCompleted, undefined) : Effect.void))
+          })
+        )
       )
       const worker = Context.get(context, Worker.Worker)
       const jobs = yield* Jobs
@@ -67,9 +77,11 @@ layer(TestLayer, { excludeTestServices: true })("worker", (it) => {
       yield* Deferred.succeed(releaseFirst, undefined)
       yield* jobs.enqueueMany(Quick, Array.from({ length: 50 }, (_, i) => ({ n: i + 1 })))
 
-      // The worker runs jobs until 5 outcomes wait, then stops claiming and says so.
-      yield* worker.status.pipe(
-        Effect.repeat({ until: (queues) => queues.some((q) => q.waitingForOutcomes), schedule: Schedule.spaced("5 millis") })
+      // The worker runs jobs until 5 outcomes wait, then stops claiming and says so. It says so
+      // only in `Worker.status` (no event marks the moment), so the flag is re-read until it is set.
+      yield* waitFor(
+        "the queue to show waitingForOutcomes",
+        Effect.map(worker.status, (queues) => (queues.some((q) => q.waitingForOutcomes) ? Option.some(queues) : Option.none()))
       )
       const blockedAt = runs
       // 5 outcomes pending (the first, blocked, among them) plus at most the 2 claimed meanwhile
@@ -80,9 +92,8 @@ layer(TestLayer, { excludeTestServices: true })("worker", (it) => {
       // Once the outcomes can be written, everything completes.
       yield* Deferred.succeed(unlock, undefined)
       yield* Fiber.join(holder)
-      yield* countByState("w-bp").pipe(
-        Effect.repeat({ until: (counts) => counts["completed"] === 51, schedule: Schedule.spaced("10 millis") })
-      )
+      yield* Deferred.await(allCompleted)
+      assert.deepStrictEqual(yield* countByState("w-bp"), { completed: 51 })
       assert.strictEqual(runs, 51, "each job ran once")
     }))
 
@@ -131,16 +142,22 @@ layer(TestLayer, { excludeTestServices: true })("worker", (it) => {
       child.kill("SIGKILL")
       yield* exited
       assert.strictEqual((yield* getJob(id))?.state, "running", "still held by the dead worker")
-      // 3. another worker rescues it once the lease (1 s) has lapsed, and runs it
+      // 3. another worker rescues it once the lease (1 s) has lapsed, and runs it. The rescue and
+      //    the rerun are this process's own worker: its Observer reports the outcome once written.
       const done = yield* Deferred.make<number>()
+      const probe = yield* makeProbe
       yield* startWorker(
         { queues: { "w-rescue": { concurrency: 1, pollInterval: "100 millis" } }, maintenanceInterval: "100 millis" },
-        Job.toLayer(Sleepy, (_args, ctx) => Deferred.succeed(done, ctx.attempt))
+        Layer.merge(Job.toLayer(Sleepy, (_args, ctx) => Deferred.succeed(done, ctx.attempt)), probe.layer)
       )
       assert.strictEqual(yield* Deferred.await(done), 2, "second attempt")
-      let row = yield* getJob(id)
-      while (row?.state !== "completed") row = yield* Effect.andThen(Effect.sleep("10 millis"), getJob(id))
-      assert.strictEqual(row.errors[0]?.kind, "LeaseExpired")
+      const outcome = yield* probe.next(id)
+      assert.strictEqual(outcome._tag, "completed")
+      assert.strictEqual(outcome.job.attempt, 2)
+      const row = yield* getJob(id)
+      assert.strictEqual(row?.state, "completed")
+      assert.strictEqual(row?.errors.length, 1, "one error entry: the lapsed lease of the first attempt")
+      assert.strictEqual(row?.errors[0]?.kind, "LeaseExpired")
     }), { timeout: 30_000 })
 
   it.effect("NOTIFY wakes an idle worker whose poll interval is an hour", () =>

@@ -137,14 +137,22 @@ const safe = (u: unknown): string => {
   }
 }
 
-/** Runs a fast-check property whose body is an Effect (needing the test's services). */
-const property = <T, R>(arbitrary: fc.Arbitrary<T>, body: (value: T) => Effect.Effect<void, never, R>, numRuns = RUNS) =>
+/**
+ * Runs a fast-check property whose body is an Effect (needing the test's services).
+ * `examples` run first, in order, before the generated values.
+ */
+const property = <T, R>(
+  arbitrary: fc.Arbitrary<T>,
+  body: (value: T) => Effect.Effect<void, never, R>,
+  numRuns = RUNS,
+  examples: ReadonlyArray<T> = []
+) =>
   Effect.gen(function*() {
     const context = yield* Effect.context<R>()
     yield* Effect.promise(() =>
       fc.assert(
         fc.asyncProperty(arbitrary, (value) => Effect.runPromise(Effect.provideContext(body(value), context))),
-        { numRuns, endOnFailure: true }
+        { numRuns, endOnFailure: true, examples: examples.map((e): [T] => [e]) }
       )
     )
   })
@@ -189,7 +197,8 @@ const hostileOptions = fc.record({
     fc.date({ min: new Date("2000-01-01"), max: new Date("2100-01-01"), noInvalidDate: true }),
     fc.oneof(fc.date({ noInvalidDate: false }), fc.constant(new Date(8.64e15)), fc.constant("tomorrow"))
   ),
-  uniqueKey: maybe(fc.string({ maxLength: 30 }), hostileString),
+  // Two keys recur, so that some enqueues find their key held by an earlier job.
+  uniqueKey: maybe(fc.oneof(fc.constantFrom("k", "shared key"), fc.string({ maxLength: 30 })), hostileString),
   metadata: maybe(
     fc.dictionary(hostileString, fc.jsonValue(), { maxKeys: 3 }),
     fc.oneof(
@@ -203,6 +212,17 @@ const hostileOptions = fc.record({
     )
   )
 })
+
+/** Options with every field absent, for hand-written examples. */
+const noOptions = {
+  queue: undefined,
+  priority: undefined,
+  maxAttempts: undefined,
+  delay: undefined,
+  runAt: undefined,
+  uniqueKey: undefined,
+  metadata: undefined
+}
 
 const jobRow = (id: string) =>
   Effect.flatMap(Chaos_.sqlClient, (sql) =>
@@ -232,6 +252,13 @@ layer(TestLayer, { excludeTestServices: true })("chaos: hostile input", (it) => 
       const before = yield* tables
       let accepted = 0
       let rejected = 0
+      let keyHeld = 0
+      // The jobs enqueued so far, and which of them holds each unique key. No worker runs in this
+      // test, so every job stays unfinished and keeps its key: a later enqueue with the key must
+      // give back the holder's id (uniqueness is per job name, and all these are Target jobs).
+      type Row = NonNullable<Effect.Success<ReturnType<typeof jobRow>>>
+      const seen = new Set<string>()
+      const holders = new Map<unknown, { readonly id: string; readonly row: Row }>()
       yield* property(
         fc.record({
           args: fc.oneof({ weight: 3, arbitrary: validArgs }, { weight: 1, arbitrary: fc.anything() }),
@@ -251,29 +278,51 @@ layer(TestLayer, { excludeTestServices: true })("chaos: hostile input", (it) => 
               return
             }
             accepted++
+            const holder = options.uniqueKey === undefined ? undefined : holders.get(options.uniqueKey)
+            if (holder !== undefined) keyHeld++
             // A correct job: every value stored exactly as given (bound, never spliced into SQL).
             const encoded = yield* Effect.orDie(Target.encodeArgs(args))
             for (const id of ids) {
               const row = (yield* jobRow(id))!
               assert.strictEqual(row.name, Target.name)
-              if (options.uniqueKey !== undefined) {
-                // The key may be held by an earlier job: then its id comes back, and that job is as it was.
-                assert.strictEqual(row.unique_key, options.uniqueKey, "unique key stored exactly")
+              if (holder !== undefined) {
+                // The key is held by an earlier job: its id comes back, and that job is as it was
+                // (this call's options and args, which may differ, were not applied to it).
+                assert.strictEqual(id, holder.id, "the id of the job holding the key comes back")
+                assert.deepStrictEqual(row, holder.row, "the job holding the key is as it was")
                 continue
               }
+              assert.isFalse(seen.has(id), "a new job, not an earlier one")
+              assert.strictEqual(row.unique_key, options.uniqueKey ?? null, "unique key stored exactly")
               assert.strictEqual(row.queue, options.queue ?? Target.queue, "queue stored exactly")
               assert.strictEqual(row.priority, (options.priority as number | undefined) ?? Target.priority)
               assert.strictEqual(row.max_attempts, (options.maxAttempts as number | undefined) ?? Target.maxAttempts)
-              if (options.uniqueKey !== undefined) assert.strictEqual(row.unique_key, options.uniqueKey, "unique key stored exactly")
               assert.deepStrictEqual(row.args, JSON.parse(JSON.stringify(encoded)), "args stored exactly")
               const decoded = yield* Effect.orDie(Target.decodeArgs(row.args))
               assert.deepStrictEqual(yield* Effect.orDie(Target.encodeArgs(decoded)), JSON.parse(JSON.stringify(encoded)), "args decode back")
+              // (enqueueMany with a key: both entries give this call's new job, checked twice.)
+              if (options.uniqueKey !== undefined) holders.set(options.uniqueKey, { id, row })
             }
-          }).pipe(Effect.orDie)
+            for (const id of ids) seen.add(id)
+          }).pipe(Effect.orDie),
+        RUNS,
+        // First, whatever the seed: a job takes the key "k", then each way of enqueueing, with other
+        // args and options, finds it held.
+        [
+          { args: { s: "first", n: 1, list: [], map: {} }, options: { ...noOptions, uniqueKey: "k" }, many: 0 },
+          {
+            args: { s: "second", n: 2, list: ["x"], map: {} },
+            options: { ...noOptions, uniqueKey: "k", queue: "elsewhere", priority: 7 },
+            many: 1
+          },
+          { args: { s: "third", n: 3, list: [], map: { a: "b" } }, options: { ...noOptions, uniqueKey: "k", maxAttempts: 9 }, many: 2 }
+        ]
       )
       assert.deepStrictEqual(yield* tables, before, "no table was created or dropped by a value")
       assert.isAbove(accepted, 0)
       assert.isAbove(rejected, 0)
+      assert.isAtLeast(keyHeld, 2, "enqueues whose unique key was held were checked")
+      console.log(`hostile enqueue: ${accepted} accepted (${keyHeld} gave back the earlier job holding their unique key), ${rejected} rejected`)
       yield* Chaos_.recordResult("hostile.enqueue", { seed: SEED, runs: RUNS, accepted, rejected, defects: 0, sqlErrors: 0 })
     }))
 

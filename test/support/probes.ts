@@ -187,3 +187,35 @@ export const advanceUntil = <A, E, R>(
       yield* TestClock.withLive(Effect.sleep("2 millis"))
     }
   })
+
+// ---------------------------------------------------------------------------
+// Waiting for state that has no event
+// ---------------------------------------------------------------------------
+
+/**
+ * Re-evaluates `check` every `every` (default 10 ms) until it gives a value, and fails
+ * the test with `what` in the message after `timeout` (default 15 seconds) without one.
+ *
+ * Only for state that announces nothing: what other sessions or processes did in the
+ * database (locks they wait on, rows a killed process left), or a flag the library only
+ * lets you read. Where an event exists (a `Deferred` the handler completes, an Observer
+ * event, `makeProbe`), await that instead. Runs on the live clock: under a `TestClock`
+ * use `advanceUntil`.
+ */
+export const waitFor = <A, E, R>(
+  what: string,
+  check: Effect.Effect<Option.Option<A>, E, R>,
+  options: { readonly every?: Duration.Input | undefined; readonly timeout?: Duration.Input | undefined } = {}
+): Effect.Effect<A, E, R> =>
+  Effect.gen(function*() {
+    const timeout = Duration.toMillis(Duration.fromInputUnsafe(options.timeout ?? "15 seconds"))
+    const start = yield* Clock.currentTimeMillis
+    while (true) {
+      const value = yield* check
+      if (Option.isSome(value)) return value.value
+      if ((yield* Clock.currentTimeMillis) - start > timeout) {
+        return yield* Effect.die(new Error(`timed out after ${timeout} ms waiting for: ${what}`))
+      }
+      yield* Effect.sleep(options.every ?? "10 millis")
+    }
+  })
