@@ -3,7 +3,7 @@
  * workers; the finisher's poll interval (a Duration.Input, validated).
  */
 import { assert, layer } from "@effect/vitest"
-import { Deferred, Duration, Effect, Layer, Schema } from "effect"
+import { Deferred, Duration, Effect, Layer, Queue, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { Bundle, Job, Jobs, Observer } from "../src/index.ts"
 import * as TestDb from "./support/db.ts"
@@ -25,7 +25,11 @@ const handlers = Layer.mergeAll(
   Job.toLayer(Other, ({ fail }) => (fail ? Effect.fail("boom") : Effect.void))
 )
 
-/** Sum of the parts' results; how many members did not complete. */
+/**
+ * Sum of the parts' results; how many members did not complete. The follow-up names its bundle
+ * in its metadata, so a test counts the follow-ups of its own bundles only (and would see two
+ * for one bundle).
+ */
 const finisher = Bundle.toLayer(Batch, (finished) =>
   Effect.succeed(Jobs.entry(Report, {
     sum: finished.members.reduce(
@@ -33,7 +37,36 @@ const finisher = Bundle.toLayer(Batch, (finished) =>
       0
     ),
     failed: finished.members.filter((m) => m.state !== "completed").length
-  })))
+  }, { metadata: { bundle: finished.id } })))
+
+/**
+ * For each of these bundles: the follow-up it recorded, the bundle that follow-up names, its args,
+ * and how many follow-ups (report jobs) name the bundle.
+ */
+const followUpsOf = (bundleIds: ReadonlyArray<string>) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql<{
+      readonly bundle: string
+      readonly follow_up_id: string | null
+      readonly follow_up_of: string | null
+      readonly args: { readonly sum: number; readonly failed: number } | null
+      readonly reports: number
+    }>`
+      SELECT b.id::text AS bundle, b.follow_up_id::text AS follow_up_id,
+             f.metadata->>'bundle' AS follow_up_of, f.args,
+             (SELECT count(*)::int FROM effect_jobs r
+              WHERE r.name = 'report' AND r.metadata->>'bundle' = b.id::text) AS reports
+      FROM effect_jobs_bundles b LEFT JOIN effect_jobs f ON f.id = b.follow_up_id
+      WHERE b.id IN (SELECT jsonb_array_elements_text(${JSON.stringify(bundleIds)}::jsonb)::bigint)
+      ORDER BY b.id`)
+
+/** Rows in the two tables a bundle writes to. */
+const rowCounts = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  Effect.map(
+    sql<{ readonly jobs: number; readonly bundles: number }>`
+      SELECT (SELECT count(*)::int FROM effect_jobs) AS jobs, (SELECT count(*)::int FROM effect_jobs_bundles) AS bundles`,
+    (rows) => rows[0]!
+  ))
 
 const TestLayer = Jobs.layer.pipe(Layer.provideMerge(TestDb.layer()))
 
@@ -68,49 +101,73 @@ layer(TestLayer, { excludeTestServices: true })("bundles", (it) => {
       assert.isTrue(after.finished)
       assert.strictEqual(after.remaining, 0)
       assert.strictEqual(after.followUpId, info.followUpId)
-      const sql = yield* SqlClient.SqlClient
-      const reports = yield* sql<{ args: { sum: number; failed: number } }>`SELECT args FROM effect_jobs WHERE name = 'report'`
-      if (reports.length !== 1) console.log(yield* sql`SELECT id, name, state, bundle_id, created_at, request_id, metadata FROM effect_jobs ORDER BY id`, yield* sql`SELECT * FROM effect_jobs_bundles`)
-      assert.deepStrictEqual(reports.map((r) => r.args), [{ sum: 12, failed: 1 }])
+      const [followUp] = yield* followUpsOf([bundleId])
+      assert.deepStrictEqual(followUp, {
+        bundle: bundleId,
+        follow_up_id: info.followUpId!,
+        follow_up_of: bundleId,
+        args: { sum: 12, failed: 1 },
+        reports: 1
+      })
       assert.lengthOf(finishedEvents, 1)
     }))
 
-  it.effect("under concurrency, 40 bundles each finish exactly once (3 workers, 3 finishers)", () =>
+  it.effect("under concurrency, bundles finish exactly once, round after round (3 workers, 3 finishers)", () =>
     Effect.gen(function*() {
+      const rounds = 30
+      const perRound = 8
+      const parts = 5
+      const finished = yield* Queue.unbounded<string>()
       const events = new Map<string, number>()
-      const all = yield* Deferred.make<void>()
-      const total = 40
+      const count = (id: string) => events.set(id, (events.get(id) ?? 0) + 1)
       const observer = Observer.add({
         ...Observer.noop,
-        bundleFinished: (b) =>
-          Effect.suspend(() => {
-            events.set(b.id, (events.get(b.id) ?? 0) + 1)
-            return events.size === total ? Deferred.succeed(all, undefined) : Effect.void
-          })
+        bundleFinished: (b) => Effect.asVoid(Queue.offer(finished, b.id))
       })
       for (let i = 0; i < 3; i++) {
         yield* Layer.build(finisher.pipe(Layer.provide([observer, Layer.fresh(TestDb.pool({ maxConnections: 3 }))])))
         yield* startWorker({ queues: { "b-parts": { concurrency: 4, prefetch: 0 } } }, Layer.merge(handlers, Layer.fresh(TestDb.pool())))
       }
       const jobs = yield* Jobs
-      const bundles = yield* Effect.forEach(
-        Array.from({ length: total }, (_, b) => b),
-        (b) => jobs.enqueueBundle(Batch, Array.from({ length: 5 }, (_, n) => Jobs.entry(Part, { n: b * 10 + n }))),
-        { concurrency: 4 }
-      )
-      yield* Deferred.await(all)
-      const sql = yield* SqlClient.SqlClient
-      const followUps = yield* sql<{ bundle: string; n: number }>`
-        SELECT b.id::text AS bundle, count(j.id)::int AS n FROM effect_jobs_bundles b
-        JOIN effect_jobs j ON j.id = b.follow_up_id GROUP BY b.id`
-      for (const { bundleId } of bundles) {
-        assert.strictEqual(events.get(bundleId), 1, `bundle ${bundleId}: one event`)
-        const progress = yield* jobs.bundleProgress(bundleId)
-        assert.isTrue(progress.finished)
+      /** Bundle id -> the sum its follow-up must carry (its parts are base * 10 + 0..4, doubled). */
+      const expectedSum = new Map<string, number>()
+      for (let round = 0; round < rounds; round++) {
+        const bases = Array.from({ length: perRound }, (_, b) => round * perRound + b)
+        const bundles = yield* Effect.forEach(
+          bases,
+          (base) => jobs.enqueueBundle(Batch, Array.from({ length: parts }, (_, n) => Jobs.entry(Part, { n: base * 10 + n }))),
+          { concurrency: 4 }
+        )
+        const ids = bundles.map((b) => b.bundleId)
+        bundles.forEach(({ bundleId }, b) => expectedSum.set(bundleId, 2 * (parts * bases[b]! * 10 + (parts * (parts - 1)) / 2)))
+        // every bundle of the round reported (events of earlier rounds' bundles are counted too)
+        const pending = new Set(ids)
+        while (pending.size > 0) {
+          const id = yield* Queue.take(finished)
+          count(id)
+          pending.delete(id)
+        }
+        for (const id of ids) {
+          assert.strictEqual(events.get(id), 1, `round ${round}, bundle ${id}: one event`)
+          assert.isTrue((yield* jobs.bundleProgress(id)).finished, `round ${round}, bundle ${id}: finished`)
+        }
+        const followUps = yield* followUpsOf(ids)
+        assert.sameMembers(followUps.map((f) => f.bundle), ids, `round ${round}: every bundle is there`)
+        for (const f of followUps) {
+          assert.strictEqual(f.reports, 1, `round ${round}, bundle ${f.bundle}: one follow-up enqueued`)
+          assert.strictEqual(f.follow_up_of, f.bundle, `round ${round}, bundle ${f.bundle}: the follow-up it recorded is its own`)
+          assert.deepStrictEqual(f.args, { sum: expectedSum.get(f.bundle)!, failed: 0 })
+        }
       }
-      assert.strictEqual(followUps.filter((f) => bundles.some((b) => b.bundleId === f.bundle)).length, total)
-      const reports = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM effect_jobs WHERE name = 'report'`
-      assert.strictEqual(reports[0]!.n, total + 1, "one follow-up per bundle (+1 from the first test)")
+      // A late second finish of any round's bundle: its event, and its follow-up, would show now.
+      for (const id of yield* Queue.clear(finished)) count(id)
+      const all = Array.from(expectedSum.keys())
+      assert.lengthOf(all, rounds * perRound)
+      for (const id of all) assert.strictEqual(events.get(id), 1, `bundle ${id}: one event in all`)
+      assert.sameMembers(Array.from(events.keys()), all, "no event for a bundle of another test")
+      const followUps = yield* followUpsOf(all)
+      assert.lengthOf(followUps, all.length)
+      for (const f of followUps) assert.strictEqual(f.reports, 1, `bundle ${f.bundle}: one follow-up in all`)
     }), { timeout: 60_000 })
 
   it.effect("a bundle whose onFinish fails is retried alone and does not hold back the others", () =>
@@ -175,12 +232,14 @@ layer(TestLayer, { excludeTestServices: true })("bundles", (it) => {
   it.effect("bad bundles are rejected and write nothing", () =>
     Effect.gen(function*() {
       const jobs = yield* Jobs
+      const before = yield* rowCounts
       const e1 = yield* Effect.flip(jobs.enqueueBundle(Batch, []))
       assert.strictEqual(e1._tag, "InvalidJobOptions")
       const e2 = yield* Effect.flip(jobs.enqueueBundle(Batch, [Jobs.entry(Part, { n: 1 }, { uniqueKey: "k" })]))
       assert.strictEqual(e2._tag, "InvalidJobOptions")
       const e3 = yield* Effect.flip(jobs.enqueueBundle(Batch, [Jobs.entry(Part, { n: 1 }), Jobs.entry(Part, { n: "x" } as never)]))
       assert.strictEqual(e3._tag, "InvalidJobArgs")
+      assert.deepStrictEqual(yield* rowCounts, before, "no job and no bundle row written")
       const e4 = yield* Effect.flip(jobs.bundleProgress("123456789"))
       assert.strictEqual(e4._tag, "JobNotFound")
     }))
