@@ -3,7 +3,7 @@
  * the run log (`chaos_runs`) and its checks, and the results file.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Clock, Context, Deferred, Duration, Effect, Layer, Option, Queue, Redacted, Scope } from "effect"
+import { Context, Deferred, Duration, Effect, Layer, Option, Queue, Redacted, Scope } from "effect"
 import { SqlClient } from "effect/sql"
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
@@ -13,6 +13,7 @@ import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
 import { inject } from "vitest"
 import { adminQuery, freshDatabase } from "../support/admin.ts"
+import { waitFor } from "../support/probes.ts"
 import { runsTableDdl, workerApplicationName } from "./jobs.ts"
 import type { WorkerConfig } from "./worker.ts"
 
@@ -188,27 +189,15 @@ export const killHard = (w: WorkerProcess) =>
 // ---------------------------------------------------------------------------
 
 /**
- * Re-evaluates `check` every `every` until it gives a value, or fails the test
- * after `timeout` with `what` in the message. This is a "wait until" on the
- * database's state (the source of truth), not a sleep that hopes.
+ * `waitFor` (test/support/probes.ts) with the chaos suite's pace: a "wait until" on the
+ * database's state (the source of truth), re-read every 200 ms for up to 5 minutes by default.
  */
 export const waitUntil = <A, E, R>(
   what: string,
   check: Effect.Effect<Option.Option<A>, E, R>,
   options: { readonly every?: Duration.Input; readonly timeout?: Duration.Input } = {}
 ): Effect.Effect<A, E, R> =>
-  Effect.gen(function*() {
-    const start = yield* Clock.currentTimeMillis
-    const timeout = Duration.toMillis(Duration.fromInputUnsafe(options.timeout ?? "5 minutes"))
-    while (true) {
-      const value = yield* check
-      if (Option.isSome(value)) return value.value
-      if ((yield* Clock.currentTimeMillis) - start > timeout) {
-        return yield* Effect.die(new Error(`timed out after ${timeout} ms waiting for: ${what}`))
-      }
-      yield* Effect.sleep(options.every ?? "200 millis")
-    }
-  })
+  waitFor(what, check, { every: options.every ?? "200 millis", timeout: options.timeout ?? "5 minutes" })
 
 /**
  * Waits until the database shows no session of the worker process (`"gone"`), or none of its
