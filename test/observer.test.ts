@@ -7,13 +7,14 @@
  */
 import { assert, expect, layer } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
-import { Deferred, Effect, Layer, Logger, Queue, Redacted, References, Schedule, Schema, Tracer } from "effect"
+import { Clock, Deferred, Duration, Effect, Layer, Logger, Metric, Option, Queue, Redacted, References, Schedule, Schema, Tracer } from "effect"
 import { SqlClient } from "effect/sql"
+import { TestClock } from "effect/testing"
 import { parse, scrape, servePrometheus, valueOf } from "../examples/support/prometheus.ts"
-import { Job, Jobs, Observer, RequestId } from "../src/index.ts"
+import { Job, Jobs, Metrics, Observer, RequestId } from "../src/index.ts"
 import * as TestDb from "./support/db.ts"
 import { startWorker } from "./support/harness.ts"
-import { makeProbe } from "./support/probes.ts"
+import { advanceUntil, makeProbe, startOfNextSecond, waitFor, withTestClock } from "./support/probes.ts"
 
 class Flaky extends Schema.TaggedError<Flaky>()("Flaky", { message: Schema.String }) {}
 
@@ -132,6 +133,82 @@ layer(TestLayer, { excludeTestServices: true })("observer", (it) => {
       assert.strictEqual(gauge("completed"), 0)
       assert.strictEqual(gauge("dead"), 0)
     }).pipe(Effect.scoped))
+
+  it.effect("the jobs-per-state gauge is sampled again every sampleInterval on the Clock (a state that empties reads 0)", () => {
+    const start = startOfNextSecond()
+    const interval = 60_000
+    const queue = "obs-gauge-resample"
+    const states = ["scheduled", "available", "running", "completed", "dead", "cancelled"] as const
+    /** The gauge's current value for every state of the queue, as the registry holds it. */
+    const gauge = Effect.map(
+      Effect.forEach(states, (state) => Metric.value(Metric.withAttributes(Metrics.jobs, { queue, state }))),
+      (values) => Object.fromEntries(states.map((state, i) => [state, values[i]!.value]))
+    )
+    const counts = (c: Partial<Record<(typeof states)[number], number>>) =>
+      Object.fromEntries(states.map((state) => [state, c[state] ?? 0]))
+    const same = (a: Record<string, number>, b: Record<string, number>) => states.every((state) => a[state] === b[state])
+    /**
+     * Moves the clock to 1 ms before `due` in 1-second steps, each leaving real time for the SQL of
+     * a sample the step would have started: the gauge must read `before` all the way.
+     */
+    const unchangedUntil = (due: number, before: Record<string, number>) =>
+      Effect.gen(function*() {
+        const seen = yield* advanceUntil(
+          Effect.gen(function*() {
+            const now = yield* Clock.currentTimeMillis
+            const g = yield* gauge
+            return !same(g, before) || now >= due - 1 ? Option.some({ now, gauge: g }) : Option.none()
+          }),
+          { step: "1 second", limit: due - 1 }
+        )
+        assert.deepStrictEqual(seen, { now: due - 1, gauge: before }, "not sampled before the interval elapsed")
+      })
+    /** Waits (real time, bounded) for the sample the clock just made due: the gauge differs from `before`. */
+    const resampled = (before: Record<string, number>) =>
+      TestClock.withLive(waitFor(
+        "the gauge to be sampled again once the interval elapsed",
+        Effect.map(gauge, (g) => (same(g, before) ? Option.none() : Option.some(g))),
+        { timeout: "5 seconds" }
+      ))
+    return withTestClock(
+      start,
+      Effect.gen(function*() {
+        const jobs = yield* Jobs
+        const sql = yield* SqlClient.SqlClient
+        yield* jobs.enqueueMany(Ok, [{ n: 1 }, { n: 2 }], { queue })
+        yield* jobs.enqueue(Ok, { n: 3 }, { queue, delay: "1 hour" })
+        // Built on the TestClock: the first sample now, then one every `interval` of virtual time.
+        // A pool of its own that never times out a connect (the clock jumps).
+        yield* Layer.build(
+          Observer.metricsWith({ sampleInterval: interval }).pipe(
+            Layer.provide(Layer.fresh(TestDb.pool({ maxConnections: 2, connectTimeout: Duration.infinity })))
+          )
+        )
+        assert.deepStrictEqual(yield* gauge, counts({ available: 2, scheduled: 1 }), "the first sample, at build")
+
+        // The table changes: three more available jobs; the scheduled one is moved to dead.
+        yield* jobs.enqueueMany(Ok, [{ n: 4 }, { n: 5 }, { n: 6 }], { queue })
+        yield* sql`UPDATE effect_jobs SET state = 'dead', finalized_at = now() WHERE queue = ${queue} AND state = 'scheduled'`
+
+        // Up to 1 ms before the interval elapses, the gauge still shows the first sample.
+        yield* unchangedUntil(start + interval, counts({ available: 2, scheduled: 1 }))
+        // The interval elapses: the sample runs its SQL (in real time) and the gauge follows the table.
+        yield* TestClock.adjust(1)
+        assert.deepStrictEqual(
+          yield* resampled(counts({ available: 2, scheduled: 1 })),
+          counts({ available: 5, dead: 1 }),
+          "the new counts; scheduled reads 0 again, not its last count (1)"
+        )
+
+        // And it goes on, one sample per interval: the available jobs complete, the dead one is deleted.
+        yield* sql`UPDATE effect_jobs SET state = 'completed', finalized_at = now() WHERE queue = ${queue} AND state = 'available'`
+        yield* sql`DELETE FROM effect_jobs WHERE queue = ${queue} AND state = 'dead'`
+        yield* unchangedUntil(start + 2 * interval, counts({ available: 5, dead: 1 }))
+        yield* TestClock.adjust(1)
+        assert.deepStrictEqual(yield* resampled(counts({ available: 5, dead: 1 })), counts({ completed: 5 }))
+      })
+    )
+  })
 
   it.effect("a bad sample interval is refused when the layer is defined", () =>
     Effect.sync(() => {

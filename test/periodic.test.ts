@@ -193,6 +193,50 @@ layer(Jobs.layer.pipe(Layer.provideMerge(TestDb.layer())), { excludeTestServices
     )
   }, { timeout: 30_000 })
 
+  // 03:00 in Paris is 02:00 UTC in winter (CET) and 01:00 UTC in summer (CEST). Summer time
+  // starts on 2026-03-29 (at 01:00 UTC, 02:00 CET becomes 03:00 CEST) and ends on 2026-10-25
+  // (at 01:00 UTC, 03:00 CEST becomes 02:00 CET): the daily slot moves by an hour across each.
+  for (
+    const [name, start, before, after] of [
+      ["paris-spring", "2026-03-27T12:00:00.000Z", "2026-03-28T02:00:00.000Z", "2026-03-29T01:00:00.000Z"],
+      ["paris-autumn", "2026-10-23T12:00:00.000Z", "2026-10-24T01:00:00.000Z", "2026-10-25T02:00:00.000Z"]
+    ] as const
+  ) {
+    it.effect(`cron "0 3 * * *" in Europe/Paris across a DST change (${name}): listed and enqueued at ${before} then ${after}`, () =>
+      withTestClock(
+        Date.parse(start),
+        Effect.gen(function*() {
+          const schedule = Periodic.make(Tick, { source: name }, { name, cron: "0 3 * * *", timeZone: "Europe/Paris" })
+          const nextRun = (ctx: Context.Context<Periodic.Periodic>) =>
+            Effect.provideContext(Effect.flatMap(Periodic.Periodic, (p) => p.list), ctx).pipe(
+              Effect.map((list) => list.map((s) => [s.name, s.nextRunAt.toISOString()]))
+            )
+          yield* Effect.scoped(Effect.gen(function*() {
+            const ctx = yield* scheduler([schedule])
+            yield* ready(ctx)
+            assert.deepStrictEqual(yield* nextRun(ctx), [[name, before]])
+            // The clock stops at each slot until its job is there (the slot's time is fixed: a safe limit).
+            const first = yield* advanceUntil(Effect.map(slotsOf(name), (r) => some(r, 1)), { step: "1 hour", limit: Date.parse(before) })
+            assert.deepStrictEqual(first, [{ slot: before, n: 1 }])
+            assert.deepStrictEqual(yield* nextRun(ctx), [[name, after]], "the next 03:00 in Paris, across the change")
+            const both = yield* advanceUntil(Effect.map(slotsOf(name), (r) => some(r, 2)), { step: "1 hour", limit: Date.parse(after) })
+            assert.deepStrictEqual(both, [{ slot: before, n: 1 }, { slot: after, n: 1 }])
+            assert.strictEqual(yield* Clock.currentTimeMillis, Date.parse(after), "enqueued when the slot came, not before")
+          }))
+          // The scheduler is stopped: what is committed now is final. One job per slot, each
+          // created for its own slot (its metadata) and due at once when it was enqueued.
+          const sql = yield* SqlClient.SqlClient
+          const jobs = yield* sql<{ readonly slot: string; readonly source: string; readonly run_at: Date }>`
+            SELECT metadata->>'slot' AS slot, args->>'source' AS source, run_at FROM effect_jobs
+            WHERE name = 'tick' AND metadata->>'periodic' = ${name} ORDER BY id`
+          assert.deepStrictEqual(
+            jobs.map((j) => [j.slot, j.source, j.run_at.toISOString()]),
+            [[before, name, before], [after, name, after]]
+          )
+        })
+      ), { timeout: 10_000 })
+  }
+
   it.effect("retrySchedule: exponential from 200 ms, jittered, capped at 30 seconds", () =>
     Effect.gen(function*() {
       const step = yield* Schedule.toStep(Periodic.retrySchedule)
