@@ -194,17 +194,27 @@ layer(ClockLayer, { excludeTestServices: true })("results on a stopped TestClock
     return { started, gate }
   })
 
+  /**
+   * Enqueues a `Gated` job, waits until it runs and the await's look at it has returned (it is
+   * still running then), and only then lets it finish: the await can only learn of the end by NOTIFY.
+   */
+  const awaitThenFinish = (args: { readonly n: number; readonly fail: boolean }) =>
+    Effect.gen(function*() {
+      yield* startAwaitListener
+      const { gate, started } = yield* startGated
+      const id = yield* (yield* Jobs).enqueue(Gated, args)
+      assert.strictEqual(yield* Deferred.await(started), id)
+      const waiting = yield* awaitAfterItsLook(Gated, id)
+      assert.strictEqual((yield* getJob(id))?.state, "running", "not finished when the await looked")
+      yield* Deferred.succeed(gate, undefined)
+      return { id, waiting }
+    })
+
   it.effect("await returns the result of a job that completes after the await looked (woken by NOTIFY)", () =>
     withTestClock(
       startOfNextSecond(),
       Effect.gen(function*() {
-        yield* startAwaitListener
-        const { gate, started } = yield* startGated
-        const id = yield* (yield* Jobs).enqueue(Gated, { n: 7, fail: false })
-        assert.strictEqual(yield* Deferred.await(started), id)
-        const waiting = yield* awaitAfterItsLook(Gated, id)
-        assert.strictEqual((yield* getJob(id))?.state, "running", "not finished when the await looked")
-        yield* Deferred.succeed(gate, undefined)
+        const { id, waiting } = yield* awaitThenFinish({ n: 7, fail: false })
         const result = yield* Fiber.join(waiting)
         assert.strictEqual(result.squared, 49)
         assert.strictEqual((yield* getJob(id))?.state, "completed")
@@ -215,13 +225,7 @@ layer(ClockLayer, { excludeTestServices: true })("results on a stopped TestClock
     withTestClock(
       startOfNextSecond(),
       Effect.gen(function*() {
-        yield* startAwaitListener
-        const { gate, started } = yield* startGated
-        const id = yield* (yield* Jobs).enqueue(Gated, { n: 3, fail: true })
-        assert.strictEqual(yield* Deferred.await(started), id)
-        const waiting = yield* awaitAfterItsLook(Gated, id)
-        assert.strictEqual((yield* getJob(id))?.state, "running", "not finished when the await looked")
-        yield* Deferred.succeed(gate, undefined)
+        const { id, waiting } = yield* awaitThenFinish({ n: 3, fail: true })
         const error = yield* Effect.flip(Fiber.join(waiting))
         assert.strictEqual(error._tag, "JobDead")
         assert.include(error._tag === "JobDead" ? error.message : "", "told to fail")
