@@ -87,7 +87,7 @@ const program = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   const summary = yield* sql<{ name: string; state: string; jobs: number; attempts: number }>`
     SELECT name, state, count(*)::int AS jobs, sum(attempt)::int AS attempts
-    FROM effect_jobs GROUP BY name, state ORDER BY name, state`
+    FROM effect_jobs.jobs GROUP BY name, state ORDER BY name, state`
   console.log("\nsummary:")
   console.table(summary)
   const dead = summary.filter((r) => r.state === "dead").reduce((n, r) => n + r.jobs, 0)

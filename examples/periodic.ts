@@ -34,7 +34,7 @@ const program = Effect.gen(function*() {
 
   const sql = yield* SqlClient.SqlClient
   const perSlot = yield* sql<{ readonly slot: string; readonly jobs: number }>`
-    SELECT metadata->>'slot' AS slot, count(*)::int AS jobs FROM effect_jobs
+    SELECT metadata->>'slot' AS slot, count(*)::int AS jobs FROM effect_jobs.jobs
     WHERE metadata->>'periodic' = ${Every2s.name} GROUP BY 1 ORDER BY 1`
   const gaps = slots.slice(1).map((s, i) => Date.parse(s) - Date.parse(slots[i]!))
   yield* Console.log(`${slots.length} slots, ${gaps.join(" and ")} ms apart; jobs per slot: ${perSlot.map((r) => r.jobs).join(", ")}`)

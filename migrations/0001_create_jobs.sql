@@ -12,7 +12,7 @@
 --   dead       discarded, out of attempts, undecodable, or no handler (terminal)
 --   cancelled  cancelled by the handler or an operator (terminal)
 
-CREATE TABLE effect_jobs (
+CREATE TABLE effect_jobs.jobs (
   id               bigserial   PRIMARY KEY,
   name             text        NOT NULL,
   queue            text        NOT NULL DEFAULT 'default',
@@ -58,29 +58,29 @@ CREATE TABLE effect_jobs (
 
 -- The claim path: only runnable rows are in this index, ordered as they are claimed,
 -- so neither finished history nor future jobs (kept in 'scheduled') are walked.
-CREATE INDEX effect_jobs_claim_idx ON effect_jobs (queue, priority, run_at, id)
+CREATE INDEX jobs_claim_idx ON effect_jobs.jobs (queue, priority, run_at, id)
   WHERE state = 'available';
 -- statement-breakpoint
 
 -- Promotion of due scheduled jobs (delays, retries with backoff, snoozes).
-CREATE INDEX effect_jobs_scheduled_idx ON effect_jobs (run_at) WHERE state = 'scheduled';
+CREATE INDEX jobs_scheduled_idx ON effect_jobs.jobs (run_at) WHERE state = 'scheduled';
 -- statement-breakpoint
 
 -- Rescue of jobs whose lease lapsed (their worker died).
-CREATE INDEX effect_jobs_lease_idx ON effect_jobs (lease_expires_at) WHERE state = 'running';
+CREATE INDEX jobs_lease_idx ON effect_jobs.jobs (lease_expires_at) WHERE state = 'running';
 -- statement-breakpoint
 
 -- Retention: terminal jobs with a TTL.
-CREATE INDEX effect_jobs_prune_idx ON effect_jobs (prune_at) WHERE prune_at IS NOT NULL;
+CREATE INDEX jobs_prune_idx ON effect_jobs.jobs (prune_at) WHERE prune_at IS NOT NULL;
 -- statement-breakpoint
 
 -- Management listings.
-CREATE INDEX effect_jobs_state_queue_idx ON effect_jobs (state, queue, id);
+CREATE INDEX jobs_state_queue_idx ON effect_jobs.jobs (state, queue, id);
 -- statement-breakpoint
 
 -- Uniqueness: one unfinished job per (name, unique_key). Once the job is finished
 -- (completed, dead or cancelled) the key is free again.
-CREATE UNIQUE INDEX effect_jobs_unique_idx ON effect_jobs (name, unique_key)
+CREATE UNIQUE INDEX jobs_unique_idx ON effect_jobs.jobs (name, unique_key)
   WHERE unique_key IS NOT NULL AND state IN ('scheduled', 'available', 'running');
 -- statement-breakpoint
 
@@ -88,25 +88,25 @@ CREATE UNIQUE INDEX effect_jobs_unique_idx ON effect_jobs (name, unique_key)
 -- notification per queue per statement (Postgres also folds duplicates within a
 -- transaction), and, being inside the transaction, only after COMMIT: a rolled-back
 -- enqueue wakes no one. Rows inserted by hand with SQL wake workers too.
-CREATE FUNCTION effect_jobs_notify_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION effect_jobs.notify_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   q text;
 BEGIN
   FOR q IN SELECT DISTINCT queue FROM new_rows WHERE state = 'available' LOOP
-    PERFORM pg_notify('effect_jobs', q);
+    PERFORM pg_notify('effect_jobs.new', q);
   END LOOP;
   RETURN NULL;
 END;
 $$;
 -- statement-breakpoint
 
-CREATE TRIGGER effect_jobs_notify_insert AFTER INSERT ON effect_jobs
+CREATE TRIGGER notify_insert AFTER INSERT ON effect_jobs.jobs
   REFERENCING NEW TABLE AS new_rows
-  FOR EACH STATEMENT EXECUTE FUNCTION effect_jobs_notify_insert();
+  FOR EACH STATEMENT EXECUTE FUNCTION effect_jobs.notify_insert();
 -- statement-breakpoint
 
 -- Queue-wide pause flags, shared by all workers.
-CREATE TABLE effect_jobs_queues (
+CREATE TABLE effect_jobs.queues (
   name       text        PRIMARY KEY,
   paused     boolean     NOT NULL DEFAULT false,
   updated_at timestamptz NOT NULL DEFAULT now()

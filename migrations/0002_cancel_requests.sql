@@ -2,7 +2,7 @@
 --
 -- An operator's `JobsAdmin.cancel` on a job that is `running` cannot change its
 -- state directly: the worker holding it must stop the handler first. So the
--- request is recorded here and sent with `pg_notify('effect_jobs_cancel', id)`;
+-- request is recorded here and sent with `pg_notify('effect_jobs.cancel', id)`;
 -- the worker interrupts the run and records it as `cancelled`.
 --
 -- The column also closes the races a NOTIFY alone leaves open:
@@ -15,4 +15,4 @@
 --
 -- Adding a nullable column without a default rewrites nothing: instant on any table size.
 
-ALTER TABLE effect_jobs ADD COLUMN cancel_requested_at timestamptz;
+ALTER TABLE effect_jobs.jobs ADD COLUMN cancel_requested_at timestamptz;

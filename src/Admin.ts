@@ -14,7 +14,7 @@
  * **Cancelling** a job that waits (`scheduled` or `available`) ends it
  * `cancelled` at once. A `running` job cannot be changed under its worker: the
  * request is recorded on the row (`cancel_requested_at`) and sent to the
- * workers with `NOTIFY effect_jobs_cancel`; the worker holding the job
+ * workers with a NOTIFY on the schema's cancel channel; the worker holding the job
  * interrupts the handler (its finalizers run) and records it `cancelled`. The
  * call returns `"cancelRequested"` then; `Jobs.await` or `get` tell when it is
  * done. A run that ends before the request reaches it keeps a terminal outcome

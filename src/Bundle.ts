@@ -50,8 +50,6 @@ export interface Finished {
   readonly counts: Readonly<Record<string, number>>
 }
 
-export const channel = "effect_jobs_bundle"
-
 export interface Options {
   /**
    * How often to look for finished bundles when no NOTIFY arrives (the fallback
@@ -148,7 +146,7 @@ export const toLayer = <E = never, R = never>(
     )
 
     const listen = Effect.scoped(Effect.gen(function*() {
-      const notifications = yield* store.listenOn(channel)
+      const notifications = yield* store.listenOn("bundle")
       yield* drain
       while (true) {
         yield* Queue.take(notifications)

@@ -32,6 +32,12 @@ export class InvalidDatabaseUrl extends Schema.TaggedError<InvalidDatabaseUrl>()
   message: Schema.String
 }) {}
 
+/** A Postgres schema name for `PgSchema` that is not a plain lower-case identifier. Nothing was created. */
+export class InvalidSchemaName extends Schema.TaggedError<InvalidSchemaName>()("InvalidSchemaName", {
+  schema: Schema.String,
+  message: Schema.String
+}) {}
+
 /** An attempt ran longer than its job's `timeout`. Treated as a failure: retried per the job's Schedule. */
 export class JobTimeout extends Schema.TaggedError<JobTimeout>()("JobTimeout", {
   timeoutMillis: Schema.Number

@@ -20,7 +20,7 @@ import {
   JobNotFound
 } from "./Errors.ts"
 import type * as Job from "./Job.ts"
-import { doneChannel, JobStore, type JobState, type NewJobRow, type OutcomeRow } from "./internal/Store.ts"
+import { JobStore, type JobState, type NewJobRow, type OutcomeRow } from "./internal/Store.ts"
 import { RequestId } from "./RequestId.ts"
 
 export interface EnqueueOptions {
@@ -364,7 +364,7 @@ const make = Effect.gen(function*() {
     const ready = Deferred.makeUnsafe<void>()
     listener = ready
     const listenLoop = Effect.scoped(Effect.gen(function*() {
-      const notifications = yield* store.listenOn(doneChannel)
+      const notifications = yield* store.listenOn("done")
       Deferred.doneUnsafe(ready, Exit.void)
       yield* checkWaiters // anything that finished while we were not listening
       while (true) {

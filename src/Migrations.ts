@@ -2,10 +2,13 @@
  * Migrations: the SQL files in `migrations/`, applied in order.
  *
  * The files are plain SQL (statements separated by `-- statement-breakpoint`),
- * usable with any migration tool. `Migrations.run` applies the missing ones with
- * Effect's `Migrator`, recording them in `effect_jobs_migrations`, inside one
- * transaction that first takes a Postgres advisory lock: many processes may
- * start at once, one migrates, the others wait and then find nothing to do.
+ * written for the default schema `effect_jobs`. `Migrations.run` creates the
+ * schema named by `PgSchema` (src/PgSchema.ts) and applies the missing files,
+ * rewritten for it, with Effect's `Migrator`, recording them in
+ * `<schema>.migrations`, inside one transaction that first takes a Postgres
+ * advisory lock: many processes may start at once, one migrates, the others wait
+ * and then find nothing to do. `Migrations.sql(schema)` gives the same statements
+ * as text, for users of another migration tool.
  *
  * Keep it apart from the runtime layers, so a deployment can migrate with a
  * schema-owner role and run workers with a smaller one.
@@ -18,28 +21,53 @@ import * as Migrator from "effect/sql/Migrator"
 import { readdir, readFile } from "node:fs/promises"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { MigrationFailed } from "./Errors.ts"
+import { type InvalidSchemaName, MigrationFailed } from "./Errors.ts"
+import * as PgSchema from "./PgSchema.ts"
 
 /** The directory of the SQL files shipped with the package. */
 export const directory = fileURLToPath(new URL("../migrations/", import.meta.url))
 
-/** Splits a migration file into statements. */
+const breakpoint = "\n-- statement-breakpoint\n"
+
+/** Splits a migration file (or the text of `sql`) into statements. */
 export const statements = (text: string): ReadonlyArray<string> =>
   text.split(/^-- statement-breakpoint\s*$/m).map((s) => s.trim()).filter((s) => s.replace(/^--.*$/gm, "").trim() !== "")
 
-const loader = (dir: string): Migrator.Loader =>
+/**
+ * A migration file's text for the given schema: `effect_jobs.` (an object of the
+ * schema) becomes `"<schema>".`, and a NOTIFY channel `'effect_jobs.<name>'`
+ * becomes `'<schema>.<name>'`.
+ */
+export const forSchema = (text: string, schema: string): string =>
+  text.replace(/('?)\beffect_jobs\./g, (_, quote: string) => quote === "'" ? `'${schema}.` : `"${schema}".`)
+
+interface MigrationFile {
+  readonly id: number
+  readonly name: string
+  readonly text: string
+}
+
+const readFiles = (dir: string): Promise<ReadonlyArray<MigrationFile>> =>
+  readdir(dir).then((all) => {
+    const files = all.filter((f) => /^\d+_[^.]+\.sql$/.test(f)).sort()
+    return Promise.all(files.map(async (file) => {
+      const [, id, name] = file.match(/^(\d+)_([^.]+)\.sql$/)!
+      return { id: Number(id), name: name!, text: await readFile(join(dir, file), "utf8") }
+    }))
+  })
+
+const loader = (dir: string, schema: string): Migrator.Loader =>
   Effect.tryPromise({
     try: async () => {
-      const files = (await readdir(dir)).filter((f) => /^\d+_[^.]+\.sql$/.test(f)).sort()
-      return Promise.all(files.map(async (file): Promise<Migrator.ResolvedMigration> => {
-        const [, id, name] = file.match(/^(\d+)_([^.]+)\.sql$/)!
-        const text = await readFile(join(dir, file), "utf8")
+      const files = await readFiles(dir)
+      return files.map(({ id, name, text: raw }): Migrator.ResolvedMigration => {
+        const text = forSchema(raw, schema)
         const run = Effect.gen(function*() {
           const sql = (yield* SqlClient.SqlClient).withoutTransforms()
           for (const statement of statements(text)) yield* sql.unsafe(statement)
         })
-        return [Number(id), name!, Effect.succeed(run)]
-      }))
+        return [id, name, Effect.succeed(run)]
+      })
     },
     catch: (cause) => new Migrator.MigrationError({ kind: "ImportError", message: `Cannot read migrations in ${dir}`, cause })
   })
@@ -47,19 +75,46 @@ const loader = (dir: string): Migrator.Loader =>
 /** An arbitrary, fixed key for `pg_advisory_xact_lock` ("effect-j" in ASCII). */
 const lockKey = 0x6566666563742d6an
 
-/** Applies the missing migrations; returns those applied now, as `[id, name]`. */
+/**
+ * Applies the missing migrations to the schema named by `PgSchema` (creating it if
+ * needed); returns those applied now, as `[id, name]`.
+ */
 export const run = Effect.gen(function*() {
+  const schema = PgSchema.assertValid(yield* PgSchema.PgSchema)
   const sql = (yield* SqlClient.SqlClient).withoutTransforms()
   return yield* sql.withTransaction(
     Effect.andThen(
-      sql`SELECT pg_advisory_xact_lock(${lockKey.toString()}::bigint)`,
-      Migrator.make({})({ loader: loader(directory), table: "effect_jobs_migrations" })
+      Effect.andThen(
+        sql`SELECT pg_advisory_xact_lock(${lockKey.toString()}::bigint)`,
+        sql.unsafe(`CREATE SCHEMA IF NOT EXISTS "${schema}"`)
+      ),
+      Migrator.make({})({ loader: loader(directory, schema), table: `${schema}.migrations` })
     )
   )
 }).pipe(
   Effect.mapError((e) => new MigrationFailed({ message: `migration failed: ${e.message}`, cause: e })),
   Effect.withSpan("Migrations.run")
 )
+
+/**
+ * Every migration as one SQL script for the given schema, for users of another
+ * migration tool: `CREATE SCHEMA`, then each file's statements in order, each
+ * ending with `;`, separated by `-- statement-breakpoint` lines (a comment to
+ * `psql`; `statements` splits on them, for a client that runs one statement per
+ * query). Recording which versions ran is left to that tool.
+ */
+export const sql = (schema: string = PgSchema.defaultName): Effect.Effect<string, InvalidSchemaName | MigrationFailed> =>
+  Effect.flatMap(PgSchema.make(schema), (checked) =>
+    Effect.tryPromise({
+      try: async () => {
+        const files = await readFiles(directory)
+        const parts = files.map(({ id, name, text }) =>
+          `-- ${String(id).padStart(4, "0")}_${name}\n` +
+          statements(forSchema(text, checked)).map((statement) => `${statement.replace(/;\s*$/, "")};\n`).join(breakpoint))
+        return [`CREATE SCHEMA IF NOT EXISTS "${checked}";\n`, ...parts].join(breakpoint)
+      },
+      catch: (cause) => new MigrationFailed({ message: `cannot read migrations in ${directory}`, cause })
+    }))
 
 /** Applies the migrations when built. */
 export const layer = Layer.effectDiscard(run)

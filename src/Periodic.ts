@@ -5,7 +5,7 @@
  * processes as you like: each slot produces at most one job, and exactly one as
  * long as a scheduler can reach the database before the next slot. Every
  * scheduler sleeps (on Effect's `Clock`) until the next slot, then tries to
- * move the schedule's `last_slot` forward in `effect_jobs_periodic` and
+ * move the schedule's `last_slot` forward in the `periodic` table and
  * enqueues the job in the same transaction; only the first to move it does.
  *
  * Database errors never stop a scheduler: a slot whose enqueue fails is retried

@@ -4,7 +4,7 @@
  * For each configured queue a producer fiber claims as many jobs as it has free
  * slots in one statement and forks one fiber per job. It claims again at once
  * while claims come back full; otherwise it waits for a NOTIFY on the
- * `effect_jobs` channel (one LISTEN connection per worker) or for its poll
+ * schema's `<schema>.new` channel (one LISTEN connection per worker) or for its poll
  * interval, whichever comes first. Polling alone is enough (`listen: false`, for
  * transaction-mode poolers); NOTIFY only makes it fast.
  *
@@ -24,7 +24,7 @@
  * and return the jobs they buffered, their running jobs finish as usual; new
  * queues start; kept queues take their new settings in place), `setConcurrency`
  * changes one queue's, `pause`/`resume` stop and restart claiming on this worker
- * or, with `{ global: true }`, on every worker (the `effect_jobs_queues.paused`
+ * or, with `{ global: true }`, on every worker (the `queues` table's `paused`
  * flag, which each worker reads every poll interval). No job is lost or run
  * twice by any of these: a job is claimed by exactly one producer, and a
  * producer that stops gives back only what it has not started.
@@ -51,7 +51,7 @@ import * as RunSpan from "./internal/RunSpan.ts"
 import * as Job from "./Job.ts"
 import * as Completer from "./internal/Completer.ts"
 import { cancelledByRequest, classify, completedWithoutResult, DeadOnArrival, type Outcome, released } from "./internal/Outcome.ts"
-import { type Applied, cancelChannel, type ClaimedJobRow, JobStore } from "./internal/Store.ts"
+import { type Applied, type ClaimedJobRow, JobStore } from "./internal/Store.ts"
 import { Observer, type Events, type JobInfo } from "./Observer.ts"
 import { RequestId } from "./RequestId.ts"
 
@@ -868,7 +868,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   if (config.listen) {
     background.push(yield* Effect.forkScoped(keepListening("cancel LISTEN lost; reconnecting", (established) =>
       Effect.gen(function*() {
-        const requests = yield* store.listenOn(cancelChannel)
+        const requests = yield* store.listenOn("cancel")
         yield* established
         while (true) {
           const n = yield* Queue.take(requests)

@@ -445,7 +445,7 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
       const otherQueue = yield* jobs.enqueue(Task, { n: 5 }, { queue: "adm-purge-other" })
       yield* admin.cancel(otherQueue)
       // one cancelled job finished two hours ago
-      yield* sql`UPDATE effect_jobs SET finalized_at = now() - interval '2 hours' WHERE id = ${c1!}::bigint`
+      yield* sql`UPDATE effect_jobs.jobs SET finalized_at = now() - interval '2 hours' WHERE id = ${c1!}::bigint`
 
       assert.strictEqual(yield* admin.deleteFinished({ queue: q, states: ["cancelled"], olderThan: "1 hour" }), 1)
       assert.strictEqual((yield* Effect.flip(admin.get(c1!)))._tag, "JobNotFound")

@@ -54,9 +54,9 @@ const followUpsOf = (bundleIds: ReadonlyArray<string>) =>
     }>`
       SELECT b.id::text AS bundle, b.follow_up_id::text AS follow_up_id,
              f.metadata->>'bundle' AS follow_up_of, f.args,
-             (SELECT count(*)::int FROM effect_jobs r
+             (SELECT count(*)::int FROM effect_jobs.jobs r
               WHERE r.name = 'report' AND r.metadata->>'bundle' = b.id::text) AS reports
-      FROM effect_jobs_bundles b LEFT JOIN effect_jobs f ON f.id = b.follow_up_id
+      FROM effect_jobs.bundles b LEFT JOIN effect_jobs.jobs f ON f.id = b.follow_up_id
       WHERE b.id IN (SELECT jsonb_array_elements_text(${JSON.stringify(bundleIds)}::jsonb)::bigint)
       ORDER BY b.id`)
 
@@ -64,7 +64,7 @@ const followUpsOf = (bundleIds: ReadonlyArray<string>) =>
 const rowCounts = Effect.flatMap(SqlClient.SqlClient, (sql) =>
   Effect.map(
     sql<{ readonly jobs: number; readonly bundles: number }>`
-      SELECT (SELECT count(*)::int FROM effect_jobs) AS jobs, (SELECT count(*)::int FROM effect_jobs_bundles) AS bundles`,
+      SELECT (SELECT count(*)::int FROM effect_jobs.jobs) AS jobs, (SELECT count(*)::int FROM effect_jobs.bundles) AS bundles`,
     (rows) => rows[0]!
   ))
 
@@ -225,7 +225,7 @@ layer(TestLayer, { excludeTestServices: true })("bundles", (it) => {
       const jobs = yield* Jobs
       const { bundleId } = yield* jobs.enqueueBundle(Bundle.make("polled"), [Jobs.entry(Part, { n: 1 }, { queue: "b-nobody" })])
       const sql = yield* SqlClient.SqlClient
-      yield* sql`UPDATE effect_jobs_bundles SET remaining = 0, finished_at = now() WHERE id = ${bundleId}::bigint`
+      yield* sql`UPDATE effect_jobs.bundles SET remaining = 0, finished_at = now() WHERE id = ${bundleId}::bigint`
       assert.strictEqual(yield* Deferred.await(done), bundleId)
     }))
 

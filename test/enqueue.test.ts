@@ -148,7 +148,7 @@ layer(FileLayer, { excludeTestServices: true })("enqueue", (it) => {
       const sql = yield* SqlClient.SqlClient
       const keyCount = (key: string) =>
         Effect.map(
-          sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM effect_jobs WHERE unique_key = ${key}`,
+          sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM effect_jobs.jobs WHERE unique_key = ${key}`,
           (rows) => rows[0]!.n
         )
 

@@ -74,7 +74,7 @@ const schemaOf = (sql: SqlClient.SqlClient) =>
 /** The migrations table as recorded, with when each was applied. */
 const recorded = (sql: SqlClient.SqlClient) =>
   sql<{ readonly migration_id: number; readonly name: string; readonly created_at: Date }>`
-    SELECT migration_id, name, created_at FROM effect_jobs_migrations ORDER BY migration_id`
+    SELECT migration_id, name, created_at FROM effect_jobs.migrations ORDER BY migration_id`
 
 const tableExists = (sql: SqlClient.SqlClient, table: string) =>
   Effect.map(sql<{ readonly t: string | null }>`SELECT to_regclass(${table})::text AS t`, (rows) => rows[0]?.t === table)
@@ -96,8 +96,8 @@ describe("migrations", () => {
       assert.isAtLeast(shipped.length, 5, `the migrations directory was read: ${JSON.stringify(shipped)}`)
       const url = yield* emptyDatabase
       const sql = yield* client(url)
-      assert.isFalse(yield* tableExists(sql, "effect_jobs_migrations"), "the database starts empty")
-      assert.isFalse(yield* tableExists(sql, "effect_jobs"), "the database starts empty")
+      assert.isFalse(yield* tableExists(sql, "effect_jobs.migrations"), "the database starts empty")
+      assert.isFalse(yield* tableExists(sql, "effect_jobs.jobs"), "the database starts empty")
 
       // Hold the migration lock, so that the 4 runs are all under way, queued on it, before
       // any of them may start: they overlap for certain, not only if the timing happens to
@@ -137,7 +137,7 @@ describe("migrations", () => {
       assert.strictEqual(applied.filter((a) => a.length === 0).length, 3, "the others found nothing to do")
       const rows = yield* recorded(sql)
       assert.deepStrictEqual(rows.map((r) => [r.migration_id, r.name]), shipped.map(([id, name]) => [id, name]), "each recorded once")
-      assert.isTrue(yield* tableExists(sql, "effect_jobs"), "effect_jobs exists")
+      assert.isTrue(yield* tableExists(sql, "effect_jobs.jobs"), "effect_jobs.jobs exists")
 
       // The schema is the one a single run builds. (Compared with a database of its own: a
       // session on the shared template would make the other files' clones of it fail.)
@@ -156,9 +156,9 @@ describe("migrations", () => {
     Effect.gen(function*() {
       const url = yield* freshDatabase(inject("databaseUrl"), inject("templateDatabase"), databaseName("migrated"))
       const sql = yield* client(url)
-      yield* sql`INSERT INTO effect_jobs (name, queue, args, max_attempts, retention_ms)
+      yield* sql`INSERT INTO effect_jobs.jobs (name, queue, args, max_attempts, retention_ms)
                  VALUES ('migrations-test', 'migrations', '{"n":1}'::jsonb, 3, 3600000)`
-      const jobs = () => sql`SELECT * FROM effect_jobs ORDER BY id`
+      const jobs = () => sql`SELECT * FROM effect_jobs.jobs ORDER BY id`
       const before = { schema: yield* schemaOf(sql), migrations: yield* recorded(sql), jobs: yield* jobs() }
       assert.deepStrictEqual(before.migrations.map((r) => [r.migration_id, r.name]), shipped.map(([id, name]) => [id, name]))
       assert.strictEqual(before.jobs.length, 1)

@@ -188,7 +188,7 @@ layer(TestLayer, { excludeTestServices: true })("observer", (it) => {
 
         // The table changes: three more available jobs; the scheduled one is moved to dead.
         yield* jobs.enqueueMany(Ok, [{ n: 4 }, { n: 5 }, { n: 6 }], { queue })
-        yield* sql`UPDATE effect_jobs SET state = 'dead', finalized_at = now() WHERE queue = ${queue} AND state = 'scheduled'`
+        yield* sql`UPDATE effect_jobs.jobs SET state = 'dead', finalized_at = now() WHERE queue = ${queue} AND state = 'scheduled'`
 
         // Up to 1 ms before the interval elapses, the gauge still shows the first sample.
         yield* unchangedUntil(start + interval, counts({ available: 2, scheduled: 1 }))
@@ -201,8 +201,8 @@ layer(TestLayer, { excludeTestServices: true })("observer", (it) => {
         )
 
         // And it goes on, one sample per interval: the available jobs complete, the dead one is deleted.
-        yield* sql`UPDATE effect_jobs SET state = 'completed', finalized_at = now() WHERE queue = ${queue} AND state = 'available'`
-        yield* sql`DELETE FROM effect_jobs WHERE queue = ${queue} AND state = 'dead'`
+        yield* sql`UPDATE effect_jobs.jobs SET state = 'completed', finalized_at = now() WHERE queue = ${queue} AND state = 'available'`
+        yield* sql`DELETE FROM effect_jobs.jobs WHERE queue = ${queue} AND state = 'dead'`
         yield* unchangedUntil(start + 2 * interval, counts({ available: 5, dead: 1 }))
         yield* TestClock.adjust(1)
         assert.deepStrictEqual(yield* resampled(counts({ available: 5, dead: 1 })), counts({ completed: 5 }))

@@ -493,7 +493,7 @@ layer(FileLayer, { excludeTestServices: true })("handler outcomes", (it) => {
       const sql = yield* SqlClient.SqlClient
       yield* startWorker(fastWorker("o-unknown"), Layer.mergeAll(Job.toLayer(Strict, () => Effect.void), probe.layer))
       const [inserted] = yield* sql<{ readonly id: string }>`
-        INSERT INTO effect_jobs (name, queue, args) VALUES ('outcomes-nobody-handles-this', 'o-unknown', '{}')
+        INSERT INTO effect_jobs.jobs (name, queue, args) VALUES ('outcomes-nobody-handles-this', 'o-unknown', '{}')
         RETURNING id::text`
       const id = inserted!.id
       const e = yield* probe.next(id)
@@ -518,7 +518,7 @@ layer(FileLayer, { excludeTestServices: true })("handler outcomes", (it) => {
         Layer.mergeAll(Job.toLayer(Strict, (args) => Effect.sync(() => handled.push(args.n))), probe.layer)
       )
       const bad = yield* sql<{ readonly id: string }>`
-        INSERT INTO effect_jobs (name, queue, args)
+        INSERT INTO effect_jobs.jobs (name, queue, args)
         VALUES ('outcomes-strict-args', 'o-bad-args', '{"n": "seven"}'), ('outcomes-strict-args', 'o-bad-args', '[1, 2]')
         RETURNING id::text`
       assert.strictEqual(bad.length, 2)

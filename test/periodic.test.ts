@@ -16,7 +16,7 @@ const Tick = Job.make("tick", { args: Schema.Struct({ source: Schema.String }), 
 const slotsOf = (schedule: string) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
     sql<{ readonly slot: string; readonly n: number }>`
-      SELECT metadata->>'slot' AS slot, count(*)::int AS n FROM effect_jobs
+      SELECT metadata->>'slot' AS slot, count(*)::int AS n FROM effect_jobs.jobs
       WHERE name = 'tick' AND metadata->>'periodic' = ${schedule} GROUP BY 1 ORDER BY 1`)
 
 const scheduler = (schedules: ReadonlyArray<Periodic.Schedule>, observer: Layer.Layer<never> = Layer.empty) =>
@@ -44,8 +44,8 @@ const errorProbe = Effect.gen(function*() {
 const periodicTable = (present: boolean) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
     present
-      ? sql`ALTER TABLE effect_jobs_periodic_away RENAME TO effect_jobs_periodic`
-      : sql`ALTER TABLE effect_jobs_periodic RENAME TO effect_jobs_periodic_away`)
+      ? sql`ALTER TABLE effect_jobs.periodic_away RENAME TO periodic`
+      : sql`ALTER TABLE effect_jobs.periodic RENAME TO periodic_away`)
 
 const iso = (millis: number) => new Date(millis).toISOString()
 const some = <A>(rows: ReadonlyArray<A>, n: number) => (rows.length >= n ? Option.some(rows) : Option.none())
@@ -130,9 +130,9 @@ layer(Jobs.layer.pipe(Layer.provideMerge(TestDb.layer())), { excludeTestServices
         assert.deepStrictEqual(both, [{ slot: iso(slot), n: 1 }, { slot: iso(slot + 60_000), n: 1 }])
         const sql = yield* SqlClient.SqlClient
         const [row] = yield* sql<{ readonly last_slot: Date; readonly jobs: number }>`
-          SELECT p.last_slot, (SELECT count(*)::int FROM effect_jobs j WHERE j.id = p.last_job
+          SELECT p.last_slot, (SELECT count(*)::int FROM effect_jobs.jobs j WHERE j.id = p.last_job
                                  AND j.metadata->>'slot' = ${iso(slot + 60_000)}) AS jobs
-          FROM effect_jobs_periodic p WHERE name = 'retry'`
+          FROM effect_jobs.periodic p WHERE name = 'retry'`
         assert.strictEqual(row?.last_slot.getTime(), slot + 60_000)
         assert.strictEqual(row?.jobs, 1, "last_job is the job of the last slot")
       })
@@ -227,7 +227,7 @@ layer(Jobs.layer.pipe(Layer.provideMerge(TestDb.layer())), { excludeTestServices
           // created for its own slot (its metadata) and due at once when it was enqueued.
           const sql = yield* SqlClient.SqlClient
           const jobs = yield* sql<{ readonly slot: string; readonly source: string; readonly run_at: Date }>`
-            SELECT metadata->>'slot' AS slot, args->>'source' AS source, run_at FROM effect_jobs
+            SELECT metadata->>'slot' AS slot, args->>'source' AS source, run_at FROM effect_jobs.jobs
             WHERE name = 'tick' AND metadata->>'periodic' = ${name} ORDER BY id`
           assert.deepStrictEqual(
             jobs.map((j) => [j.slot, j.source, j.run_at.toISOString()]),

@@ -36,7 +36,7 @@ interface Row {
 const rowOf = (id: string) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
     Effect.map(
-      sql<Row>`SELECT id::text, state, attempt, claim_count, errors, prune_at FROM effect_jobs WHERE id = ${id}::bigint`,
+      sql<Row>`SELECT id::text, state, attempt, claim_count, errors, prune_at FROM effect_jobs.jobs WHERE id = ${id}::bigint`,
       (rows) => rows[0]!
     )).pipe(Effect.orDie)
 
@@ -52,9 +52,9 @@ const insertEdited = (name: string, queue: string, set: string, args = `{"n":1}`
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
     Effect.gen(function*() {
       const [row] = yield* sql<{ readonly id: string }>`
-        INSERT INTO effect_jobs (name, queue, args, max_attempts, retention_ms)
+        INSERT INTO effect_jobs.jobs (name, queue, args, max_attempts, retention_ms)
         VALUES (${name}, ${queue}, ${args}::jsonb, 3, 3600000) RETURNING id::text`
-      yield* sql.unsafe(`UPDATE effect_jobs SET ${set} WHERE id = $1::bigint`, [row!.id])
+      yield* sql.unsafe(`UPDATE effect_jobs.jobs SET ${set} WHERE id = $1::bigint`, [row!.id])
       return row!.id
     })).pipe(Effect.orDie)
 
@@ -216,7 +216,7 @@ layer(TestLayer, { excludeTestServices: true })("regressions", (it) => {
       yield* jobs.enqueue(Long, { n: 1 })
       yield* Deferred.await(started)
       yield* eventually("both running", Effect.map(
-        sql<{ n: number }>`SELECT count(*)::int AS n FROM effect_jobs WHERE queue = 'r-away' AND state = 'running'`,
+        sql<{ n: number }>`SELECT count(*)::int AS n FROM effect_jobs.jobs WHERE queue = 'r-away' AND state = 'running'`,
         (rows) => (rows[0]!.n === 2 ? Option.some(true) : Option.none())
       ))
       // The worker's database goes away (new connections refused, its sessions cut).
@@ -340,7 +340,7 @@ layer(TestLayer, { excludeTestServices: true })("regressions", (it) => {
       assert.strictEqual(yield* tag(jobs.enqueue(T, { s: "ok" }, { metadata: { ["k\uD800"]: 1 } })), "InvalidJobOptions")
       const id = yield* jobs.enqueue(T, { s: "\\u0000 is six characters" })
       const sql = yield* SqlClient.SqlClient
-      const [row] = yield* sql<{ args: { s: string } }>`SELECT args FROM effect_jobs WHERE id = ${id}::bigint`
+      const [row] = yield* sql<{ args: { s: string } }>`SELECT args FROM effect_jobs.jobs WHERE id = ${id}::bigint`
       assert.strictEqual(row!.args.s, "\\u0000 is six characters")
     }))
 
@@ -349,7 +349,7 @@ layer(TestLayer, { excludeTestServices: true })("regressions", (it) => {
       const T = Job.make("r-await", { args: Schema.Struct({}), queue: "r-await" })
       const jobs = yield* Jobs
       const tag = <A, E>(e: Effect.Effect<A, E>) => Effect.map(Effect.flip(e), (x) => (x as { _tag: string })._tag)
-      for (const id of ["abc", "", "1; DROP TABLE effect_jobs", "99999999999999999999", "-1", "a\u0000"]) {
+      for (const id of ["abc", "", "1; DROP TABLE effect_jobs.jobs", "99999999999999999999", "-1", "a\u0000"]) {
         assert.strictEqual(yield* tag(jobs.status(T, id)), "JobNotFound", `status ${JSON.stringify(id)}`)
         assert.strictEqual(yield* tag(jobs.await(T, id, { timeout: "1 second" })), "JobNotFound", `await ${JSON.stringify(id)}`)
       }

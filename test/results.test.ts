@@ -51,11 +51,11 @@ const cancelListening = (workers: number) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
     sql<{ readonly n: number }>`
       SELECT count(*)::int AS n FROM pg_stat_activity
-      WHERE datname = current_database() AND state = 'idle' AND query = 'LISTEN "effect_jobs_cancel"'`.pipe(
+      WHERE datname = current_database() AND state = 'idle' AND query = 'LISTEN "effect_jobs.cancel"'`.pipe(
       Effect.repeat({ until: (rows) => (rows[0]?.n ?? 0) >= workers, schedule: Schedule.spaced("10 millis") }),
       Effect.timeoutOrElse({
         duration: "10 seconds",
-        orElse: () => Effect.die(new Error(`fewer than ${workers} sessions listen on effect_jobs_cancel`))
+        orElse: () => Effect.die(new Error(`fewer than ${workers} sessions listen on effect_jobs.cancel`))
       })
     ))
 
@@ -129,7 +129,7 @@ layer(TestLayer, { excludeTestServices: true })("results", (it) => {
       yield* cancelListening(1)
       const sql = yield* SqlClient.SqlClient
       const t0 = Date.now()
-      yield* sql`SELECT pg_notify('effect_jobs_cancel', ${id})`
+      yield* sql`SELECT pg_notify('effect_jobs.cancel', ${id})`
       const error = yield* Effect.flip(jobs.await(Blocked, id, { timeout: "20 seconds" }))
       const elapsed = Date.now() - t0
       assert.strictEqual(error._tag, "JobCancelled")
@@ -166,7 +166,7 @@ const awaitAfterItsLook = <J extends Job.Any>(job: J, id: string) =>
       override end(endTime: bigint, exit: Exit.Exit<unknown, unknown>) {
         super.end(endTime, exit)
         const text = this.attributes.get("db.query.text")
-        if (typeof text === "string" && /\bFROM effect_jobs\b/.test(text)) Deferred.doneUnsafe(looked, Exit.void)
+        if (typeof text === "string" && /\bFROM "effect_jobs"\.jobs\b/.test(text)) Deferred.doneUnsafe(looked, Exit.void)
       }
     }
     const tracer = Tracer.make({ span: (options) => new LookSpan(options) })

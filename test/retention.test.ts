@@ -93,7 +93,7 @@ layer(TestLayer, { excludeTestServices: true })("retention", (it) => {
         assert.strictEqual(yield* countByName("ret-gone"), 0, "retention 0: deleted the moment it completed")
         const sql = yield* SqlClient.SqlClient
         const [times] = yield* sql<{ readonly finalized_at: Date; readonly prune_at: Date }>`
-          SELECT finalized_at, prune_at FROM effect_jobs WHERE id = ${keep}::bigint`
+          SELECT finalized_at, prune_at FROM effect_jobs.jobs WHERE id = ${keep}::bigint`
         assert.strictEqual(times?.finalized_at.getTime(), start, "finished at the TestClock's now")
         assert.strictEqual(times?.prune_at.getTime(), minutes(60))
 

@@ -86,7 +86,7 @@ layer(TestLayer, { excludeTestServices: true })("store", (it) => {
       const locked = yield* Deferred.make<void>()
       const release = yield* Deferred.make<void>()
       const holder = yield* sql.withTransaction(Effect.gen(function*() {
-        yield* sql`SELECT id FROM effect_jobs WHERE id = ${a} FOR UPDATE`
+        yield* sql`SELECT id FROM effect_jobs.jobs WHERE id = ${a} FOR UPDATE`
         yield* Deferred.succeed(locked, undefined)
         yield* Deferred.await(release)
       })).pipe(Effect.forkChild)
@@ -102,7 +102,7 @@ layer(TestLayer, { excludeTestServices: true })("store", (it) => {
       yield* Deferred.succeed(release, undefined)
       yield* Fiber.join(holder)
       const leases = yield* sql<{ readonly id: string; readonly lease: Date }>`
-        SELECT id::text, lease_expires_at AS lease FROM effect_jobs WHERE id IN (${a}, ${b}) ORDER BY id`
+        SELECT id::text, lease_expires_at AS lease FROM effect_jobs.jobs WHERE id IN (${a}, ${b}) ORDER BY id`
       assert.deepStrictEqual(leases.map((r) => [r.id, r.lease.getTime()]), [[a, now + 1000], [b, now + 1500]])
 
       // Once the lock is gone, a is extended again.
@@ -119,6 +119,6 @@ layer(TestLayer, { excludeTestServices: true })("store", (it) => {
       assert.notStrictEqual(ids[0]!.length, ids[5]!.length, "the ids cross a power of ten")
       const claimed = yield* claim("s-order", Date.now())
       assert.deepStrictEqual(claimed.map((r) => r.id), ids, "FIFO: in id order, compared as numbers")
-      yield* sql`DELETE FROM effect_jobs WHERE queue = 's-order'`
+      yield* sql`DELETE FROM effect_jobs.jobs WHERE queue = 's-order'`
     }))
 })

@@ -69,7 +69,7 @@ layer(TestLayer, { excludeTestServices: true })("worker", (it) => {
       const locked = yield* Deferred.make<void>()
       const unlock = yield* Deferred.make<void>()
       const holder = yield* Effect.forkChild(sql.withTransaction(Effect.gen(function*() {
-        yield* sql`SELECT id FROM effect_jobs WHERE id = ${first}::bigint FOR UPDATE`
+        yield* sql`SELECT id FROM effect_jobs.jobs WHERE id = ${first}::bigint FOR UPDATE`
         yield* Deferred.succeed(locked, undefined)
         yield* Deferred.await(unlock)
       })))

@@ -111,7 +111,7 @@ export const make = (variant: Variant): Adapter => {
     ready().runPromise(Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
       const rows = yield* sql<{ readonly n: number }>`
-        SELECT count(*)::int AS n FROM effect_jobs
+        SELECT count(*)::int AS n FROM effect_jobs.jobs
         WHERE name = 'noop' AND state IN ('available', 'running')`
       return rows[0]?.n ?? 0
     }))
@@ -189,7 +189,7 @@ export const make = (variant: Variant): Adapter => {
         if (kind === "completed") {
           // Finished over the last 12 hours and kept for a day: none is due for pruning during the run.
           yield* sql`
-            INSERT INTO effect_jobs (name, queue, state, args, attempt, claim_count, run_at, created_at,
+            INSERT INTO effect_jobs.jobs (name, queue, state, args, attempt, claim_count, run_at, created_at,
                                      attempted_at, finalized_at, retention_ms, prune_at)
             SELECT 'noop', ${QUEUE}, 'completed', '{}'::jsonb, 1, 1, t, t, t, t, 86400000, t + interval '1 day'
             FROM (SELECT now() - interval '12 hours' + g * (interval '12 hours' / ${count}) AS t
@@ -197,13 +197,13 @@ export const make = (variant: Variant): Adapter => {
         } else {
           // Due tomorrow: never promoted during the run.
           yield* sql`
-            INSERT INTO effect_jobs (name, queue, state, args, run_at, retention_ms)
+            INSERT INTO effect_jobs.jobs (name, queue, state, args, run_at, retention_ms)
             SELECT 'noop', ${QUEUE}, 'scheduled', '{}'::jsonb,
                    now() + interval '1 day' + g * interval '1 millisecond', 86400000
             FROM generate_series(1, ${count}) AS g`
         }
         // A table with history has been vacuumed and analysed by autovacuum long since.
-        yield* sql`VACUUM ANALYZE effect_jobs`
+        yield* sql`VACUUM ANALYZE effect_jobs.jobs`
       }))
     },
 

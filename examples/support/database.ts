@@ -66,7 +66,7 @@ export const inspectJob = (id: string) =>
     const sql = yield* SqlClient.SqlClient
     const rows = yield* sql<JobRow>`
       SELECT id::text, name, state, attempt, max_attempts, run_at, result, errors, request_id
-      FROM effect_jobs WHERE id = ${id}::bigint`
+      FROM effect_jobs.jobs WHERE id = ${id}::bigint`
     return rows[0]
   })
 

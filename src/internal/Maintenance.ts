@@ -21,7 +21,7 @@
  * deletes with `SKIP LOCKED`, and deleting what is already gone does nothing.
  *
  * Pruning reads only rows whose `prune_at` has passed, through the partial index
- * `effect_jobs_prune_idx`, in batches of `batchSize`, so a million retained rows
+ * `jobs_prune_idx`, in batches of `batchSize`, so a million retained rows
  * cost nothing until they expire. Times come from Effect's `Clock`: `TestClock`
  * decides what has expired in tests.
  */

@@ -17,13 +17,40 @@
 import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Exit, Layer, type Queue, Scope } from "effect"
 import { SqlClient, type SqlError } from "effect/sql"
+import { assertValid, PgSchema, qualify } from "../PgSchema.ts"
 
-/** The NOTIFY channel for new runnable jobs; the payload is a queue name. */
-export const channel = "effect_jobs"
-/** NOTIFY channel sent once per statement that finished jobs (payload empty): wakes `Jobs.await`. */
-export const doneChannel = "effect_jobs_done"
-/** NOTIFY channel asking the worker that holds a job to interrupt it; the payload is the job id. */
-export const cancelChannel = "effect_jobs_cancel"
+/**
+ * The NOTIFY channels of one schema, `<schema>.<kind>` (a dot cannot appear in a schema
+ * name, so two schemas never share a channel). The bundle channel is sent by a trigger
+ * (migrations/0003), the new-jobs channel by a trigger and by statements here.
+ */
+export interface Channels {
+  /** New runnable jobs; the payload is a queue name. */
+  readonly new: string
+  /** Sent once per statement that finished jobs (payload empty): wakes `Jobs.await`. */
+  readonly done: string
+  /** Asks the worker that holds a job to interrupt it; the payload is the job id. */
+  readonly cancel: string
+  /** A bundle's last member finished; the payload is the bundle id. */
+  readonly bundle: string
+}
+
+export type ChannelKind = keyof Channels
+
+export const channelsOf = (schema: string): Channels => ({
+  new: `${schema}.new`,
+  done: `${schema}.done`,
+  cancel: `${schema}.cancel`,
+  bundle: `${schema}.bundle`
+})
+
+/** The library's tables in one schema, as SQL fragments (`"effect_jobs".jobs`). */
+const tablesOf = (sql: SqlClient.SqlClient, schema: string) => ({
+  jobs: sql.literal(qualify(schema, "jobs")),
+  queues: sql.literal(qualify(schema, "queues")),
+  periodic: sql.literal(qualify(schema, "periodic")),
+  bundles: sql.literal(qualify(schema, "bundles"))
+})
 
 export type JobState = "scheduled" | "available" | "running" | "completed" | "dead" | "cancelled"
 
@@ -193,9 +220,11 @@ export class JobStore extends Context.Service<JobStore, {
   readonly bundleLockFinished: (limit: number, names: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<BundleRow>, SqlError.SqlError>
   readonly bundleMembers: (id: string) => Effect.Effect<ReadonlyArray<OutcomeRow>, SqlError.SqlError>
   readonly bundleMarkDone: (id: string, followUpId: string | null) => Effect.Effect<void, SqlError.SqlError>
-  /** LISTEN on any of the library's channels. */
+  /** The schema's NOTIFY channels. */
+  readonly channels: Channels
+  /** LISTEN on one of the schema's channels. */
   readonly listenOn: (
-    channel: string
+    channel: ChannelKind
   ) => Effect.Effect<Queue.Dequeue<{ readonly payload: string }, SqlError.SqlError>, SqlError.SqlError, Scope.Scope>
   readonly listen: Effect.Effect<Queue.Dequeue<{ readonly payload: string }, SqlError.SqlError>, SqlError.SqlError, Scope.Scope>
 } & ManagementStore>()("effect-jobs/JobStore") {
@@ -211,6 +240,9 @@ export class JobStore extends Context.Service<JobStore, {
       const pg = yield* PgClient.PgClient
       // The library's queries name their columns exactly; user-configured name transforms must not apply.
       const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+      const schema = assertValid(yield* PgSchema)
+      const t = tablesOf(sql, schema)
+      const channels = channelsOf(schema)
 
       // Guards for rows edited by hand, used by the statements of the worker's hot path (finish,
       // rescue): one bad row must not fail a statement that carries the outcomes of many jobs.
@@ -221,7 +253,7 @@ export class JobStore extends Context.Service<JobStore, {
 
       const insertRows = (rows: ReadonlyArray<NewJobRow>) =>
         sql<{ readonly id: string; readonly name: string; readonly unique_key: string | null }>`
-          INSERT INTO effect_jobs (name, queue, state, priority, run_at, max_attempts, args, unique_key,
+          INSERT INTO ${t.jobs} (name, queue, state, priority, run_at, max_attempts, args, unique_key,
                                    metadata, request_id, trace, retention_ms, max_errors, bundle_id)
           SELECT name, queue, state, priority, run_at, max_attempts, args, unique_key,
                  metadata, request_id, trace, retention_ms, max_errors, bundle_id
@@ -237,7 +269,7 @@ export class JobStore extends Context.Service<JobStore, {
       const findActiveByKey = (keys: ReadonlyArray<{ readonly name: string; readonly unique_key: string }>) =>
         sql<{ readonly id: string; readonly name: string; readonly unique_key: string }>`
           SELECT j.id::text, j.name, j.unique_key
-          FROM effect_jobs j
+          FROM ${t.jobs} j
           JOIN jsonb_to_recordset(${JSON.stringify(keys)}::jsonb) AS k(name text, unique_key text)
             ON j.name = k.name AND j.unique_key = k.unique_key
           WHERE j.state IN ('scheduled', 'available', 'running')`
@@ -277,7 +309,7 @@ export class JobStore extends Context.Service<JobStore, {
         // inserted, in args order, so sorting by id is sorting by position.
         return sql<{ readonly ids: string | null }>`
           WITH inserted AS (
-          INSERT INTO effect_jobs (name, queue, state, priority, run_at, max_attempts, args, metadata, request_id,
+          INSERT INTO ${t.jobs} (name, queue, state, priority, run_at, max_attempts, args, metadata, request_id,
                                    trace, retention_ms, max_errors, bundle_id)
           SELECT ${f.name}, ${f.queue}, ${f.state}, ${f.priority}, ${f.run_at}::timestamptz, ${f.max_attempts},
                  a.value, ${JSON.stringify(f.metadata)}::jsonb, ${f.request_id},
@@ -361,7 +393,7 @@ export class JobStore extends Context.Service<JobStore, {
         // Returned in claim order (RETURNING alone has none), so the buffer starts them in order.
         return yield* sql<ClaimedJobRow>`
           WITH claimed AS (
-          UPDATE effect_jobs j
+          UPDATE ${t.jobs} j
           -- Saturate (attempt) and wrap (the fencing token) instead of overflowing: a count set
           -- absurdly high by hand must not fail every claim of its queue. The worker sends a job
           -- whose attempt is out of range to dead without running it.
@@ -372,7 +404,7 @@ export class JobStore extends Context.Service<JobStore, {
               lease_expires_at = ${now}::timestamptz + ${o.leaseMillis} * interval '1 millisecond',
               locked_by = ${o.workerId}
           WHERE j.id = ANY(ARRAY(
-            SELECT id FROM effect_jobs
+            SELECT id FROM ${t.jobs}
             WHERE state = 'available' AND queue = ${o.queue} AND run_at <= ${now}::timestamptz
             ORDER BY priority, run_at, id
             LIMIT ${o.limit}
@@ -417,14 +449,14 @@ export class JobStore extends Context.Service<JobStore, {
         const changed = yield* sql<{ readonly id: string; readonly state: JobState; readonly cancel_reason: string | null }>`
           WITH x AS (SELECT ${outcomes}::jsonb AS o),
           deleted AS (
-            DELETE FROM effect_jobs j
+            DELETE FROM ${t.jobs} j
             WHERE j.id = ANY(ARRAY(SELECT k::bigint FROM x, jsonb_each(x.o) AS e(k, v) WHERE v ->> 'state' = 'completed'))
               AND j.claim_count = (${o} ->> 'token')::int AND j.state = 'running'
               AND j.retention_ms = 0 AND j.bundle_id IS NULL
             RETURNING j.id, 'completed'::text AS state, NULL::text AS cancel_reason
           ),
           updated AS (
-            UPDATE effect_jobs j SET
+            UPDATE ${t.jobs} j SET
               -- An operator cancelled the job while it ran (migration 0002) and the run ended
               -- before the worker could stop it: it must not run again, so a retry, snooze or
               -- release ends it 'cancelled' (every outcome is then terminal).
@@ -456,13 +488,13 @@ export class JobStore extends Context.Service<JobStore, {
           SELECT c.id::text, c.state, c.cancel_reason
           FROM (SELECT * FROM deleted UNION ALL SELECT id, state, cancel_reason FROM updated) c
           -- one notification per statement, for Jobs.await (evaluated once, not per row)
-          CROSS JOIN (SELECT pg_notify(${doneChannel}, '')::text AS n) notify
+          CROSS JOIN (SELECT pg_notify(${channels.done}, '')::text AS n) notify
           -- A zero-delay retry or snooze and a shutdown release leave the job 'available': wake
           -- the sated workers of its queue, as the insert trigger does, rather than leave it to
           -- their next poll. Once per queue; no pg_notify at all when no row is 'available' (a
           -- batch of completions). An aggregate, so always one row: joined, it is evaluated
           -- (an unreferenced CTE would not be) and removes no result row.
-          CROSS JOIN (SELECT count(pg_notify(${channel}, q.queue)) AS n
+          CROSS JOIN (SELECT count(pg_notify(${channels.new}, q.queue)) AS n
                       FROM (SELECT DISTINCT queue FROM updated WHERE state = 'available') q) wake`
         return new Map(changed.map((r) => [r.id, { state: r.state, cancelReason: r.cancel_reason }]))
       })
@@ -487,16 +519,16 @@ export class JobStore extends Context.Service<JobStore, {
         const rows = yield* sql<{ readonly id: string; readonly extended: boolean }>`
           WITH h AS (SELECT ${JSON.stringify(tokens)}::jsonb AS o),
           locked AS (
-            SELECT j.id FROM effect_jobs j WHERE ${ours} FOR UPDATE SKIP LOCKED
+            SELECT j.id FROM ${t.jobs} j WHERE ${ours} FOR UPDATE SKIP LOCKED
           ),
           extended AS (
-            UPDATE effect_jobs j
+            UPDATE ${t.jobs} j
             SET lease_expires_at = ${iso(nowMillis)}::timestamptz + ${leaseMillis} * interval '1 millisecond'
             WHERE j.id = ANY(ARRAY(SELECT id FROM locked))
             RETURNING j.id
           )
           SELECT j.id::text, j.id IN (SELECT id FROM extended) AS extended
-          FROM effect_jobs j WHERE ${ours}`
+          FROM ${t.jobs} j WHERE ${ours}`
         const extended = new Set<string>()
         const busy = new Set<string>()
         for (const r of rows) (r.extended ? extended : busy).add(r.id)
@@ -507,16 +539,16 @@ export class JobStore extends Context.Service<JobStore, {
       const jobPromoteScheduled = Effect.fnUntraced(function*(nowMillis: number, limit: number) {
         const rows = yield* sql<{ readonly queue: string; readonly n: number }>`
           WITH due AS (
-            SELECT id FROM effect_jobs
+            SELECT id FROM ${t.jobs}
             WHERE state = 'scheduled' AND run_at <= ${iso(nowMillis)}::timestamptz
             ORDER BY run_at
             LIMIT ${limit}
             FOR UPDATE SKIP LOCKED
           ),
           promoted AS (
-            UPDATE effect_jobs j SET state = 'available' FROM due WHERE j.id = due.id RETURNING j.queue
+            UPDATE ${t.jobs} j SET state = 'available' FROM due WHERE j.id = due.id RETURNING j.queue
           )
-          SELECT queue, count(*)::int AS n, pg_notify(${channel}, queue)::text AS notified
+          SELECT queue, count(*)::int AS n, pg_notify(${channels.new}, queue)::text AS notified
           FROM promoted GROUP BY queue`
         return rows.reduce((sum, r) => sum + r.n, 0)
       })
@@ -531,14 +563,14 @@ export class JobStore extends Context.Service<JobStore, {
         const now = iso(nowMillis)
         const rows = yield* sql<{ readonly queue: string; readonly n: number }>`
           WITH lapsed AS (
-            SELECT id FROM effect_jobs
+            SELECT id FROM ${t.jobs}
             WHERE state = 'running' AND lease_expires_at < ${now}::timestamptz
             ORDER BY lease_expires_at
             LIMIT ${limit}
             FOR UPDATE SKIP LOCKED
           ),
           rescued AS (
-            UPDATE effect_jobs j SET
+            UPDATE ${t.jobs} j SET
               -- a job an operator cancelled while its worker was dying ends cancelled (migration 0002)
               state = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
                            WHEN j.attempt >= j.max_attempts THEN 'dead' ELSE 'available' END,
@@ -560,8 +592,8 @@ export class JobStore extends Context.Service<JobStore, {
             FROM lapsed WHERE j.id = lapsed.id
             RETURNING j.queue, j.state
           )
-          SELECT queue, count(*)::int AS n, pg_notify(${channel}, queue)::text AS notified,
-                 pg_notify(${doneChannel}, '')::text AS done
+          SELECT queue, count(*)::int AS n, pg_notify(${channels.new}, queue)::text AS notified,
+                 pg_notify(${channels.done}, '')::text AS done
           FROM rescued GROUP BY queue`
         return rows.reduce((sum, r) => sum + r.n, 0)
       })
@@ -569,40 +601,40 @@ export class JobStore extends Context.Service<JobStore, {
       const notifyQueues = (queues: ReadonlyArray<string>) =>
         queues.length === 0
           ? Effect.void
-          : sql`SELECT pg_notify(${channel}, q)::text FROM jsonb_array_elements_text(${JSON.stringify(queues)}::jsonb) AS q`.pipe(
+          : sql`SELECT pg_notify(${channels.new}, q)::text FROM jsonb_array_elements_text(${JSON.stringify(queues)}::jsonb) AS q`.pipe(
             Effect.asVoid
           )
 
       const jobOutcomes = (ids: ReadonlyArray<string>) =>
         sql<OutcomeRow>`
-          SELECT id::text, name, state, result, errors FROM effect_jobs
+          SELECT id::text, name, state, result, errors FROM ${t.jobs}
           WHERE id IN (SELECT jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb)::bigint)`
 
       const periodicEnsure = (name: string, slot: number) =>
         Effect.map(
           sql<{ readonly last_slot: Date }>`
             WITH ins AS (
-              INSERT INTO effect_jobs_periodic (name, last_slot) VALUES (${name}, ${iso(slot)}::timestamptz)
+              INSERT INTO ${t.periodic} (name, last_slot) VALUES (${name}, ${iso(slot)}::timestamptz)
               ON CONFLICT (name) DO NOTHING RETURNING last_slot
             )
-            SELECT last_slot FROM ins UNION ALL SELECT last_slot FROM effect_jobs_periodic WHERE name = ${name}`,
+            SELECT last_slot FROM ins UNION ALL SELECT last_slot FROM ${t.periodic} WHERE name = ${name}`,
           (rows) => rows[0]!.last_slot
         )
 
       const periodicClaimSlot = (name: string, slot: number) =>
         Effect.map(
-          sql`UPDATE effect_jobs_periodic SET last_slot = ${iso(slot)}::timestamptz, updated_at = now()
+          sql`UPDATE ${t.periodic} SET last_slot = ${iso(slot)}::timestamptz, updated_at = now()
               WHERE name = ${name} AND last_slot < ${iso(slot)}::timestamptz RETURNING name`,
           (rows) => rows.length === 1
         )
 
       const periodicSetJob = (name: string, jobId: string) =>
-        Effect.asVoid(sql`UPDATE effect_jobs_periodic SET last_job = ${jobId}::bigint WHERE name = ${name}`)
+        Effect.asVoid(sql`UPDATE ${t.periodic} SET last_job = ${jobId}::bigint WHERE name = ${name}`)
 
       const bundleInsert = (name: string, total: number, metadata: unknown) =>
         Effect.map(
           sql<{ readonly id: string }>`
-            INSERT INTO effect_jobs_bundles (name, total, remaining, metadata)
+            INSERT INTO ${t.bundles} (name, total, remaining, metadata)
             VALUES (${name}, ${total}, ${total}, ${JSON.stringify(metadata ?? {})}::jsonb) RETURNING id::text`,
           (rows) => rows[0]!.id
         )
@@ -613,26 +645,26 @@ export class JobStore extends Context.Service<JobStore, {
             SELECT b.id::text, b.name, b.total, b.remaining, b.metadata, b.created_at, b.finished_at,
                    b.follow_up_done, b.follow_up_id::text,
                    COALESCE((SELECT jsonb_object_agg(state, n) FROM (
-                     SELECT state, count(*)::int AS n FROM effect_jobs WHERE bundle_id = b.id GROUP BY state) c), '{}') AS counts
-            FROM effect_jobs_bundles b WHERE b.id = ${id}::bigint`,
+                     SELECT state, count(*)::int AS n FROM ${t.jobs} WHERE bundle_id = b.id GROUP BY state) c), '{}') AS counts
+            FROM ${t.bundles} b WHERE b.id = ${id}::bigint`,
           (rows) => rows[0]
         )
 
       const bundleLockFinished = (limit: number, names: ReadonlyArray<string>) =>
         sql<BundleRow>`
-          SELECT id::text, name, total, metadata, created_at, finished_at FROM effect_jobs_bundles
+          SELECT id::text, name, total, metadata, created_at, finished_at FROM ${t.bundles}
           WHERE finished_at IS NOT NULL AND NOT follow_up_done
             AND remaining = 0 -- a member retried after the count reached 0 re-opens the bundle
             AND name IN (SELECT jsonb_array_elements_text(${JSON.stringify(names)}::jsonb))
-          ORDER BY effect_jobs_bundles.id LIMIT ${limit}
+          ORDER BY bundles.id LIMIT ${limit}
           FOR UPDATE SKIP LOCKED`
 
       const bundleMembers = (id: string) =>
-        sql<OutcomeRow>`SELECT id::text, name, state, result, errors FROM effect_jobs WHERE bundle_id = ${id}::bigint ORDER BY effect_jobs.id`
+        sql<OutcomeRow>`SELECT id::text, name, state, result, errors FROM ${t.jobs} WHERE bundle_id = ${id}::bigint ORDER BY jobs.id`
 
       const bundleMarkDone = (id: string, followUpId: string | null) =>
         Effect.asVoid(sql`
-          UPDATE effect_jobs_bundles SET follow_up_done = true, follow_up_id = ${followUpId}::bigint
+          UPDATE ${t.bundles} SET follow_up_done = true, follow_up_id = ${followUpId}::bigint
           WHERE id = ${id}::bigint`)
 
       return JobStore.of({
@@ -644,9 +676,10 @@ export class JobStore extends Context.Service<JobStore, {
         bundleLockFinished,
         bundleMembers,
         bundleMarkDone,
-        ...makeManagement(sql), // management, retention, leadership, live controls: end of this file
+        ...makeManagement(sql, schema), // management, retention, leadership, live controls: end of this file
         jobOutcomes,
-        listenOn: (name) => pg.listen(name),
+        channels,
+        listenOn: (kind) => pg.listen(channels[kind]),
         jobInsertMany,
         jobClaim,
         jobFinishMany,
@@ -654,7 +687,7 @@ export class JobStore extends Context.Service<JobStore, {
         jobPromoteScheduled,
         jobRescueExpired,
         notifyQueues,
-        listen: pg.listen(channel)
+        listen: pg.listen(channels.new)
       })
     })
   ))
@@ -783,9 +816,9 @@ export interface ManagementStore {
   }) => Effect.Effect<number, SqlError.SqlError>
   /** Deletes up to `limit` finished jobs whose retention ran out (`prune_at <= now`); returns how many. */
   readonly jobPruneExpired: (now: number, limit: number) => Effect.Effect<number, SqlError.SqlError>
-  /** Pauses or resumes a queue for every worker (the `effect_jobs_queues` row). */
+  /** Pauses or resumes a queue for every worker (the `queues` table's row). */
   readonly queueSetPaused: (queue: string, paused: boolean, now: number) => Effect.Effect<void, SqlError.SqlError>
-  /** Every queue with a row in `effect_jobs_queues`. */
+  /** Every queue with a row in the `queues` table. */
   readonly queueList: Effect.Effect<
     ReadonlyArray<{ readonly name: string; readonly paused: boolean; readonly updated_at: Date }>,
     SqlError.SqlError
@@ -803,7 +836,8 @@ export interface ManagementStore {
   /** Makes every scheduled job of these queues due now (for `Testing.drain({ withScheduled: true })`). */
   readonly jobScheduledDueNow: (queues: ReadonlyArray<string>, now: number) => Effect.Effect<number, SqlError.SqlError>
   /**
-   * Reserves a connection and tries `pg_try_advisory_lock(key)` on it. Not taken:
+   * Reserves a connection and tries `pg_try_advisory_lock` on it, with `key` mixed with the
+   * schema's name (`hashtextextended`), so each schema has a leader of its own. Not taken:
    * the connection goes back at once and the result is `undefined`. Taken: the
    * connection stays reserved, and the lock held, until the scope closes (then
    * it is unlocked) or the session ends (Postgres drops the lock itself).
@@ -811,18 +845,20 @@ export interface ManagementStore {
   readonly leaderTryAcquire: (key: bigint) => Effect.Effect<LeaderSession | undefined, SqlError.SqlError, Scope.Scope>
 }
 
-/** (Statements that select these order by `effect_jobs.id`: a bare `id` is the text column.) */
+/** (Statements that select these order by `jobs.id`: a bare `id` is the text column.) */
 const detailColumns = `id::text, name, queue, state, priority, attempt, max_attempts, run_at, args, result, errors,
   unique_key, metadata, request_id, locked_by, lease_expires_at, created_at, attempted_at, finalized_at, prune_at,
   cancel_requested_at`
 
 /** The `ManagementStore` statements on a client without name transforms. */
-export const makeManagement = (sql: SqlClient.SqlClient): ManagementStore => {
+export const makeManagement = (sql: SqlClient.SqlClient, schema: string): ManagementStore => {
+  const t = tablesOf(sql, schema)
+  const channels = channelsOf(schema)
   const json = (value: unknown) => JSON.stringify(value)
 
   const adminCountByQueueState = (queue: string | undefined) =>
     sql<QueueStateCountRow>`
-      SELECT queue, state, count(*)::int AS count FROM effect_jobs
+      SELECT queue, state, count(*)::int AS count FROM ${t.jobs}
       WHERE ${queue === undefined ? sql.literal("TRUE") : sql`queue = ${queue}`}
       GROUP BY queue, state ORDER BY queue, state`
 
@@ -835,13 +871,13 @@ export const makeManagement = (sql: SqlClient.SqlClient): ManagementStore => {
       where.push(f.order === "newest" ? sql`id < ${f.after}::bigint` : sql`id > ${f.after}::bigint`)
     }
     return sql<JobDetailRow>`
-      SELECT ${sql.literal(detailColumns)} FROM effect_jobs WHERE ${sql.and(where)}
-      ORDER BY effect_jobs.id ${sql.literal(f.order === "newest" ? "DESC" : "ASC")} LIMIT ${f.limit}`
+      SELECT ${sql.literal(detailColumns)} FROM ${t.jobs} WHERE ${sql.and(where)}
+      ORDER BY jobs.id ${sql.literal(f.order === "newest" ? "DESC" : "ASC")} LIMIT ${f.limit}`
   }
 
   const adminGet = (id: string) =>
     Effect.map(
-      sql<JobDetailRow>`SELECT ${sql.literal(detailColumns)} FROM effect_jobs WHERE id = ${id}::bigint`,
+      sql<JobDetailRow>`SELECT ${sql.literal(detailColumns)} FROM ${t.jobs} WHERE id = ${id}::bigint`,
       (rows) => rows[0]
     )
 
@@ -858,20 +894,20 @@ export const makeManagement = (sql: SqlClient.SqlClient): ManagementStore => {
     sql.withTransaction(Effect.gen(function*() {
       const now = iso(nowMillis)
       const [found] = yield* sql<{ readonly state: JobState; readonly name: string; readonly unique_key: string | null }>`
-        SELECT state, name, unique_key FROM effect_jobs WHERE id = ${id}::bigint FOR UPDATE`
+        SELECT state, name, unique_key FROM ${t.jobs} WHERE id = ${id}::bigint FOR UPDATE`
       if (found === undefined) return { _tag: "NotFound" } as RetryRow
       if (found.state !== "dead" && found.state !== "cancelled") return { _tag: "WrongState", state: found.state } as RetryRow
       if (found.unique_key !== null) {
         // Another unfinished job holds the key now; making this one runnable would break uniqueness.
         const [holder] = yield* sql<{ readonly id: string }>`
-          SELECT id::text FROM effect_jobs
+          SELECT id::text FROM ${t.jobs}
           WHERE name = ${found.name} AND unique_key = ${found.unique_key}
             AND state IN ('scheduled', 'available', 'running')`
         if (holder !== undefined) return { _tag: "KeyTaken", uniqueKey: found.unique_key } as RetryRow
       }
       yield* sql`
-        UPDATE effect_jobs SET ${retrySet(attempts, now)} WHERE id = ${id}::bigint
-        RETURNING pg_notify(${channel}, queue)::text`
+        UPDATE ${t.jobs} SET ${retrySet(attempts, now)} WHERE id = ${id}::bigint
+        RETURNING pg_notify(${channels.new}, queue)::text`
       return { _tag: "Retried" } as RetryRow
     }))
 
@@ -882,23 +918,23 @@ export const makeManagement = (sql: SqlClient.SqlClient): ManagementStore => {
           -- Of several dead jobs with one unique key only the newest comes back, and none
           -- whose key an unfinished job holds: the unique index would refuse them.
           SELECT DISTINCT ON (d.name, COALESCE(d.unique_key, d.id::text)) d.id
-          FROM effect_jobs d
+          FROM ${t.jobs} d
           WHERE d.state = 'dead' AND d.queue = ${queue}
             AND ${name === undefined ? sql.literal("TRUE") : sql`d.name = ${name}`}
             AND (d.unique_key IS NULL OR NOT EXISTS (
-              SELECT 1 FROM effect_jobs a
+              SELECT 1 FROM ${t.jobs} a
               WHERE a.name = d.name AND a.unique_key = d.unique_key AND a.state IN ('scheduled', 'available', 'running')))
           ORDER BY d.name, COALESCE(d.unique_key, d.id::text), d.id DESC
         ),
         retried AS (
           -- No row locks above (DISTINCT ON cannot take them); the UPDATE locks each row and
           -- re-checks its state, so a concurrent retry of the same job changes it once.
-          UPDATE effect_jobs j SET ${retrySet(attempts, iso(nowMillis))}
+          UPDATE ${t.jobs} j SET ${retrySet(attempts, iso(nowMillis))}
           FROM candidates c WHERE j.id = c.id AND j.state = 'dead'
           RETURNING j.id
         )
         SELECT count(*)::int AS n,
-               CASE WHEN count(*) > 0 THEN pg_notify(${channel}, ${queue}) END::text AS notified
+               CASE WHEN count(*) > 0 THEN pg_notify(${channels.new}, ${queue}) END::text AS notified
         FROM retried`,
       (rows) => rows[0]?.n ?? 0
     )
@@ -907,14 +943,14 @@ export const makeManagement = (sql: SqlClient.SqlClient): ManagementStore => {
     sql.withTransaction(Effect.gen(function*() {
       const now = iso(nowMillis)
       const [found] = yield* sql<{ readonly state: JobState; readonly queue: string }>`
-        SELECT state, queue FROM effect_jobs WHERE id = ${id}::bigint FOR UPDATE`
+        SELECT state, queue FROM ${t.jobs} WHERE id = ${id}::bigint FOR UPDATE`
       if (found === undefined) return { _tag: "NotFound" } as CancelRow
       switch (found.state) {
         case "scheduled":
         case "available": {
           const entry = json({ attempt: 0, at: now, kind: "Cancelled", message: reason })
           yield* sql`
-            UPDATE effect_jobs SET
+            UPDATE ${t.jobs} SET
               state = 'cancelled', finalized_at = ${now}::timestamptz,
               prune_at = CASE WHEN retention_ms IS NOT NULL
                               THEN ${now}::timestamptz + retention_ms * interval '1 millisecond' END,
@@ -924,16 +960,16 @@ export const makeManagement = (sql: SqlClient.SqlClient): ManagementStore => {
                   WITH ORDINALITY AS t(e, o)
                 WHERE o > jsonb_array_length(errors) + 1 - max_errors)
             WHERE id = ${id}::bigint
-            RETURNING pg_notify(${doneChannel}, '')::text`
+            RETURNING pg_notify(${channels.done}, '')::text`
           return { _tag: "Cancelled", queue: found.queue } as CancelRow
         }
         case "running": {
           // The NOTIFY is delivered at COMMIT, when the request is visible to the worker.
           yield* sql`
-            UPDATE effect_jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ${now}::timestamptz),
+            UPDATE ${t.jobs} SET cancel_requested_at = COALESCE(cancel_requested_at, ${now}::timestamptz),
                                    cancel_reason = COALESCE(cancel_reason, ${reason})
             WHERE id = ${id}::bigint
-            RETURNING pg_notify(${cancelChannel}, id::text)::text`
+            RETURNING pg_notify(${channels.cancel}, id::text)::text`
           return { _tag: "CancelRequested", queue: found.queue } as CancelRow
         }
         default:
@@ -944,7 +980,7 @@ export const makeManagement = (sql: SqlClient.SqlClient): ManagementStore => {
   const jobFindActiveByKey = (name: string, uniqueKey: string) =>
     Effect.map(
       sql<{ readonly id: string }>`
-        SELECT id::text FROM effect_jobs
+        SELECT id::text FROM ${t.jobs}
         WHERE name = ${name} AND unique_key = ${uniqueKey} AND state IN ('scheduled', 'available', 'running')`,
       (rows) => rows[0]?.id
     )
@@ -959,12 +995,12 @@ export const makeManagement = (sql: SqlClient.SqlClient): ManagementStore => {
           SELECT j.id, j.state, j.bundle_id,
                  j.bundle_id IS NOT NULL AND (
                    j.state NOT IN ('completed', 'dead', 'cancelled')
-                   OR EXISTS (SELECT 1 FROM effect_jobs_bundles b WHERE b.id = j.bundle_id AND NOT b.follow_up_done)
+                   OR EXISTS (SELECT 1 FROM ${t.bundles} b WHERE b.id = j.bundle_id AND NOT b.follow_up_done)
                  ) AS held
-          FROM effect_jobs j WHERE j.id = ${id}::bigint FOR UPDATE OF j
+          FROM ${t.jobs} j WHERE j.id = ${id}::bigint FOR UPDATE OF j
         ),
         deleted AS (
-          DELETE FROM effect_jobs j USING target t
+          DELETE FROM ${t.jobs} j USING target t
           WHERE j.id = t.id AND t.state <> 'running' AND NOT t.held RETURNING j.id
         )
         SELECT t.state, t.bundle_id::text, t.held, EXISTS (SELECT 1 FROM deleted) AS deleted FROM target t`,
@@ -989,53 +1025,53 @@ export const makeManagement = (sql: SqlClient.SqlClient): ManagementStore => {
     if (o.finalizedBefore !== undefined) where.push(sql`finalized_at < ${iso(o.finalizedBefore)}::timestamptz`)
     // members of a bundle whose finish step has not run yet are kept: it reads their results
     where.push(sql`(bundle_id IS NULL OR NOT EXISTS (
-      SELECT 1 FROM effect_jobs_bundles b WHERE b.id = effect_jobs.bundle_id AND NOT b.follow_up_done))`)
+      SELECT 1 FROM ${t.bundles} b WHERE b.id = jobs.bundle_id AND NOT b.follow_up_done))`)
     return Effect.map(
       sql<{ readonly n: number }>`
         WITH doomed AS (
-          SELECT id FROM effect_jobs WHERE ${sql.and(where)} LIMIT ${o.limit} FOR UPDATE SKIP LOCKED
+          SELECT id FROM ${t.jobs} WHERE ${sql.and(where)} LIMIT ${o.limit} FOR UPDATE SKIP LOCKED
         ),
-        deleted AS (DELETE FROM effect_jobs j USING doomed d WHERE j.id = d.id RETURNING j.id)
+        deleted AS (DELETE FROM ${t.jobs} j USING doomed d WHERE j.id = d.id RETURNING j.id)
         SELECT count(*)::int AS n FROM deleted`,
       (rows) => rows[0]?.n ?? 0
     )
   }
 
-  // Reads only rows whose retention ran out, through effect_jobs_prune_idx.
+  // Reads only rows whose retention ran out, through jobs_prune_idx.
   const jobPruneExpired = (nowMillis: number, limit: number) =>
     Effect.map(
       sql<{ readonly n: number }>`
         WITH doomed AS (
-          SELECT id FROM effect_jobs
+          SELECT id FROM ${t.jobs}
           WHERE prune_at <= ${iso(nowMillis)}::timestamptz AND state IN ('completed', 'dead', 'cancelled')
             -- members of a bundle whose finish step has not run yet are kept: it reads their results
             AND (bundle_id IS NULL OR NOT EXISTS (
-              SELECT 1 FROM effect_jobs_bundles b WHERE b.id = effect_jobs.bundle_id AND NOT b.follow_up_done))
+              SELECT 1 FROM ${t.bundles} b WHERE b.id = jobs.bundle_id AND NOT b.follow_up_done))
           ORDER BY prune_at
           LIMIT ${limit}
           FOR UPDATE SKIP LOCKED
         ),
-        deleted AS (DELETE FROM effect_jobs j USING doomed d WHERE j.id = d.id RETURNING j.id)
+        deleted AS (DELETE FROM ${t.jobs} j USING doomed d WHERE j.id = d.id RETURNING j.id)
         SELECT count(*)::int AS n FROM deleted`,
       (rows) => rows[0]?.n ?? 0
     )
 
   const queueSetPaused = (queue: string, paused: boolean, nowMillis: number) =>
     sql`
-      INSERT INTO effect_jobs_queues (name, paused, updated_at) VALUES (${queue}, ${paused}, ${iso(nowMillis)}::timestamptz)
+      INSERT INTO ${t.queues} (name, paused, updated_at) VALUES (${queue}, ${paused}, ${iso(nowMillis)}::timestamptz)
       ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused, updated_at = EXCLUDED.updated_at
-      RETURNING pg_notify(${channel}, name)::text`.pipe(Effect.asVoid)
+      RETURNING pg_notify(${channels.new}, name)::text`.pipe(Effect.asVoid)
 
   const queueList = sql<{ readonly name: string; readonly paused: boolean; readonly updated_at: Date }>`
-    SELECT name, paused, updated_at FROM effect_jobs_queues ORDER BY name`
+    SELECT name, paused, updated_at FROM ${t.queues} ORDER BY name`
 
   const workerControlPoll = (queues: ReadonlyArray<string>, held: ReadonlyArray<string>) =>
     Effect.map(
       sql<{ readonly kind: "paused" | "cancel"; readonly key: string }>`
-        SELECT 'paused' AS kind, name AS key FROM effect_jobs_queues
+        SELECT 'paused' AS kind, name AS key FROM ${t.queues}
         WHERE paused AND name IN (SELECT jsonb_array_elements_text(${json(queues)}::jsonb))
         UNION ALL
-        SELECT 'cancel', id::text FROM effect_jobs
+        SELECT 'cancel', id::text FROM ${t.jobs}
         WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text(${json(held)}::jsonb)::bigint))
           AND state = 'running' AND cancel_requested_at IS NOT NULL`,
       (rows) => {
@@ -1049,7 +1085,7 @@ export const makeManagement = (sql: SqlClient.SqlClient): ManagementStore => {
   const jobCountRunnable = (queues: ReadonlyArray<string>, nowMillis: number) =>
     Effect.map(
       sql<{ readonly n: number }>`
-        SELECT count(*)::int AS n FROM effect_jobs
+        SELECT count(*)::int AS n FROM ${t.jobs}
         WHERE queue IN (SELECT jsonb_array_elements_text(${json(queues)}::jsonb))
           AND (state IN ('available', 'running')
                OR (state = 'scheduled' AND run_at <= ${iso(nowMillis)}::timestamptz))`,
@@ -1060,7 +1096,7 @@ export const makeManagement = (sql: SqlClient.SqlClient): ManagementStore => {
     Effect.map(
       sql<{ readonly n: number }>`
         WITH moved AS (
-          UPDATE effect_jobs SET run_at = ${iso(nowMillis)}::timestamptz
+          UPDATE ${t.jobs} SET run_at = ${iso(nowMillis)}::timestamptz
           WHERE state = 'scheduled' AND run_at > ${iso(nowMillis)}::timestamptz
             AND queue IN (SELECT jsonb_array_elements_text(${json(queues)}::jsonb))
           RETURNING id
@@ -1075,8 +1111,8 @@ export const makeManagement = (sql: SqlClient.SqlClient): ManagementStore => {
       const inner = yield* Scope.fork(scope)
       const conn = yield* sql.reserve.pipe(Scope.provide(inner))
       const [row] = yield* conn.execute(
-        "SELECT pg_try_advisory_lock($1::bigint) AS locked, pg_backend_pid() AS pid",
-        [key.toString()],
+        "SELECT pg_try_advisory_lock(hashtextextended($2, $1::bigint)) AS locked, pg_backend_pid() AS pid",
+        [key.toString(), schema],
         undefined
       ) as Effect.Effect<ReadonlyArray<{ readonly locked: boolean; readonly pid: number }>, SqlError.SqlError>
       if (row === undefined || !row.locked) {
@@ -1087,7 +1123,7 @@ export const makeManagement = (sql: SqlClient.SqlClient): ManagementStore => {
       // borrower, and a pooled connection holding it would make a leader of nobody.
       yield* Scope.addFinalizer(
         inner,
-        Effect.ignore(conn.execute("SELECT pg_advisory_unlock($1::bigint)", [key.toString()], undefined))
+        Effect.ignore(conn.execute("SELECT pg_advisory_unlock(hashtextextended($2, $1::bigint))", [key.toString(), schema], undefined))
       )
       return {
         pid: row.pid,

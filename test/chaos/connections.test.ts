@@ -41,7 +41,7 @@ const listening = Effect.flatMap(Chaos_.sqlClient, (sql) =>
     sql<{ readonly n: number }>`
       SELECT count(DISTINCT application_name)::int AS n FROM pg_stat_activity
       WHERE datname = current_database() AND application_name LIKE 'chaos-worker%'
-        AND query LIKE 'LISTEN%effect_jobs"' AND state = 'idle'`,
+        AND query LIKE 'LISTEN "effect_jobs.new"' AND state = 'idle'`,
     (rows) => rows[0]!.n
   )).pipe(Effect.orDie)
 

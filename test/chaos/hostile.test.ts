@@ -44,9 +44,9 @@ console.log(`chaos hostile input: fast-check seed ${SEED} (${seedSource}); repla
 // ---------------------------------------------------------------------------
 
 const nasty = [
-  "'; DROP TABLE effect_jobs; --",
-  "\"; DELETE FROM effect_jobs WHERE '1'='1",
-  "Robert'); DROP TABLE effect_jobs_migrations;--",
+  "'; DROP TABLE effect_jobs.jobs; --",
+  "\"; DELETE FROM effect_jobs.jobs WHERE '1'='1",
+  "Robert'); DROP TABLE effect_jobs.migrations;--",
   "$1",
   "$$; SELECT pg_sleep(10); $$",
   "\\",
@@ -239,7 +239,7 @@ const jobRow = (id: string) =>
         attempt: number
         errors: ReadonlyArray<{ kind: string; message: string }>
       }>`SELECT name, queue, state, priority, max_attempts, unique_key, metadata, args, attempt, errors
-         FROM effect_jobs WHERE id = ${id}::bigint`,
+         FROM effect_jobs.jobs WHERE id = ${id}::bigint`,
       (rows) => rows[0]
     )).pipe(Effect.orDie)
 
@@ -550,10 +550,10 @@ layer(TestLayer, { excludeTestServices: true })("chaos: hostile input", (it) => 
       const ids: Array<string> = []
       for (const c of cases) {
         const [row] = yield* sql<{ readonly id: string }>`
-          INSERT INTO effect_jobs (name, queue, args, max_attempts, retention_ms, metadata)
+          INSERT INTO effect_jobs.jobs (name, queue, args, max_attempts, retention_ms, metadata)
           VALUES ('hostile-row', 'hostile-rows', '{"n":1}', 3, 3600000, ${JSON.stringify({ label: c.label })}::jsonb)
           RETURNING id::text`
-        yield* sql.unsafe(`UPDATE effect_jobs SET ${c.set} WHERE id = $1::bigint`, [row!.id])
+        yield* sql.unsafe(`UPDATE effect_jobs.jobs SET ${c.set} WHERE id = $1::bigint`, [row!.id])
         ids.push(row!.id)
       }
       const scope = yield* Scope.make()
@@ -574,7 +574,7 @@ layer(TestLayer, { excludeTestServices: true })("chaos: hostile input", (it) => 
         const terminal = yield* Chaos_.waitUntil(
           "every corrupted row terminal",
           Effect.map(
-            sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM effect_jobs WHERE queue = 'hostile-rows'
+            sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM effect_jobs.jobs WHERE queue = 'hostile-rows'
                                         AND state NOT IN ('completed', 'dead', 'cancelled')`,
             (rows) => (rows[0]!.n === 0 ? Option.some(Date.now()) : Option.none())
           ).pipe(Effect.orDie),

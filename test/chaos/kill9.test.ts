@@ -54,7 +54,7 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
       })
       const t0 = yield* Clock.currentTimeMillis
       const completed = Effect.map(
-        sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM effect_jobs WHERE state = 'completed'`,
+        sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM effect_jobs.jobs WHERE state = 'completed'`,
         (rows) => rows[0]!.n
       )
       interface InFlight {
@@ -87,7 +87,7 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
         // flight, and their lease is the last it wrote.
         const sessionsGoneMs = yield* Chaos_.waitSessions(victim, "gone")
         const inFlight = yield* sql<{ readonly id: string; readonly attempt: number; readonly lease_expires_at: Date }>`
-          SELECT id::text, attempt, lease_expires_at FROM effect_jobs
+          SELECT id::text, attempt, lease_expires_at FROM effect_jobs.jobs
           WHERE state = 'running' AND locked_by = ${victim.workerId}`
         kills.push({
           pid: victim.pid,
@@ -124,7 +124,7 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
       // says when), and not before the lease the dead worker last wrote had lapsed. Both times
       // come from the workers' clocks (one machine), in whole milliseconds.
       const expired = yield* sql<{ readonly id: string; readonly attempt: number; readonly at: string }>`
-        SELECT id::text, (e->>'attempt')::int AS attempt, e->>'at' AS at FROM effect_jobs, jsonb_array_elements(errors) e
+        SELECT id::text, (e->>'attempt')::int AS attempt, e->>'at' AS at FROM effect_jobs.jobs, jsonb_array_elements(errors) e
         WHERE e->>'kind' = 'LeaseExpired'`
       const rescuedAt = new Map(expired.map((r) => [`${r.id}/${r.attempt}`, Date.parse(r.at)]))
       const rescueMs: Array<number> = []

@@ -59,7 +59,7 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer({ connectTimeout: CONNECT_TIME
           "a third of the jobs completed",
           Effect.map(Chaos_.countStates("chaos"), (c) => ((c.completed ?? 0) >= N / 3 ? Option.some(c) : Option.none()))
         )
-        const [before] = yield* sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM effect_jobs WHERE state = 'completed'`
+        const [before] = yield* sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM effect_jobs.jobs WHERE state = 'completed'`
 
         // An enqueue in flight while the server goes down: it committed, or it failed retryably.
         const inFlight = yield* Effect.forkChild(Effect.exit(jobs.enqueueMany(Chaos, args.slice(0, 2000).map((a) => ({ ...a, i: N + a.i })))))
@@ -123,7 +123,7 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer({ connectTimeout: CONNECT_TIME
         const firstCompletionAfter = yield* Chaos_.waitUntil(
           "a job completed after the restart",
           Effect.map(
-            sql<{ readonly at: Date | null }>`SELECT min(finalized_at) AS at FROM effect_jobs
+            sql<{ readonly at: Date | null }>`SELECT min(finalized_at) AS at FROM effect_jobs.jobs
                                               WHERE finalized_at > ${new Date(upAt).toISOString()}::timestamptz`,
             (rows) => (rows[0]?.at != null ? Option.some(rows[0].at.getTime()) : Option.none<number>())
           ).pipe(Effect.catch(() => Effect.succeed(Option.none<number>())))

@@ -42,7 +42,7 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
       assert.strictEqual(byJob.size, N)
       assert.deepStrictEqual(wrong.slice(0, 10), [], "each job: 3 failed runs, then exactly one successful run")
       const rows = yield* sql<{ readonly attempt: number; readonly errors: number; readonly n: number }>`
-        SELECT attempt, jsonb_array_length(errors)::int AS errors, count(*)::int AS n FROM effect_jobs GROUP BY 1, 2`
+        SELECT attempt, jsonb_array_length(errors)::int AS errors, count(*)::int AS n FROM effect_jobs.jobs GROUP BY 1, 2`
       assert.deepStrictEqual(rows, [{ attempt: FAILURES + 1, errors: FAILURES, n: N }], "attempt 4, 3 errors kept, for every job")
       const { overlaps } = Chaos_.checkOverlaps(byJob, new Map())
       assert.deepStrictEqual(overlaps, [])

@@ -35,7 +35,7 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
         Array.from({ length: IN_FLIGHT / 2 }, (_, i) => ({ i, sleepMs: 1000, announce: true }))
       )
       for (let n = 0; n < IN_FLIGHT / 2; n++) yield* Queue.take(worker.started)
-      const [running] = yield* sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM effect_jobs WHERE state = 'running'`
+      const [running] = yield* sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM effect_jobs.jobs WHERE state = 'running'`
       assert.strictEqual(running!.n, IN_FLIGHT, "50 jobs in flight")
 
       const termAt = yield* worker.kill("SIGTERM")
@@ -43,7 +43,7 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
       const exitMs = exit.at - termAt
 
       const rows = yield* sql<{ readonly id: string; readonly state: string; readonly attempt: number; readonly claim_count: number }>`
-        SELECT id::text, state, attempt, claim_count FROM effect_jobs ORDER BY id`
+        SELECT id::text, state, attempt, claim_count FROM effect_jobs.jobs ORDER BY id`
       const byId = new Map(rows.map((r) => [r.id, r]))
       assert.strictEqual(exit.code, 0, "clean exit")
       assert.isAtMost(exitMs, GRACE_MS + 1000, "the process exits within grace + 1 s")
@@ -57,13 +57,13 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
 
       // The returned jobs run again elsewhere (quickly this time: the work is in the args, so
       // shorten it in place, as an operator might).
-      yield* sql`UPDATE effect_jobs SET args = jsonb_set(args, '{sleepMs}', '10') WHERE state = 'available'`
+      yield* sql`UPDATE effect_jobs.jobs SET args = jsonb_set(args, '{sleepMs}', '10') WHERE state = 'available'`
       const restartAt = yield* Clock.currentTimeMillis
       yield* Chaos_.spawnWorker({ concurrency: 10, pool: 6 })
       const { counts, at } = yield* Chaos_.waitAllTerminal("chaos", { timeout: "60 seconds" })
       assert.deepStrictEqual(counts, { completed: IN_FLIGHT })
       const attempts = yield* sql<{ readonly attempt: number; readonly n: number }>`
-        SELECT attempt, count(*)::int AS n FROM effect_jobs GROUP BY attempt`
+        SELECT attempt, count(*)::int AS n FROM effect_jobs.jobs GROUP BY attempt`
       assert.deepStrictEqual(attempts, [{ attempt: 1, n: IN_FLIGHT }], "every job completed on its first counted attempt")
 
       yield* Chaos_.recordResult("shutdown", {

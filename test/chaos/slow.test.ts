@@ -33,7 +33,7 @@ const jobRow = (id: string) =>
   Effect.flatMap(Chaos_.sqlClient, (sql) =>
     Effect.map(
       sql<{ state: string; attempt: number; claim_count: number; errors: ReadonlyArray<{ kind: string; attempt: number; at: string }> }>`
-        SELECT state, attempt, claim_count, errors FROM effect_jobs WHERE id = ${id}::bigint`,
+        SELECT state, attempt, claim_count, errors FROM effect_jobs.jobs WHERE id = ${id}::bigint`,
       (rows) => rows[0]!
     )).pipe(Effect.orDie)
 
@@ -101,7 +101,7 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
       // The lease of the frozen worker's run, as long as that run holds the job (the first claim).
       const heldLease = Effect.map(
         sql<{ readonly lease_expires_at: Date }>`
-          SELECT lease_expires_at FROM effect_jobs WHERE id = ${id}::bigint AND state = 'running' AND claim_count = 1`,
+          SELECT lease_expires_at FROM effect_jobs.jobs WHERE id = ${id}::bigint AND state = 'running' AND claim_count = 1`,
         (rows) => rows[0]?.lease_expires_at.getTime()
       )
       // The rescuer is running before the freeze, so the rescue is timed by the lease alone

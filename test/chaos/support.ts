@@ -110,7 +110,7 @@ export const jobErrorKinds = Effect.flatMap(sqlClient, (sql) =>
   Effect.map(
     sql<{ readonly kind: string; readonly n: number }>`
       SELECT e->>'kind' AS kind, count(*)::int AS n
-      FROM effect_jobs, jsonb_array_elements(CASE WHEN jsonb_typeof(errors) = 'array' THEN errors ELSE '[]' END) e
+      FROM effect_jobs.jobs, jsonb_array_elements(CASE WHEN jsonb_typeof(errors) = 'array' THEN errors ELSE '[]' END) e
       GROUP BY 1 ORDER BY 2 DESC`,
     (rows) => Object.fromEntries(rows.map((r) => [r.kind, r.n])) as Record<string, number>
   )).pipe(Effect.orDie)
@@ -234,7 +234,7 @@ export const countStates = (queue: string) =>
   Effect.flatMap(sqlClient, (sql) =>
     Effect.map(
       sql<{ readonly state: string; readonly n: number }>`
-        SELECT state, count(*)::int AS n FROM effect_jobs WHERE queue = ${queue} GROUP BY state`,
+        SELECT state, count(*)::int AS n FROM effect_jobs.jobs WHERE queue = ${queue} GROUP BY state`,
       (rows) => Object.fromEntries(rows.map((r) => [r.state, r.n])) as Record<string, number>
     )).pipe(Effect.orDie)
 

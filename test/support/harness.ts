@@ -37,14 +37,14 @@ export const getJob = (id: string) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
     Effect.map(
       sql<JobRowView>`SELECT id::text, name, queue, state, attempt, max_attempts, priority, run_at, errors, result, request_id, claim_count
-                      FROM effect_jobs WHERE id = ${id}::bigint`,
+                      FROM effect_jobs.jobs WHERE id = ${id}::bigint`,
       (rows) => rows[0]
     ))
 
 export const countByState = (queue: string) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
     Effect.map(
-      sql<{ readonly state: string; readonly n: number }>`SELECT state, count(*)::int AS n FROM effect_jobs WHERE queue = ${queue} GROUP BY state`,
+      sql<{ readonly state: string; readonly n: number }>`SELECT state, count(*)::int AS n FROM effect_jobs.jobs WHERE queue = ${queue} GROUP BY state`,
       (rows) => Object.fromEntries(rows.map((r) => [r.state, r.n])) as Record<string, number>
     ))
 
@@ -55,5 +55,5 @@ export type Pg = PgClient.PgClient
  * length (998, 999, 1000, ...): ordered as text, "1000" would sort before "999".
  */
 export const toPowerOfTen = Effect.flatMap(SqlClient.SqlClient, (sql) =>
-  sql`SELECT setval(pg_get_serial_sequence('effect_jobs', 'id'),
-        (10::numeric ^ length(GREATEST(last_value, 100)::text))::bigint - 3) FROM effect_jobs_id_seq`)
+  sql`SELECT setval(pg_get_serial_sequence('effect_jobs.jobs', 'id'),
+        (10::numeric ^ length(GREATEST(last_value, 100)::text))::bigint - 3) FROM effect_jobs.jobs_id_seq`)

@@ -110,14 +110,14 @@ const columns = `id::text, name, queue, state, priority, attempt, max_attempts, 
 export const row = (id: string) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
     Effect.flatMap(
-      sql.unsafe<FullJobRow>(`SELECT ${columns} FROM effect_jobs WHERE id = $1::bigint`, [id]),
+      sql.unsafe<FullJobRow>(`SELECT ${columns} FROM effect_jobs.jobs WHERE id = $1::bigint`, [id]),
       (rows) => rows[0] === undefined ? Effect.die(new Error(`no row for job ${id}`)) : Effect.succeed(rows[0])
     )).pipe(Effect.orDie)
 
 /** Rows of a queue, in id order. */
 export const rowsOfQueue = (queue: string) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
-    sql.unsafe<FullJobRow>(`SELECT ${columns} FROM effect_jobs WHERE queue = $1 ORDER BY effect_jobs.id`, [queue])).pipe(
+    sql.unsafe<FullJobRow>(`SELECT ${columns} FROM effect_jobs.jobs WHERE queue = $1 ORDER BY jobs.id`, [queue])).pipe(
       Effect.orDie
     )
 
@@ -125,7 +125,7 @@ export const rowsOfQueue = (queue: string) =>
 export const exists = (id: string) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
     Effect.map(
-      sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM effect_jobs WHERE id = ${id}::bigint`,
+      sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM effect_jobs.jobs WHERE id = ${id}::bigint`,
       (rows) => (rows[0]?.n ?? 0) > 0
     )).pipe(Effect.orDie)
 
@@ -133,7 +133,7 @@ export const exists = (id: string) =>
 export const countByName = (name: string) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
     Effect.map(
-      sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM effect_jobs WHERE name = ${name}`,
+      sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM effect_jobs.jobs WHERE name = ${name}`,
       (rows) => rows[0]?.n ?? 0
     )).pipe(Effect.orDie)
 
