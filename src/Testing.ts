@@ -11,6 +11,11 @@
  *   the inline layer) how each run ended.
  * - `Testing.drain`: runs a real worker against the real database until nothing
  *   runnable is left in its queues, then shuts it down; returns what happened.
+ *   With `advanceTestClock`, on a `TestClock`, it also moves the clock to each
+ *   job scheduled for later (retry backoff, delays, snoozes) and runs it then.
+ * - `Testing.withTestClock` / `Testing.advanceUntil`: run a real worker (and
+ *   everything else in a test) on Effect's `TestClock` while the database stays
+ *   live, and move that clock until something has happened.
  *
  * **Gotchas**: a handler gets its own `Jobs` when its layer is built
  * (`Job.toLayer`). The inline layer is built *from* the handlers, so a handler
@@ -19,7 +24,8 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Effect, Exit, Latch, Layer, Option, Scope } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Exit, Latch, Layer, Option, Schema, Scope } from "effect"
+import { TestClock } from "effect/testing"
 import { InvalidJobOptions, InvalidResult, JobCancelled, JobDead, JobNotFound } from "./Errors.ts"
 import * as Job from "./Job.ts"
 import { type BundleProgress, type EnqueueError, Jobs, toRow, type EnqueueOptions, type Entry, type Status } from "./Jobs.ts"
@@ -59,15 +65,17 @@ export class Enqueued extends Context.Service<Enqueued, {
   readonly clear: Effect.Effect<void>
 }>()("effect-jobs/Testing/Enqueued") {}
 
-/** A failure an inline run ended with (a typed failure, a timeout, a defect, no handler, args that do not decode). */
-export class InlineJobFailed extends Error {
-  readonly _tag = "InlineJobFailed"
-  readonly job: string
-  readonly jobCause: Cause.Cause<unknown>
-  constructor(job: string, cause: Cause.Cause<unknown>) {
-    super(`Testing.layerInline: job "${job}" failed:\n${Cause.pretty(cause)}`)
-    this.job = job
-    this.jobCause = cause
+/**
+ * The defect an `enqueue` of `Testing.layerInline` dies with when the inline run
+ * of its job failed (a typed failure, a timeout, a defect, no handler, args that
+ * do not decode): `job` is the job's name, `jobCause` the run's `Cause`.
+ */
+export class InlineJobFailed extends Schema.TaggedError<InlineJobFailed>()("InlineJobFailed", {
+  job: Schema.String,
+  jobCause: Schema.Cause(Schema.Unknown, Schema.Unknown)
+}) {
+  override get message(): string {
+    return `Testing.layerInline: job "${this.job}" failed:\n${Cause.pretty(this.jobCause)}`
   }
 }
 
@@ -258,7 +266,7 @@ export const layerInlineWith = (options: InlineOptions = {}): Layer.Layer<Jobs |
       if (dieOnFailure && Exit.isFailure(exit)) {
         const failure = exit.cause.reasons.find(Cause.isFailReason)
         if (failure === undefined || !isControl(failure.error)) {
-          return yield* Effect.die(new InlineJobFailed(entry.job.name, exit.cause))
+          return yield* Effect.die(new InlineJobFailed({ job: entry.job.name, jobCause: exit.cause }))
         }
       }
       return id
@@ -332,6 +340,100 @@ export const layerIgnore: Layer.Layer<Jobs | Enqueued> = Layer.effectContext(Eff
 }))
 
 // ---------------------------------------------------------------------------
+// TestClock while the database is live
+// ---------------------------------------------------------------------------
+
+const isTestClock = (clock: Clock.Clock): clock is TestClock.TestClock =>
+  typeof (clock as Partial<TestClock.TestClock>).adjust === "function" &&
+  typeof (clock as Partial<TestClock.TestClock>).setTime === "function" &&
+  typeof (clock as Partial<TestClock.TestClock>).withLive === "function"
+
+/** The fiber's `TestClock`, or a defect naming `what` needed one. */
+const requireTestClock = (what: string): Effect.Effect<TestClock.TestClock> =>
+  Clock.clockWith((clock) =>
+    isTestClock(clock)
+      ? Effect.succeed(clock)
+      : Effect.die(new Error(`${what} needs a TestClock: run it inside Testing.withTestClock`)))
+
+/**
+ * Runs `self` (and everything it forks: workers, their handlers) on a fresh
+ * `TestClock` set to `start` (epoch milliseconds). `self` gets a scope of its
+ * own that closes while the TestClock is still in place, so a worker started
+ * in it (`Layer.launch`, `Layer.buildWithScope`, `Effect.provide` of a
+ * `Worker.layer` inside `self`) shuts down there, on the same clock.
+ *
+ * Only Effect's `Clock` is virtual: the database, its connections and their
+ * SQL run in real time. Everything the library writes is timed by the `Clock`
+ * (`run_at`, leases, error timestamps), so a worker on the TestClock sees jobs
+ * fall due as the TestClock moves, not as real time passes. Jobs enqueued
+ * outside `self` (on the real clock) are due by real time: give them a `start`
+ * later than that, or enqueue inside `self`.
+ *
+ * It provides a TestClock of its own, so it works the same in `@effect/vitest`'s
+ * `it.effect` (it replaces that test's) and `it.live`. Layers built outside
+ * `self` (a database layer given to the whole suite) keep the clock they had.
+ *
+ * @example
+ * ```ts
+ * Testing.withTestClock(Date.parse("2030-01-01T00:00:00Z"), Effect.gen(function*() {
+ *   yield* jobs.enqueue(SendReport, {}, { delay: "1 hour" })
+ *   const result = yield* Testing.drain({ queues: ["reports"], advanceTestClock: true })
+ * }))
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const withTestClock = <A, E, R>(start: number, self: Effect.Effect<A, E, R>) =>
+  Effect.scoped(Effect.andThen(TestClock.setTime(start), self)).pipe(Effect.provide(TestClock.layer()))
+
+/** Options of `advanceUntil`. */
+export interface AdvanceOptions {
+  /** How far to move the TestClock per step; default 50 ms. */
+  readonly step?: Duration.Input | undefined
+  /** A time (epoch milliseconds) the clock is never moved past; default none. */
+  readonly limit?: number | undefined
+}
+
+/**
+ * Advances the `TestClock` in steps of `step`, never beyond `limit`, until
+ * `check` gives a value, and returns it. Between steps it pauses a couple of
+ * real milliseconds so the database round trips started by the step can land:
+ * the workers' sleeps are virtual but their SQL is not. It waits (in real time)
+ * as long as it takes, like any "wait until": the test's timeout is the bound.
+ * Dies if the fiber's `Clock` is not a `TestClock` (see `withTestClock`).
+ *
+ * A `limit` is safe only if what `check` waits for falls due at a time fixed in
+ * advance (the clock itself, a sleep to an exact deadline). A loop that starts its
+ * next sleep when its SQL returns starts it from wherever the clock has moved by
+ * then (2 ms of real time per step is not much SQL), so it can fall due beyond
+ * `limit`, and the wait never ends. Give such a limit a lot of headroom, or no limit.
+ *
+ * @example
+ * ```ts
+ * // a worker runs on the TestClock; wait for the outcome its Observer reported
+ * const outcome = yield* Testing.advanceUntil(Queue.poll(outcomes), { step: "1 second" })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const advanceUntil = <A, E, R>(
+  check: Effect.Effect<Option.Option<A>, E, R>,
+  options: AdvanceOptions = {}
+): Effect.Effect<A, E, R> =>
+  Effect.gen(function*() {
+    const testClock = yield* requireTestClock("Testing.advanceUntil")
+    const step = Duration.toMillis(Duration.fromInputUnsafe(options.step ?? "50 millis"))
+    while (true) {
+      const value = yield* check
+      if (Option.isSome(value)) return value.value
+      const now = yield* Clock.currentTimeMillis
+      const target = options.limit === undefined ? now + step : Math.min(options.limit, now + step)
+      if (target > now) yield* testClock.adjust(target - now)
+      yield* testClock.withLive(Effect.sleep("2 millis"))
+    }
+  })
+
+// ---------------------------------------------------------------------------
 // drain
 // ---------------------------------------------------------------------------
 
@@ -341,9 +443,23 @@ export interface DrainOptions extends Omit<Worker.Options, "queues"> {
   /**
    * Also run jobs scheduled for later (delays, retry backoff, snoozes) now,
    * instead of leaving them scheduled; default false. Retries then follow at
-   * once, until each job completes or runs out of attempts.
+   * once, until each job completes or runs out of attempts. The clock does not
+   * move: a handler sees the time it ran at, not the time it was due.
    */
   readonly withScheduled?: boolean | undefined
+  /**
+   * On a `TestClock` (`withTestClock`): when only jobs scheduled for later are
+   * left in the queues, move the clock to the earliest of their `run_at` and go
+   * on, until none of their jobs is available, running or scheduled. Retry
+   * backoffs, delays and snoozes then take their full virtual time (a handler
+   * sees the time it was due) and no real time. Default false. Dies if the
+   * fiber's `Clock` is not a `TestClock`.
+   *
+   * Only what is scheduled moves the clock: a handler that sleeps on the
+   * `Clock` while it runs waits until something else advances it (`advanceUntil`).
+   * A job that snoozes forever keeps the drain going forever.
+   */
+  readonly advanceTestClock?: boolean | undefined
 }
 
 /** What a drain saw happen, counted from the worker's events. */
@@ -358,15 +474,20 @@ export interface DrainResult {
 /**
  * Runs a real worker on the queues until none of their jobs is runnable
  * (available, running, or scheduled and due), then shuts it down gracefully.
- * Jobs scheduled for later stay, unless `withScheduled`. Needs a `PgClient`
- * and the handlers (from the caller's context).
+ * Jobs scheduled for later stay, unless `withScheduled` or `advanceTestClock`.
+ * Needs a `PgClient` and the handlers (from the caller's context).
  *
- * It waits on the worker's events, re-checking at least every poll interval:
- * no fixed sleeps, so it also works on a `TestClock` (the database clock is
- * never involved: "due" means due by Effect's `Clock`).
+ * It waits on the worker's events. Between them it moves due jobs to
+ * `available` itself and wakes the worker (so it does not depend on the
+ * worker's poll timers, which do not fire on a `TestClock` that stands still),
+ * and re-checks at least every poll interval of real time. "Due" always means
+ * due by Effect's `Clock` (the database clock is never involved), so it works
+ * the same on a `TestClock`.
+ *
+ * @since 0.1.0
  */
 export const drain = Effect.fn("Testing.drain")(function*(options: DrainOptions) {
-  const { queues: queueOption, withScheduled = false, ...rest } = options
+  const { queues: queueOption, withScheduled = false, advanceTestClock = false, ...rest } = options
   const queues: Worker.Options["queues"] = Array.isArray(queueOption)
     ? Object.fromEntries((queueOption as ReadonlyArray<string>).map((q) => [q, {}]))
     : (queueOption as Worker.Options["queues"])
@@ -379,6 +500,11 @@ export const drain = Effect.fn("Testing.drain")(function*(options: DrainOptions)
   }
   const resolved = yield* Worker.validate(workerOptions)
   const pollMillis = Math.min(...resolved.queues.map((q) => q.pollMillis))
+  const clock = yield* Clock.Clock
+  const testClock = isTestClock(clock) ? clock : undefined
+  if (advanceTestClock && testClock === undefined) yield* requireTestClock("Testing.drain({ advanceTestClock: true })")
+  // The re-check is a safety net for what has no event, not a time anything is due at: real time.
+  const recheck = testClock === undefined ? Effect.sleep(pollMillis) : testClock.withLive(Effect.sleep(pollMillis))
 
   const counts = { completed: 0, retried: 0, rescheduled: 0, dead: 0, cancelled: 0 }
   const changed = yield* Latch.make(false)
@@ -395,19 +521,53 @@ export const drain = Effect.fn("Testing.drain")(function*(options: DrainOptions)
   const current = yield* Observer
   const store = yield* JobStore
 
+  /** Due `scheduled` jobs made `available` (as the worker's maintenance does); how many. */
+  const promoteDue = (now: number) =>
+    Effect.gen(function*() {
+      let total = 0
+      while (true) {
+        const n = yield* store.jobPromoteScheduled(now, 1000)
+        total += n
+        if (n < 1000) return total
+      }
+    })
+  /** The earliest `run_at` of the queues' scheduled jobs, if they have any. */
+  const nextScheduled = Effect.gen(function*() {
+    let earliest: number | undefined
+    for (const queue of names) {
+      let after: string | undefined
+      while (true) {
+        const rows = yield* store.adminList({ states: ["scheduled"], queue, name: undefined, after, order: "oldest", limit: 1000 })
+        for (const r of rows) earliest = Math.min(earliest ?? Infinity, r.run_at.getTime())
+        if (rows.length < 1000) break
+        after = rows[rows.length - 1]!.id
+      }
+    }
+    return earliest
+  })
+
   const scope = yield* Scope.make()
-  yield* Layer.buildWithScope(
+  const built = yield* Layer.buildWithScope(
     Worker.layer(workerOptions).pipe(Layer.provide(replace(current === noop ? probe : combine(current, probe)))),
     scope
   ).pipe(Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause))))
+  const worker = Context.get(built, Worker.Worker)
 
   yield* Effect.gen(function*() {
     while (true) {
       yield* changed.close
       const now = yield* Clock.currentTimeMillis
       if (withScheduled) yield* store.jobScheduledDueNow(names, now)
-      if ((yield* store.jobCountRunnable(names, now)) === 0) return
-      yield* Effect.raceFirst(changed.await, Effect.sleep(pollMillis))
+      if ((yield* promoteDue(now)) > 0) yield* worker.wake
+      if ((yield* store.jobCountRunnable(names, now)) === 0) {
+        if (testClock === undefined || !advanceTestClock) return
+        const next = yield* nextScheduled
+        if (next === undefined) return
+        // nothing is due, so `next` is later than now; the loop then promotes what fell due
+        if (next > now) yield* testClock.setTime(next)
+        continue
+      }
+      yield* Effect.raceFirst(changed.await, recheck)
     }
   }).pipe(Effect.ensuring(Scope.close(scope, Exit.void)))
   return { ...counts } satisfies DrainResult

@@ -28,7 +28,8 @@ const expected: Record<string, RegExp> = {
   "bundles.ts": /bundle \d+ finished: completed 4, dead 1; follow-up job \d+\n/,
   "periodic.ts": /3 slots, 2000 and 2000 ms apart; jobs per slot: 1(, 1)+\n/,
   "await-result.ts": /job \d+: JobDead: no carrier ships to AQ\n/,
-  "cancel-running.ts": /await\(\d+\) -> JobCancelled \(export no longer needed\)\n/
+  "cancel-running.ts": /await\(\d+\) -> JobCancelled \(export no longer needed\)\n/,
+  "testing.ts": /TestClock: charge-card completed on attempt 3 at \+30 min, trial-reminder at \+1440 min; the virtual clock moved 24 h\n/
 }
 
 const examples = readdirSync(new URL("../examples/", import.meta.url))

@@ -4,10 +4,11 @@
  * (a real worker until nothing runnable is left).
  */
 import { assert, describe, expect, it, layer } from "@effect/vitest"
-import { Cause, Effect, Exit, Layer, Option, Schedule, Schema } from "effect"
+import { Cause, Clock, Effect, Exit, Layer, Option, Schedule, Schema } from "effect"
+import { TestClock } from "effect/testing"
 import { Job, Jobs, Testing } from "../src/index.ts"
 import * as TestDb from "./support/db.ts"
-import { countByState } from "./support/harness.ts"
+import { countByState, getJob } from "./support/harness.ts"
 
 class Declined extends Schema.TaggedError<Declined>()("Declined", { reason: Schema.String }) {}
 
@@ -54,7 +55,13 @@ describe("Testing.layerInline", () => {
       assert.isTrue(Exit.isFailure(exit))
       const defect = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
       assert.instanceOf(defect, Testing.InlineJobFailed)
-      expect((defect as Error).message).toContain("Declined")
+      const failed = defect as Testing.InlineJobFailed
+      assert.strictEqual(failed._tag, "InlineJobFailed")
+      assert.strictEqual(failed.job, "testing-charge")
+      const reason = failed.jobCause.reasons.find(Cause.isFailReason)
+      assert.deepStrictEqual(reason?.error, new Declined({ reason: "too much" }), "the run's Cause, with the handler's typed failure")
+      expect(failed.message).toContain('job "testing-charge" failed')
+      expect(failed.message).toContain("Declined")
 
       const recording = Testing.layerInlineWith({ onFailure: "record" }).pipe(Layer.provide(Handlers))
       yield* Effect.gen(function*() {
@@ -142,6 +149,112 @@ layer(Jobs.layer.pipe(Layer.provideMerge(TestDb.layer())), { excludeTestServices
       )
       assert.deepStrictEqual(second, { completed: 2, retried: 0, rescheduled: 0, dead: 0, cancelled: 0 })
       assert.deepStrictEqual(yield* countByState("testing-drain"), { completed: 6 })
+    }))
+
+  // On a TestClock: a job that fails twice, its retries 1 hour then 2 hours later, and one enqueued
+  // for a day later. Nothing here could finish within the test's timeout on a real clock.
+  const Backoff = Job.make("testing-backoff", {
+    args: Schema.Struct({}),
+    queue: "testing-clock",
+    retry: Schedule.exponential("1 hour"),
+    maxAttempts: 5
+  })
+  const Tomorrow = Job.make("testing-tomorrow", { args: Schema.Struct({}), queue: "testing-clock" })
+  /** Handlers that record the attempt and the (virtual) time of each run. */
+  const clockHandlers = (runs: Array<{ readonly job: string; readonly attempt: number; readonly at: number }>) =>
+    Layer.mergeAll(
+      Job.toLayer(Backoff, (_, ctx) =>
+        Effect.gen(function*() {
+          runs.push({ job: "backoff", attempt: ctx.attempt, at: yield* Clock.currentTimeMillis })
+          if (ctx.attempt <= 2) return yield* new Declined({ reason: `attempt ${ctx.attempt}` })
+        })),
+      Job.toLayer(Tomorrow, (_, ctx) =>
+        Effect.gen(function*() {
+          runs.push({ job: "tomorrow", attempt: ctx.attempt, at: yield* Clock.currentTimeMillis })
+        }))
+    )
+  const hour = 3_600_000
+
+  it.effect("advanceTestClock: on a TestClock, drain moves the clock to each retry and delayed job and runs it when due", () => {
+    const t0 = Date.parse("2030-01-01T00:00:00.000Z")
+    return Testing.withTestClock(
+      t0,
+      Effect.gen(function*() {
+        const runs: Array<{ readonly job: string; readonly attempt: number; readonly at: number }> = []
+        const jobs = yield* Jobs
+        const id = yield* jobs.enqueue(Backoff, {})
+        const later = yield* jobs.enqueue(Tomorrow, {}, { delay: "1 day" })
+
+        const result = yield* Testing.drain({ queues: ["testing-clock"], advanceTestClock: true }).pipe(
+          Effect.provide(clockHandlers(runs))
+        )
+        assert.deepStrictEqual(result, { completed: 2, retried: 2, rescheduled: 0, dead: 0, cancelled: 0 })
+        // each run at the virtual time it was due: the backoff counted from each failure
+        assert.deepStrictEqual(runs, [
+          { job: "backoff", attempt: 1, at: t0 },
+          { job: "backoff", attempt: 2, at: t0 + hour },
+          { job: "backoff", attempt: 3, at: t0 + hour + 2 * hour },
+          { job: "tomorrow", attempt: 1, at: t0 + 24 * hour }
+        ])
+        assert.strictEqual(yield* Clock.currentTimeMillis, t0 + 24 * hour, "the clock stopped at the last job it ran")
+        const row = yield* getJob(id)
+        assert.strictEqual(row?.state, "completed")
+        assert.strictEqual(row?.attempt, 3)
+        assert.deepStrictEqual(row?.errors.map((e) => [e.attempt, e.kind]), [[1, "Declined"], [2, "Declined"]])
+        assert.strictEqual((yield* getJob(later))?.state, "completed")
+        assert.deepStrictEqual(yield* countByState("testing-clock"), { completed: 2 })
+      })
+    )
+  })
+
+  it.effect("withScheduled on a TestClock that stands still: the retries run at once, the clock does not move", () => {
+    const t0 = Date.parse("2030-06-01T00:00:00.000Z")
+    return Testing.withTestClock(
+      t0,
+      Effect.gen(function*() {
+        const runs: Array<{ readonly job: string; readonly attempt: number; readonly at: number }> = []
+        const id = yield* (yield* Jobs).enqueue(Backoff, {})
+        const result = yield* Testing.drain({ queues: ["testing-clock"], withScheduled: true }).pipe(
+          Effect.provide(clockHandlers(runs))
+        )
+        assert.deepStrictEqual(result, { completed: 1, retried: 2, rescheduled: 0, dead: 0, cancelled: 0 })
+        assert.deepStrictEqual(runs.map((r) => [r.attempt, r.at]), [[1, t0], [2, t0], [3, t0]])
+        assert.strictEqual(yield* Clock.currentTimeMillis, t0)
+        assert.strictEqual((yield* getJob(id))?.attempt, 3)
+      })
+    )
+  })
+
+  it.effect("without advanceTestClock a TestClock is left alone: the retry an hour later stays scheduled", () => {
+    const t0 = Date.parse("2030-09-01T00:00:00.000Z")
+    return Testing.withTestClock(
+      t0,
+      Effect.gen(function*() {
+        const runs: Array<{ readonly job: string; readonly attempt: number; readonly at: number }> = []
+        const id = yield* (yield* Jobs).enqueue(Backoff, {})
+        const result = yield* Testing.drain({ queues: ["testing-clock"] }).pipe(Effect.provide(clockHandlers(runs)))
+        assert.deepStrictEqual(result, { completed: 0, retried: 1, rescheduled: 0, dead: 0, cancelled: 0 })
+        assert.strictEqual(yield* Clock.currentTimeMillis, t0)
+        const row = yield* getJob(id)
+        assert.strictEqual(row?.state, "scheduled")
+        assert.strictEqual(row?.run_at.getTime(), t0 + hour)
+        // moved by hand to the retry, the next drain runs it (at that time), and stops at the next retry
+        yield* TestClock.adjust("1 hour")
+        const second = yield* Testing.drain({ queues: ["testing-clock"] }).pipe(Effect.provide(clockHandlers(runs)))
+        assert.deepStrictEqual(second, { completed: 0, retried: 1, rescheduled: 0, dead: 0, cancelled: 0 })
+        assert.deepStrictEqual(runs.map((r) => [r.attempt, r.at]), [[1, t0], [2, t0 + hour]])
+        assert.strictEqual((yield* getJob(id))?.run_at.getTime(), t0 + 3 * hour)
+      })
+    )
+  })
+
+  it.effect("advanceTestClock and advanceUntil die without a TestClock (this suite runs on the live clock)", () =>
+    Effect.gen(function*() {
+      const drained = yield* Effect.exit(Testing.drain({ queues: ["testing-clock"], advanceTestClock: true }))
+      assert.isTrue(Exit.isFailure(drained) && Cause.hasDies(drained.cause))
+      expect(String(Exit.isFailure(drained) ? Cause.squash(drained.cause) : "")).toContain("needs a TestClock")
+      const advanced = yield* Effect.exit(Testing.advanceUntil(Effect.succeed(Option.some(1))))
+      expect(String(Exit.isFailure(advanced) ? Cause.squash(advanced.cause) : "")).toContain("needs a TestClock")
     }))
 
   it.effect("an empty queue drains at once", () =>

@@ -1,11 +1,11 @@
 /**
  * Probes for the outcome and enqueue tests: an Observer that turns the worker's
  * events into something a test can await, a full view of a job row, and
- * helpers to run a test on a `TestClock` while the database stays live.
+ * helpers to run a test on a `TestClock` while the database stays live (the
+ * last from src/Testing.ts).
  */
 import { Clock, Duration, Effect, Layer, Option, Queue } from "effect"
 import { SqlClient } from "effect/sql"
-import { TestClock } from "effect/testing"
 import * as Observer from "../../src/Observer.ts"
 
 // ---------------------------------------------------------------------------
@@ -147,46 +147,12 @@ export const delayAfter = (r: FullJobRow, entry: ErrorEntry | undefined): number
 // TestClock while the database is live
 // ---------------------------------------------------------------------------
 
-/**
- * Runs `self` (and everything it forks: workers, their handlers) on a fresh
- * `TestClock` set to `start`. `self` gets a scope of its own that closes while
- * the TestClock is still in place, so a worker started in it shuts down there.
- * The database layer keeps its live clock.
- */
-export const withTestClock = <A, E, R>(start: number, self: Effect.Effect<A, E, R>) =>
-  Effect.scoped(Effect.andThen(TestClock.setTime(start), self)).pipe(Effect.provide(TestClock.layer()))
+// `withTestClock` and `advanceUntil` ship in src/Testing.ts (users drive their workers with them
+// too); re-exported here so the suite has one copy.
+export { advanceUntil, withTestClock } from "../../src/Testing.ts"
 
 /** A whole second a little after the real now: a start time for a TestClock. */
 export const startOfNextSecond = () => Math.ceil(Date.now() / 1000) * 1000 + 1000
-
-/**
- * Advances the TestClock in steps, never beyond `limit`, until `check` gives a
- * value. Between steps it pauses a couple of real milliseconds so the database
- * round trips started by the step can land: the workers' sleeps are virtual but
- * their SQL is not. Waits (in real time) as long as it takes, like any "wait
- * until"; the test's timeout is the bound.
- *
- * A `limit` is safe only if what `check` waits for falls due at a time fixed in
- * advance (the clock itself, a sleep to an exact deadline). A loop that starts its
- * next sleep when its SQL returns starts it from wherever the clock has moved by
- * then (2 ms of real time per step is not much SQL), so it can fall due beyond
- * `limit`, and the wait never ends. Give such a limit a lot of headroom, or no limit.
- */
-export const advanceUntil = <A, E, R>(
-  check: Effect.Effect<Option.Option<A>, E, R>,
-  options: { readonly step?: Duration.Input | undefined; readonly limit?: number | undefined } = {}
-): Effect.Effect<A, E, R> =>
-  Effect.gen(function*() {
-    const step = Duration.toMillis(Duration.fromInputUnsafe(options.step ?? "50 millis"))
-    while (true) {
-      const value = yield* check
-      if (Option.isSome(value)) return value.value
-      const now = yield* Clock.currentTimeMillis
-      const target = options.limit === undefined ? now + step : Math.min(options.limit, now + step)
-      if (target > now) yield* TestClock.adjust(target - now)
-      yield* TestClock.withLive(Effect.sleep("2 millis"))
-    }
-  })
 
 // ---------------------------------------------------------------------------
 // Waiting for state that has no event
