@@ -3,11 +3,13 @@
  *
  * Starts an embedded Postgres (or uses DATABASE_URL), applies the migrations,
  * runs a worker, and enqueues jobs that succeed, fail and retry, snooze, and end
- * in the dead-letter state. Prints each event as it happens, then a summary.
+ * in the dead-letter state. Prints each event as it happens, then a summary of
+ * the jobs it enqueued (only those: it can run again and again on one database).
+ * A failure (a database that cannot be reached...) is printed once, and the
+ * process exits 1.
  */
-import { Deferred, Effect, Layer, Schedule, Schema } from "effect"
-import { SqlClient } from "effect/sql"
-import { Database, Job, Jobs, Migrations, Observer, Worker } from "../src/index.ts"
+import { Cause, Deferred, Effect, Exit, Layer, Schedule, Schema } from "effect"
+import { Database, Job, Jobs, JobsAdmin, Migrations, Observer, Worker } from "../src/index.ts"
 import { startEmbeddedPostgres } from "../scripts/embedded-postgres.ts"
 
 // -- jobs: a name, a Schema for the arguments, a policy --------------------------------------
@@ -69,25 +71,34 @@ const program = Effect.gen(function*() {
   }
 
   const worker = Worker.layer({ queues: { default: { concurrency: 4, pollInterval: "100 millis" } }, maintenanceInterval: "50 millis" })
-    .pipe(Layer.provide([Handlers, Observer.replace(progress)]))
+    .pipe(Layer.provide([Handlers, Observer.add(progress)])) // add: worker errors are still logged
 
-  yield* Effect.gen(function*() {
+  const ids = yield* Effect.gen(function*() {
     const jobs = yield* Jobs
     console.log("enqueueing jobs...")
-    yield* jobs.enqueueMany(SendEmail, ["ada", "grace", "edsger", "barbara", "alan", "margaret"].map((name) => ({
-      to: `${name}@example.com`,
-      subject: "Welcome"
-    })))
-    yield* jobs.enqueueMany(CallFlakyApi, [{ endpoint: "/charge" }, { endpoint: "/refund" }])
-    yield* jobs.enqueueMany(RateLimited, [{ tenant: "acme" }, { tenant: "globex" }])
-    yield* jobs.enqueue(Poison, { payload: "corrupt record" })
+    const ids = [
+      ...yield* jobs.enqueueMany(SendEmail, ["ada", "grace", "edsger", "barbara", "alan", "margaret"].map((name) => ({
+        to: `${name}@example.com`,
+        subject: "Welcome"
+      }))),
+      ...yield* jobs.enqueueMany(CallFlakyApi, [{ endpoint: "/charge" }, { endpoint: "/refund" }]),
+      ...yield* jobs.enqueueMany(RateLimited, [{ tenant: "acme" }, { tenant: "globex" }]),
+      yield* jobs.enqueue(Poison, { payload: "corrupt record" })
+    ]
     yield* Deferred.await(finished).pipe(Effect.timeout("60 seconds"))
+    return ids
   }).pipe(Effect.provide(worker))
 
-  const sql = yield* SqlClient.SqlClient
-  const summary = yield* sql<{ name: string; state: string; jobs: number; attempts: number }>`
-    SELECT name, state, count(*)::int AS jobs, sum(attempt)::int AS attempts
-    FROM effect_jobs.jobs GROUP BY name, state ORDER BY name, state`
+  // The summary of this run's jobs only (the table may hold those of earlier runs).
+  const admin = yield* JobsAdmin
+  const rows = new Map<string, { name: string; state: string; jobs: number; attempts: number }>()
+  for (const id of ids) {
+    const job = yield* admin.get(id)
+    const key = `${job.name}\u0000${job.state}`
+    const row = rows.get(key) ?? { name: job.name, state: job.state, jobs: 0, attempts: 0 }
+    rows.set(key, { ...row, jobs: row.jobs + 1, attempts: row.attempts + job.attempt })
+  }
+  const summary = Array.from(rows.values()).sort((a, b) => a.name.localeCompare(b.name) || a.state.localeCompare(b.state))
   console.log("\nsummary:")
   console.table(summary)
   const dead = summary.filter((r) => r.state === "dead").reduce((n, r) => n + r.jobs, 0)
@@ -101,9 +112,9 @@ const main = async () => {
   if (server) console.log(`started an embedded Postgres on port ${server.port}`)
   const url = process.env.DATABASE_URL ?? server!.url
   try {
-    await Effect.runPromise(
+    return await Effect.runPromiseExit(
       Effect.andThen(Migrations.run, program).pipe(
-        Effect.provide(Layer.merge(Jobs.layer, Layer.empty).pipe(Layer.provideMerge(Database.layer(url))))
+        Effect.provide(Layer.mergeAll(Jobs.layer, JobsAdmin.layer).pipe(Layer.provideMerge(Database.layer(url))))
       )
     )
   } finally {
@@ -111,8 +122,14 @@ const main = async () => {
   }
 }
 
+// (`NodeRuntime.runMain` from @effect/platform-node does this too; it is not a dependency here.)
+// Exit explicitly: `embedded-postgres` hooks `beforeExit` and calls `process.exit(0)`, which
+// would hide a failure set through `process.exitCode`.
 main().then(
-  () => process.exit(0),
+  (exit) => {
+    if (Exit.isFailure(exit)) console.error(Cause.pretty(exit.cause))
+    process.exit(Exit.isFailure(exit) ? 1 : 0)
+  },
   (error) => {
     console.error(error)
     process.exit(1)

@@ -154,6 +154,10 @@ export const toLayer = <E = never, R = never>(
         yield* drain
       }
     })).pipe(
+      // A lost LISTEN connection (or one that cannot be opened) is reported, then retried.
+      Effect.tapCause((cause) =>
+        Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.flatMap(Observer, (observer) =>
+          observer.workerError("*", `bundle finisher "${bundle.name}": LISTEN lost; reconnecting`, Cause.squash(cause), "Warn"))),
       Effect.retry(Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("5 seconds")])),
       Effect.ignore
     )

@@ -3,13 +3,18 @@
  *
  * `PgClient.layer` from `@effect/sql-pg` works as well; this one turns a
  * malformed URL into a typed `InvalidDatabaseUrl` that says what is wrong,
- * without echoing the password.
+ * without echoing the password, and checks that the database answers when the
+ * layer is built (`SELECT 1`): a program started with a wrong host, port or
+ * database, or before the database is up, fails at start with a
+ * `DatabaseUnreachable` naming host, port and database, instead of starting
+ * workers that can never claim. `retry` waits for the database instead.
  *
  * @since 0.1.0
  */
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Layer, Redacted } from "effect"
-import { InvalidDatabaseUrl } from "./Errors.ts"
+import { Context, Duration, Effect, Layer, Option, Redacted } from "effect"
+import { SqlClient } from "effect/sql"
+import { DatabaseUnreachable, InvalidDatabaseUrl } from "./Errors.ts"
 
 /** Parses and checks a `postgres://` URL. */
 export const parseUrl = (url: string): Effect.Effect<URL, InvalidDatabaseUrl> =>
@@ -39,11 +44,107 @@ export const parseUrl = (url: string): Effect.Effect<URL, InvalidDatabaseUrl> =>
     return Effect.succeed(parsed)
   })
 
-/** A pooled `PgClient` (and `SqlClient`) for the URL. */
-export const layer = (
-  url: string,
-  options: Omit<PgClient.PgPoolConfig, "url"> = {}
-) =>
-  Layer.unwrap(
-    Effect.map(parseUrl(url), () => PgClient.layer({ applicationName: "effect-jobs", ...options, url: Redacted.make(url) }))
-  )
+export interface Options extends Omit<PgClient.PgPoolConfig, "url"> {
+  /** Check that the database answers (`SELECT 1`) when the layer is built; default true. */
+  readonly check?: boolean | undefined
+  /**
+   * How long each check may take (connecting included) before it counts as failed;
+   * default 5 seconds. A closed port is refused at once; this bounds a host that
+   * does not answer at all.
+   */
+  readonly checkTimeout?: Duration.Input | undefined
+  /**
+   * Wait for the database: after a failed check, try again `times` more times
+   * (default: until it answers), `delay` apart (default 1 second; on Effect's
+   * `Clock`), logging a warning each time. Default: no retry, the layer fails at
+   * the first failed check.
+   */
+  readonly retry?: {
+    readonly times?: number | undefined
+    readonly delay?: Duration.Input | undefined
+  } | undefined
+}
+
+/** Where a URL points: host, port, database, as Postgres would read them (no user, no password). */
+export const targetOf = (url: URL): { readonly host: string; readonly port: number; readonly database: string } => {
+  const decode = (s: string) => {
+    try {
+      return decodeURIComponent(s)
+    } catch {
+      return s
+    }
+  }
+  const host = url.searchParams.get("host") ?? decode(url.hostname.replace(/^\[(.*)\]$/, "$1"))
+  const port = url.port !== "" ? Number(url.port) : Number(url.searchParams.get("port") ?? 5432)
+  const database = decode(url.pathname.replace(/^\//, "")) || decode(url.username) || "postgres"
+  return { host, port: Number.isFinite(port) ? port : 5432, database }
+}
+
+const durationMillis = (label: string, input: Duration.Input | undefined, fallback: number): Effect.Effect<number, InvalidDatabaseUrl> => {
+  if (input === undefined) return Effect.succeed(fallback)
+  const d = Duration.fromInput(input)
+  const ms = Option.isSome(d) ? Duration.toMillis(d.value) : NaN
+  return ms >= 0 && !Number.isNaN(ms)
+    ? Effect.succeed(ms)
+    : Effect.fail(new InvalidDatabaseUrl({ message: `Database.layer: ${label} must be a non-negative duration, got ${String(input)}` }))
+}
+
+/** The messages of an error and its causes, never an object dump (which could hold the configuration). */
+const messageOf = (error: unknown): string => {
+  const parts: Array<string> = []
+  for (let e = error, depth = 0; e !== undefined && e !== null && depth < 5; depth++) {
+    const message = e instanceof Error ? e.message : typeof e === "string" ? e : ""
+    if (message !== "" && !parts.includes(message)) parts.push(message)
+    e = e instanceof Error ? e.cause : undefined
+  }
+  return parts.length === 0 ? "no answer" : parts.join(": ")
+}
+
+/**
+ * A pooled `PgClient` (and `SqlClient`) for the URL, checked when the layer is built:
+ * fails with `InvalidDatabaseUrl` for a URL that cannot be used, and with
+ * `DatabaseUnreachable` if the database does not answer `SELECT 1` (after the
+ * `retry`s asked for). `check: false` builds the pool without looking.
+ */
+export const layer = (url: string, options: Options = {}) =>
+  Layer.unwrap(Effect.gen(function*() {
+    const parsed = yield* parseUrl(url)
+    const { check, checkTimeout, retry, ...pool } = options
+    const client = PgClient.layer({ applicationName: "effect-jobs", ...pool, url: Redacted.make(url) })
+    if (check === false) return client
+    const timeoutMillis = yield* durationMillis("checkTimeout", checkTimeout, 5000)
+    const delayMillis = yield* durationMillis("retry.delay", retry?.delay, 1000)
+    const times = retry === undefined ? 0 : retry.times ?? Infinity
+    if (!(times >= 0) || (Number.isFinite(times) && !Number.isInteger(times))) {
+      return yield* new InvalidDatabaseUrl({ message: `Database.layer: retry.times must be a non-negative integer, got ${String(times)}` })
+    }
+    const target = targetOf(parsed)
+    const where = `${target.host}:${target.port}/${target.database}`
+    return Layer.tap(client, (context) => {
+      const sql = Context.get(context, SqlClient.SqlClient)
+      const once = sql`SELECT 1`.pipe(
+        Effect.timeoutOrElse({
+          duration: Duration.millis(timeoutMillis),
+          orElse: () => Effect.fail(new Error(`no answer within ${timeoutMillis} ms`))
+        })
+      )
+      const attempt = (n: number): Effect.Effect<void, DatabaseUnreachable> =>
+        Effect.catch(once, (error) => {
+          const reason = messageOf(error)
+          if (n > times) {
+            return Effect.fail(new DatabaseUnreachable({
+              ...target,
+              attempts: n,
+              message: `cannot reach the database at ${where}${n > 1 ? ` (${n} attempts)` : ""}: ${reason}`,
+              cause: error
+            }))
+          }
+          const left = Number.isFinite(times) ? ` (attempt ${n} of ${times + 1})` : ` (attempt ${n})`
+          return Effect.logWarning(`effect-jobs: the database at ${where} is not reachable yet${left}: ${reason}; retrying in ${delayMillis} ms`).pipe(
+            Effect.andThen(Effect.sleep(Duration.millis(delayMillis))),
+            Effect.andThen(Effect.suspend(() => attempt(n + 1)))
+          )
+        })
+      return attempt(1).pipe(Effect.annotateLogs({ module: "effect-jobs/Database" }))
+    })
+  }))

@@ -27,6 +27,21 @@ export class InvalidWorkerConfig extends Schema.TaggedError<InvalidWorkerConfig>
   message: Schema.String
 }) {}
 
+/**
+ * The database could not be reached when `Database.layer` was built (after the retries
+ * asked for, if any): `host`, `port` and `database` say where it looked, `cause` why it
+ * failed. The message never contains the password.
+ */
+export class DatabaseUnreachable extends Schema.TaggedError<DatabaseUnreachable>()("DatabaseUnreachable", {
+  host: Schema.String,
+  port: Schema.Number,
+  database: Schema.String,
+  /** Connection attempts made. */
+  attempts: Schema.Number,
+  message: Schema.String,
+  cause: Schema.optional(Schema.Defect())
+}) {}
+
 /** A database URL that cannot be parsed. The message never contains the password. */
 export class InvalidDatabaseUrl extends Schema.TaggedError<InvalidDatabaseUrl>()("InvalidDatabaseUrl", {
   message: Schema.String
@@ -41,7 +56,11 @@ export class InvalidSchemaName extends Schema.TaggedError<InvalidSchemaName>()("
 /** An attempt ran longer than its job's `timeout`. Treated as a failure: retried per the job's Schedule. */
 export class JobTimeout extends Schema.TaggedError<JobTimeout>()("JobTimeout", {
   timeoutMillis: Schema.Number
-}) {}
+}) {
+  override get message(): string {
+    return `the attempt ran longer than its timeout of ${this.timeoutMillis} ms`
+  }
+}
 
 /** A migration file could not be read or applied. */
 export class MigrationFailed extends Schema.TaggedError<MigrationFailed>()("MigrationFailed", {
@@ -52,7 +71,11 @@ export class MigrationFailed extends Schema.TaggedError<MigrationFailed>()("Migr
 /** No job with this id (never enqueued, or already deleted by retention). */
 export class JobNotFound extends Schema.TaggedError<JobNotFound>()("JobNotFound", {
   id: Schema.String
-}) {}
+}) {
+  override get message(): string {
+    return `no job with id ${JSON.stringify(this.id)} (never enqueued, or already deleted by retention)`
+  }
+}
 
 /** The awaited job ended in the dead-letter state; `message` is its last error. */
 export class JobDead extends Schema.TaggedError<JobDead>()("JobDead", {
@@ -64,13 +87,21 @@ export class JobDead extends Schema.TaggedError<JobDead>()("JobDead", {
 export class JobCancelled extends Schema.TaggedError<JobCancelled>()("JobCancelled", {
   id: Schema.String,
   reason: Schema.String
-}) {}
+}) {
+  override get message(): string {
+    return `job ${this.id} was cancelled: ${this.reason}`
+  }
+}
 
 /** The awaited job did not finish within the timeout given to `await`. It is still queued or running. */
 export class AwaitTimeout extends Schema.TaggedError<AwaitTimeout>()("AwaitTimeout", {
   id: Schema.String,
   timeoutMillis: Schema.Number
-}) {}
+}) {
+  override get message(): string {
+    return `job ${this.id} did not finish within ${this.timeoutMillis} ms; it is still queued or running`
+  }
+}
 
 /** A stored result that does not decode with the job's `success` Schema. */
 export class InvalidResult extends Schema.TaggedError<InvalidResult>()("InvalidResult", {
@@ -117,7 +148,11 @@ export class JobInPendingBundle extends Schema.TaggedError<JobInPendingBundle>()
 export class UniqueKeyNotFound extends Schema.TaggedError<UniqueKeyNotFound>()("UniqueKeyNotFound", {
   job: Schema.String,
   uniqueKey: Schema.String
-}) {}
+}) {
+  override get message(): string {
+    return `no unfinished job ${JSON.stringify(this.job)} with unique key ${JSON.stringify(this.uniqueKey)}`
+  }
+}
 
 /** A management call given an argument it cannot use (a negative page size, zero attempts...). Nothing was changed. */
 export class InvalidAdminRequest extends Schema.TaggedError<InvalidAdminRequest>()("InvalidAdminRequest", {

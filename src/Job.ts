@@ -201,22 +201,38 @@ type JobContextService = CurrentJob
 export class RetryAfter extends Schema.TaggedError<RetryAfter>()("effect-jobs/RetryAfter", {
   delayMillis: Schema.Number,
   reason: Schema.String
-}) {}
+}) {
+  override get message(): string {
+    return `retry after ${this.delayMillis} ms: ${this.reason}`
+  }
+}
 
 /** Run again after `delay` without spending an attempt. */
 export class Snooze extends Schema.TaggedError<Snooze>()("effect-jobs/Snooze", {
   delayMillis: Schema.Number
-}) {}
+}) {
+  override get message(): string {
+    return `snoozed for ${this.delayMillis} ms`
+  }
+}
 
 /** Move the job to `dead` now, whatever attempts remain. */
 export class Discard extends Schema.TaggedError<Discard>()("effect-jobs/Discard", {
   reason: Schema.String
-}) {}
+}) {
+  override get message(): string {
+    return `discarded: ${this.reason}`
+  }
+}
 
 /** End the job as `cancelled`. */
 export class Cancel extends Schema.TaggedError<Cancel>()("effect-jobs/Cancel", {
   reason: Schema.String
-}) {}
+}) {
+  override get message(): string {
+    return `cancelled: ${this.reason}`
+  }
+}
 
 export type Control = RetryAfter | Snooze | Discard | Cancel
 

@@ -21,6 +21,7 @@ import {
 } from "./Errors.ts"
 import type * as Job from "./Job.ts"
 import { JobStore, type JobState, type NewJobRow, type OutcomeRow } from "./internal/Store.ts"
+import { Observer } from "./Observer.ts"
 import { RequestId } from "./RequestId.ts"
 
 export interface EnqueueOptions {
@@ -373,10 +374,22 @@ const make = Effect.gen(function*() {
         yield* checkWaiters
       }
     }))
-    const recheck = Effect.repeat(Effect.ignore(checkWaiters), Schedule.spaced("1 second"))
+    // Background failures go to the Observer (the default one logs them) and are retried.
+    const reportFailure = (message: string) => (cause: Cause.Cause<unknown>) =>
+      Cause.hasInterruptsOnly(cause)
+        ? Effect.void
+        : Effect.flatMap(Observer, (observer) => observer.workerError("*", message, Cause.squash(cause), "Warn"))
+    const recheck = Effect.repeat(
+      checkWaiters.pipe(
+        Effect.catchCause((cause) =>
+          reportFailure(`await: checking ${waiters.size} awaited job(s) failed; retrying in 1 second`)(cause))
+      ),
+      Schedule.spaced("1 second")
+    )
     return Effect.gen(function*() {
       yield* Effect.forkIn(
         listenLoop.pipe(
+          Effect.tapCause(reportFailure("await: LISTEN lost; reconnecting")),
           Effect.retry(Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("5 seconds")])),
           Effect.ensuring(Effect.sync(() => Deferred.doneUnsafe(ready, Exit.void))),
           Effect.ignore

@@ -4,7 +4,14 @@
  * The worker reports every transition to the `Observer` service: a job started,
  * completed, had a retry scheduled, was rescheduled (snoozed or returned at
  * shutdown), went to the dead-letter state, was cancelled; and errors of the
- * worker itself; and bundles that finished. The default is to observe nothing.
+ * worker itself; and bundles that finished.
+ *
+ * The default observer (`Observer.defaults`, in place when no Observer layer is
+ * provided) is quiet about jobs and loud about the worker: every `workerError`
+ * (a failed claim, heartbeat, LISTEN, outcome write, a lost lease...) is logged
+ * through Effect's `Logger` at Warning (retried) or Error (something was given
+ * up), annotated with `queue`. Job outcome events log nothing and metrics are
+ * opt-in. `Observer.replace(Observer.noop)` silences it.
  *
  * - `Observer.layer`: the default observers, metrics and logging (needs a `PgClient`
  *   for the jobs-per-state gauge). `Observer.layerWith(mine)` adds yours on top.
@@ -14,15 +21,17 @@
  *   Prometheus or OTLP exporters (`effect/observability`).
  * - `Observer.logging`: each event through Effect's `Logger`.
  * - `Observer.add(mine)` adds to the observer it is provided (so these stack with
- *   `Layer.provide`); `Observer.replace(mine)` drops the others; `combine` and
- *   `noop` build `Events` values.
+ *   `Layer.provide`, and the default logging of worker errors stays);
+ *   `Observer.replace(mine)` drops the others, the default logging included;
+ *   `combine` and `noop` build `Events` values. Worker errors are logged once
+ *   even where both the default and `Observer.logging` are in place.
  *
  * Outcome events are reported after the outcome is written, by the worker's
  * completer: keep observers quick (fork anything slow). See docs/observing.md.
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Layer, LogLevel, Metric, Option } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Layer, LogLevel, Metric, Option } from "effect"
 import { JobStore, type JobState } from "./internal/Store.ts"
 import * as Metrics from "./Metrics.ts"
 
@@ -58,14 +67,21 @@ export interface Events {
   readonly rescheduled: (job: JobInfo, delayMillis: number, reason: string) => Effect.Effect<void>
   readonly dead: (job: JobInfo, reason: string) => Effect.Effect<void>
   readonly cancelled: (job: JobInfo, reason: string) => Effect.Effect<void>
-  readonly workerError: (queue: string, message: string, cause?: unknown) => Effect.Effect<void>
+  /**
+   * The worker (or a scheduler, a listener) failed at something. `level` says how bad:
+   * `"Warn"` for a failure that is retried (a claim, a heartbeat, a lost LISTEN
+   * connection), `"Error"` when something was given up or lost (a job's lease, an
+   * outcome that could not be recorded); absent means `"Error"`.
+   */
+  readonly workerError: (queue: string, message: string, cause?: unknown, level?: WorkerErrorLevel) => Effect.Effect<void>
   /** A bundle's last member reached a terminal state (reported once per bundle). Optional. */
   readonly bundleFinished?: ((bundle: BundleInfo) => Effect.Effect<void>) | undefined
 }
 
-/** The observer service. Never needs to be provided: the default observes nothing. */
-export const Observer = Context.Reference<Events>("effect-jobs/Observer", { defaultValue: () => noop })
+/** How bad a `workerError` is: retried (`Warn`), or something was given up (`Error`). */
+export type WorkerErrorLevel = "Warn" | "Error"
 
+/** Observes nothing (spread it to write an observer of a few events). */
 export const noop: Events = {
   started: () => Effect.void,
   completed: () => Effect.void,
@@ -76,15 +92,71 @@ export const noop: Events = {
   workerError: () => Effect.void
 }
 
-/** Both observers see every event, left first. */
-export const combine = (left: Events, right: Events): Events => ({
+/** An error's message and those of its causes ("Query failed: connect ECONNREFUSED ..."). */
+const messageOf = (error: unknown): string => {
+  const parts: Array<string> = []
+  for (let e = error, depth = 0; e !== undefined && e !== null && depth < 5; depth++) {
+    const message = e instanceof Error ? e.message : typeof e === "object" ? "" : String(e)
+    if (message !== "" && !parts.includes(message)) parts.push(message)
+    e = e instanceof Error ? e.cause : undefined
+  }
+  return parts.join(": ")
+}
+
+/**
+ * A worker error as a log line: `effect-jobs: <message>: <the cause's messages>`, at the
+ * error's level, annotated with `queue`; an `Error` carries the whole cause (a `Warn`, which
+ * may come once per poll interval while the database is away, only its message).
+ */
+const logWorkerError = (queue: string, message: string, cause?: unknown, level: WorkerErrorLevel = "Error") =>
+  Effect.suspend(() => {
+    const detail = cause === undefined ? "" : messageOf(cause)
+    const text = `effect-jobs: ${message}${detail === "" ? "" : `: ${detail}`}`
+    const log = Effect.logWithLevel(level)
+    return (level === "Error" && cause !== undefined ? log(text, Cause.fail(cause)) : log(text)).pipe(
+      Effect.annotateLogs({ queue })
+    )
+  })
+
+/**
+ * The default observer, in place when no Observer layer is provided: worker errors to
+ * Effect's `Logger` (see `logWorkerError`), nothing else. A logger of your own
+ * (`Logger.layer`) takes these lines over; `Observer.replace(Observer.noop)` drops them.
+ */
+export const defaults: Events = {
+  ...noop,
+  workerError: logWorkerError
+}
+
+/** The observer service. Never needs to be provided: the default is `defaults` (worker errors logged). */
+export const Observer = Context.Reference<Events>("effect-jobs/Observer", { defaultValue: () => defaults })
+
+/** The observers a `combine` was made of, in order (an observer not made by `combine` is its own part). */
+const partsOf = new WeakMap<Events, ReadonlyArray<Events>>()
+
+/**
+ * Both observers see every event, left first. `noop` parts are dropped, and so is the
+ * default observer (`defaults`) where `loggingEvents` is one of the parts: it logs worker
+ * errors too, and they would be logged twice.
+ */
+export const combine = (left: Events, right: Events): Events => {
+  let parts = [...(partsOf.get(left) ?? [left]), ...(partsOf.get(right) ?? [right])].filter((p) => p !== noop)
+  if (parts.includes(loggingEvents)) parts = parts.filter((p) => p !== defaults)
+  if (parts.length === 0) return noop
+  if (parts.length === 1) return parts[0]!
+  const combined = parts.reduce(pair)
+  partsOf.set(combined, parts)
+  return combined
+}
+
+const pair = (left: Events, right: Events): Events => ({
   started: (j) => Effect.andThen(left.started(j), right.started(j)),
   completed: (j, d) => Effect.andThen(left.completed(j, d), right.completed(j, d)),
   retryScheduled: (j, d, e) => Effect.andThen(left.retryScheduled(j, d, e), right.retryScheduled(j, d, e)),
   rescheduled: (j, d, r) => Effect.andThen(left.rescheduled(j, d, r), right.rescheduled(j, d, r)),
   dead: (j, r) => Effect.andThen(left.dead(j, r), right.dead(j, r)),
   cancelled: (j, r) => Effect.andThen(left.cancelled(j, r), right.cancelled(j, r)),
-  workerError: (q, m, c) => Effect.andThen(left.workerError(q, m, c), right.workerError(q, m, c)),
+  workerError: (q, m, c, l) => Effect.andThen(left.workerError(q, m, c, l), right.workerError(q, m, c, l)),
   bundleFinished: (b) => Effect.andThen(left.bundleFinished?.(b) ?? Effect.void, right.bundleFinished?.(b) ?? Effect.void)
 })
 
@@ -98,7 +170,10 @@ const debug = (j: JobInfo, message: string, extra?: Record<string, unknown>) =>
   Effect.flatMap(LogLevel.isEnabled("Debug"), (enabled) =>
     enabled ? (extra === undefined ? Effect.logDebug(message) : Effect.logDebug(message, extra)).pipe(annotate(j)) : Effect.void)
 
-/** Logs every event: started/completed at Debug, retries and snoozes at Info, dead at Warning, worker errors at Error. */
+/**
+ * Logs every event: started/completed at Debug, retries and snoozes at Info, dead at
+ * Warning, worker errors as the default observer does (at their level, Warning or Error).
+ */
 export const loggingEvents: Events = {
   started: (j) => debug(j, "job started"),
   completed: (j, d) => debug(j, "job completed", { durationMillis: d }),
@@ -106,18 +181,23 @@ export const loggingEvents: Events = {
   rescheduled: (j, d, r) => Effect.logInfo("job rescheduled", { delayMillis: d, reason: r }).pipe(annotate(j)),
   dead: (j, r) => Effect.logWarning("job moved to dead", { reason: r }).pipe(annotate(j)),
   cancelled: (j, r) => Effect.logInfo("job cancelled", { reason: r }).pipe(annotate(j)),
-  workerError: (q, m, c) => Effect.logError("worker error", { queue: q, message: m, cause: c }),
+  workerError: logWorkerError,
   bundleFinished: (b) => Effect.logInfo("bundle finished", { bundleId: b.id, bundle: b.name, counts: b.counts, followUpId: b.followUpId })
 }
 
-/** Adds an observer to whatever observer is already in place (the default observes nothing). */
-export const add = (events: Events) =>
-  Layer.effect(Observer, Effect.map(Observer, (current) => (current === noop ? events : combine(current, events))))
+/**
+ * Adds an observer after whatever observer is already in place; by default that is
+ * `defaults`, so worker errors are still logged.
+ */
+export const add = (events: Events) => Layer.effect(Observer, Effect.map(Observer, (current) => combine(current, events)))
 
 /** Logging observer layer. */
 export const logging = add(loggingEvents)
 
-/** Replaces the observer: only `events` observe (those in place before are dropped). */
+/**
+ * Replaces the observer: only `events` observe (those in place before are dropped, the
+ * default logging of worker errors included). `replace(noop)` silences the library.
+ */
 export const replace = (events: Events) => Layer.succeed(Observer, events)
 
 // ---------------------------------------------------------------------------
@@ -250,8 +330,7 @@ export const metricsWith = (options: MetricsOptions = {}) => {
     Effect.gen(function*() {
       const current = yield* Observer
       if (interval !== undefined) yield* sampleStates(interval)
-      const events = metricsEvents()
-      return current === noop ? events : combine(current, events)
+      return combine(current, metricsEvents())
     })
   ).pipe(Layer.provide(JobStore.layer))
 }

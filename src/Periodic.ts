@@ -13,8 +13,8 @@
  * slot is due (safe: a slot whose claim committed is never claimed again), and
  * registering a schedule at start-up is retried until the database answers, in
  * the schedule's fiber, so building the layer neither waits for the database
- * nor fails when it is away. Each failure is logged and reported to the
- * `Observer` as a `workerError`.
+ * nor fails when it is away. Each failure is reported to the `Observer` as a
+ * `workerError`, which the default observer logs.
  *
  * Missed slots (every scheduler was down): `missed: "skip"` (default) only
  * resumes with the next slot; `missed: "enqueue-last"` enqueues the most recent
@@ -153,8 +153,8 @@ export const retrySchedule: ScheduleM.Schedule<unknown> = ScheduleM.min([
  * options), before anything is written. Building it touches no database: each
  * schedule gets a fiber, in the layer's scope, which registers it (retrying
  * with `retrySchedule` while the database is away) and then enqueues its slots.
- * Failures are logged and reported as `Observer` `workerError`s (queue: the
- * queue the schedule enqueues into).
+ * Failures are reported as `Observer` `workerError`s (queue: the queue the
+ * schedule enqueues into), logged by the default observer.
  */
 export const layer = (schedules: ReadonlyArray<Schedule>) =>
   Layer.effect(
@@ -189,17 +189,14 @@ export const layer = (schedules: ReadonlyArray<Schedule>) =>
       const queueOf = (schedule: Schedule) => schedule.spec.options?.queue ?? schedule.job.queue
       const slotText = (slot: number) => new Date(slot).toISOString()
 
-      /** A log line and an Observer `workerError` for a failure of `schedule`. */
+      /**
+       * An Observer `workerError` for a failure of `schedule`; the default observer logs it
+       * (one line per failed attempt at Warning; with the whole cause at Error when a slot is lost).
+       */
       const report = (schedule: Schedule, level: "Warn" | "Error", message: string, cause: Cause.Cause<unknown>) =>
-        Effect.suspend(() => {
-          const error = Cause.squash(cause)
-          // one line per failed attempt; the whole cause when a slot is lost
-          const detail = level === "Error" ? Cause.pretty(cause) : messageOf(error)
-          return Effect.andThen(
-            Effect.logWithLevel(level)(`periodic schedule "${schedule.name}": ${message}: ${detail}`),
-            observer.workerError(queueOf(schedule), `periodic schedule "${schedule.name}": ${message}`, error)
-          )
-        })
+        Effect.suspend(() =>
+          observer.workerError(queueOf(schedule), `periodic schedule "${schedule.name}": ${message}`, Cause.squash(cause), level)
+        )
 
       /**
        * Retries `self` on a database error with `retrySchedule`, reporting each failure;
@@ -333,14 +330,3 @@ const enqueueOptions = (schedule: Schedule, slot: number): EnqueueOptions => ({
   ...schedule.spec.options,
   metadata: { ...schedule.spec.options?.metadata, periodic: schedule.name, slot: new Date(slot).toISOString() }
 })
-
-/** An error's message and those of its causes ("Query failed: relation ... does not exist"). */
-const messageOf = (error: unknown): string => {
-  const parts: Array<string> = []
-  for (let e = error, depth = 0; e !== undefined && e !== null && depth < 5; depth++) {
-    const message = e instanceof Error ? e.message : String(e)
-    if (message !== "" && !parts.includes(message)) parts.push(message)
-    e = e instanceof Error ? e.cause : undefined
-  }
-  return parts.join(": ")
-}

@@ -548,7 +548,7 @@ export const drain = Effect.fn("Testing.drain")(function*(options: DrainOptions)
 
   const scope = yield* Scope.make()
   const built = yield* Layer.buildWithScope(
-    Worker.layer(workerOptions).pipe(Layer.provide(replace(current === noop ? probe : combine(current, probe)))),
+    Worker.layer(workerOptions).pipe(Layer.provide(replace(combine(current, probe)))),
     scope
   ).pipe(Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause))))
   const worker = Context.get(built, Worker.Worker)

@@ -410,7 +410,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const completer = yield* Completer.make({
     maxBatch: config.maxCompletionBatch,
     maxPending: config.maxPendingOutcomes,
-    onError: (message, cause) => observer.workerError("*", message, cause)
+    onError: (message, cause, level) => observer.workerError("*", message, cause, level)
   })
 
   /** Jobs held by this worker: id -> fencing token. The heartbeat extends exactly these. */
@@ -720,7 +720,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       Effect.catchCause((cause) =>
         Effect.sync(() => {
           hungry = false // back off until the next poll or NOTIFY
-        }).pipe(Effect.andThen(observer.workerError(queue.name, "claim failed", Cause.squash(cause))))
+        }).pipe(Effect.andThen(observer.workerError(queue.name, "claim failed", Cause.squash(cause), "Warn")))
       )
     )
 
@@ -824,7 +824,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       })))
     }).pipe(
       Effect.tapCause((cause) =>
-        Cause.hasInterruptsOnly(cause) ? Effect.void : observer.workerError("*", lostMessage, Cause.squash(cause))),
+        Cause.hasInterruptsOnly(cause) ? Effect.void : observer.workerError("*", lostMessage, Cause.squash(cause), "Warn")),
       Effect.retry({
         schedule: Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("5 seconds")]).pipe(Schedule.jittered),
         while: () => !established
@@ -891,11 +891,11 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       // run that really lost its lease gets its write refused by the fencing token.)
       if (!extended.has(id) && !busy.has(id) && held.get(id) === token && writing.get(id) !== token) {
         lost.add(id)
-        yield* observer.workerError("*", `lost the lease of job ${id}; its run here is stopped`)
+        yield* observer.workerError("*", `lost the lease of job ${id}; its run here is stopped`, undefined, "Error")
         yield* running.interrupt(id).pipe(Effect.forkDetach)
       }
     }
-  }).pipe(Effect.catchCause((cause) => observer.workerError("*", "heartbeat failed", Cause.squash(cause))))
+  }).pipe(Effect.catchCause((cause) => observer.workerError("*", "heartbeat failed", Cause.squash(cause), "Warn")))
   background.push(yield* Effect.forkScoped(
     Effect.repeat(heartbeat, Schedule.spaced(Duration.millis(config.heartbeatMillis)))
   ))
@@ -913,7 +913,12 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       leaseUntil.delete(id)
       held.delete(id)
       if (writing.has(id)) continue // its run is over; the write is refused if the job was rescued
-      yield* observer.workerError("*", `the lease of job ${id} ran out with no heartbeat reaching the database; its run here is stopped`)
+      yield* observer.workerError(
+        "*",
+        `the lease of job ${id} ran out with no heartbeat reaching the database; its run here is stopped`,
+        undefined,
+        "Error"
+      )
       let buffered = false
       for (const p of producers.values()) if (p.takeBuffered(id) !== undefined) buffered = true
       if (!buffered) {
@@ -930,7 +935,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     const now = yield* Clock.currentTimeMillis
     yield* store.jobPromoteScheduled(now, 1000)
     yield* store.jobRescueExpired(now, 1000)
-  }).pipe(Effect.catchCause((cause) => observer.workerError("*", "maintenance failed", Cause.squash(cause))))
+  }).pipe(Effect.catchCause((cause) => observer.workerError("*", "maintenance failed", Cause.squash(cause), "Warn")))
   background.push(yield* Effect.forkScoped(
     Effect.forever(Effect.andThen(maintenance, Effect.suspend(() => Effect.sleep(jitter(config.maintenanceMillis)))))
   ))
@@ -1031,7 +1036,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   })).pipe(
     Effect.flatMap((cancel) =>
       Effect.forEach(cancel, (id) => (cancelling.has(id) ? Effect.void : Effect.forkChild(cancelRun(id))), { discard: true })),
-    Effect.catchCause((cause) => observer.workerError("*", "control poll failed", Cause.squash(cause)))
+    Effect.catchCause((cause) => observer.workerError("*", "control poll failed", Cause.squash(cause), "Warn"))
   )
   const controlMillis = () =>
     Math.min(config.maintenanceMillis, ...Array.from(producerFibers.keys(), (name) => producers.get(name)!.config().pollMillis))
@@ -1043,7 +1048,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
 
   const pruner = options.pruner === false
     ? undefined
-    : yield* Maintenance.make(options.pruner ?? {}, (message, cause) => observer.workerError("*", message, cause))
+    : yield* Maintenance.make(options.pruner ?? {}, (message, cause) => observer.workerError("*", message, cause, "Warn"))
 
   // -- graceful shutdown (added last, so it runs first when the scope closes) ---------------
 

@@ -1,12 +1,15 @@
 /**
  * Every example in examples/ (but main.ts, the demo) runs as its own process,
  * as a user would run it, against a fresh database cloned from the migrated
- * template, and must exit 0 having printed its key line.
+ * template, and must exit 0 having printed its key line. The demo (main.ts) and
+ * the README example are run too: twice on one database (the demo), and against
+ * a database that is not there (both must print one error and exit 1).
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { spawn } from "node:child_process"
-import { readdirSync } from "node:fs"
+import { readdirSync, readFileSync } from "node:fs"
+import { type AddressInfo, createServer } from "node:net"
 import { fileURLToPath } from "node:url"
 import { inject } from "vitest"
 import { freshDatabase } from "./support/admin.ts"
@@ -41,10 +44,10 @@ interface Run {
   readonly output: string
 }
 
-/** Runs `node examples/<file>` with DATABASE_URL set; kills it after 90 seconds. */
+/** Runs `node <path>` (default: under examples/) with DATABASE_URL set; kills it after 90 seconds. */
 const runExample = (file: string, databaseUrl: string) =>
   Effect.callback<Run>((resume) => {
-    const child = spawn(process.execPath, [`examples/${file}`], {
+    const child = spawn(process.execPath, [file.includes("/") ? file : `examples/${file}`], {
       cwd: root,
       env: { ...process.env, DATABASE_URL: databaseUrl },
       stdio: ["ignore", "pipe", "pipe"]
@@ -61,6 +64,60 @@ const runExample = (file: string, databaseUrl: string) =>
   })
 
 let counter = 0
+
+/** A port nothing listens on, for a database that is not there. */
+const closedPort = Effect.callback<number>((resume) => {
+  const server = createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const { port } = server.address() as AddressInfo
+    server.close(() => resume(Effect.succeed(port)))
+  })
+})
+
+describe("the README example", () => {
+  it("is test/readme-example.ts (which typecheck checks), but for the import path", () => {
+    const readme = readFileSync(new URL("../README.md", import.meta.url), "utf8")
+    const block = /^## Example\n\n```ts\n([\s\S]*?)^```$/m.exec(readme)?.[1]
+    const mirror = readFileSync(new URL("./readme-example.ts", import.meta.url), "utf8")
+    assert.isDefined(block)
+    assert.strictEqual(mirror.split("\n").slice(1).join("\n").replaceAll(`"../src/index.ts"`, `"effect-jobs"`), block)
+  })
+
+  it.live("with a database that is not there: prints DatabaseUnreachable once and exits 1", () =>
+    Effect.gen(function*() {
+      const port = yield* closedPort
+      const { code, output } = yield* runExample("test/readme-example.ts", `postgres://app:pw-hidden@127.0.0.1:${port}/app`)
+      assert.strictEqual(code, 1, output)
+      assert.strictEqual(output.match(/DatabaseUnreachable/g)?.length, 1, output)
+      assert.include(output, `cannot reach the database at 127.0.0.1:${port}/app`)
+      assert.notInclude(output, "pw-hidden")
+    }), 60_000)
+})
+
+describe("the demo", () => {
+  it.live("with a database that is not there: prints DatabaseUnreachable once and exits 1", () =>
+    Effect.gen(function*() {
+      const port = yield* closedPort
+      const { code, output } = yield* runExample("examples/main.ts", `postgres://app:pw-hidden@127.0.0.1:${port}/app`)
+      assert.strictEqual(code, 1, output)
+      assert.strictEqual(output.match(/DatabaseUnreachable/g)?.length, 1, output)
+      assert.notInclude(output, "pw-hidden")
+    }), 60_000)
+
+  it.live("runs twice on one database, exiting 0 both times", () =>
+    Effect.gen(function*() {
+      const url = yield* freshDatabase(
+        inject("databaseUrl"),
+        inject("templateDatabase"),
+        `ej_demo_${process.pid}_${Date.now().toString(36)}_${counter++}`
+      )
+      for (const run of [1, 2]) {
+        const { code, output } = yield* runExample("examples/main.ts", url)
+        assert.strictEqual(code, 0, `run ${run} exited with ${code}:\n${output}`)
+        assert.match(output, /10 completed, 1 dead: done\.\n/)
+      }
+    }), 240_000)
+})
 
 describe("examples", () => {
   it("every example has an expected line", () => {

@@ -1,7 +1,6 @@
 // The README's example, kept here so `npm run typecheck` checks it. Not run.
-import { PgClient } from "@effect/sql-pg"
-import { Effect, Layer, Redacted, Schedule, Schema } from "effect"
-import { Job, Jobs, Migrations, Worker } from "../src/index.ts"
+import { Cause, Effect, Exit, Layer, Schedule, Schema } from "effect"
+import { Database, Job, Jobs, Migrations, Worker } from "../src/index.ts"
 
 // A job: a name, a Schema for its arguments, optionally one for its result, and a policy.
 const SendEmail = Job.make("send-email", {
@@ -28,11 +27,19 @@ const program = Effect.gen(function*() {
   yield* jobs.enqueue(SendEmail, { to: "ada@example.com", subject: "Welcome" }, { uniqueKey: "welcome:42" })
 })
 
-const PgLive = PgClient.layer({ url: Redacted.make(process.env.DATABASE_URL!) })
+// Fails at start, with DatabaseUnreachable (host, port, database), if the database does not answer.
+const PgLive = Database.layer(process.env.DATABASE_URL!)
 const MainLive = Layer.mergeAll(WorkerLive, Jobs.layer).pipe(
   Layer.provide(SendEmailLive),
   Layer.provide(Layer.effectDiscard(Migrations.run)),
   Layer.provideMerge(PgLive)
 )
 
-Effect.runFork(Effect.andThen(program, Effect.never).pipe(Effect.provide(MainLive)))
+// Runs until stopped; a failure is printed and the process exits 1
+// (`NodeRuntime.runMain` from @effect/platform-node does the same).
+Effect.runPromiseExit(Effect.andThen(program, Effect.never).pipe(Effect.provide(MainLive))).then((exit) => {
+  if (Exit.isFailure(exit)) {
+    console.error(Cause.pretty(exit.cause))
+    process.exitCode = 1
+  }
+})

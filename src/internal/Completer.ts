@@ -80,7 +80,8 @@ export const make = Effect.fnUntraced(function*(options: {
   readonly maxBatch: number
   /** Outcomes waiting to be written above which `room` waits. */
   readonly maxPending: number
-  readonly onError: (message: string, cause: unknown) => Effect.Effect<void>
+  /** A failure: `Warn` if it is retried, `Error` if something was given up. */
+  readonly onError: (message: string, cause: unknown, level: "Warn" | "Error") => Effect.Effect<void>
 }) {
   const store = yield* JobStore
   const queue = yield* Queue.unbounded<Pending>()
@@ -98,7 +99,7 @@ export const make = Effect.fnUntraced(function*(options: {
   const write = (rows: ReadonlyArray<FinishRow>) =>
     Effect.flatMap(Clock.currentTimeMillis, (now) => store.jobFinishMany(rows, now)).pipe(
       Effect.tapError((e) =>
-        isDataError(e) ? Effect.void : options.onError("could not record job outcomes; retrying", e)
+        isDataError(e) ? Effect.void : options.onError("could not record job outcomes; retrying", e, "Warn")
       ),
       Effect.retry({ schedule: flushRetry, while: (e) => !isDataError(e) && !abandoned })
     )
@@ -126,10 +127,10 @@ export const make = Effect.fnUntraced(function*(options: {
           result: null,
           error: { attempt: typeof attempt === "number" ? attempt : null, at: new Date(now).toISOString(), kind: "OutcomeNotRecorded", message }
         }
-        return options.onError(`could not record the outcome of job ${row.id}; recording it dead`, e).pipe(
+        return options.onError(`could not record the outcome of job ${row.id}; recording it dead`, e, "Error").pipe(
           Effect.andThen(write([fallback])),
           Effect.catch((e2) =>
-            Effect.as(options.onError(`could not record job ${row.id} dead either; its lease will lapse`, e2), none)
+            Effect.as(options.onError(`could not record job ${row.id} dead either; its lease will lapse`, e2, "Error"), none)
           )
         )
       })
@@ -142,7 +143,7 @@ export const make = Effect.fnUntraced(function*(options: {
       Effect.as(giveUp.await, none)
     )
     if (abandoned && changed === none) {
-      yield* options.onError(`gave up recording ${batch.length} job outcomes at shutdown; their leases will lapse`, undefined)
+      yield* options.onError(`gave up recording ${batch.length} job outcomes at shutdown; their leases will lapse`, undefined, "Error")
     }
     // Reports run here, after the write. A failing (or throwing) observer must not stop the
     // writer: every later outcome, and graceful shutdown, wait for this loop.
@@ -156,7 +157,7 @@ export const make = Effect.fnUntraced(function*(options: {
       if (report === Effect.void) continue // nothing to report (no step: this runs for every job)
       yield* report.pipe(
         Effect.catchCause((cause) =>
-          options.onError("an observer failed while reporting an outcome", Cause.squash(cause)).pipe(
+          options.onError("an observer failed while reporting an outcome", Cause.squash(cause), "Error").pipe(
             Effect.catchCause(() => Effect.void)
           )
         )
