@@ -5,6 +5,8 @@
  *
  * @since 0.1.0
  */
+// First: on a Node.js older than 22.19 this throws a clear message before Effect runs.
+import "./internal/nodeVersion.ts"
 export * as Admin from "./Admin.ts"
 export { JobsAdmin } from "./Admin.ts"
 export * as Database from "./Database.ts"
