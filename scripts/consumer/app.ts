@@ -23,7 +23,7 @@ const runOne = Effect.gen(function*() {
   const id = yield* jobs.enqueue(Greet, { name: "consumer" })
   const result = yield* jobs.await(Greet, id, { timeout: "30 seconds" })
   const sql = yield* SqlClient.SqlClient
-  const rows = yield* sql<{ readonly state: string }>`SELECT state FROM effect_jobs WHERE id = ${id}`
+  const rows = yield* sql<{ readonly state: string }>`SELECT state FROM effect_jobs.jobs WHERE id = ${id}::bigint`
   const state = rows[0]?.state
   if (result.greeting !== "hello, consumer" || state !== "completed") {
     return yield* Effect.die(new Error(`job ${id}: result ${JSON.stringify(result)}, state ${state}`))
