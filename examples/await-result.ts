@@ -22,7 +22,7 @@ const QuoteShippingLive = Job.toLayer(QuoteShipping, ({ country, kg }, ctx) => {
 })
 
 const program = Effect.gen(function*() {
-  const jobs = yield* Jobs
+  const jobs = yield* Jobs.Jobs
   const [fr, aq] = yield* jobs.enqueueMany(QuoteShipping, [{ country: "FR", kg: 2.5 }, { country: "AQ", kg: 1 }])
   const later = yield* jobs.enqueue(QuoteShipping, { country: "DE", kg: 1 }, { delay: "1 hour" })
 

@@ -27,7 +27,7 @@ const SendEmailLive = Job.toLayer(SendEmail, (args, ctx) =>
 const WorkerLive = Worker.layer({ queues: { emails: { concurrency: 5 } } }).pipe(Layer.provide(SendEmailLive))
 
 const program = Effect.gen(function*() {
-  const jobs = yield* Jobs
+  const jobs = yield* Jobs.Jobs
   const id = yield* jobs.enqueue(SendEmail, { to: "ada@example.com", subject: "Welcome!" })
   yield* Console.log(`enqueued job ${id}`)
 

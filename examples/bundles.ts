@@ -49,7 +49,7 @@ const program = Effect.gen(function*() {
     Worker.layer({ queues: { media: { concurrency: 4 }, publish: {} } }).pipe(Layer.provide(Handlers)),
     AlbumFinish.pipe(Layer.provide(Observer.add({ ...Observer.noop, bundleFinished: (b) => Deferred.succeed(done, b) })))
   ))
-  const jobs = yield* Jobs
+  const jobs = yield* Jobs.Jobs
   const { bundleId, ids } = yield* jobs.enqueueBundle(AlbumUpload, [
     ...["beach.jpg", "sunset.jpg", "harbour.jpg"].map((photo) => Jobs.entry(Thumbnail, { photo })),
     Jobs.entry(Transcode, { video: "boat.mp4" }),

@@ -26,8 +26,8 @@ const program = Effect.gen(function*() {
   const events = yield* EventLog.make
   yield* Layer.build(Worker.layer({ queues: { exports: {} } }).pipe(Layer.provide([ExportTableLive, events.layer])))
 
-  const jobs = yield* Jobs
-  const admin = yield* JobsAdmin
+  const jobs = yield* Jobs.Jobs
+  const admin = yield* JobsAdmin.JobsAdmin
   const running = yield* jobs.enqueue(ExportTable, { table: "orders" })
   const waiting = yield* jobs.enqueue(ExportTable, { table: "customers" }, { delay: "1 hour" })
   yield* Deferred.await(started)

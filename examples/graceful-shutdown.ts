@@ -27,7 +27,7 @@ const program = Effect.gen(function*() {
 
   const scope = yield* Scope.make()
   yield* Layer.buildWithScope(WorkerLive, scope)
-  const jobs = yield* Jobs
+  const jobs = yield* Jobs.Jobs
   const [daily, yearly] = yield* jobs.enqueueMany(BuildReport, [{ report: "daily" }, { report: "yearly" }])
   yield* Deferred.await(yearlyBusy)
 

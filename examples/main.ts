@@ -74,7 +74,7 @@ const program = Effect.gen(function*() {
     .pipe(Layer.provide([Handlers, Observer.add(progress)])) // add: worker errors are still logged
 
   const ids = yield* Effect.gen(function*() {
-    const jobs = yield* Jobs
+    const jobs = yield* Jobs.Jobs
     console.log("enqueueing jobs...")
     const ids = [
       ...yield* jobs.enqueueMany(SendEmail, ["ada", "grace", "edsger", "barbara", "alan", "margaret"].map((name) => ({
@@ -90,7 +90,7 @@ const program = Effect.gen(function*() {
   }).pipe(Effect.provide(worker))
 
   // The summary of this run's jobs only (the table may hold those of earlier runs).
-  const admin = yield* JobsAdmin
+  const admin = yield* JobsAdmin.JobsAdmin
   const rows = new Map<string, { name: string; state: string; jobs: number; attempts: number }>()
   for (const id of ids) {
     const job = yield* admin.get(id)

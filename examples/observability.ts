@@ -51,7 +51,7 @@ const program = Effect.gen(function*() {
   const url = yield* servePrometheus(Number(process.env.PORT ?? 0))
   yield* Console.log(`serving Prometheus metrics at ${url}`)
 
-  const jobs = yield* Jobs
+  const jobs = yield* Jobs.Jobs
   const reports = yield* jobs.enqueueMany(RenderReport, [1, 2, 3, 4, 5].map((id) => ({ id })))
   const crm = yield* jobs.enqueue(SyncCrm, { contact: "ada@example.com" })
   const upload = yield* jobs.enqueue(ParseUpload, { file: "photo.jpg" })

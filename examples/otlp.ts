@@ -86,7 +86,7 @@ const collectorStub = Effect.acquireRelease(
 /** A worker and a client that both export to `baseUrl`; enqueues three invoices in one "checkout" span. */
 const checkout = (baseUrl: string) =>
   Effect.gen(function*() {
-    const jobs = yield* Jobs
+    const jobs = yield* Jobs.Jobs
     const ids = yield* jobs.enqueueMany(SendInvoice, [{ order: "A-1" }, { order: "A-2" }, { order: "A-3" }]).pipe(
       Effect.withSpan("checkout")
     )

@@ -32,7 +32,7 @@ const program = Effect.gen(function*() {
     Worker.layer({ queues: { outcomes: { concurrency: 4 } }, maintenanceInterval: "50 millis" })
       .pipe(Layer.provide([Handlers, events.layer]))
   )
-  const jobs = yield* Jobs
+  const jobs = yield* Jobs.Jobs
   const [snoozed, discarded, cancelled, defect] = yield* jobs.enqueueAll([
     Jobs.entry(WaitForExport, { orderId: "1" }),
     Jobs.entry(ImportOrder, { orderId: "2" }),

@@ -20,7 +20,7 @@ const NotifyLive = Job.toLayer(Notify, (args, ctx) =>
   }))
 
 const program = Effect.gen(function*() {
-  const jobs = yield* Jobs
+  const jobs = yield* Jobs.Jobs
   enqueuedAt = Date.now()
   yield* jobs.enqueue(Notify, { what: "weekly newsletter" }, { priority: 10 })
   yield* jobs.enqueue(Notify, { what: "order shipped" }) // the job's default priority: 0

@@ -13,7 +13,7 @@ const SendInvoice = Job.make("send-invoice", { args: Schema.Struct({ orderId: Sc
 
 const SendInvoiceLive = Job.toLayer(SendInvoice, (args, ctx) =>
   Effect.gen(function*() {
-    const requestId = yield* RequestId // the same as ctx.requestId, for code deep inside the handler
+    const requestId = yield* RequestId.RequestId // the same as ctx.requestId, for code deep inside the handler
     yield* Console.log(`  handler of order ${args.orderId}: ctx.requestId=${ctx.requestId}, RequestId=${requestId}`)
     yield* Effect.logInfo("invoice sent") // annotated with jobId, job, queue, attempt and requestId
   }))
@@ -21,7 +21,7 @@ const SendInvoiceLive = Job.toLayer(SendInvoice, (args, ctx) =>
 // What a web request handler would do: the id comes from a header, or your HTTP framework.
 const checkout = (orderId: string) =>
   Effect.gen(function*() {
-    const jobs = yield* Jobs
+    const jobs = yield* Jobs.Jobs
     return yield* jobs.enqueue(SendInvoice, { orderId })
   })
 
@@ -29,7 +29,7 @@ const program = Effect.gen(function*() {
   const events = yield* EventLog.make
   yield* Layer.build(Worker.layer({ queues: { invoices: {} } }).pipe(Layer.provide([SendInvoiceLive, events.layer])))
 
-  const withId = yield* checkout("A-1").pipe(Effect.provideService(RequestId, "req-7f3a"))
+  const withId = yield* checkout("A-1").pipe(Effect.provideService(RequestId.RequestId, "req-7f3a"))
   const withoutId = yield* checkout("A-2")
   yield* events.waitFor(withId, "completed")
   yield* events.waitFor(withoutId, "completed")

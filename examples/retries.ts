@@ -37,7 +37,7 @@ const program = Effect.gen(function*() {
     Worker.layer({ queues: { retries: {} }, maintenanceInterval: "50 millis" })
       .pipe(Layer.provide([Handlers, events.layer]))
   )
-  const jobs = yield* Jobs
+  const jobs = yield* Jobs.Jobs
   const charge = yield* jobs.enqueue(Charge, { orderId: "A-1001" })
   const sync = yield* jobs.enqueue(SyncCrm, { contact: "grace@example.com" })
 

@@ -28,7 +28,7 @@ const Remind = Job.make("trial-reminder", { args: Schema.Struct({ email: Schema.
 /** The code under test: a checkout enqueues a charge now and a reminder for tomorrow. */
 const checkout = (orderId: string, email: string) =>
   Effect.gen(function*() {
-    const jobs = yield* Jobs
+    const jobs = yield* Jobs.Jobs
     const charge = yield* jobs.enqueue(Charge, { orderId })
     const reminder = yield* jobs.enqueue(Remind, { email }, { delay: "1 day" })
     return { charge, reminder }
@@ -112,7 +112,7 @@ const ownWorker = Testing.withTestClock(
   Effect.gen(function*() {
     const runs: Array<Run> = []
     yield* Layer.build(Worker.layer({ queues: { billing: {} } }).pipe(Layer.provide(handlers(runs))))
-    const jobs = yield* Jobs
+    const jobs = yield* Jobs.Jobs
     const id = yield* jobs.enqueue(Remind, { email: "margaret@example.com" }, { delay: "10 minutes" })
     const status = yield* Testing.advanceUntil(
       Effect.map(jobs.status(Remind, id), (s) => (s.state === "completed" ? Option.some(s) : Option.none())),

@@ -18,7 +18,7 @@ const program = Effect.gen(function*() {
   const events = yield* EventLog.make
   yield* Layer.build(Worker.layer({ queues: { receipts: {} } }).pipe(Layer.provide([SendReceiptLive, events.layer])))
   const sql = yield* SqlClient.SqlClient
-  const jobs = yield* Jobs
+  const jobs = yield* Jobs.Jobs
 
   // 1. The order fails after the job was enqueued: the transaction rolls back, and the job with it.
   let rolledBack = ""

@@ -13,7 +13,7 @@ const SendWelcome = Job.make("send-welcome", { args: Schema.Struct({ userId: Sch
 const SendWelcomeLive = Job.toLayer(SendWelcome, (args) => Console.log(`  welcome mail sent to user ${args.userId}`))
 
 const program = Effect.gen(function*() {
-  const jobs = yield* Jobs
+  const jobs = yield* Jobs.Jobs
   const welcome = (userId: number) => jobs.enqueue(SendWelcome, { userId }, { uniqueKey: `welcome:${userId}` })
 
   // No worker yet, so the first job is still waiting when the duplicates arrive.

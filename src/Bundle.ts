@@ -23,8 +23,7 @@
 import { Cause, Duration, Effect, Layer, Option, Queue, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
 import { InvalidWorkerConfig } from "./Errors.ts"
-import type { Entry } from "./Jobs.ts"
-import { Jobs } from "./Jobs.ts"
+import * as Jobs from "./Jobs.ts"
 import { JobStore, type OutcomeRow } from "./internal/Store.ts"
 import { Observer } from "./Observer.ts"
 
@@ -91,13 +90,13 @@ const pollMillis = (bundle: Bundle, input: Duration.Input | undefined): Effect.E
  */
 export const toLayer = <E = never, R = never>(
   bundle: Bundle,
-  onFinish: (finished: Finished) => Effect.Effect<Entry | undefined, E, R> = () => Effect.succeed(undefined),
+  onFinish: (finished: Finished) => Effect.Effect<Jobs.Entry | undefined, E, R> = () => Effect.succeed(undefined),
   options: Options = {}
 ) =>
   Layer.effectDiscard(Effect.gen(function*() {
     const pollInterval = yield* pollMillis(bundle, options.pollInterval)
     const store = yield* JobStore
-    const jobs = yield* Jobs
+    const jobs = yield* Jobs.Jobs
     const sql = yield* SqlClient.SqlClient
     const context = yield* Effect.context<R>()
 

@@ -66,7 +66,7 @@ export interface Options extends Omit<PgClient.PgPoolConfig, "url"> {
 }
 
 /** Where a URL points: host, port, database, as Postgres would read them (no user, no password). */
-export const targetOf = (url: URL): { readonly host: string; readonly port: number; readonly database: string } => {
+const targetOf = (url: URL): { readonly host: string; readonly port: number; readonly database: string } => {
   const decode = (s: string) => {
     try {
       return decodeURIComponent(s)

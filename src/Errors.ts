@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { Schema } from "effect"
+import { Cause, Schema } from "effect"
 
 /** Arguments rejected by the job's `args` Schema at enqueue. Nothing was written. */
 export class InvalidJobArgs extends Schema.TaggedError<InvalidJobArgs>()("InvalidJobArgs", {
@@ -158,3 +158,68 @@ export class UniqueKeyNotFound extends Schema.TaggedError<UniqueKeyNotFound>()("
 export class InvalidAdminRequest extends Schema.TaggedError<InvalidAdminRequest>()("InvalidAdminRequest", {
   message: Schema.String
 }) {}
+
+// -- outcomes a handler chooses (Job.retryAfter, snooze, discard, cancel) ---------------------
+
+/** Retry after `delay` instead of the schedule's delay. Counts an attempt. */
+export class RetryAfter extends Schema.TaggedError<RetryAfter>()("RetryAfter", {
+  delayMillis: Schema.Number,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `retry after ${this.delayMillis} ms: ${this.reason}`
+  }
+}
+
+/** Run again after `delay` without spending an attempt. */
+export class Snooze extends Schema.TaggedError<Snooze>()("Snooze", {
+  delayMillis: Schema.Number
+}) {
+  override get message(): string {
+    return `snoozed for ${this.delayMillis} ms`
+  }
+}
+
+/** Move the job to `dead` now, whatever attempts remain. */
+export class Discard extends Schema.TaggedError<Discard>()("Discard", {
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `discarded: ${this.reason}`
+  }
+}
+
+/** End the job as `cancelled`. */
+export class Cancel extends Schema.TaggedError<Cancel>()("Cancel", {
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `cancelled: ${this.reason}`
+  }
+}
+
+// -- periodic jobs and testing --------------------------------------------------------------
+
+/**
+ * A schedule that cannot run: bad cron text, unknown time zone, interval not
+ * positive, duplicate name, args its job's Schema refuses or enqueue options out
+ * of range.
+ */
+export class InvalidSchedule extends Schema.TaggedError<InvalidSchedule>()("InvalidSchedule", {
+  name: Schema.String,
+  message: Schema.String
+}) {}
+
+/**
+ * The defect an `enqueue` of `Testing.layerInline` dies with when the inline run
+ * of its job failed (a typed failure, a timeout, a defect, no handler, args that
+ * do not decode): `job` is the job's name, `jobCause` the run's `Cause`.
+ */
+export class InlineJobFailed extends Schema.TaggedError<InlineJobFailed>()("InlineJobFailed", {
+  job: Schema.String,
+  jobCause: Schema.Cause(Schema.Unknown, Schema.Unknown)
+}) {
+  override get message(): string {
+    return `Testing.layerInline: job "${this.job}" failed:\n${Cause.pretty(this.jobCause)}`
+  }
+}

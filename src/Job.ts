@@ -13,6 +13,8 @@
  * @since 0.1.0
  */
 import { Context, Duration, Effect, type Exit, Layer, Schedule, Schema } from "effect"
+import { Cancel, Discard, RetryAfter, Snooze } from "./Errors.ts"
+import { handlerKeyPrefix } from "./internal/handlerKey.ts"
 
 /** Any Schema usable for job arguments or results: no services needed to encode or decode. */
 export type AnySchema = Schema.Codec<any, any, never, never>
@@ -154,7 +156,7 @@ export const make = <const Name extends string, Args extends AnySchema, Success 
     timeout,
     retention,
     maxErrors: checkInt(name, "maxErrors", options.maxErrors ?? 5, 0, 1000),
-    handlerKey: Context.Service<Handler<Name>, RegisteredHandler>(`effect-jobs/Handler/${name}`),
+    handlerKey: Context.Service<Handler<Name>, RegisteredHandler>(`${handlerKeyPrefix}${name}`),
     encodeArgs: Schema.encodeUnknownEffect(argsJson),
     encodeArgsExit: Schema.encodeUnknownExit(argsJson),
     decodeArgs: Schema.decodeUnknownEffect(argsJson),
@@ -162,9 +164,6 @@ export const make = <const Name extends string, Args extends AnySchema, Success 
     decodeResult: Schema.decodeUnknownEffect(successJson)
   }
 }
-
-/** Key prefix under which handlers are found in the worker's context. */
-export const handlerKeyPrefix = "effect-jobs/Handler/"
 
 /**
  * Provides the handler of a job as a layer. The handler's requirements become
@@ -194,46 +193,12 @@ type JobContextService = CurrentJob
 
 // ---------------------------------------------------------------------------
 // Outcomes a handler can choose besides success and plain failure.
-// They travel in the error channel; the worker recognises them by tag.
+// They travel in the error channel (classes in src/Errors.ts); the worker recognises
+// them by class.
 // ---------------------------------------------------------------------------
 
-/** Retry after `delay` instead of the schedule's delay. Counts an attempt. */
-export class RetryAfter extends Schema.TaggedError<RetryAfter>()("effect-jobs/RetryAfter", {
-  delayMillis: Schema.Number,
-  reason: Schema.String
-}) {
-  override get message(): string {
-    return `retry after ${this.delayMillis} ms: ${this.reason}`
-  }
-}
 
-/** Run again after `delay` without spending an attempt. */
-export class Snooze extends Schema.TaggedError<Snooze>()("effect-jobs/Snooze", {
-  delayMillis: Schema.Number
-}) {
-  override get message(): string {
-    return `snoozed for ${this.delayMillis} ms`
-  }
-}
-
-/** Move the job to `dead` now, whatever attempts remain. */
-export class Discard extends Schema.TaggedError<Discard>()("effect-jobs/Discard", {
-  reason: Schema.String
-}) {
-  override get message(): string {
-    return `discarded: ${this.reason}`
-  }
-}
-
-/** End the job as `cancelled`. */
-export class Cancel extends Schema.TaggedError<Cancel>()("effect-jobs/Cancel", {
-  reason: Schema.String
-}) {
-  override get message(): string {
-    return `cancelled: ${this.reason}`
-  }
-}
-
+/** What a handler can fail with to choose its outcome (`retryAfter`, `snooze`, `discard`, `cancel`). */
 export type Control = RetryAfter | Snooze | Discard | Cancel
 
 /** A delay in ms: anything that is not a finite, positive duration (unparsable included) is 0. */

@@ -20,7 +20,8 @@ import {
   JobNotFound
 } from "./Errors.ts"
 import type * as Job from "./Job.ts"
-import { JobStore, type JobState, type NewJobRow, type OutcomeRow } from "./internal/Store.ts"
+import { currentTrace, isJobId, rowsOf } from "./internal/JobRow.ts"
+import { JobStore, type JobState, type OutcomeRow } from "./internal/Store.ts"
 import { Observer } from "./Observer.ts"
 import { RequestId } from "./RequestId.ts"
 
@@ -128,181 +129,8 @@ export class Jobs extends Context.Service<Jobs, {
     id: string,
     options?: { readonly timeout?: Duration.Input | undefined }
   ) => Effect.Effect<Job.SuccessOf<J>, AwaitError>
-}>()("effect-jobs/Jobs") {
-  /** The client; needs a `PgClient` (from `@effect/sql-pg`). */
-  static readonly layer = Layer.effect(Jobs, Effect.suspend(() => make)).pipe(Layer.provide(JobStore.layer))
-  /** A typed entry for `enqueueAll`: `Jobs.entry(SendEmail, { to }, { delay: "1 minute" })`. */
-  static readonly entry = entry
-}
+}>()("effect-jobs/Jobs") {}
 
-/**
- * Text PostgreSQL cannot store: a NUL, or an unpaired UTF-16 surrogate (jsonb rejects
- * both; a text column would get U+FFFD instead of the character given).
- */
-const badText = /\u0000|\p{Surrogate}/u
-
-/** A string (value or key) anywhere in a JSON value that PostgreSQL cannot store. */
-const hasBadText = (u: unknown): boolean => {
-  if (typeof u === "string") return badText.test(u)
-  if (typeof u !== "object" || u === null) return false
-  if (Array.isArray(u)) {
-    for (let i = 0; i < u.length; i++) if (hasBadText(u[i])) return true
-    return false
-  }
-  // (a plain loop: this runs for every enqueued job, and most args are small objects)
-  for (const k in u) {
-    if (Object.hasOwn(u, k) && (badText.test(k) || hasBadText((u as Record<string, unknown>)[k]))) return true
-  }
-  return false
-}
-
-/**
- * The last values checked by `rowOf`, so that the jobs of one `enqueueMany` (same
- * queue, same run time) pay for those checks and conversions once, not once per job.
- */
-let lastQueueOk: string | undefined
-let lastRunAt = NaN
-let lastRunAtIso: string | undefined
-/** The ISO text of a run time, or undefined if it is out of the range PostgreSQL and Date share. */
-const runAtIso = (runAt: number): string | undefined => {
-  if (runAt === lastRunAt) return lastRunAtIso
-  let iso: string | undefined
-  if (runAt >= -8.64e15 && runAt <= 8.64e15) {
-    const date = new Date(runAt)
-    const year = date.getUTCFullYear()
-    if (year >= 1 && year <= 9999) iso = date.toISOString()
-  }
-  lastRunAt = runAt
-  lastRunAtIso = iso
-  return iso
-}
-
-/** Ids are positive bigints: anything else names no job (and must not reach SQL as a failing cast). */
-const isJobId = (id: unknown): id is string =>
-  typeof id === "string" && /^[1-9][0-9]{0,18}$/.test(id) && BigInt(id) <= 9223372036854775807n
-
-/** Validates options and encodes args into a row; fails with a typed error, never writes. */
-/**
- * The hot path of enqueue: synchronous, no Effect per row (a 20,000-job
- * `enqueueMany` calls it 20,000 times). Returns the row, or the typed error.
- */
-export const rowOf = (
-  entry: Entry,
-  now: number,
-  requestId: string,
-  trace: unknown
-): NewJobRow | InvalidJobArgs | InvalidJobOptions => {
-  const { job, options: o = noOptions } = entry
-  const invalid = (message: string) => new InvalidJobOptions({ job: job.name, message })
-  const encoded = job.encodeArgsExit(entry.args)
-  if (Exit.isFailure(encoded)) {
-    const error = Cause.findErrorOption(encoded.cause)
-    return new InvalidJobArgs({
-      job: job.name,
-      message: Option.isSome(error) ? error.value.message : Cause.pretty(encoded.cause)
-    })
-  }
-  const args = encoded.value
-  if (args === undefined) return new InvalidJobArgs({ job: job.name, message: "arguments encode to nothing" })
-  if (hasBadText(args)) {
-    return new InvalidJobArgs({
-      job: job.name,
-      message: "arguments contain a NUL character or an unpaired surrogate (invalid Unicode), which PostgreSQL cannot store"
-    })
-  }
-  const queue = o.queue ?? job.queue
-  if (queue !== lastQueueOk) {
-    if (typeof queue !== "string" || queue.length === 0 || queue.length > 255 || badText.test(queue)) {
-      return invalid("queue must be a string of 1 to 255 characters without NUL or unpaired surrogates")
-    }
-    lastQueueOk = queue
-  }
-  const priority = o.priority ?? job.priority
-  if (!Number.isInteger(priority) || priority < -32768 || priority > 32767) {
-    return invalid(`priority must be an integer in [-32768, 32767], got ${String(priority)}`)
-  }
-  const maxAttempts = o.maxAttempts ?? job.maxAttempts
-  if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 1_000_000) {
-    return invalid(`maxAttempts must be an integer in [1, 1000000], got ${String(maxAttempts)}`)
-  }
-  let runAt = now
-  if (o.runAt !== undefined) {
-    if (!(o.runAt instanceof Date) || Number.isNaN(o.runAt.getTime())) return invalid("runAt must be a valid Date")
-    runAt = o.runAt.getTime()
-  } else if (o.delay !== undefined) {
-    // Duration reads a NaN number (or tuple part) as zero; a NaN delay is a mistake, not "now".
-    const nan = typeof o.delay === "number" ? Number.isNaN(o.delay) : Array.isArray(o.delay) && o.delay.some(Number.isNaN)
-    const delay = nan ? Option.none() : Duration.fromInput(o.delay)
-    const ms = Option.isSome(delay) ? Duration.toMillis(delay.value) : NaN
-    if (!(ms >= 0) || !Number.isFinite(ms)) return invalid(`delay must be a finite, non-negative duration`)
-    runAt = now + ms
-  }
-  const runAtText = runAtIso(runAt)
-  if (runAtText === undefined) return invalid("run time out of range")
-  const uniqueKey = o.uniqueKey ?? null
-  if (uniqueKey !== null && (typeof uniqueKey !== "string" || uniqueKey.length > 1000 || badText.test(uniqueKey))) {
-    return invalid("uniqueKey must be a string of at most 1000 characters without NUL or unpaired surrogates")
-  }
-  let metadata: unknown = noMetadata
-  if (o.metadata !== undefined) {
-    if (typeof o.metadata !== "object" || o.metadata === null || Array.isArray(o.metadata)) {
-      return invalid("metadata must be a plain object")
-    }
-    try {
-      metadata = JSON.parse(JSON.stringify(o.metadata)) // only JSON survives, as stored
-    } catch (e) {
-      return invalid(`metadata must be JSON-serializable: ${String(e)}`)
-    }
-    if (hasBadText(metadata)) return invalid("metadata contains a NUL character or an unpaired surrogate")
-  }
-  const retentionMs = Duration.toMillis(job.retention)
-  const row: NewJobRow = {
-    name: job.name,
-    queue,
-    state: runAt > now ? "scheduled" : "available",
-    priority,
-    run_at: runAtText,
-    max_attempts: maxAttempts,
-    args,
-    unique_key: uniqueKey,
-    metadata: metadata as Readonly<Record<string, unknown>>,
-    request_id: requestId,
-    trace,
-    retention_ms: Number.isFinite(retentionMs) ? retentionMs : (null as unknown as number),
-    max_errors: job.maxErrors
-  }
-  return row
-}
-
-const noOptions: EnqueueOptions = {}
-const noMetadata: Readonly<Record<string, unknown>> = Object.freeze({})
-
-const isRow = (r: NewJobRow | InvalidJobArgs | InvalidJobOptions): r is NewJobRow =>
-  !(r instanceof InvalidJobArgs) && !(r instanceof InvalidJobOptions)
-
-/** `rowOf` as an Effect. */
-export const toRow = (entry: Entry, now: number, requestId: string, trace: unknown) =>
-  Effect.suspend(() => {
-    const r = rowOf(entry, now, requestId, trace)
-    return isRow(r) ? Effect.succeed(r) : Effect.fail(r)
-  })
-
-/** All rows, or the first error. */
-export const rowsOf = (entries: ReadonlyArray<Entry>, now: number, requestId: string, trace: unknown) =>
-  Effect.suspend(() => {
-    const rows: Array<NewJobRow> = new Array(entries.length)
-    for (let i = 0; i < entries.length; i++) {
-      const r = rowOf(entries[i]!, now, requestId, trace)
-      if (!isRow(r)) return Effect.fail(r)
-      rows[i] = r
-    }
-    return Effect.succeed(rows)
-  })
-
-/** The trace context of the current span, stored with the job so its run can link to it. */
-export const currentTrace = Effect.map(Effect.option(Effect.currentSpan), (span) =>
-  Option.isSome(span) ? { traceId: span.value.traceId, spanId: span.value.spanId } : null
-)
 
 const make = Effect.gen(function*() {
   const store = yield* JobStore
@@ -489,3 +317,6 @@ const make = Effect.gen(function*() {
     enqueueAll
   })
 })
+
+/** The client; needs a `PgClient` (from `@effect/sql-pg`). */
+export const layer = Layer.effect(Jobs, make).pipe(Layer.provide(JobStore.layer))

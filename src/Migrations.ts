@@ -22,6 +22,7 @@ import { readdir, readFile } from "node:fs/promises"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { type InvalidSchemaName, MigrationFailed } from "./Errors.ts"
+import { assertValid } from "./internal/schemaName.ts"
 import * as PgSchema from "./PgSchema.ts"
 
 /** The directory of the SQL files shipped with the package. */
@@ -38,7 +39,7 @@ export const statements = (text: string): ReadonlyArray<string> =>
  * schema) becomes `"<schema>".`, and a NOTIFY channel `'effect_jobs.<name>'`
  * becomes `'<schema>.<name>'`.
  */
-export const forSchema = (text: string, schema: string): string =>
+const forSchema = (text: string, schema: string): string =>
   text.replace(/('?)\beffect_jobs\./g, (_, quote: string) => quote === "'" ? `'${schema}.` : `"${schema}".`)
 
 interface MigrationFile {
@@ -80,7 +81,7 @@ const lockKey = 0x6566666563742d6an
  * needed); returns those applied now, as `[id, name]`.
  */
 export const run = Effect.gen(function*() {
-  const schema = PgSchema.assertValid(yield* PgSchema.PgSchema)
+  const schema = assertValid(yield* PgSchema.PgSchema)
   const sql = (yield* SqlClient.SqlClient).withoutTransforms()
   return yield* sql.withTransaction(
     Effect.andThen(

@@ -22,23 +22,15 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Cron, Deferred, Duration, Effect, Layer, Option, Result, Schedule as ScheduleM, Schema } from "effect"
+import { Cause, Clock, Context, Cron, Deferred, Duration, Effect, Layer, Option, Result, Schedule, Schema } from "effect"
 import { SqlClient } from "effect/sql"
-import { InvalidJobArgs, InvalidJobOptions } from "./Errors.ts"
+import { InvalidJobArgs, InvalidJobOptions, InvalidSchedule } from "./Errors.ts"
 import type * as Job from "./Job.ts"
-import { type EnqueueOptions, Jobs, rowOf } from "./Jobs.ts"
+import { rowOf } from "./internal/JobRow.ts"
+import * as Jobs from "./Jobs.ts"
 import { JobStore } from "./internal/Store.ts"
 import { Observer } from "./Observer.ts"
 
-/**
- * A schedule that cannot run: bad cron text, unknown time zone, interval not
- * positive, duplicate name, args its job's Schema refuses or enqueue options out
- * of range.
- */
-export class InvalidSchedule extends Schema.TaggedError<InvalidSchedule>()("InvalidSchedule", {
-  name: Schema.String,
-  message: Schema.String
-}) {}
 
 export interface Spec {
   /** Unique among schedules: it is the key of the schedule's row. Default: the job's name. */
@@ -52,10 +44,11 @@ export interface Spec {
   /** What to do about slots missed while no scheduler ran. Default "skip". */
   readonly missed?: "skip" | "enqueue-last" | undefined
   /** Enqueue options for each job (queue, priority, maxAttempts, metadata). */
-  readonly options?: Omit<EnqueueOptions, "delay" | "runAt" | "uniqueKey"> | undefined
+  readonly options?: Omit<Jobs.EnqueueOptions, "delay" | "runAt" | "uniqueKey"> | undefined
 }
 
-export interface Schedule {
+/** A periodic job: which job, with which args, on which schedule (`Periodic.make`). */
+export interface Entry {
   readonly name: string
   readonly job: Job.Any
   readonly args: unknown
@@ -63,7 +56,7 @@ export interface Schedule {
 }
 
 /** Declares a periodic job. */
-export const make = <J extends Job.Any>(job: J, args: Job.ArgsOf<J>, spec: Spec): Schedule => ({
+export const make = <J extends Job.Any>(job: J, args: Job.ArgsOf<J>, spec: Spec): Entry => ({
   name: spec.name ?? job.name,
   job,
   args,
@@ -78,7 +71,7 @@ interface Slots {
   readonly after: (now: number) => number
 }
 
-const slotsOf = (s: Schedule): Effect.Effect<Slots, InvalidSchedule> =>
+const slotsOf = (s: Entry): Effect.Effect<Slots, InvalidSchedule> =>
   Effect.suspend(() => {
     const fail = (message: string) => Effect.fail(new InvalidSchedule({ name: s.name, message }))
     if (typeof s.name !== "string" || s.name.length === 0 || s.name.length > 255 || /\u0000|\p{Surrogate}/u.test(s.name)) {
@@ -142,9 +135,9 @@ export class Periodic extends Context.Service<Periodic, {
  * until it goes through or the next slot is due; registering a schedule at
  * start-up, until it goes through.
  */
-export const retrySchedule: ScheduleM.Schedule<unknown> = ScheduleM.min([
-  ScheduleM.exponential("200 millis").pipe(ScheduleM.jittered),
-  ScheduleM.spaced("30 seconds")
+export const retrySchedule: Schedule.Schedule<unknown> = Schedule.min([
+  Schedule.exponential("200 millis").pipe(Schedule.jittered),
+  Schedule.spaced("30 seconds")
 ])
 
 /**
@@ -156,17 +149,17 @@ export const retrySchedule: ScheduleM.Schedule<unknown> = ScheduleM.min([
  * Failures are reported as `Observer` `workerError`s (queue: the queue the
  * schedule enqueues into), logged by the default observer.
  */
-export const layer = (schedules: ReadonlyArray<Schedule>) =>
+export const layer = (schedules: ReadonlyArray<Entry>) =>
   Layer.effect(
     Periodic,
     Effect.gen(function*() {
       const store = yield* JobStore
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const sql = yield* SqlClient.SqlClient
       const observer = yield* Observer
       const startedAt = yield* Clock.currentTimeMillis
       const names = new Set<string>()
-      const resolved: Array<{ readonly schedule: Schedule; readonly slots: Slots }> = []
+      const resolved: Array<{ readonly schedule: Entry; readonly slots: Slots }> = []
       for (const schedule of schedules) {
         if (names.has(schedule.name)) {
           return yield* new InvalidSchedule({ name: schedule.name, message: "two schedules have this name" })
@@ -186,14 +179,14 @@ export const layer = (schedules: ReadonlyArray<Schedule>) =>
         resolved.push({ schedule, slots })
       }
 
-      const queueOf = (schedule: Schedule) => schedule.spec.options?.queue ?? schedule.job.queue
+      const queueOf = (schedule: Entry) => schedule.spec.options?.queue ?? schedule.job.queue
       const slotText = (slot: number) => new Date(slot).toISOString()
 
       /**
        * An Observer `workerError` for a failure of `schedule`; the default observer logs it
        * (one line per failed attempt at Warning; with the whole cause at Error when a slot is lost).
        */
-      const report = (schedule: Schedule, level: "Warn" | "Error", message: string, cause: Cause.Cause<unknown>) =>
+      const report = (schedule: Entry, level: "Warn" | "Error", message: string, cause: Cause.Cause<unknown>) =>
         Effect.suspend(() =>
           observer.workerError(queueOf(schedule), `periodic schedule "${schedule.name}": ${message}`, Cause.squash(cause), level)
         )
@@ -203,7 +196,7 @@ export const layer = (schedules: ReadonlyArray<Schedule>) =>
        * with a `deadline`, only while `Clock` is before it (no delay goes past it).
        */
       const persist = <A, E extends { readonly _tag: string }>(
-        schedule: Schedule,
+        schedule: Entry,
         what: string,
         self: Effect.Effect<A, E>,
         deadline?: number
@@ -212,7 +205,7 @@ export const layer = (schedules: ReadonlyArray<Schedule>) =>
           Effect.tapError((e) => report(schedule, "Warn", `${what} failed`, Cause.fail(e))),
           Effect.retry({
             schedule: deadline === undefined ? retrySchedule : retrySchedule.pipe(
-              ScheduleM.modifyDelay(({ duration, now }) =>
+              Schedule.modifyDelay(({ duration, now }) =>
                 Effect.succeed(Duration.millis(Math.max(0, Math.min(Duration.toMillis(duration), deadline - now)))))
             ),
             while: (e: E) =>
@@ -229,7 +222,7 @@ export const layer = (schedules: ReadonlyArray<Schedule>) =>
        * transaction; a failure is retried until `deadline` (when the next slot is due).
        * Retrying is safe: a slot whose claim committed is never claimed again.
        */
-      const fire = (schedule: Schedule, slot: number, deadline: number) =>
+      const fire = (schedule: Entry, slot: number, deadline: number) =>
         persist(
           schedule,
           `enqueueing the slot of ${slotText(slot)}`,
@@ -256,7 +249,7 @@ export const layer = (schedules: ReadonlyArray<Schedule>) =>
        * were not missed: the database was away. The latest of them is fired, as the loop
        * below fires the latest slot due when it is behind, whatever `missed` says.
        */
-      const catchUp = Effect.fnUntraced(function*(schedule: Schedule, slots: Slots) {
+      const catchUp = Effect.fnUntraced(function*(schedule: Entry, slots: Slots) {
         const startSlot = slots.atOrBefore(startedAt)
         const { latest, last } = yield* persist(
           schedule,
@@ -282,7 +275,7 @@ export const layer = (schedules: ReadonlyArray<Schedule>) =>
        * fire (or a pause of the process) takes longer than the gap to the next one.
        * Behind by more than one slot, it goes straight to the latest one due.
        */
-      const run = Effect.fnUntraced(function*(schedule: Schedule, slots: Slots, ready: Deferred.Deferred<void>) {
+      const run = Effect.fnUntraced(function*(schedule: Entry, slots: Slots, ready: Deferred.Deferred<void>) {
         let last = yield* catchUp(schedule, slots)
         yield* Deferred.succeed(ready, undefined)
         while (true) {
@@ -326,7 +319,7 @@ export const layer = (schedules: ReadonlyArray<Schedule>) =>
   ).pipe(Layer.provide([JobStore.layer, Layer.fresh(Jobs.layer)]))
 
 /** The enqueue options of the job of `slot`: the schedule's, plus `periodic` and `slot` metadata. */
-const enqueueOptions = (schedule: Schedule, slot: number): EnqueueOptions => ({
+const enqueueOptions = (schedule: Entry, slot: number): Jobs.EnqueueOptions => ({
   ...schedule.spec.options,
   metadata: { ...schedule.spec.options?.metadata, periodic: schedule.name, slot: new Date(slot).toISOString() }
 })

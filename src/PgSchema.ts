@@ -17,20 +17,19 @@
  */
 import { Context, Effect, Layer } from "effect"
 import { InvalidSchemaName } from "./Errors.ts"
+import { maxLength as maxNameLength, problem } from "./internal/schemaName.ts"
 
 /** The schema used when none is provided. */
 export const defaultName = "effect_jobs"
 
 /**
- * The longest name accepted. NOTIFY channel names are the schema's name plus a
+ * The longest name accepted (48). NOTIFY channel names are the schema's name plus a
  * suffix (`.cancel`), and Postgres cuts identifiers at 63 bytes.
  */
-export const maxLength = 48
+export const maxLength: number = maxNameLength
 
 /** The schema's name, checked. Build it with `make` or `layer`, which validate. */
 export const PgSchema = Context.Reference<string>("effect-jobs/PgSchema", { defaultValue: () => defaultName })
-
-const valid = /^[a-z_][a-z0-9_]*$/
 
 /**
  * Checks a schema name: lower-case letters, digits and `_`, not starting with a
@@ -46,27 +45,5 @@ export const make = (name: string): Effect.Effect<string, InvalidSchemaName> =>
       : Effect.fail(new InvalidSchemaName({ schema: String(name).slice(0, 100), message: `invalid schema name: ${reason}` }))
   })
 
-/** Why a name is refused, or undefined when it is fine. */
-const problem = (name: unknown): string | undefined => {
-  if (typeof name !== "string" || name === "") return "the name is empty"
-  if (name.length > maxLength) return `the name is longer than ${maxLength} characters`
-  if (!valid.test(name)) {
-    return `${JSON.stringify(name)} may contain only lower-case letters, digits and _, and may not start with a digit`
-  }
-  if (name.startsWith("pg_") || name === "information_schema") return `${name} is reserved by Postgres`
-  if (name === "public") return "public is the application's schema: give effect-jobs a schema of its own"
-  return undefined
-}
-
-/** Checks a name that did not come through `make` (a `Layer.succeed(PgSchema, ...)`); dies on a bad one. */
-export const assertValid = (name: string): string => {
-  const reason = problem(name)
-  if (reason !== undefined) throw new Error(`effect-jobs: invalid schema name: ${reason}`)
-  return name
-}
-
 /** Uses the given schema; fails to build with `InvalidSchemaName` when the name is not valid. */
 export const layer = (name: string) => Layer.effect(PgSchema, make(name))
-
-/** The schema-qualified name of one of the library's objects: `"effect_jobs".jobs`. */
-export const qualify = (schema: string, object: string): string => `"${schema}".${object}`

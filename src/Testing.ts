@@ -26,9 +26,12 @@
  */
 import { Cause, Clock, Context, Duration, Effect, Exit, Latch, Layer, Option, Schema, Scope } from "effect"
 import { TestClock } from "effect/testing"
-import { InvalidJobOptions, InvalidResult, JobCancelled, JobDead, JobNotFound } from "./Errors.ts"
+import { Cancel, Discard, InlineJobFailed, InvalidJobOptions, InvalidResult, JobCancelled, JobDead, JobNotFound, RetryAfter, Snooze } from "./Errors.ts"
 import * as Job from "./Job.ts"
-import { type BundleProgress, type EnqueueError, Jobs, toRow, type EnqueueOptions, type Entry, type Status } from "./Jobs.ts"
+import { handlerKeyPrefix } from "./internal/handlerKey.ts"
+import { toRow } from "./internal/JobRow.ts"
+import { validate } from "./internal/worker/Engine.ts"
+import { type BundleProgress, type EnqueueError, Jobs, type EnqueueOptions, type Entry, type Status } from "./Jobs.ts"
 import { classify, type Event } from "./internal/Outcome.ts"
 import { type ClaimedJobRow, JobStore, type JobState } from "./internal/Store.ts"
 import { combine, type Events, noop, Observer, replace } from "./Observer.ts"
@@ -65,19 +68,6 @@ export class Enqueued extends Context.Service<Enqueued, {
   readonly clear: Effect.Effect<void>
 }>()("effect-jobs/Testing/Enqueued") {}
 
-/**
- * The defect an `enqueue` of `Testing.layerInline` dies with when the inline run
- * of its job failed (a typed failure, a timeout, a defect, no handler, args that
- * do not decode): `job` is the job's name, `jobCause` the run's `Cause`.
- */
-export class InlineJobFailed extends Schema.TaggedError<InlineJobFailed>()("InlineJobFailed", {
-  job: Schema.String,
-  jobCause: Schema.Cause(Schema.Unknown, Schema.Unknown)
-}) {
-  override get message(): string {
-    return `Testing.layerInline: job "${this.job}" failed:\n${Cause.pretty(this.jobCause)}`
-  }
-}
 
 export interface InlineOptions {
   /**
@@ -94,13 +84,13 @@ export interface InlineOptions {
 const collectHandlers = (context: Context.Context<never>): ReadonlyMap<string, Job.RegisteredHandler> => {
   const handlers = new Map<string, Job.RegisteredHandler>()
   for (const [key, value] of context.mapUnsafe) {
-    if (key.startsWith(Job.handlerKeyPrefix)) handlers.set(key.slice(Job.handlerKeyPrefix.length), value)
+    if (key.startsWith(handlerKeyPrefix)) handlers.set(key.slice(handlerKeyPrefix.length), value)
   }
   return handlers
 }
 
 const isControl = (error: unknown) =>
-  error instanceof Job.RetryAfter || error instanceof Job.Snooze || error instanceof Job.Discard || error instanceof Job.Cancel
+  error instanceof RetryAfter || error instanceof Snooze || error instanceof Discard || error instanceof Cancel
 
 const stateOf = (outcome: InlineOutcome | undefined): JobState => {
   if (outcome === undefined) return "available"
@@ -498,7 +488,7 @@ export const drain = Effect.fn("Testing.drain")(function*(options: DrainOptions)
     ...rest,
     queues
   }
-  const resolved = yield* Worker.validate(workerOptions)
+  const resolved = yield* validate(workerOptions)
   const pollMillis = Math.min(...resolved.queues.map((q) => q.pollMillis))
   const clock = yield* Clock.Clock
   const testClock = isTestClock(clock) ? clock : undefined

@@ -10,7 +10,7 @@ import { Deferred, Effect, Exit, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { Bundle, Job, Jobs, JobsAdmin, Observer } from "../src/index.ts"
 import { type ClaimedJobRow, JobStore } from "../src/internal/Store.ts"
-import type { ListOptions } from "../src/Admin.ts"
+import type { ListOptions } from "../src/JobsAdmin.ts"
 import * as TestDb from "./support/db.ts"
 import { startWorker, toPowerOfTen } from "./support/harness.ts"
 import { makeProbe, row } from "./support/probes.ts"
@@ -27,7 +27,7 @@ const WithResult = Job.make("admin-result", {
 /** The ids of every page of a listing, following the cursor; each page holds at most `limit` jobs. */
 const allPages = (filter: ListOptions & { readonly limit: number }) =>
   Effect.gen(function*() {
-    const admin = yield* JobsAdmin
+    const admin = yield* JobsAdmin.JobsAdmin
     const seen: Array<string> = []
     let cursor: string | undefined
     do {
@@ -90,8 +90,8 @@ const runFinishStep = (bundle: Bundle.Bundle, bundleId: string) =>
 layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
   it.effect("counts per queue and state, and queue summaries with pause flags", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
-      const admin = yield* JobsAdmin
+      const jobs = yield* Jobs.Jobs
+      const admin = yield* JobsAdmin.JobsAdmin
       yield* jobs.enqueueMany(Task, [{ n: 1 }, { n: 2 }], { queue: "adm-count-a" })
       yield* jobs.enqueue(Task, { n: 3 }, { queue: "adm-count-a", delay: "1 hour" })
       yield* jobs.enqueue(Task, { n: 4 }, { queue: "adm-count-b" })
@@ -116,8 +116,8 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
 
   it.effect("list: filters by state, queue and name; keyset pages newest or oldest first", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
-      const admin = yield* JobsAdmin
+      const jobs = yield* Jobs.Jobs
+      const admin = yield* JobsAdmin.JobsAdmin
       const ids = yield* jobs.enqueueMany(Task, [1, 2, 3, 4, 5].map((n) => ({ n })), { queue: "adm-list" })
       yield* jobs.enqueue(Keyed, {}, { queue: "adm-list" }) // another name in the same queue
       yield* jobs.enqueue(Task, { n: 6 }, { queue: "adm-list", delay: "1 hour" }) // another state
@@ -142,8 +142,8 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
 
   it.effect("list: ids across a power of ten page in numeric order (999 before 1000)", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
-      const admin = yield* JobsAdmin
+      const jobs = yield* Jobs.Jobs
+      const admin = yield* JobsAdmin.JobsAdmin
       yield* toPowerOfTen
       const ids = yield* jobs.enqueueMany(Task, [1, 2, 3, 4, 5, 6].map((n) => ({ n })), { queue: "adm-digits" })
       assert.notStrictEqual(ids[0]!.length, ids[5]!.length, "the ids cross a power of ten")
@@ -164,10 +164,10 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
           probe.layer
         )
       )
-      const id = yield* (yield* Jobs).enqueue(WithResult, { n: 21 }, { metadata: { tenant: "t1" } })
+      const id = yield* (yield* Jobs.Jobs).enqueue(WithResult, { n: 21 }, { metadata: { tenant: "t1" } })
       assert.strictEqual((yield* probe.next(id))._tag, "retryScheduled")
       assert.strictEqual((yield* probe.next(id))._tag, "completed")
-      const admin = yield* JobsAdmin
+      const admin = yield* JobsAdmin.JobsAdmin
       const job = yield* admin.get(id)
       assert.strictEqual(job.state, "completed")
       assert.strictEqual(job.name, "admin-result")
@@ -191,8 +191,8 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
 
   it.effect("retry: a dead job runs again (with more attempts if asked); other states are refused", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
-      const admin = yield* JobsAdmin
+      const jobs = yield* Jobs.Jobs
+      const admin = yield* JobsAdmin.JobsAdmin
       const [deadId] = yield* jobs.enqueueMany(Task, [{ n: 1 }], { queue: "adm-retry", maxAttempts: 1 })
       yield* killAll("adm-retry")
       assert.strictEqual((yield* admin.get(deadId!)).state, "dead")
@@ -224,8 +224,8 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
 
   it.effect("retry: refused when an unfinished job has taken the dead job's unique key", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
-      const admin = yield* JobsAdmin
+      const jobs = yield* Jobs.Jobs
+      const admin = yield* JobsAdmin.JobsAdmin
       const first = yield* jobs.enqueue(Keyed, {}, { queue: "adm-retry-key", uniqueKey: "k1" })
       yield* killAll("adm-retry-key")
       const second = yield* jobs.enqueue(Keyed, {}, { queue: "adm-retry-key", uniqueKey: "k1" })
@@ -238,8 +238,8 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
 
   it.effect("retryDead re-drives the dead jobs of one queue (one per unique key), nothing else", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
-      const admin = yield* JobsAdmin
+      const jobs = yield* Jobs.Jobs
+      const admin = yield* JobsAdmin.JobsAdmin
       const plain = yield* jobs.enqueueMany(Task, [{ n: 1 }, { n: 2 }, { n: 3 }], { queue: "adm-redrive" })
       const keyedA = yield* jobs.enqueue(Keyed, {}, { queue: "adm-redrive", uniqueKey: "dup" })
       yield* killAll("adm-redrive")
@@ -264,8 +264,8 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
 
   it.effect("cancel: waiting jobs end cancelled at once; finished jobs are a typed error that says so", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
-      const admin = yield* JobsAdmin
+      const jobs = yield* Jobs.Jobs
+      const admin = yield* JobsAdmin.JobsAdmin
       const available = yield* jobs.enqueue(Task, { n: 1 }, { queue: "adm-cancel" })
       const scheduled = yield* jobs.enqueue(Task, { n: 2 }, { queue: "adm-cancel", delay: "1 day" })
       assert.strictEqual(yield* admin.cancel(available), "cancelled")
@@ -305,9 +305,9 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
           probe.layer
         )
       )
-      const id = yield* (yield* Jobs).enqueue(Blocking, {})
+      const id = yield* (yield* Jobs.Jobs).enqueue(Blocking, {})
       yield* Deferred.await(started)
-      const admin = yield* JobsAdmin
+      const admin = yield* JobsAdmin.JobsAdmin
       assert.strictEqual(yield* admin.cancel(id, { reason: "the customer withdrew" }), "cancelRequested")
       const event = yield* probe.next(id)
       assert.strictEqual(event._tag, "cancelled")
@@ -341,9 +341,9 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
           probe.layer
         )
       )
-      const id = yield* (yield* Jobs).enqueue(Failing, {})
+      const id = yield* (yield* Jobs.Jobs).enqueue(Failing, {})
       yield* Deferred.await(started)
-      const admin = yield* JobsAdmin
+      const admin = yield* JobsAdmin.JobsAdmin
       assert.strictEqual(yield* admin.cancel(id, { reason: "stop it" }), "cancelRequested")
       yield* Deferred.succeed(release, undefined)
       const event = yield* probe.next(id)
@@ -363,17 +363,17 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
         { queues: { "adm-cancel-poll": { pollInterval: "50 millis" } }, listen: false, pruner: false },
         Layer.mergeAll(Job.toLayer(Deaf, () => Effect.andThen(Deferred.succeed(started, undefined), Effect.never)), probe.layer)
       )
-      const id = yield* (yield* Jobs).enqueue(Deaf, {})
+      const id = yield* (yield* Jobs.Jobs).enqueue(Deaf, {})
       yield* Deferred.await(started)
-      assert.strictEqual(yield* (yield* JobsAdmin).cancel(id), "cancelRequested")
+      assert.strictEqual(yield* (yield* JobsAdmin.JobsAdmin).cancel(id), "cancelRequested")
       assert.strictEqual((yield* probe.next(id))._tag, "cancelled")
       assert.strictEqual((yield* row(id)).state, "cancelled")
     }))
 
   it.effect("cancel of a running job that ends before its worker hears: a retry or release ends cancelled, never runs again", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
-      const admin = yield* JobsAdmin
+      const jobs = yield* Jobs.Jobs
+      const admin = yield* JobsAdmin.JobsAdmin
       const store = yield* JobStore
       const [a, b] = yield* jobs.enqueueMany(Task, [{ n: 1 }, { n: 2 }], { queue: "adm-cancel-race" })
       const now = Date.now()
@@ -401,8 +401,8 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
 
   it.effect("cancelByKey cancels the unfinished job with that name and key", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
-      const admin = yield* JobsAdmin
+      const jobs = yield* Jobs.Jobs
+      const admin = yield* JobsAdmin.JobsAdmin
       const id = yield* jobs.enqueue(Keyed, {}, { queue: "adm-cancel-key", uniqueKey: "welcome:42" })
       assert.deepStrictEqual(yield* admin.cancelByKey(Keyed, "welcome:42"), { id, outcome: "cancelled" })
       assert.strictEqual((yield* admin.get(id)).state, "cancelled")
@@ -415,8 +415,8 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
 
   it.effect("delete: one job that is not running; running jobs and unknown ids are refused", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
-      const admin = yield* JobsAdmin
+      const jobs = yield* Jobs.Jobs
+      const admin = yield* JobsAdmin.JobsAdmin
       const store = yield* JobStore
       const [waiting, held] = yield* jobs.enqueueMany(Task, [{ n: 1 }], { queue: "adm-delete" }).pipe(
         Effect.zip(jobs.enqueue(Task, { n: 2 }, { queue: "adm-delete-running" })),
@@ -433,8 +433,8 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
 
   it.effect("deleteFinished removes finished jobs by queue, state and age, and nothing unfinished", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
-      const admin = yield* JobsAdmin
+      const jobs = yield* Jobs.Jobs
+      const admin = yield* JobsAdmin.JobsAdmin
       const sql = yield* SqlClient.SqlClient
       const q = "adm-purge"
       const [c1, c2] = yield* jobs.enqueueMany(Task, [{ n: 1 }, { n: 2 }], { queue: q })
@@ -463,8 +463,8 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
 
   it.effect("delete: a bundle member is refused while it counts toward its bundle or its finish step may read it", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
-      const admin = yield* JobsAdmin
+      const jobs = yield* Jobs.Jobs
+      const admin = yield* JobsAdmin.JobsAdmin
       const Kind = Bundle.make("adm-bundle-delete")
       const { bundleId, ids: [waiting, dead, held] } = yield* jobs.enqueueBundle(Kind, [
         Jobs.entry(Task, { n: 1 }, { queue: "adm-bd-waiting" }),
@@ -509,8 +509,8 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
 
   it.effect("deleteFinished keeps the finished members of a bundle until its finish step has run", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
-      const admin = yield* JobsAdmin
+      const jobs = yield* Jobs.Jobs
+      const admin = yield* JobsAdmin.JobsAdmin
       const Kind = Bundle.make("adm-bundle-purge")
       const q = "adm-purge-bundle"
       const { bundleId, ids } = yield* jobs.enqueueBundle(Kind, [Jobs.entry(Task, { n: 1 }, { queue: q }), Jobs.entry(Task, { n: 2 }, { queue: q })])
@@ -530,7 +530,7 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
 
   it.effect("JobsAdmin needs only a PgClient", () =>
     Effect.gen(function*() {
-      const exit = yield* Effect.exit(JobsAdmin.use((a) => a.counts()).pipe(Effect.provide(JobsAdmin.layer)))
+      const exit = yield* Effect.exit(JobsAdmin.JobsAdmin.use((a) => a.counts()).pipe(Effect.provide(JobsAdmin.layer)))
       assert.isTrue(Exit.isSuccess(exit))
     }))
 })

@@ -19,7 +19,7 @@ layer(Layer_(), { excludeTestServices: true })("basic", (it) => {
       const handler = Job.toLayer(Greet, (args, ctx) =>
         Effect.as(Deferred.succeed(seen, `${args.name}@${ctx.attempt}`), { greeting: `hello ${args.name}` }))
       yield* startWorker({ queues: { basic: { concurrency: 2 } } }, Layer.merge(handler, probe.layer))
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const id = yield* jobs.enqueue(Greet, { name: "ada" })
       assert.strictEqual(yield* Deferred.await(seen), "ada@1")
       // The outcome is written after the handler returns; the Observer reports it once it is.

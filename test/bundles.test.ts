@@ -79,7 +79,7 @@ layer(TestLayer, { excludeTestServices: true })("bundles", (it) => {
         ...Observer.noop,
         bundleFinished: (b) => Effect.andThen(Effect.sync(() => finishedEvents.push(b)), Deferred.succeed(done, b))
       })
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const { bundleId, ids } = yield* jobs.enqueueBundle(Batch, [
         Jobs.entry(Part, { n: 1 }),
         Jobs.entry(Part, { n: 2 }),
@@ -128,7 +128,7 @@ layer(TestLayer, { excludeTestServices: true })("bundles", (it) => {
         yield* Layer.build(finisher.pipe(Layer.provide([observer, Layer.fresh(TestDb.pool({ maxConnections: 3 }))])))
         yield* startWorker({ queues: { "b-parts": { concurrency: 4, prefetch: 0 } } }, Layer.merge(handlers, Layer.fresh(TestDb.pool())))
       }
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       /** Bundle id -> the sum its follow-up must carry (its parts are base * 10 + 0..4, doubled). */
       const expectedSum = new Map<string, number>()
       for (let round = 0; round < rounds; round++) {
@@ -175,7 +175,7 @@ layer(TestLayer, { excludeTestServices: true })("bundles", (it) => {
       const Picky = Bundle.make("picky")
       const finishedIds: Array<string> = []
       const done = yield* Deferred.make<void>()
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const bad = yield* jobs.enqueueBundle(Picky, [Jobs.entry(Part, { n: 1 })], { metadata: { fail: true } })
       const good = yield* jobs.enqueueBundle(Picky, [Jobs.entry(Part, { n: 2 })], { metadata: { fail: false } })
       yield* Layer.build(
@@ -222,7 +222,7 @@ layer(TestLayer, { excludeTestServices: true })("bundles", (it) => {
       // poll, every 20 ms here (or by the listener's first look, if it comes after the update).
       const done = yield* Deferred.make<string>()
       yield* build("20 millis", Observer.add({ ...Observer.noop, bundleFinished: (b) => Deferred.succeed(done, b.id) }))
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const { bundleId } = yield* jobs.enqueueBundle(Bundle.make("polled"), [Jobs.entry(Part, { n: 1 }, { queue: "b-nobody" })])
       const sql = yield* SqlClient.SqlClient
       yield* sql`UPDATE effect_jobs.bundles SET remaining = 0, finished_at = now() WHERE id = ${bundleId}::bigint`
@@ -231,7 +231,7 @@ layer(TestLayer, { excludeTestServices: true })("bundles", (it) => {
 
   it.effect("bad bundles are rejected and write nothing", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const before = yield* rowCounts
       const e1 = yield* Effect.flip(jobs.enqueueBundle(Batch, []))
       assert.strictEqual(e1._tag, "InvalidJobOptions")

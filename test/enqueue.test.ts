@@ -5,7 +5,7 @@
 import { assert, layer } from "@effect/vitest"
 import { Clock, Deferred, Effect, Layer, References, Schema } from "effect"
 import { SqlClient } from "effect/sql"
-import { InvalidJobArgs, InvalidJobOptions, Job, Jobs, JobsClient, RequestId } from "../src/index.ts"
+import { InvalidJobArgs, InvalidJobOptions, Job, Jobs, RequestId } from "../src/index.ts"
 import * as TestDb from "./support/db.ts"
 import { startWorker } from "./support/harness.ts"
 import {
@@ -50,7 +50,7 @@ const FileLayer = Jobs.layer.pipe(Layer.provideMerge(TestDb.layer()))
 layer(FileLayer, { excludeTestServices: true })("enqueue", (it) => {
   it.effect("enqueue returns the id of the row it wrote, args encoded with the job's Schema", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const sendAt = new Date("2030-05-06T07:08:09.010Z")
       const id = yield* jobs.enqueue(Email, { to: "ada@example.com", sendAt })
       assert.match(id, /^[1-9][0-9]*$/)
@@ -72,7 +72,7 @@ layer(FileLayer, { excludeTestServices: true })("enqueue", (it) => {
 
   it.effect("enqueueMany writes N rows in one statement and returns their ids in the order of the args", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const phones = ["+1", "+2", "+3", "+4", "+5"]
       const ids = yield* jobs.enqueueMany(Sms, phones.map((phone) => ({ phone })), { queue: "e-many", priority: 4 })
       assert.strictEqual(ids.length, 5)
@@ -90,13 +90,13 @@ layer(FileLayer, { excludeTestServices: true })("enqueue", (it) => {
 
   it.effect("enqueueAll writes jobs of several kinds, ids in the order of the entries", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const sendAt = new Date("2030-01-01T00:00:00.000Z")
       const ids = yield* jobs.enqueueAll([
-        JobsClient.entry(Email, { to: "a@x", sendAt }, { queue: "e-all" }),
-        JobsClient.entry(Sms, { phone: "+100" }, { queue: "e-all" }),
-        JobsClient.entry(Email, { to: "c@x", sendAt }, { queue: "e-all", priority: 9 }),
-        JobsClient.entry(Sms, { phone: "+200" }, { queue: "e-all-sms" })
+        Jobs.entry(Email, { to: "a@x", sendAt }, { queue: "e-all" }),
+        Jobs.entry(Sms, { phone: "+100" }, { queue: "e-all" }),
+        Jobs.entry(Email, { to: "c@x", sendAt }, { queue: "e-all", priority: 9 }),
+        Jobs.entry(Sms, { phone: "+200" }, { queue: "e-all-sms" })
       ])
       assert.strictEqual(ids.length, 4)
       const rows = yield* Effect.forEach(ids, row)
@@ -116,7 +116,7 @@ layer(FileLayer, { excludeTestServices: true })("enqueue", (it) => {
     Effect.gen(function*() {
       const probe = yield* makeProbe
       const sql = yield* SqlClient.SqlClient
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const handled: Array<string> = []
       // polling every hour: only the NOTIFY sent at commit can wake the worker in time
       yield* startWorker(
@@ -144,7 +144,7 @@ layer(FileLayer, { excludeTestServices: true })("enqueue", (it) => {
 
   it.effect("uniqueKey: same name and key while unfinished -> the same id and one row", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const sql = yield* SqlClient.SqlClient
       const keyCount = (key: string) =>
         Effect.map(
@@ -187,7 +187,7 @@ layer(FileLayer, { excludeTestServices: true })("enqueue", (it) => {
   it.effect("uniqueKey: once the job has completed, the key is free again", () =>
     Effect.gen(function*() {
       const probe = yield* makeProbe
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const first = yield* jobs.enqueue(UniqueFree, { n: 1 }, { uniqueKey: "free-me" })
       yield* startWorker(
         { queues: { "e-unique-free": { pollInterval: "20 millis" } } },
@@ -203,7 +203,7 @@ layer(FileLayer, { excludeTestServices: true })("enqueue", (it) => {
 
   it.effect("lower priority runs first; equal priorities run in enqueue order", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const plan: ReadonlyArray<readonly [string, number]> = [
         ["a", 5],
         ["b", 0],
@@ -235,7 +235,7 @@ layer(FileLayer, { excludeTestServices: true })("enqueue", (it) => {
       t0,
       Effect.gen(function*() {
         const probe = yield* makeProbe
-        const jobs = yield* Jobs
+        const jobs = yield* Jobs.Jobs
         const runs: Array<{ label: string; now: number }> = []
         const a = yield* jobs.enqueue(Later, { label: "a" }, { delay: "1 minute" })
         const b = yield* jobs.enqueue(Later, { label: "b" }, { runAt: new Date(t0 + 120_000) })
@@ -286,21 +286,21 @@ layer(FileLayer, { excludeTestServices: true })("enqueue", (it) => {
   it.effect("request id: taken from RequestId, stored, and set again in the handler; generated when absent", () =>
     Effect.gen(function*() {
       const probe = yield* makeProbe
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const seen = new Map<string, { ctx: string | undefined; ref: string | undefined; annotation: unknown }>()
       yield* startWorker(
         { queues: { "e-rid": { pollInterval: "20 millis" } } },
         Layer.mergeAll(
           Job.toLayer(Traced, (args, ctx) =>
             Effect.gen(function*() {
-              const ref = yield* RequestId
+              const ref = yield* RequestId.RequestId
               const annotations = yield* References.CurrentLogAnnotations
               seen.set(args.label, { ctx: ctx.requestId, ref, annotation: annotations["requestId"] })
             })),
           probe.layer
         )
       )
-      const given = yield* jobs.enqueue(Traced, { label: "given" }).pipe(Effect.provideService(RequestId, "req-1"))
+      const given = yield* jobs.enqueue(Traced, { label: "given" }).pipe(Effect.provideService(RequestId.RequestId, "req-1"))
       const fresh1 = yield* jobs.enqueue(Traced, { label: "fresh-1" })
       const fresh2 = yield* jobs.enqueue(Traced, { label: "fresh-2" })
       for (const id of [given, fresh1, fresh2]) assert.strictEqual((yield* probe.next(id))._tag, "completed")
@@ -319,7 +319,7 @@ layer(FileLayer, { excludeTestServices: true })("enqueue", (it) => {
 
   it.effect("args the Schema rejects -> InvalidJobArgs, nothing written (NUL in a string too)", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const notInt = yield* failureOf("bad input", jobs.enqueue(Strict, { count: 1.5, name: "x" }))
       assert.instanceOf(notInt, InvalidJobArgs)
       assert.strictEqual(notInt._tag, "InvalidJobArgs")
@@ -333,8 +333,8 @@ layer(FileLayer, { excludeTestServices: true })("enqueue", (it) => {
       const batch = yield* failureOf("bad input", jobs.enqueueMany(Strict, [{ count: 1, name: "ok" }, { count: 2.5, name: "bad" }]))
       assert.instanceOf(batch, InvalidJobArgs)
       const mixed = yield* failureOf("bad input", jobs.enqueueAll([
-        JobsClient.entry(Strict, { count: 1, name: "ok" }),
-        JobsClient.entry(Strict, { count: 1, name: "\u0000" })
+        Jobs.entry(Strict, { count: 1, name: "ok" }),
+        Jobs.entry(Strict, { count: 1, name: "\u0000" })
       ]))
       assert.instanceOf(mixed, InvalidJobArgs)
 
@@ -343,13 +343,13 @@ layer(FileLayer, { excludeTestServices: true })("enqueue", (it) => {
 
   it.effect("bad options -> InvalidJobOptions, nothing written", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
-      const cases: ReadonlyArray<readonly [string, JobsClient.EnqueueOptions]> = [
+      const jobs = yield* Jobs.Jobs
+      const cases: ReadonlyArray<readonly [string, Jobs.EnqueueOptions]> = [
         ["negative delay (number)", { delay: -1000 }],
         ["negative delay (string)", { delay: "-5 seconds" }],
         ["infinite delay", { delay: Infinity }],
         ["NaN delay", { delay: Number.NaN }],
-        ["unparseable delay", { delay: "soon" as unknown as JobsClient.EnqueueOptions["delay"] }],
+        ["unparseable delay", { delay: "soon" as unknown as Jobs.EnqueueOptions["delay"] }],
         ["fractional priority", { priority: 1.5 }],
         ["priority out of smallint range", { priority: 40_000 }],
         ["maxAttempts 0", { maxAttempts: 0 }],

@@ -7,14 +7,18 @@ import { assert, describe, expect, it } from "@effect/vitest"
 import { Cause } from "effect"
 import {
   AwaitTimeout,
+  Cancel,
   DatabaseUnreachable,
+  Discard,
+  InlineJobFailed,
   InvalidAdminRequest,
   InvalidDatabaseUrl,
   InvalidJobArgs,
   InvalidJobOptions,
   InvalidResult,
+  InvalidSchedule,
+  InvalidSchemaName,
   InvalidWorkerConfig,
-  Job,
   JobAlreadyFinished,
   JobCancelled,
   JobDead,
@@ -24,7 +28,8 @@ import {
   JobNotRetryable,
   JobTimeout,
   MigrationFailed,
-  Periodic,
+  RetryAfter,
+  Snooze,
   UniqueKeyNotFound
 } from "../src/index.ts"
 
@@ -36,10 +41,10 @@ describe("error messages", () => {
       [new JobTimeout({ timeoutMillis: 30000 }), "the attempt ran longer than its timeout of 30000 ms"],
       [new JobCancelled({ id: "42", reason: "not needed" }), "job 42 was cancelled: not needed"],
       [new UniqueKeyNotFound({ job: "send-email", uniqueKey: "welcome:42" }), `no unfinished job "send-email" with unique key "welcome:42"`],
-      [new Job.RetryAfter({ delayMillis: 1000, reason: "rate limited" }), "retry after 1000 ms: rate limited"],
-      [new Job.Snooze({ delayMillis: 300 }), "snoozed for 300 ms"],
-      [new Job.Discard({ reason: "bad input" }), "discarded: bad input"],
-      [new Job.Cancel({ reason: "obsolete" }), "cancelled: obsolete"]
+      [new RetryAfter({ delayMillis: 1000, reason: "rate limited" }), "retry after 1000 ms: rate limited"],
+      [new Snooze({ delayMillis: 300 }), "snoozed for 300 ms"],
+      [new Discard({ reason: "bad input" }), "discarded: bad input"],
+      [new Cancel({ reason: "obsolete" }), "cancelled: obsolete"]
     ]
     for (const [error, message] of cases) {
       assert.strictEqual(error.message, message)
@@ -68,12 +73,18 @@ describe("error messages", () => {
       new JobInPendingBundle({ id: "1", bundleId: "2", state: "completed", message: "m" }),
       new UniqueKeyNotFound({ job: "j", uniqueKey: "k" }),
       new InvalidAdminRequest({ message: "m" }),
-      new Periodic.InvalidSchedule({ name: "n", message: "m" }),
-      new Job.RetryAfter({ delayMillis: 1, reason: "r" }),
-      new Job.Snooze({ delayMillis: 1 }),
-      new Job.Discard({ reason: "r" }),
-      new Job.Cancel({ reason: "r" })
+      new InvalidSchedule({ name: "n", message: "m" }),
+      new RetryAfter({ delayMillis: 1, reason: "r" }),
+      new Snooze({ delayMillis: 1 }),
+      new Discard({ reason: "r" }),
+      new Cancel({ reason: "r" }),
+      new InvalidSchemaName({ schema: "s", message: "m" }),
+      new InlineJobFailed({ job: "j", jobCause: Cause.fail("e") })
     ]
-    for (const error of all) assert.notStrictEqual(error.message, "", (error as { _tag?: string })._tag)
+    for (const error of all) {
+      assert.notStrictEqual(error.message, "", (error as { _tag?: string })._tag)
+      // One tag convention: every error's tag is its class's name (no "effect-jobs/..." prefix).
+      assert.strictEqual((error as { _tag?: string })._tag, error.constructor.name)
+    }
   })
 })

@@ -10,6 +10,7 @@ import { InvalidWorkerConfig, Job, Jobs, JobsAdmin, Observer, Worker } from "../
 import * as TestDb from "./support/db.ts"
 import { countByState, startWorker } from "./support/harness.ts"
 import { advanceUntil, makeProbe, row, startOfNextSecond, withTestClock } from "./support/probes.ts"
+import * as WorkerEngine from "../src/internal/worker/Engine.ts"
 
 const TestLayer = Layer.mergeAll(Jobs.layer, JobsAdmin.layer).pipe(Layer.provideMerge(TestDb.layer()))
 
@@ -60,7 +61,7 @@ layer(TestLayer, { excludeTestServices: true })("live controls", (it) => {
           Layer.mergeAll(Job.toLayer(A, run("lc-a")), Job.toLayer(B, run("lc-b")), counting)
         )
       )
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       let next = 0
       const batch = (n: number) =>
         Effect.gen(function*() {
@@ -115,7 +116,7 @@ layer(TestLayer, { excludeTestServices: true })("live controls", (it) => {
             }).pipe(Effect.ensuring(Effect.sync(() => active--))))
         )
       )
-      const ids = yield* (yield* Jobs).enqueueMany(C, [0, 1, 2, 3, 4].map((i) => ({ i })))
+      const ids = yield* (yield* Jobs.Jobs).enqueueMany(C, [0, 1, 2, 3, 4].map((i) => ({ i })))
       yield* Queue.take(started)
       assert.strictEqual((yield* worker.status)[0]?.running, 1)
 
@@ -152,7 +153,7 @@ layer(TestLayer, { excludeTestServices: true })("live controls", (it) => {
     Effect.gen(function*() {
       const exit = yield* Effect.exit(Layer.build(Worker.layer({ queues: { q: { concurrency: -1 } } })))
       assert.isTrue(Exit.isFailure(exit))
-      const error = yield* Effect.flip(Worker.validate({ queues: { q: { concurrency: -1 } } }))
+      const error = yield* Effect.flip(WorkerEngine.validate({ queues: { q: { concurrency: -1 } } }))
       expect(error.message).toBe(`queue "q": concurrency must be an integer in [1, 10000], got -1`)
       const pruner = yield* Effect.flip(Layer.build(Worker.layer({ queues: { q: {} }, pruner: { interval: -1 } })))
       expect(pruner).toBeInstanceOf(InvalidWorkerConfig)
@@ -175,7 +176,7 @@ layer(TestLayer, { excludeTestServices: true })("live controls", (it) => {
         )
         yield* worker.pause("lc-pause")
         assert.isTrue((yield* worker.status)[0]?.pausedLocally)
-        const id = yield* (yield* Jobs).enqueue(P, {})
+        const id = yield* (yield* Jobs.Jobs).enqueue(P, {})
         yield* advanceFor(5000) // five poll intervals (and the NOTIFY): the worker looks, and must not claim
         assert.strictEqual((yield* row(id)).state, "available")
         assert.isFalse(yield* Deferred.isDone(startedAfterResume))
@@ -212,9 +213,9 @@ layer(TestLayer, { excludeTestServices: true })("live controls", (it) => {
         // pause lands (and read the flag before it); its next wait starts when that poll's SQL
         // returns, the clock having moved meanwhile: a second interval of headroom.
         yield* statusUntil(b, "lc-global", (s) => s.pausedGlobally, t0 + 2200)
-        assert.isTrue((yield* Effect.flatMap(JobsAdmin, (admin) => admin.queues)).find((q) => q.name === "lc-global")?.paused)
+        assert.isTrue((yield* Effect.flatMap(JobsAdmin.JobsAdmin, (admin) => admin.queues)).find((q) => q.name === "lc-global")?.paused)
 
-        const ids = yield* (yield* Jobs).enqueueMany(G, [1, 2, 3, 4].map((i) => ({ i })))
+        const ids = yield* (yield* Jobs.Jobs).enqueueMany(G, [1, 2, 3, 4].map((i) => ({ i })))
         yield* advanceFor(3000)
         assert.strictEqual(runs.size, 0, "no worker claims a paused queue")
         for (const id of ids) assert.strictEqual((yield* row(id)).state, "available")

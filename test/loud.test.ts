@@ -150,7 +150,7 @@ layer(Jobs.layer.pipe(Layer.provideMerge(TestDb.layer())), { excludeTestServices
       )
 
       // Healthy: the job runs (its own log line is there), and the worker says nothing of it.
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       yield* jobs.await(Ping, yield* jobs.enqueue(Ping, {}), { timeout: "30 seconds" })
       yield* logs.awaitLine((l) => l.message === "ping ran")
       assert.deepStrictEqual(logs.lines.filter((l) => l.message !== "ping ran"), [], "no line about the job's outcome")

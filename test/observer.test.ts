@@ -59,7 +59,7 @@ layer(TestLayer, { excludeTestServices: true })("observer", (it) => {
       )
       const url = yield* servePrometheus()
 
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const ok = yield* jobs.enqueueMany(Ok, [{ n: 1 }, { n: 2 }, { n: 3 }])
       const flaky = yield* jobs.enqueue(FlakyJob, {})
       const poison = yield* jobs.enqueue(Poison, {})
@@ -119,7 +119,7 @@ layer(TestLayer, { excludeTestServices: true })("observer", (it) => {
 
   it.effect("the jobs-per-state gauge is sampled from the table (every state of a queue, 0 where empty)", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       yield* jobs.enqueueMany(Ok, [{ n: 1 }, { n: 2 }], { queue: "obs-gauge" })
       yield* jobs.enqueue(Ok, { n: 3 }, { queue: "obs-gauge", delay: "1 hour" })
       // The first sample is taken while the layer is built (released with the test's scope,
@@ -173,7 +173,7 @@ layer(TestLayer, { excludeTestServices: true })("observer", (it) => {
     return withTestClock(
       start,
       Effect.gen(function*() {
-        const jobs = yield* Jobs
+        const jobs = yield* Jobs.Jobs
         const sql = yield* SqlClient.SqlClient
         yield* jobs.enqueueMany(Ok, [{ n: 1 }, { n: 2 }], { queue })
         yield* jobs.enqueue(Ok, { n: 3 }, { queue, delay: "1 hour" })
@@ -236,7 +236,7 @@ layer(TestLayer, { excludeTestServices: true })("observer", (it) => {
           Observer.layerWith({ ...Observer.noop, dead: (_job, reason) => Deferred.succeed(mine, reason) })
         )
       ).pipe(Effect.provide(Logger.layer([capture])))
-      const id = yield* (yield* Jobs).enqueue(Logged, {})
+      const id = yield* (yield* Jobs.Jobs).enqueue(Logged, {})
       expect(yield* Deferred.await(mine)).toContain("kaboom")
       const dead = lines.find((l) => l.message === "job moved to dead")
       assert.isDefined(dead, "the logging observer logged it")
@@ -267,7 +267,7 @@ layer(TestLayer, { excludeTestServices: true })("observer", (it) => {
             probe.layer
           )
         )
-        const id = yield* (yield* Jobs).enqueue(Traced, {}).pipe(Effect.withSpan("http.request"))
+        const id = yield* (yield* Jobs.Jobs).enqueue(Traced, {}).pipe(Effect.withSpan("http.request"))
         assert.strictEqual((yield* probe.next(id))._tag, "retryScheduled")
         assert.strictEqual((yield* probe.next(id))._tag, "completed")
         return id
@@ -311,13 +311,13 @@ layer(TestLayer, { excludeTestServices: true })("observer", (it) => {
       })
       const middleware = (run: Effect.Effect<unknown, unknown>, job: Job.JobContext) =>
         Effect.gen(function*() {
-          const requestId = yield* RequestId
+          const requestId = yield* RequestId.RequestId
           yield* Queue.offer(seen, `before ${job.name}#${job.attempt} request=${requestId ?? "none"}`)
           const value = yield* run
           yield* Queue.offer(seen, `after ${job.name}`)
           return value
         })
-      const handler = (label: string) => Effect.flatMap(RequestId, (r) => Queue.offer(seen, `${label} request=${r ?? "none"}`))
+      const handler = (label: string) => Effect.flatMap(RequestId.RequestId, (r) => Queue.offer(seen, `${label} request=${r ?? "none"}`))
       yield* Effect.gen(function*() {
         yield* startWorker(
           { queues: { "obs-mw": {} }, middleware: [middleware], pruner: false },
@@ -327,13 +327,13 @@ layer(TestLayer, { excludeTestServices: true })("observer", (it) => {
           { queues: { "obs-mw-bare": {} }, defaultMiddleware: false, pruner: false },
           Job.toLayer(Bare, () => handler("bare handler"))
         )
-        const jobs = yield* Jobs
-        yield* jobs.enqueue(Wrapped, {}).pipe(Effect.provideService(RequestId, "req-1"))
+        const jobs = yield* Jobs.Jobs
+        yield* jobs.enqueue(Wrapped, {}).pipe(Effect.provideService(RequestId.RequestId, "req-1"))
         assert.deepStrictEqual(
           [yield* Queue.take(seen), yield* Queue.take(seen), yield* Queue.take(seen)],
           ["before obs-wrapped#1 request=req-1", "handler request=req-1", "after obs-wrapped"]
         )
-        yield* jobs.enqueue(Bare, {}).pipe(Effect.provideService(RequestId, "req-2"))
+        yield* jobs.enqueue(Bare, {}).pipe(Effect.provideService(RequestId.RequestId, "req-2"))
         assert.strictEqual(yield* Queue.take(seen), "bare handler request=none", "no request id without the default stack")
       }).pipe(Effect.provideService(Tracer.Tracer, tracer))
       assert.include(spans, "effect-jobs.run obs-wrapped")

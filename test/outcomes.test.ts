@@ -109,7 +109,7 @@ layer(FileLayer, { excludeTestServices: true })("handler outcomes", (it) => {
           probe.layer
         )
       )
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const at = new Date("2031-02-03T04:05:06.789Z")
       const id = yield* jobs.enqueue(Doubler, { n: 21, at })
       const event = yield* probe.next(id)
@@ -140,7 +140,7 @@ layer(FileLayer, { excludeTestServices: true })("handler outcomes", (it) => {
         fastWorker("o-success"),
         Layer.mergeAll(Job.toLayer(BadResult, () => Effect.sync(() => (runs++, { count: 1.5 }))), probe.layer)
       )
-      const id = yield* (yield* Jobs).enqueue(BadResult, {})
+      const id = yield* (yield* Jobs.Jobs).enqueue(BadResult, {})
       assert.strictEqual((yield* probe.next(id))._tag, "dead")
       const r = yield* row(id)
       assert.strictEqual(r.state, "dead")
@@ -168,7 +168,7 @@ layer(FileLayer, { excludeTestServices: true })("handler outcomes", (it) => {
             probe.layer
           )
         )
-        const id = yield* (yield* Jobs).enqueue(Backoff, {})
+        const id = yield* (yield* Jobs.Jobs).enqueue(Backoff, {})
 
         // attempt 1 runs at once; the clock has not moved, so every time is exact
         const first = yield* probe.next(id)
@@ -217,7 +217,7 @@ layer(FileLayer, { excludeTestServices: true })("handler outcomes", (it) => {
         fastWorker("o-keep-two"),
         Layer.mergeAll(Job.toLayer(KeepTwo, (_, ctx) => new Flaky({ message: `boom ${ctx.attempt}` })), probe.layer)
       )
-      const id = yield* (yield* Jobs).enqueue(KeepTwo, {})
+      const id = yield* (yield* Jobs.Jobs).enqueue(KeepTwo, {})
       for (const attempt of [1, 2, 3]) {
         const e = yield* probe.next(id)
         assert.deepInclude(e, { _tag: "retryScheduled", message: `boom ${attempt}` })
@@ -253,7 +253,7 @@ layer(FileLayer, { excludeTestServices: true })("handler outcomes", (it) => {
             probe.layer
           )
         )
-        const id = yield* (yield* Jobs).enqueue(RetryLater, {})
+        const id = yield* (yield* Jobs.Jobs).enqueue(RetryLater, {})
         const first = yield* probe.next(id)
         assert.deepInclude(first, { _tag: "retryScheduled", delayMillis: 30_000, message: "rate limited" })
         const r = yield* row(id)
@@ -283,7 +283,7 @@ layer(FileLayer, { excludeTestServices: true })("handler outcomes", (it) => {
         fastWorker("o-retry-after-last"),
         Layer.mergeAll(Job.toLayer(RetryLast, () => Job.retryAfter("1 second", "try later")), probe.layer)
       )
-      const id = yield* (yield* Jobs).enqueue(RetryLast, {})
+      const id = yield* (yield* Jobs.Jobs).enqueue(RetryLast, {})
       assert.strictEqual((yield* probe.next(id))._tag, "dead")
       const r = yield* row(id)
       assert.strictEqual(r.state, "dead")
@@ -313,7 +313,7 @@ layer(FileLayer, { excludeTestServices: true })("handler outcomes", (it) => {
           )
         )
         // maxAttempts is 1: if a snooze spent the attempt, the job could not run three times
-        const id = yield* (yield* Jobs).enqueue(Sleepy, {})
+        const id = yield* (yield* Jobs.Jobs).enqueue(Sleepy, {})
         assert.deepInclude(yield* probe.next(id), { _tag: "rescheduled", delayMillis: 10_000 })
         const r = yield* row(id)
         assert.strictEqual(r.state, "scheduled")
@@ -346,7 +346,7 @@ layer(FileLayer, { excludeTestServices: true })("handler outcomes", (it) => {
         fastWorker("o-discard"),
         Layer.mergeAll(Job.toLayer(Discarded, () => Effect.andThen(Effect.sync(() => runs++), Job.discard("bad payload"))), probe.layer)
       )
-      const id = yield* (yield* Jobs).enqueue(Discarded, {})
+      const id = yield* (yield* Jobs.Jobs).enqueue(Discarded, {})
       assert.deepInclude(yield* probe.next(id), { _tag: "dead", message: "bad payload" })
       const r = yield* row(id)
       assert.strictEqual(r.state, "dead")
@@ -363,7 +363,7 @@ layer(FileLayer, { excludeTestServices: true })("handler outcomes", (it) => {
         fastWorker("o-cancel"),
         Layer.mergeAll(Job.toLayer(Cancelled, () => Effect.andThen(Effect.sync(() => runs++), Job.cancel("not needed"))), probe.layer)
       )
-      const id = yield* (yield* Jobs).enqueue(Cancelled, {})
+      const id = yield* (yield* Jobs.Jobs).enqueue(Cancelled, {})
       assert.deepInclude(yield* probe.next(id), { _tag: "cancelled", message: "not needed" })
       const r = yield* row(id)
       assert.strictEqual(r.state, "cancelled")
@@ -386,7 +386,7 @@ layer(FileLayer, { excludeTestServices: true })("handler outcomes", (it) => {
           probe.layer
         )
       )
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const died = yield* jobs.enqueue(Dies, {})
       const threw = yield* jobs.enqueue(Throws, {})
       for (const [id, text] of [[died, "kaboom from die"], [threw, "thrown inside sync"]] as const) {
@@ -420,7 +420,7 @@ layer(FileLayer, { excludeTestServices: true })("handler outcomes", (it) => {
             probe.layer
           )
         )
-        const id = yield* (yield* Jobs).enqueue(Slow, {})
+        const id = yield* (yield* Jobs.Jobs).enqueue(Slow, {})
         yield* Deferred.await(started[0]!)
         const first = yield* advanceUntil(probe.poll(id))
         assert.deepInclude(first, { _tag: "retryScheduled", delayMillis: 1000 })
@@ -457,19 +457,19 @@ layer(FileLayer, { excludeTestServices: true })("handler outcomes", (it) => {
           Job.toLayer(Context_, (_, ctx) =>
             Effect.gen(function*() {
               const current = yield* Job.CurrentJob
-              const requestId = yield* RequestId
+              const requestId = yield* RequestId.RequestId
               yield* Deferred.succeed(seen, { ctx, current, requestId })
             })),
           probe.layer
         )
       )
       const metadata = { tenant: "acme", origin: { service: "api", tags: ["a", "b"] } }
-      const id = yield* (yield* Jobs).enqueue(Context_, { n: 1 }, {
+      const id = yield* (yield* Jobs.Jobs).enqueue(Context_, { n: 1 }, {
         queue: "o-ctx-override",
         maxAttempts: 7,
         priority: 3,
         metadata
-      }).pipe(Effect.provideService(RequestId, "req-ctx-1"))
+      }).pipe(Effect.provideService(RequestId.RequestId, "req-ctx-1"))
       const { ctx, current, requestId } = yield* Deferred.await(seen)
       assert.strictEqual((yield* probe.next(id))._tag, "completed")
       const r = yield* row(id)
@@ -534,7 +534,7 @@ layer(FileLayer, { excludeTestServices: true })("handler outcomes", (it) => {
       // the Schema's own message, with the path of the offending field
       assert.include((yield* row(bad[0]!.id)).errors[0]!.message, `["n"]`)
 
-      const good = yield* (yield* Jobs).enqueue(Strict, { n: 7 })
+      const good = yield* (yield* Jobs.Jobs).enqueue(Strict, { n: 7 })
       assert.strictEqual((yield* probe.next(good))._tag, "completed")
       assert.strictEqual((yield* row(good)).state, "completed")
       assert.deepStrictEqual(handled, [7])

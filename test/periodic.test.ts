@@ -19,7 +19,7 @@ const slotsOf = (schedule: string) =>
       SELECT metadata->>'slot' AS slot, count(*)::int AS n FROM effect_jobs.jobs
       WHERE name = 'tick' AND metadata->>'periodic' = ${schedule} GROUP BY 1 ORDER BY 1`)
 
-const scheduler = (schedules: ReadonlyArray<Periodic.Schedule>, observer: Layer.Layer<never> = Layer.empty) =>
+const scheduler = (schedules: ReadonlyArray<Periodic.Entry>, observer: Layer.Layer<never> = Layer.empty) =>
   Layer.build(
     Periodic.layer(schedules).pipe(
       Layer.provide(observer),

@@ -23,7 +23,7 @@ const SendEmailLive = Job.toLayer(SendEmail, (args, ctx) =>
 const WorkerLive = Worker.layer({ queues: { emails: { concurrency: 10 } } })
 
 const program = Effect.gen(function*() {
-  const jobs = yield* Jobs
+  const jobs = yield* Jobs.Jobs
   yield* jobs.enqueue(SendEmail, { to: "ada@example.com", subject: "Welcome" }, { uniqueKey: "welcome:42" })
 })
 

@@ -11,6 +11,7 @@ import { inject } from "vitest"
 import { adminQuery } from "./support/admin.ts"
 import * as TestDb from "./support/db.ts"
 import { startWorker } from "./support/harness.ts"
+import * as WorkerEngine from "../src/internal/worker/Engine.ts"
 
 /** Re-checks `check` every 20 ms until it gives a value; dies after `timeoutMs`. */
 const eventually = <A, E, R>(what: string, check: Effect.Effect<Option.Option<A>, E, R>, timeoutMs = 15_000) =>
@@ -139,7 +140,7 @@ layer(TestLayer, { excludeTestServices: true })("regressions", (it) => {
         maxAttempts: 2,
         retry: Schedule.spaced("10 millis")
       })
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const release = yield* Latch.make(false)
       // Everyone finishes at once, so the outcomes share batches.
       yield* startWorker(
@@ -163,7 +164,7 @@ layer(TestLayer, { excludeTestServices: true })("regressions", (it) => {
   it.effect("a result the database cannot store: the job is dead with the reason, and other jobs complete", () =>
     Effect.gen(function*() {
       const Nul = Job.make("r-nul-result", { args: Schema.Struct({ n: Schema.Number }), success: Schema.String, queue: "r-nul" })
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       yield* startWorker(
         { queues: { "r-nul": { concurrency: 8, pollInterval: "20 millis" } } },
         Job.toLayer(Nul, (args) => Effect.succeed(args.n === 0 ? "a\u0000b" : args.n === 1 ? "\uD800" : `ok ${args.n}`))
@@ -211,7 +212,7 @@ layer(TestLayer, { excludeTestServices: true })("regressions", (it) => {
         ),
         scope
       )
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       yield* jobs.enqueue(Long, { n: 0 })
       yield* jobs.enqueue(Long, { n: 1 })
       yield* Deferred.await(started)
@@ -260,7 +261,7 @@ layer(TestLayer, { excludeTestServices: true })("regressions", (it) => {
           Layer.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 4, applicationName: "r-back" }))
         )
       )
-      const id = yield* (yield* Jobs).enqueue(Quick, {})
+      const id = yield* (yield* Jobs.Jobs).enqueue(Quick, {})
       yield* Deferred.await(started)
       const db = (yield* sql<{ db: string }>`SELECT current_database() AS db`)[0]!.db
       const server = inject("databaseUrl")
@@ -331,7 +332,7 @@ layer(TestLayer, { excludeTestServices: true })("regressions", (it) => {
   it.effect("enqueue: unpaired surrogates are a typed error; the text `\\u0000` (not a NUL) is accepted", () =>
     Effect.gen(function*() {
       const T = Job.make("r-text", { args: Schema.Struct({ s: Schema.String }), queue: "r-text" })
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const tag = <A, E>(e: Effect.Effect<A, E>) => Effect.map(Effect.flip(e), (x) => (x as { _tag: string })._tag)
       assert.strictEqual(yield* tag(jobs.enqueue(T, { s: "x\uD800" })), "InvalidJobArgs")
       assert.strictEqual(yield* tag(jobs.enqueue(T, { s: "x\u0000" })), "InvalidJobArgs")
@@ -347,7 +348,7 @@ layer(TestLayer, { excludeTestServices: true })("regressions", (it) => {
   it.effect("status and await: a malformed id is JobNotFound (no SQL); a bad timeout is InvalidJobOptions", () =>
     Effect.gen(function*() {
       const T = Job.make("r-await", { args: Schema.Struct({}), queue: "r-await" })
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const tag = <A, E>(e: Effect.Effect<A, E>) => Effect.map(Effect.flip(e), (x) => (x as { _tag: string })._tag)
       for (const id of ["abc", "", "1; DROP TABLE effect_jobs.jobs", "99999999999999999999", "-1", "a\u0000"]) {
         assert.strictEqual(yield* tag(jobs.status(T, id)), "JobNotFound", `status ${JSON.stringify(id)}`)
@@ -380,16 +381,16 @@ layer(TestLayer, { excludeTestServices: true })("regressions", (it) => {
 
   it.effect("Worker.validate: a workerId with NUL and a queue name with an unpaired surrogate are InvalidWorkerConfig", () =>
     Effect.gen(function*() {
-      const a = yield* Effect.flip(Worker.validate({ queues: { q: {} }, workerId: "w\u0000" }))
+      const a = yield* Effect.flip(WorkerEngine.validate({ queues: { q: {} }, workerId: "w\u0000" }))
       assert.strictEqual(a._tag, "InvalidWorkerConfig")
-      const b = yield* Effect.flip(Worker.validate({ queues: { ["q\uD800"]: {} } }))
+      const b = yield* Effect.flip(WorkerEngine.validate({ queues: { ["q\uD800"]: {} } }))
       assert.strictEqual(b._tag, "InvalidWorkerConfig")
     }))
 
   it.effect("admin: NUL in a key, a name or a reason, and an absurd olderThan, give typed answers", () =>
     Effect.gen(function*() {
-      const admin = yield* JobsAdmin
-      const jobs = yield* Jobs
+      const admin = yield* JobsAdmin.JobsAdmin
+      const jobs = yield* Jobs.Jobs
       const T = Job.make("r-admin", { args: Schema.Struct({}), queue: "r-admin" })
       const tag = <A, E>(e: Effect.Effect<A, E>) => Effect.map(Effect.flip(e), (x) => (x as { _tag: string })._tag)
       assert.strictEqual(yield* tag(admin.cancelByKey("r-admin", "k\u0000")), "UniqueKeyNotFound")

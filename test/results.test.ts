@@ -74,7 +74,7 @@ layer(TestLayer, { excludeTestServices: true })("results", (it) => {
   it.effect("await returns the decoded typed result; status shows it too", () =>
     Effect.gen(function*() {
       yield* startSquares
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const id = yield* jobs.enqueue(Square, { n: 12 })
       const result = yield* jobs.await(Square, id, { timeout: "20 seconds" })
       assert.strictEqual(result.squared, 144)
@@ -87,7 +87,7 @@ layer(TestLayer, { excludeTestServices: true })("results", (it) => {
   it.effect("await fails with JobDead, JobCancelled, AwaitTimeout, JobNotFound", () =>
     Effect.gen(function*() {
       yield* startSquares
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const [dead, cancelled, stuck] = yield* jobs.enqueueMany(Square, [{ n: -1 }, { n: 13 }, { n: 99 }])
       const e1 = yield* Effect.flip(jobs.await(Square, dead!, { timeout: "20 seconds" }))
       assert.strictEqual(e1._tag, "JobDead")
@@ -104,7 +104,7 @@ layer(TestLayer, { excludeTestServices: true })("results", (it) => {
   it.effect("many awaiters of many jobs are all woken", () =>
     Effect.gen(function*() {
       yield* startSquares
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const ids = yield* jobs.enqueueMany(Square, Array.from({ length: 50 }, (_, n) => ({ n: n + 14 })))
       const results = yield* Effect.forEach(ids, (id) => jobs.await(Square, id, { timeout: "30 seconds" }), {
         concurrency: "unbounded"
@@ -123,7 +123,7 @@ layer(TestLayer, { excludeTestServices: true })("results", (it) => {
             Effect.ensuring(Deferred.succeed(finalized, undefined))
           ))
       )
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const id = yield* jobs.enqueue(Blocked, {})
       yield* Deferred.await(started)
       yield* cancelListening(1)
@@ -148,7 +148,7 @@ layer(TestLayer, { excludeTestServices: true })("results", (it) => {
  * the one-second re-check belong to this call, not to the await under test.
  */
 const startAwaitListener = Effect.gen(function*() {
-  const e = yield* Effect.flip((yield* Jobs).await(Gated, "999999999"))
+  const e = yield* Effect.flip((yield* Jobs.Jobs).await(Gated, "999999999"))
   assert.strictEqual(e._tag, "JobNotFound")
 })
 
@@ -160,7 +160,7 @@ const startAwaitListener = Effect.gen(function*() {
  */
 const awaitAfterItsLook = <J extends Job.Any>(job: J, id: string) =>
   Effect.gen(function*() {
-    const jobs = yield* Jobs
+    const jobs = yield* Jobs.Jobs
     const looked = yield* Deferred.make<void>()
     class LookSpan extends Tracer.NativeSpan {
       override end(endTime: bigint, exit: Exit.Exit<unknown, unknown>) {
@@ -202,7 +202,7 @@ layer(ClockLayer, { excludeTestServices: true })("results on a stopped TestClock
     Effect.gen(function*() {
       yield* startAwaitListener
       const { gate, started } = yield* startGated
-      const id = yield* (yield* Jobs).enqueue(Gated, args)
+      const id = yield* (yield* Jobs.Jobs).enqueue(Gated, args)
       assert.strictEqual(yield* Deferred.await(started), id)
       const waiting = yield* awaitAfterItsLook(Gated, id)
       assert.strictEqual((yield* getJob(id))?.state, "running", "not finished when the await looked")
@@ -265,8 +265,8 @@ layer(ClockLayer, { excludeTestServices: true })("results on a stopped TestClock
         // Runs before the workers' shutdowns: a job still blocked there would keep its worker's
         // shutdown waiting for the grace period on the stopped clock. (A passing test cancelled them all.)
         yield* Effect.addFinalizer(() => Deferred.succeed(teardown, undefined))
-        const jobs = yield* Jobs
-        const admin = yield* JobsAdmin
+        const jobs = yield* Jobs.Jobs
+        const admin = yield* JobsAdmin.JobsAdmin
         const ids = yield* jobs.enqueueMany(Held, Array.from({ length: workers }, (_, i) => ({ i })))
         const ranOn = yield* Effect.forEach(started, Deferred.await)
         assert.sameMembers(ranOn, [0, 1, 2], "each job runs on a different worker")

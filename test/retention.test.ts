@@ -82,7 +82,7 @@ layer(TestLayer, { excludeTestServices: true })("retention", (it) => {
       Effect.gen(function*() {
         const probe = yield* makeProbe
         yield* startWorker({ queues: { [q]: {} }, pruner: false }, Layer.mergeAll(Handlers, probe.layer))
-        const jobs = yield* Jobs
+        const jobs = yield* Jobs.Jobs
         const keep = yield* jobs.enqueue(Keep, {})
         const gone = yield* jobs.enqueue(Gone, {})
         const dead = yield* jobs.enqueue(DeadKeep, {})

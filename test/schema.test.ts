@@ -30,7 +30,7 @@ const startRecordingWorker = (ran: Array<string>, probe: Effect.Success<typeof m
 const clientsOf = (schema: string) =>
   Effect.map(
     Layer.build(Layer.fresh(Layer.mergeAll(Jobs.layer, JobsAdmin.layer)).pipe(Layer.provide(PgSchema.layer(schema)))),
-    (context) => ({ jobs: Context.get(context, Jobs), admin: Context.get(context, JobsAdmin) })
+    (context) => ({ jobs: Context.get(context, Jobs.Jobs), admin: Context.get(context, JobsAdmin.JobsAdmin) })
   )
 
 const schemaCount = Effect.flatMap(SqlClient.SqlClient, (sql) =>
@@ -61,7 +61,7 @@ layer(Layer.mergeAll(Jobs.layer, JobsAdmin.layer).pipe(Layer.provideMerge(TestDb
       yield* startRecordingWorker(ranB, probeB).pipe(Effect.provide(other))
 
       // The same job name, queue and (in each schema's own sequence) the same ids.
-      const jobsA = yield* Jobs
+      const jobsA = yield* Jobs.Jobs
       const b = yield* clientsOf("tenant_b")
       const jobsB = b.jobs
       const idsA = yield* jobsA.enqueueMany(Ping, [{ from: "a" }, { from: "a" }, { from: "a" }])
@@ -74,7 +74,7 @@ layer(Layer.mergeAll(Jobs.layer, JobsAdmin.layer).pipe(Layer.provideMerge(TestDb
       assert.strictEqual(yield* jobsB.await(Ping, idsB[0]!), "b")
 
       // Management sees one schema: counts, and a pause that holds only there.
-      const adminA = yield* JobsAdmin
+      const adminA = yield* JobsAdmin.JobsAdmin
       const adminB = b.admin
       const completed = (summary: ReadonlyArray<{ readonly name: string; readonly counts: Readonly<Record<string, number>> }>) =>
         summary.find((q) => q.name === "shared")?.counts["completed"]

@@ -20,7 +20,7 @@ layer(TestLayer, { excludeTestServices: true })("store", (it) => {
   it.effect("a worker whose lease lapsed cannot overwrite the run that replaced it", () =>
     Effect.gen(function*() {
       const store = yield* JobStore
-      const id = yield* (yield* Jobs).enqueue(Fenced, {})
+      const id = yield* (yield* Jobs.Jobs).enqueue(Fenced, {})
       const now = Date.now()
       const [first] = yield* claim("s-fence", now)
       assert.strictEqual(first?.claim_count, 1)
@@ -52,7 +52,7 @@ layer(TestLayer, { excludeTestServices: true })("store", (it) => {
   it.effect("a rescued job on its last attempt goes to dead", () =>
     Effect.gen(function*() {
       const store = yield* JobStore
-      const id = yield* (yield* Jobs).enqueue(Fenced, {}, { queue: "s-last", maxAttempts: 1 })
+      const id = yield* (yield* Jobs.Jobs).enqueue(Fenced, {}, { queue: "s-last", maxAttempts: 1 })
       const now = Date.now()
       yield* claim("s-last", now)
       assert.strictEqual(yield* store.jobRescueExpired(now + 5000, 100), 1)
@@ -63,7 +63,7 @@ layer(TestLayer, { excludeTestServices: true })("store", (it) => {
     Effect.gen(function*() {
       const store = yield* JobStore
       const now = Date.now()
-      const id = yield* (yield* Jobs).enqueue(Fenced, {}, { queue: "s-sched", runAt: new Date(now + 60_000) })
+      const id = yield* (yield* Jobs.Jobs).enqueue(Fenced, {}, { queue: "s-sched", runAt: new Date(now + 60_000) })
       assert.strictEqual((yield* getJob(id))?.state, "scheduled")
       assert.lengthOf(yield* claim("s-sched", now + 120_000), 0, "scheduled jobs are not claimable")
       yield* store.jobPromoteScheduled(now + 30_000, 100)
@@ -76,7 +76,7 @@ layer(TestLayer, { excludeTestServices: true })("store", (it) => {
     Effect.gen(function*() {
       const store = yield* JobStore
       const sql = yield* SqlClient.SqlClient
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const a = yield* jobs.enqueue(Fenced, {}, { queue: "s-beat" })
       const b = yield* jobs.enqueue(Fenced, {}, { queue: "s-beat" })
       const now = Date.now()
@@ -115,7 +115,7 @@ layer(TestLayer, { excludeTestServices: true })("store", (it) => {
       const sql = yield* SqlClient.SqlClient
       yield* toPowerOfTen
       // one enqueueMany: one priority and one run_at, so only the id orders them
-      const ids = yield* (yield* Jobs).enqueueMany(Fenced, Array.from({ length: 6 }, () => ({})), { queue: "s-order" })
+      const ids = yield* (yield* Jobs.Jobs).enqueueMany(Fenced, Array.from({ length: 6 }, () => ({})), { queue: "s-order" })
       assert.notStrictEqual(ids[0]!.length, ids[5]!.length, "the ids cross a power of ten")
       const claimed = yield* claim("s-order", Date.now())
       assert.deepStrictEqual(claimed.map((r) => r.id), ids, "FIFO: in id order, compared as numbers")

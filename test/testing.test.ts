@@ -6,7 +6,7 @@
 import { assert, describe, expect, it, layer } from "@effect/vitest"
 import { Cause, Clock, Effect, Exit, Layer, Option, Schedule, Schema } from "effect"
 import { TestClock } from "effect/testing"
-import { Job, Jobs, Testing } from "../src/index.ts"
+import { InlineJobFailed, Job, Jobs, Testing } from "../src/index.ts"
 import * as TestDb from "./support/db.ts"
 import { countByState, getJob } from "./support/harness.ts"
 
@@ -37,7 +37,7 @@ describe("Testing.layerInline", () => {
   it.effect("enqueue runs the handler at once, in the caller's fiber, with the args through their Schema", () =>
     Effect.gen(function*() {
       calls.length = 0
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const id = yield* jobs.enqueue(Greet, { name: "ada", at: new Date(0) })
       assert.deepStrictEqual(calls, ["greet ada Date attempt 1"], "already ran when enqueue returned")
       assert.deepStrictEqual(yield* jobs.await(Greet, id), { greeting: "hello ada" })
@@ -51,11 +51,11 @@ describe("Testing.layerInline", () => {
 
   it.effect("a failing handler makes the enqueue die (default), or is recorded (onFailure: record)", () =>
     Effect.gen(function*() {
-      const exit = yield* Effect.exit(Effect.flatMap(Jobs, (jobs) => jobs.enqueue(Charge, { cents: 5000 })).pipe(Effect.provide(Inline)))
+      const exit = yield* Effect.exit(Effect.flatMap(Jobs.Jobs, (jobs) => jobs.enqueue(Charge, { cents: 5000 })).pipe(Effect.provide(Inline)))
       assert.isTrue(Exit.isFailure(exit))
       const defect = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
-      assert.instanceOf(defect, Testing.InlineJobFailed)
-      const failed = defect as Testing.InlineJobFailed
+      assert.instanceOf(defect, InlineJobFailed)
+      const failed = defect as InlineJobFailed
       assert.strictEqual(failed._tag, "InlineJobFailed")
       assert.strictEqual(failed.job, "testing-charge")
       const reason = failed.jobCause.reasons.find(Cause.isFailReason)
@@ -65,7 +65,7 @@ describe("Testing.layerInline", () => {
 
       const recording = Testing.layerInlineWith({ onFailure: "record" }).pipe(Layer.provide(Handlers))
       yield* Effect.gen(function*() {
-        const jobs = yield* Jobs
+        const jobs = yield* Jobs.Jobs
         const id = yield* jobs.enqueue(Charge, { cents: 5000 })
         const [r] = yield* Effect.flatMap(Testing.Enqueued, (e) => e.all)
         assert.strictEqual(r?.id, id)
@@ -76,7 +76,7 @@ describe("Testing.layerInline", () => {
 
   it.effect("deliberate outcomes are recorded, not defects: Job.cancel -> cancelled, await fails with JobCancelled", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const id = yield* jobs.enqueue(Unwanted, {})
       const error = yield* Effect.flip(jobs.await(Unwanted, id))
       assert.strictEqual(error._tag, "JobCancelled")
@@ -86,7 +86,7 @@ describe("Testing.layerInline", () => {
   it.effect("bad arguments are the same typed errors as with a database, and nothing runs", () =>
     Effect.gen(function*() {
       calls.length = 0
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const error = yield* Effect.flip(jobs.enqueue(Greet, { name: 42, at: new Date(0) } as never))
       assert.strictEqual(error._tag, "InvalidJobArgs")
       const options = yield* Effect.flip(jobs.enqueue(Charge, { cents: 1 }, { priority: 1e9 }))
@@ -100,7 +100,7 @@ describe("Testing.layerInline", () => {
 describe("Testing.layerIgnore", () => {
   it.effect("enqueue checks and records the job, then drops it: no handler, no database", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const ids = yield* jobs.enqueueMany(Charge, [{ cents: 1 }, { cents: 2 }], { delay: "1 hour" })
       assert.deepStrictEqual(ids, ["1", "2"])
       const enqueued = yield* Testing.Enqueued
@@ -136,7 +136,7 @@ layer(Jobs.layer.pipe(Layer.provideMerge(TestDb.layer())), { excludeTestServices
 
   it.effect("runs a real worker until nothing runnable is left; withScheduled runs later jobs too", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       yield* jobs.enqueueMany(Flaky, [0, 1, 2, 3, 4].map((i) => ({ i })))
       yield* jobs.enqueue(Later, {}, { delay: "1 day" })
 
@@ -181,7 +181,7 @@ layer(Jobs.layer.pipe(Layer.provideMerge(TestDb.layer())), { excludeTestServices
       t0,
       Effect.gen(function*() {
         const runs: Array<{ readonly job: string; readonly attempt: number; readonly at: number }> = []
-        const jobs = yield* Jobs
+        const jobs = yield* Jobs.Jobs
         const id = yield* jobs.enqueue(Backoff, {})
         const later = yield* jobs.enqueue(Tomorrow, {}, { delay: "1 day" })
 
@@ -213,7 +213,7 @@ layer(Jobs.layer.pipe(Layer.provideMerge(TestDb.layer())), { excludeTestServices
       t0,
       Effect.gen(function*() {
         const runs: Array<{ readonly job: string; readonly attempt: number; readonly at: number }> = []
-        const id = yield* (yield* Jobs).enqueue(Backoff, {})
+        const id = yield* (yield* Jobs.Jobs).enqueue(Backoff, {})
         const result = yield* Testing.drain({ queues: ["testing-clock"], withScheduled: true }).pipe(
           Effect.provide(clockHandlers(runs))
         )
@@ -231,7 +231,7 @@ layer(Jobs.layer.pipe(Layer.provideMerge(TestDb.layer())), { excludeTestServices
       t0,
       Effect.gen(function*() {
         const runs: Array<{ readonly job: string; readonly attempt: number; readonly at: number }> = []
-        const id = yield* (yield* Jobs).enqueue(Backoff, {})
+        const id = yield* (yield* Jobs.Jobs).enqueue(Backoff, {})
         const result = yield* Testing.drain({ queues: ["testing-clock"] }).pipe(Effect.provide(clockHandlers(runs)))
         assert.deepStrictEqual(result, { completed: 0, retried: 1, rescheduled: 0, dead: 0, cancelled: 0 })
         assert.strictEqual(yield* Clock.currentTimeMillis, t0)

@@ -85,9 +85,9 @@ layer(TestLayer, { excludeTestServices: true })("wake on a runnable outcome", (i
           probe.layer
         )
       )
-      const id = yield* (yield* Jobs).enqueue(Retried, { probe: false })
+      const id = yield* (yield* Jobs.Jobs).enqueue(Retried, { probe: false })
       yield* Deferred.await(firstStarted)
-      yield* listeningAndSated(Jobs.use((jobs) => jobs.enqueue(Retried, { probe: true })), probe, probesRun)
+      yield* listeningAndSated(Jobs.Jobs.use((jobs) => jobs.enqueue(Retried, { probe: true })), probe, probesRun)
 
       yield* Deferred.succeed(fail, undefined)
       const retried = yield* probe.next(id)
@@ -127,9 +127,9 @@ layer(TestLayer, { excludeTestServices: true })("wake on a runnable outcome", (i
             probe.layer
           )
         )
-        const id = yield* (yield* Jobs).enqueue(Snoozed, { probe: false })
+        const id = yield* (yield* Jobs.Jobs).enqueue(Snoozed, { probe: false })
         yield* Deferred.await(firstStarted)
-        yield* listeningAndSated(Jobs.use((jobs) => jobs.enqueue(Snoozed, { probe: true })), probe, probesRun)
+        yield* listeningAndSated(Jobs.Jobs.use((jobs) => jobs.enqueue(Snoozed, { probe: true })), probe, probesRun)
 
         yield* Deferred.succeed(snooze, undefined)
         assert.strictEqual((yield* probe.next(id))._tag, "rescheduled")
@@ -163,16 +163,16 @@ layer(TestLayer, { excludeTestServices: true })("wake on a runnable outcome", (i
         { ...notifyOnly(queue, 1), queues: { [queue]: { concurrency: 1, prefetch: 0, pollInterval: "1 hour" } }, gracePeriod: "10 millis" },
         handlers
       ).pipe(Effect.provideService(Scope.Scope, firstScope))
-      const id = yield* (yield* Jobs).enqueue(Held, { probe: false })
+      const id = yield* (yield* Jobs.Jobs).enqueue(Held, { probe: false })
       yield* Deferred.await(firstStarted)
 
       // The second worker runs the probes. Its first claim may be the one it makes at start:
       // a first probe is run to get past it, then the second shows it listening and sated.
       yield* startWorker(notifyOnly(queue, 2), handlers)
-      const first = yield* (yield* Jobs).enqueue(Held, { probe: true })
+      const first = yield* (yield* Jobs.Jobs).enqueue(Held, { probe: true })
       yield* Queue.take(probesRun)
       assert.strictEqual((yield* probe.next(first))._tag, "completed")
-      yield* listeningAndSated(Jobs.use((jobs) => jobs.enqueue(Held, { probe: true })), probe, probesRun)
+      yield* listeningAndSated(Jobs.Jobs.use((jobs) => jobs.enqueue(Held, { probe: true })), probe, probesRun)
 
       // Shutting down the first worker interrupts the job and returns it to `available`.
       yield* Scope.close(firstScope, Exit.void)

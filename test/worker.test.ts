@@ -7,6 +7,7 @@ import { Database, InvalidWorkerConfig, Job, Jobs, Observer, Worker } from "../s
 import * as TestDb from "./support/db.ts"
 import { countByState, getJob, startWorker } from "./support/harness.ts"
 import { makeProbe, waitFor } from "./support/probes.ts"
+import * as WorkerEngine from "../src/internal/worker/Engine.ts"
 
 const Task = Job.make("worker-task", { args: Schema.Struct({ n: Schema.Number }), queue: "w-shutdown" })
 
@@ -24,7 +25,7 @@ layer(TestLayer, { excludeTestServices: true })("worker", (it) => {
         { queues: { "w-shutdown": { concurrency: 1 } }, gracePeriod: "10 seconds" },
         Job.toLayer(Task, () => Effect.andThen(Deferred.succeed(started, undefined), proceed.await))
       ).pipe(Effect.provideService(Scope.Scope, scope))
-      const id = yield* (yield* Jobs).enqueue(Task, { n: 1 })
+      const id = yield* (yield* Jobs.Jobs).enqueue(Task, { n: 1 })
       yield* Deferred.await(started)
       // The job finishes while the worker is shutting down: this finalizer, the scope's newest,
       // is the first thing the close does. (Regression: runs forked straight into the worker's
@@ -60,7 +61,7 @@ layer(TestLayer, { excludeTestServices: true })("worker", (it) => {
         )
       )
       const worker = Context.get(context, Worker.Worker)
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const sql = yield* SqlClient.SqlClient
       const first = yield* jobs.enqueue(Quick, { n: 0 })
       yield* Deferred.await(firstStarted)
@@ -110,7 +111,7 @@ layer(TestLayer, { excludeTestServices: true })("worker", (it) => {
             Effect.onInterrupt(() => Deferred.succeed(interrupted, undefined))
           ))
       ).pipe(Effect.provideService(Scope.Scope, scope))
-      const id = yield* (yield* Jobs).enqueue(Stuck, {})
+      const id = yield* (yield* Jobs.Jobs).enqueue(Stuck, {})
       yield* Deferred.await(started)
       assert.strictEqual((yield* getJob(id))?.state, "running")
       yield* Scope.close(scope, Exit.void)
@@ -125,7 +126,7 @@ layer(TestLayer, { excludeTestServices: true })("worker", (it) => {
     Effect.gen(function*() {
       const { url } = yield* TestDb.TestDb
       const Sleepy = Job.make("sleepy", { args: Schema.Struct({ n: Schema.Number }), queue: "w-rescue" })
-      const id = yield* (yield* Jobs).enqueue(Sleepy, { n: 7 })
+      const id = yield* (yield* Jobs.Jobs).enqueue(Sleepy, { n: 7 })
       // 1. a worker process claims it and hangs in the handler
       const child = spawn(process.execPath, ["test/support/worker-process.ts", url, "w-rescue", "1000"], {
         stdio: ["ignore", "pipe", "inherit"]
@@ -168,7 +169,7 @@ layer(TestLayer, { excludeTestServices: true })("worker", (it) => {
         { queues: { "w-notify": { pollInterval: "1 hour" } }, maintenanceInterval: "1 hour" },
         Job.toLayer(Ping, (args) => Queue.offer(seen, args.n))
       )
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       yield* jobs.enqueue(Ping, { n: 1 })
       assert.strictEqual(yield* Queue.take(seen), 1)
       yield* jobs.enqueue(Ping, { n: 2 }) // the worker is idle now: only a NOTIFY can wake it
@@ -183,7 +184,7 @@ layer(TestLayer, { excludeTestServices: true })("worker", (it) => {
         { queues: { "w-poll": { pollInterval: "20 millis" } }, listen: false },
         Job.toLayer(Ping, (args) => Queue.offer(seen, args.n))
       )
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       for (const n of [1, 2, 3]) {
         yield* jobs.enqueue(Ping, { n })
         assert.strictEqual(yield* Queue.take(seen), n)
@@ -208,7 +209,7 @@ layer(TestLayer, { excludeTestServices: true })("worker", (it) => {
           })
         )
       ).pipe(Effect.provideService(Scope.Scope, scope))
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const first = yield* jobs.enqueue(Thrown, { n: 1 })
       assert.strictEqual(yield* Queue.take(seen), 1)
       const second = yield* jobs.enqueue(Thrown, { n: 2 })
@@ -234,7 +235,7 @@ layer(TestLayer, { excludeTestServices: true })("worker", (it) => {
         Effect.sync(() => {
           runs.set(ctx.id, (runs.get(ctx.id) ?? 0) + 1)
         }))
-      const ids = yield* (yield* Jobs).enqueueMany(Drain, Array.from({ length: total }, (_, i) => ({ i })))
+      const ids = yield* (yield* Jobs.Jobs).enqueueMany(Drain, Array.from({ length: total }, (_, i) => ({ i })))
       for (let w = 0; w < 3; w++) {
         yield* startWorker(
           { queues: { "w-drain": { concurrency: 8 } } },
@@ -260,7 +261,7 @@ describe("configuration errors", () => {
   for (const [label, options] of bad) {
     it.effect(`rejects ${label} with InvalidWorkerConfig`, () =>
       Effect.gen(function*() {
-        const error = yield* Effect.flip(Worker.validate(options))
+        const error = yield* Effect.flip(WorkerEngine.validate(options))
         expect(error).toBeInstanceOf(InvalidWorkerConfig)
         expect(error.message.length).toBeGreaterThan(10)
       }))

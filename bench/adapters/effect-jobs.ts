@@ -58,7 +58,7 @@ const extraWorkerOptions = (): Partial<Worker.Options> => {
   return text === undefined || text === "" ? {} : (JSON.parse(text) as Partial<Worker.Options>)
 }
 
-type Base = ManagedRuntime.ManagedRuntime<Jobs | SqlClient.SqlClient, unknown>
+type Base = ManagedRuntime.ManagedRuntime<Jobs.Jobs | SqlClient.SqlClient, unknown>
 
 export const make = (variant: Variant): Adapter => {
   let url = ""
@@ -130,7 +130,7 @@ export const make = (variant: Variant): Adapter => {
     async enqueueMany(count) {
       const rt = ready()
       await rt.runPromise(Effect.gen(function*() {
-        const jobs = yield* Jobs
+        const jobs = yield* Jobs.Jobs
         for (let offset = 0; offset < count; offset += ENQUEUE_CHUNK) {
           const n = Math.min(ENQUEUE_CHUNK, count - offset)
           yield* jobs.enqueueMany(Noop, Array.from({ length: n }, () => ({})))
@@ -165,7 +165,7 @@ export const make = (variant: Variant): Adapter => {
       )
       try {
         const jobs = await producer.runPromise(Effect.gen(function*() {
-          return yield* Jobs
+          return yield* Jobs.Jobs
         }))
         return await measureWake({
           ...wake,

@@ -19,7 +19,7 @@ const WorkerLive = Worker.layer({ queues: { "consumer-check": { concurrency: 2 }
 
 // Enqueue one job and wait for it while a worker (started with the layer) runs it.
 const runOne = Effect.gen(function*() {
-  const jobs = yield* Jobs
+  const jobs = yield* Jobs.Jobs
   const id = yield* jobs.enqueue(Greet, { name: "consumer" })
   const result = yield* jobs.await(Greet, id, { timeout: "30 seconds" })
   const sql = yield* SqlClient.SqlClient

@@ -27,19 +27,14 @@
  */
 import { Cause, Clock, Duration, Effect, Latch, Option } from "effect"
 import { InvalidWorkerConfig } from "../Errors.ts"
+import type { Pruner, PrunerOptions } from "../Worker.ts"
 import { JobStore } from "./Store.ts"
 
 /** The advisory lock key of the maintenance leader ("ej-maint" in ASCII). */
 export const leaderLockKey = 0x656a2d6d61696e74n
 
-export interface Options {
-  /** How often the leader prunes expired jobs; default 5 seconds. */
-  readonly interval?: Duration.Input | undefined
-  /** Rows deleted per statement; default 10,000. */
-  readonly batchSize?: number | undefined
-  /** How often a node that does not lead tries to; default 5 seconds. */
-  readonly electionInterval?: Duration.Input | undefined
-}
+/** The pruner's settings: `Worker.PrunerOptions`. */
+export type Options = PrunerOptions
 
 interface Resolved {
   readonly intervalMillis: number
@@ -47,18 +42,8 @@ interface Resolved {
   readonly electionMillis: number
 }
 
-export interface Maintenance {
-  /** Whether this node leads now. */
-  readonly isLeader: Effect.Effect<boolean>
-  /** Waits until this node leads (at once if it does). */
-  readonly awaitLeader: Effect.Effect<void>
-  /** Waits until this node has stopped leading (at once if it does not lead). */
-  readonly awaitFollower: Effect.Effect<void>
-  /** Jobs pruned by this node so far. */
-  readonly pruned: Effect.Effect<number>
-  /** The `Clock` time whose expired jobs this node last finished pruning (undefined: never led). */
-  readonly lastPrunedAt: Effect.Effect<number | undefined>
-}
+/** What a node's pruner offers: `Worker.Pruner`. */
+export type Maintenance = Pruner
 
 const positiveMillis = (label: string, input: Duration.Input | undefined, fallback: number): number => {
   if (input === undefined) return fallback

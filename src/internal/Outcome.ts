@@ -12,7 +12,8 @@
  *
  * The table in docs/state-machine.md is this function in prose.
  */
-import { Cause, Duration, Effect, Exit } from "effect"
+import { Cause, Data, Duration, Effect, Exit } from "effect"
+import { Cancel, Discard, RetryAfter, Snooze } from "../Errors.ts"
 import * as Job from "../Job.ts"
 import { delayForAttempt } from "./Backoff.ts"
 import type { ClaimedJobRow, FinishRow } from "./Store.ts"
@@ -30,15 +31,10 @@ export interface Outcome {
 }
 
 /** Why a run ended before its handler could say: no handler, args that do not decode. */
-export class DeadOnArrival {
-  readonly _tag = "DeadOnArrival"
+export class DeadOnArrival extends Data.TaggedError("DeadOnArrival")<{
   readonly kind: string
   readonly message: string
-  constructor(kind: string, message: string) {
-    this.kind = kind
-    this.message = message
-  }
-}
+}> {}
 
 /**
  * Text PostgreSQL can store: a NUL or a lone surrogate in an error message (a handler
@@ -156,14 +152,14 @@ export const classify = Effect.fnUntraced(function*(
   }
   const error = failure.error
   if (error instanceof DeadOnArrival) return dead(job, now, error.kind, error.message)
-  if (error instanceof Job.Discard) return dead(job, now, "Discarded", error.reason)
-  if (error instanceof Job.Cancel) {
+  if (error instanceof Discard) return dead(job, now, "Discarded", error.reason)
+  if (error instanceof Cancel) {
     return {
       row: { ...base(job), state: "cancelled", error: errorEntry(job.attempt, now, "Cancelled", error.reason) },
       event: { _tag: "cancelled", reason: error.reason }
     } satisfies Outcome
   }
-  if (error instanceof Job.Snooze) {
+  if (error instanceof Snooze) {
     return {
       row: {
         ...base(job),
@@ -173,7 +169,7 @@ export const classify = Effect.fnUntraced(function*(
       event: { _tag: "rescheduled", delayMillis: error.delayMillis, reason: "snoozed" }
     } satisfies Outcome
   }
-  if (error instanceof Job.RetryAfter) return retryOrDead(job, now, error.delayMillis, "RetryAfter", error.reason)
+  if (error instanceof RetryAfter) return retryOrDead(job, now, error.delayMillis, "RetryAfter", error.reason)
   const { kind, message } = describe(error)
   const schedule = definition?.retry ?? Job.defaultRetry
   const delay = Duration.toMillis(yield* delayForAttempt(schedule, job.attempt))

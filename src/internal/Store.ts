@@ -17,7 +17,8 @@
 import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Exit, Layer, type Queue, Scope } from "effect"
 import { SqlClient, type SqlError } from "effect/sql"
-import { assertValid, PgSchema, qualify } from "../PgSchema.ts"
+import { PgSchema } from "../PgSchema.ts"
+import { assertValid, qualify } from "./schemaName.ts"
 
 /**
  * The NOTIFY channels of one schema, `<schema>.<kind>` (a dot cannot appear in a schema

@@ -48,7 +48,7 @@ const listening = Effect.flatMap(Chaos_.sqlClient, (sql) =>
 layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: true })("chaos: connections cut", (it) => {
   it.effect(`${N} jobs drain while every worker connection is cut ${LOAD_CUTS} times; wake-ups resume after ${IDLE_CUTS} idle cuts`, () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const workers = yield* Effect.forEach([1, 2], () => Chaos_.spawnWorker(workerConfig))
 
       // -- 1. under load -------------------------------------------------------------------

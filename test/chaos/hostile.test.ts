@@ -18,6 +18,7 @@ import { Cause, Effect, Exit, Fiber, Layer, Option, Schedule, Schema, Scope } fr
 import * as fc from "fast-check"
 import { Database, Job, Jobs, JobsAdmin, Observer, Periodic, Worker } from "../../src/index.ts"
 import * as Chaos_ from "./support.ts"
+import * as WorkerEngine from "../../src/internal/worker/Engine.ts"
 
 const RUNS = Chaos_.SHORT ? 60 : 400
 
@@ -248,7 +249,7 @@ const TestLayer = Layer.provideMerge(Layer.mergeAll(Jobs.layer, JobsAdmin.layer)
 layer(TestLayer, { excludeTestServices: true })("chaos: hostile input", (it) => {
   it.effect("enqueue/enqueueMany/enqueueAll: hostile args and options give a typed error or exactly the job asked for", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const before = yield* tables
       let accepted = 0
       let rejected = 0
@@ -328,7 +329,7 @@ layer(TestLayer, { excludeTestServices: true })("chaos: hostile input", (it) => 
 
   it.effect("job and queue names with SQL metacharacters, NUL, emoji, 10 kB: a typed refusal, or they run end to end", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const samples = [...new Set([...nasty, ...fc.sample(hostileString, Chaos_.SHORT ? 10 : 40)])]
       const ran = new Map<string, unknown>()
       const defined: Array<{ job: Job.Any; queue: string; args: { s: string } }> = []
@@ -343,7 +344,7 @@ layer(TestLayer, { excludeTestServices: true })("chaos: hostile input", (it) => 
           refusedNames++
           continue
         }
-        const queueOk = yield* Effect.exit(Worker.validate({ queues: { [name]: {} } }))
+        const queueOk = yield* Effect.exit(WorkerEngine.validate({ queues: { [name]: {} } }))
         expectTypedOrOk(queueOk, ["InvalidWorkerConfig"], name)
         const enqueued = yield* Effect.exit(jobs.enqueue(job, { s: name } as never))
         expectTypedOrOk(enqueued, ["InvalidJobArgs", "InvalidJobOptions"], name)
@@ -385,8 +386,8 @@ layer(TestLayer, { excludeTestServices: true })("chaos: hostile input", (it) => 
 
   it.effect("status, await and the admin API with hostile ids and options: typed errors; one bad id does not block other waiters", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
-      const admin = yield* JobsAdmin
+      const jobs = yield* Jobs.Jobs
+      const admin = yield* JobsAdmin.JobsAdmin
       const hostileId = fc.oneof(
         hostileString,
         fc.constantFrom("0", "-1", "1.5", "1e3", "99999999999999999999", "9223372036854775808", " 1", "0x10", "１")
@@ -469,7 +470,7 @@ layer(TestLayer, { excludeTestServices: true })("chaos: hostile input", (it) => 
           maxCompletionBatch: hostileNumber,
           listen: fc.anything()
         }, { requiredKeys: [] }),
-        (options) => Effect.sync(() => void expectTypedOrOk(Effect.runSyncExit(Worker.validate(options as never)), ["InvalidWorkerConfig"], options))
+        (options) => Effect.sync(() => void expectTypedOrOk(Effect.runSyncExit(WorkerEngine.validate(options as never)), ["InvalidWorkerConfig"], options))
       )
       yield* property(
         fc.oneof(hostileString, fc.webUrl(), fc.constantFrom("postgres://u:p@h:5432/d", "postgres://[::1]:5432/x", "postgres://h:0/x")),
@@ -485,7 +486,7 @@ layer(TestLayer, { excludeTestServices: true })("chaos: hostile input", (it) => 
             } catch (e) {
               throw new Error(`Job.retryAfter/snooze threw for ${safe(d)}: ${String(e)}`)
             }
-            expectTypedOrOk(Effect.runSyncExit(effect), ["effect-jobs/RetryAfter", "effect-jobs/Snooze"], d)
+            expectTypedOrOk(Effect.runSyncExit(effect), ["RetryAfter", "Snooze"], d)
           }
         }))
       const cronField = fc.constantFrom("*", "*/5", "1-5", "0", "59", "60", "-1", "L", "?", "MON", "1,2,3", "*/0", "99999999999", "", "'")
@@ -512,7 +513,7 @@ layer(TestLayer, { excludeTestServices: true })("chaos: hostile input", (it) => 
   it.effect("rows corrupted by hand end up terminal (dead with a message when they cannot run); the worker keeps going", () =>
     Effect.gen(function*() {
       const sql = yield* Chaos_.sqlClient
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const Row = Job.make("hostile-row", { args: Schema.Struct({ n: Schema.Number }), queue: "hostile-rows", maxAttempts: 3, retry: Schedule.spaced("10 millis") })
       const errors: Array<string> = []
       const events: Observer.Events = {

@@ -41,7 +41,7 @@ const workerConfig = {
 layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: true })("chaos: kill -9", (it) => {
   it.effect(`${N} jobs, ${WORKERS} workers, a worker SIGKILLed every 2 s (${KILLS} times): nothing lost`, () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const sql = yield* Chaos_.sqlClient
       const args = Array.from({ length: N }, (_, i) => ({
         i,

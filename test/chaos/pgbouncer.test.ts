@@ -105,7 +105,7 @@ layer(Chaos_.database, { excludeTestServices: true })("chaos: behind PgBouncer",
           PgClient.layer({ url: Redacted.make(bouncer), maxConnections: 8, prepare: false, applicationName: "chaos-test" })
         )
         yield* Effect.gen(function*() {
-          const jobs = yield* Jobs
+          const jobs = yield* Jobs.Jobs
           const args = Array.from({ length: N }, (_, i) => ({ i, sleepMs: 5 + (i % 10) }))
           for (const chunk of Chaos_.chunks(args, 1000)) yield* jobs.enqueueMany(Chaos, chunk)
           const t0 = yield* Clock.currentTimeMillis

@@ -20,7 +20,7 @@ const SLOTS = 40
 layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: true })("chaos: pool exhaustion", (it) => {
   it.effect(`${N} jobs holding connections, ${SLOTS} slots on a pool of ${POOL}: no deadlock`, () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       yield* jobs.enqueueMany(Chaos, Array.from({ length: N }, (_, i) => ({ i, sleepMs: 10 + (i % 5) * 10, hold: true })))
       const t0 = yield* Clock.currentTimeMillis
       yield* Chaos_.spawnWorker({ concurrency: SLOTS, pool: POOL, leaseMs: 5000, heartbeatMs: 1000 })

@@ -47,7 +47,7 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer({ connectTimeout: CONNECT_TIME
     `${N} jobs; the server stops for ${OUTAGE_MS / 1000} s mid-run: workers reconnect, enqueue fails fast and retryable, a shutdown meanwhile is bounded, nothing lost`,
     () =>
       Effect.gen(function*() {
-        const jobs = yield* Jobs
+        const jobs = yield* Jobs.Jobs
         const sql = yield* Chaos_.sqlClient
         const args = Array.from({ length: N }, (_, i) => ({ i, sleepMs: 20 + Math.floor(Math.random() * 60) }))
         for (const chunk of Chaos_.chunks(args, 5000)) yield* jobs.enqueueMany(Chaos, chunk)

@@ -19,7 +19,7 @@ const FAILURES = 3
 layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: true })("chaos: retry storm", (it) => {
   it.effect(`${N} jobs failing their first ${FAILURES} attempts, 4 workers: each completes exactly once`, () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const sql = yield* Chaos_.sqlClient
       const args = Array.from({ length: N }, (_, i) => ({ i, sleepMs: 0, failUntil: FAILURES }))
       for (const chunk of Chaos_.chunks(args, 5000)) yield* jobs.enqueueMany(Chaos, chunk)

@@ -19,7 +19,7 @@ const IN_FLIGHT = 50
 layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: true })("chaos: graceful shutdown", (it) => {
   it.effect(`SIGTERM with ${IN_FLIGHT} jobs in flight: finishers complete, the rest return unspent, exit within grace + 1 s`, () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const sql = yield* Chaos_.sqlClient
       const worker = yield* Chaos_.spawnWorker({ concurrency: IN_FLIGHT, graceMs: GRACE_MS, pool: 6, leaseMs: 5000, heartbeatMs: 1000 })
       // The long jobs first: they are surely still running when the short ones start. The short

@@ -42,7 +42,7 @@ const runsOf = (id: string) => Effect.map(Chaos_.loadRuns, (runs) => runs.filter
 layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: true })("chaos: slow and stuck handlers", (it) => {
   it.effect("a. a handler that ignores interruption past its timeout: JobTimeout, retried, never rescued; other slots keep working", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const worker = yield* Chaos_.spawnWorker(config("slow-a"))
       const id = yield* jobs.enqueue(ChaosTimed, { i: 0, sleepMs: 0, stubbornMs: 2500, announce: true }, { queue: "slow-a" })
       const first = yield* Queue.take(worker.started)
@@ -73,7 +73,7 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
 
   it.effect("b. a handler longer than the lease, heartbeated: completes on its first attempt, never rescued", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const rescuer = yield* Chaos_.spawnWorker(config("slow-b")) // a second worker that would rescue it if it could
       yield* Chaos_.spawnWorker(config("slow-b"))
       const ids = yield* jobs.enqueueMany(Chaos, [0, 1, 2, 3].map((i) => ({ i, sleepMs: 3 * LEASE_MS, announce: true })), { queue: "slow-b" })
@@ -92,7 +92,7 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
 
   it.effect("c. a worker that stops heartbeating (SIGSTOP): rescued and rerun elsewhere; resumed, its stale run writes nothing", () =>
     Effect.gen(function*() {
-      const jobs = yield* Jobs
+      const jobs = yield* Jobs.Jobs
       const sql = yield* Chaos_.sqlClient
       const frozen = yield* Chaos_.spawnWorker(config("slow-c"))
       // The first run works for a minute (far longer than starting the rescuer below takes), the rerun 0.5 s.

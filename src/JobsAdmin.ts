@@ -191,10 +191,7 @@ export class JobsAdmin extends Context.Service<JobsAdmin, {
   readonly pause: (queue: string) => Effect.Effect<void, InvalidAdminRequest | SqlError.SqlError>
   /** Resumes a queue paused with `pause` (or a worker's `pause(queue, { global: true })`). */
   readonly resume: (queue: string) => Effect.Effect<void, InvalidAdminRequest | SqlError.SqlError>
-}>()("effect-jobs/JobsAdmin") {
-  /** The management API; needs a `PgClient` (from `@effect/sql-pg`). */
-  static readonly layer = Layer.effect(JobsAdmin, Effect.suspend(() => make)).pipe(Layer.provide(JobStore.layer))
-}
+}>()("effect-jobs/JobsAdmin") {}
 
 const allStates: ReadonlyArray<JobState> = ["scheduled", "available", "running", "completed", "dead", "cancelled"]
 const finishedStates: ReadonlyArray<FinishedState> = ["completed", "dead", "cancelled"]
@@ -483,3 +480,6 @@ const make = Effect.gen(function*() {
     resume
   })
 })
+
+/** The management API; needs a `PgClient` (from `@effect/sql-pg`). */
+export const layer = Layer.effect(JobsAdmin, make).pipe(Layer.provide(JobStore.layer))
