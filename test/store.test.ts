@@ -47,6 +47,9 @@ layer(TestLayer, { excludeTestServices: true })("store", (it) => {
       const row = yield* getJob(id)
       assert.strictEqual(row?.state, "completed")
       assert.strictEqual(row?.errors[0]?.kind, "LeaseExpired")
+      // One format for errors[].at, whoever wrote the entry: ISO 8601 in UTC with "Z", as
+      // JavaScript writes it (the rescue's entry used to be Postgres's "+00:00" text).
+      assert.strictEqual(row?.errors[0]?.at, new Date(now + 5000).toISOString())
     }))
 
   it.effect("a rescued job on its last attempt goes to dead", () =>

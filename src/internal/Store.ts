@@ -586,7 +586,7 @@ export class JobStore extends Context.Service<JobStore, {
               errors = (
                 SELECT COALESCE(jsonb_agg(e ORDER BY o), '[]'::jsonb)
                 FROM jsonb_array_elements(${validErrors} || jsonb_build_array(jsonb_build_object(
-                  'attempt', j.attempt, 'at', ${now}::timestamptz, 'kind', 'LeaseExpired',
+                  'attempt', j.attempt, 'at', ${now}::text, 'kind', 'LeaseExpired',
                   'message', 'lease expired: the worker holding the job (' || COALESCE(j.locked_by, '?') || ') stopped heartbeating'
                 ))) WITH ORDINALITY AS t(e, o)
                 WHERE o > jsonb_array_length(${validErrors}) + 1 - j.max_errors)

@@ -27,7 +27,7 @@ export interface JobRowView {
   readonly max_attempts: number
   readonly priority: number
   readonly run_at: Date
-  readonly errors: ReadonlyArray<{ readonly attempt: number; readonly kind: string; readonly message: string }>
+  readonly errors: ReadonlyArray<{ readonly attempt: number; readonly at: string; readonly kind: string; readonly message: string }>
   readonly result: unknown
   readonly request_id: string | null
   readonly claim_count: number
