@@ -100,9 +100,15 @@ describe("Database.layer on a server that is not there", () => {
       const logs = yield* withWarnings
       const scope = yield* Scope.make()
       yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
+      // The real server's URL (its user, password and database) with the proxy's address:
+      // the embedded server wants the password, the machine's may not.
+      const target = new URL(inject("databaseUrl"))
+      const viaProxy = new URL(target.href)
+      viaProxy.hostname = "127.0.0.1"
+      viaProxy.port = String(port)
       // The layer is built in the background: it keeps failing (nothing listens) ...
       const building = yield* Layer.buildWithScope(
-        Database.layer(`postgres://postgres@127.0.0.1:${port}/${new URL(inject("databaseUrl")).pathname.slice(1)}`, {
+        Database.layer(viaProxy.href, {
           retry: { delay: "50 millis" },
           maxConnections: 2
         }),
@@ -110,7 +116,6 @@ describe("Database.layer on a server that is not there", () => {
       ).pipe(Effect.provide(logs.layer), Effect.forkChild)
       yield* Deferred.await(logs.first)
       // ... until a proxy to the real server opens on its port.
-      const target = new URL(inject("databaseUrl"))
       yield* tcpServer((socket) => {
         const upstream = net.connect(Number(target.port || 5432), target.hostname)
         socket.pipe(upstream).pipe(socket)

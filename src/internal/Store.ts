@@ -832,8 +832,15 @@ export interface ManagementStore {
     queues: ReadonlyArray<string>,
     held: ReadonlyArray<string>
   ) => Effect.Effect<{ readonly paused: ReadonlySet<string>; readonly cancel: ReadonlySet<string> }, SqlError.SqlError>
-  /** Jobs of these queues a worker could run now: available, running, or scheduled and due. */
-  readonly jobCountRunnable: (queues: ReadonlyArray<string>, now: number) => Effect.Effect<number, SqlError.SqlError>
+  /**
+   * Jobs of these queues a worker could run now: available, running, or scheduled and due
+   * (with `anyScheduled`, scheduled whenever they are due: what `withScheduled` would run).
+   */
+  readonly jobCountRunnable: (
+    queues: ReadonlyArray<string>,
+    now: number,
+    options?: { readonly anyScheduled?: boolean | undefined }
+  ) => Effect.Effect<number, SqlError.SqlError>
   /** Makes every scheduled job of these queues due now (for `Testing.drain({ withScheduled: true })`). */
   readonly jobScheduledDueNow: (queues: ReadonlyArray<string>, now: number) => Effect.Effect<number, SqlError.SqlError>
   /**
@@ -1083,13 +1090,17 @@ export const makeManagement = (sql: SqlClient.SqlClient, schema: string): Manage
       }
     )
 
-  const jobCountRunnable = (queues: ReadonlyArray<string>, nowMillis: number) =>
+  const jobCountRunnable = (
+    queues: ReadonlyArray<string>,
+    nowMillis: number,
+    options: { readonly anyScheduled?: boolean | undefined } = {}
+  ) =>
     Effect.map(
       sql<{ readonly n: number }>`
         SELECT count(*)::int AS n FROM ${t.jobs}
         WHERE queue IN (SELECT jsonb_array_elements_text(${json(queues)}::jsonb))
           AND (state IN ('available', 'running')
-               OR (state = 'scheduled' AND run_at <= ${iso(nowMillis)}::timestamptz))`,
+               OR (state = 'scheduled' AND (${options.anyScheduled === true}::boolean OR run_at <= ${iso(nowMillis)}::timestamptz)))`,
       (rows) => rows[0]?.n ?? 0
     )
 
