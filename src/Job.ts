@@ -46,8 +46,15 @@ export interface Options<Args extends AnySchema, Success extends AnySchema> {
   readonly priority?: number | undefined
   /** Attempts before the job goes to `dead`; default 25. */
   readonly maxAttempts?: number | undefined
-  /** Delay before retry `n` is the schedule's `n`-th delay; default exponential from 1 s, capped at 1 h, jittered. */
-  readonly retry?: Schedule.Schedule<unknown, unknown> | undefined
+  /**
+   * When and whether to retry a failed attempt. The delay before retry `n` is the
+   * schedule's `n`-th delay, each step given the failure of the attempt that just
+   * ended as its input (so `Schedule.while` on the input and per-error schedules work; type
+   * their input as your handler's error type). When the schedule is done, the job
+   * is `dead` even with attempts left; `maxAttempts` caps it either way. Default:
+   * exponential from 1 s, capped at 1 h, jittered, never done.
+   */
+  readonly retry?: Schedule.Schedule<unknown, never> | undefined
   /** A running attempt longer than this is interrupted and counts as a failure (retried). */
   readonly timeout?: Duration.Input | undefined
   /** How long a finished job is kept; 0 deletes a completed job at once. Default: 1 day. */
@@ -86,7 +93,7 @@ export interface Job<Name extends string, Args extends AnySchema, Success extend
   readonly queue: string
   readonly priority: number
   readonly maxAttempts: number
-  readonly retry: Schedule.Schedule<unknown, unknown>
+  readonly retry: Schedule.Schedule<unknown, never>
   readonly timeout: Duration.Duration | undefined
   readonly retention: Duration.Duration
   readonly maxErrors: number

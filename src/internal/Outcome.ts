@@ -12,7 +12,7 @@
  *
  * The table in docs/state-machine.md is this function in prose.
  */
-import { Cause, Data, Duration, Effect, Exit } from "effect"
+import { Cause, Data, Duration, Effect, Exit, Option } from "effect"
 import { Cancel, Discard, RetryAfter, Snooze } from "../Errors.ts"
 import * as Job from "../Job.ts"
 import { delayForAttempt } from "./Backoff.ts"
@@ -172,6 +172,7 @@ export const classify = Effect.fnUntraced(function*(
   if (error instanceof RetryAfter) return retryOrDead(job, now, error.delayMillis, "RetryAfter", error.reason)
   const { kind, message } = describe(error)
   const schedule = definition?.retry ?? Job.defaultRetry
-  const delay = Duration.toMillis(yield* delayForAttempt(schedule, job.attempt))
-  return retryOrDead(job, now, Math.max(0, Math.round(delay)), kind, message)
+  const delay = yield* delayForAttempt(schedule, job.attempt, error)
+  if (Option.isNone(delay)) return dead(job, now, kind, `${message} (the job's retry schedule is done: no more retries)`)
+  return retryOrDead(job, now, Math.max(0, Math.round(Duration.toMillis(delay.value))), kind, message)
 })
