@@ -412,7 +412,34 @@ describe("work", () => {
     }
   })
 
-  it("a module that is missing or does not export queues and handlers: one line, exit 1", async () => {
+  it("SIGINT (Ctrl-C) stops it gracefully too: exit 0", async () => {
+    const child = spawn(process.execPath, [bin, "work", "test/fixtures/cli-work.ts"], {
+      cwd: root,
+      env: { ...childEnv(), DATABASE_URL: databaseUrl },
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let stdout = ""
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      child.on("close", (code, signal) => resolve({ code, signal }))
+    )
+    try {
+      // Interrupt it once it says it serves (its worker is up), not at some guessed moment.
+      await new Promise<void>((resolve) =>
+        child.stdout.on("data", (chunk) => {
+          stdout += chunk
+          if (stdout.includes("serving cli-work")) resolve()
+        })
+      )
+      child.kill("SIGINT")
+      expect(await exited).toEqual({ code: 0, signal: null })
+      expect(stdout).toMatch(/effect-jobs: worker stopped\n$/)
+    } finally {
+      child.kill("SIGKILL")
+    }
+  })
+
+  it("a module that is missing or does not export queues and handlers, or an unmigrated schema: one line, exit 1", async () => {
+    await fails(["work", "test/fixtures/cli-work.ts", "--schema", "never_migrated"], /schema "never_migrated" has no effect-jobs tables/)
     await fails(["work", "test/fixtures/no-such-module.ts"], /cannot import test\/fixtures\/no-such-module\.ts/)
     await fails(["work", "test/fixtures/cli-work-empty.mjs"], /has no queues to serve: it must export default \{ queues/)
   })

@@ -522,19 +522,22 @@ const work = Command.make(
     const { schema } = yield* target(r)
     const m = yield* loadModule(module)
     const queues = Object.keys(m.queues)
+    // The database, the schema and a Jobs client, for the worker and the handlers.
     const base = Layer.merge(Jobs.layer, JobsAdmin.layer).pipe(Layer.provideMerge(connection(r, { maxConnections })))
     const WorkerLive = Worker.layer({ ...m.worker, queues: m.queues }).pipe(
-      Layer.provide(m.handlers as unknown as Layer.Layer<never, unknown, never>),
-      Layer.provideMerge(base)
+      Layer.provide(m.handlers as unknown as Layer.Layer<never, unknown, never>)
     )
-    yield* Effect.gen(function*() {
-      yield* requireMigrated(schema)
+    const serve = Effect.gen(function*() {
       const worker = yield* Worker.Worker
       yield* Console.log(`effect-jobs: worker ${worker.workerId} serving ${queues.join(", ")} in schema ${schema}; stop with Ctrl-C or SIGTERM`)
       return yield* Effect.never
-    }).pipe(
-      Effect.provide(WorkerLive),
-      // After the layer's release (the worker's graceful shutdown) has run.
+    })
+    yield* Effect.andThen(
+      requireMigrated(schema), // before the worker starts claiming from tables that are not there
+      serve.pipe(Effect.provide(WorkerLive))
+    ).pipe(
+      Effect.provide(base),
+      // After the layers' release (the worker's graceful shutdown) has run.
       Effect.onInterrupt(() =>
         Effect.andThen(Effect.sync(() => (stoppedGracefully = true)), Console.log("effect-jobs: worker stopped")))
     )
