@@ -8,7 +8,7 @@
  * length, so the declaration maps stay right), and the build fails if one is left.
  */
 import { execFileSync } from "node:child_process"
-import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { chmodSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 
@@ -42,4 +42,7 @@ if (left.length > 0) {
   console.error(`build: relative .ts specifiers left in ${left.join(", ")}`)
   process.exit(1)
 }
+// The command line (package.json "bin"): runnable as ./dist/cli/bin.js too, not only by `node` and npm's link.
+chmodSync(join(dist, "cli/bin.js"), 0o755)
+
 console.log(`build: dist/ written (${files.length} declaration files, ${rewritten} specifiers rewritten to .js)`)

@@ -6,6 +6,7 @@
 #   (b) type-check: the app's own tsc, strict, skipLibCheck false (the emitted .d.ts
 #       are checked too);
 #   (c) with only public imports (`from "effect-jobs"`, no deep imports);
+# (d) its `effect-jobs` bin runs (and without @effect/platform-node says it needs it);
 # and on a Node older than 22.19 (when the machine has one) the same app must exit
 # non-zero with the package's version message.
 #
@@ -74,6 +75,25 @@ case "$out" in
   *"$pkg/migrations/"*) ;;
   *) fail "the migrations were not read from the installed package ($pkg/migrations/)" ;;
 esac
+
+# (d) the command line (package.json "bin"): npm links it; without the optional peer
+# @effect/platform-node it says so in one line and exits 1; with it, it reads the
+# database the app migrated.
+bin="$app/node_modules/.bin/effect-jobs"
+[ -x "$bin" ] || fail "npm did not link the effect-jobs bin"
+set +e
+binout="$(cd "$app" && "$bin" --version 2>&1)"
+code=$?
+set -e
+[ "$code" = 1 ] && [ "$binout" = "effect-jobs: the command line needs @effect/platform-node next to effect-jobs: npm install @effect/platform-node" ] ||
+  { echo "$binout" >&2; fail "effect-jobs without @effect/platform-node: exit $code"; }
+(cd "$app" && quiet npm install --no-audit --no-fund --prefer-offline "@effect/platform-node@$(cd "$repo" && lock @effect/platform-node)")
+binout="$(cd "$app" && DATABASE_URL="${server%/*}/$db" "$bin" migrate --status 2>&1)" || { echo "$binout" >&2; fail "effect-jobs migrate --status"; }
+case "$binout" in
+  *"0 pending in schema effect_jobs"*) ;;
+  *) echo "$binout" >&2; fail "effect-jobs migrate --status did not list the app's migrations applied" ;;
+esac
+echo "(d) effect-jobs bin: the platform-node message without it; with it: $(echo "$binout" | tail -1)"
 
 # A Node older than 22.19, if this machine has one: the version message, exit non-zero.
 old=""

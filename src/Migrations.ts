@@ -16,13 +16,14 @@
  * @since 0.1.0
  */
 import { Effect, Layer } from "effect"
-import { SqlClient } from "effect/sql"
+import { SqlClient, type SqlError } from "effect/sql"
 import * as Migrator from "effect/sql/Migrator"
 import { readdir, readFile } from "node:fs/promises"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { type InvalidSchemaName, MigrationFailed } from "./Errors.ts"
 import { assertValid } from "./internal/schemaName.ts"
+import { migrationsApplied } from "./internal/Store.ts"
 import * as PgSchema from "./PgSchema.ts"
 
 /** The directory of the SQL files shipped with the package. */
@@ -116,6 +117,40 @@ export const sql = (schema: string = PgSchema.defaultName): Effect.Effect<string
       },
       catch: (cause) => new MigrationFailed({ message: `cannot read migrations in ${directory}`, cause })
     }))
+
+/** A migration the package ships, as `status` lists it. */
+export interface Migration {
+  /** The file's number: `1` for `0001_create_jobs.sql`. */
+  readonly id: number
+  readonly name: string
+}
+
+/** What `status` found: the versions recorded in the schema, and those the package ships that are not. */
+export interface Status {
+  /** Oldest first, with the time each was applied (versions unknown to this package included). */
+  readonly applied: ReadonlyArray<Migration & { readonly appliedAt: Date }>
+  /** Shipped with the package and not applied yet, in the order `run` would apply them. */
+  readonly pending: ReadonlyArray<Migration>
+}
+
+/**
+ * Which migrations the schema named by `PgSchema` has and which it lacks; reads
+ * only (a schema that does not exist has every migration pending).
+ */
+export const status: Effect.Effect<Status, MigrationFailed | SqlError.SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
+  const schema = assertValid(yield* PgSchema.PgSchema)
+  const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+  const rows = yield* migrationsApplied(sql, schema)
+  const files = yield* Effect.tryPromise({
+    try: () => readFiles(directory),
+    catch: (cause) => new MigrationFailed({ message: `cannot read migrations in ${directory}`, cause })
+  })
+  const done = new Set(rows.map((r) => r.migration_id))
+  return {
+    applied: rows.map((r) => ({ id: r.migration_id, name: r.name, appliedAt: r.created_at })),
+    pending: files.filter((f) => !done.has(f.id)).map(({ id, name }) => ({ id, name }))
+  }
+}).pipe(Effect.withSpan("Migrations.status"))
 
 /** Applies the migrations when built. */
 export const layer = Layer.effectDiscard(run)

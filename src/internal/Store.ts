@@ -1162,3 +1162,30 @@ export const makeManagement = (sql: SqlClient.SqlClient, schema: string): Manage
     leaderTryAcquire
   }
 }
+
+// ===========================================================================================
+// Migrations: which versions a schema has (for `Migrations.status`).
+// ===========================================================================================
+
+/** One row of a schema's `migrations` table (written by effect's `Migrator`). */
+export interface AppliedMigrationRow {
+  readonly migration_id: number
+  readonly name: string
+  readonly created_at: Date
+}
+
+/**
+ * The migrations recorded in the schema's `migrations` table, oldest first; none when the
+ * table (or the schema) does not exist. Read on a client without name transforms.
+ */
+export const migrationsApplied = (
+  sql: SqlClient.SqlClient,
+  schema: string
+): Effect.Effect<ReadonlyArray<AppliedMigrationRow>, SqlError.SqlError> =>
+  Effect.gen(function*() {
+    const table = qualify(schema, "migrations")
+    const [found] = yield* sql<{ readonly present: boolean }>`SELECT to_regclass(${table}) IS NOT NULL AS present`
+    if (found?.present !== true) return []
+    return yield* sql<AppliedMigrationRow>`
+      SELECT migration_id, name, created_at FROM ${sql.literal(table)} ORDER BY migration_id`
+  })
