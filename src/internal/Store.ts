@@ -611,15 +611,23 @@ export class JobStore extends Context.Service<JobStore, {
           SELECT id::text, name, state, result, errors FROM ${t.jobs}
           WHERE id IN (SELECT jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb)::bigint)`
 
+      /**
+       * An upsert that writes nothing new (`SET name = EXCLUDED.name`), for its RETURNING: on
+       * a conflict with a row another scheduler is inserting (or claiming a slot on) right now,
+       * DO UPDATE waits for that transaction and returns the row as committed, so a row always
+       * comes back. (`DO NOTHING` with a `UNION ALL SELECT` returned none then: the SELECT reads
+       * the statement's snapshot, taken before the other insert committed.)
+       */
       const periodicEnsure = (name: string, slot: number) =>
-        Effect.map(
+        Effect.flatMap(
           sql<{ readonly last_slot: Date }>`
-            WITH ins AS (
-              INSERT INTO ${t.periodic} (name, last_slot) VALUES (${name}, ${iso(slot)}::timestamptz)
-              ON CONFLICT (name) DO NOTHING RETURNING last_slot
-            )
-            SELECT last_slot FROM ins UNION ALL SELECT last_slot FROM ${t.periodic} WHERE name = ${name}`,
-          (rows) => rows[0]!.last_slot
+            INSERT INTO ${t.periodic} (name, last_slot) VALUES (${name}, ${iso(slot)}::timestamptz)
+            ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+            RETURNING last_slot`,
+          (rows) =>
+            rows[0] === undefined
+              ? Effect.die(new Error(`registering periodic schedule "${name}": the upsert returned no row`))
+              : Effect.succeed(rows[0].last_slot)
         )
 
       const periodicClaimSlot = (name: string, slot: number) =>
