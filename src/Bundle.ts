@@ -100,10 +100,15 @@ export const toLayer = <E = never, R = never>(
     const sql = yield* SqlClient.SqlClient
     const context = yield* Effect.context<R>()
 
-    /** Finishes what is pending, a few bundles per transaction; returns how many. */
-    const finishPending = Effect.gen(function*() {
+    /**
+     * One pass: the next few pending bundles after `afterId` (in id order), in one transaction.
+     * Returns the last id it locked (undefined: none left after `afterId`).
+     */
+    const finishPending = (afterId: string) => Effect.gen(function*() {
+      let lastId: string | undefined
       const done = yield* sql.withTransaction(Effect.gen(function*() {
-        const rows = yield* store.bundleLockFinished(20, [bundle.name])
+        const rows = yield* store.bundleLockFinished(20, [bundle.name], afterId)
+        lastId = rows.at(-1)?.id
         const finished: Array<{ readonly row: Finished; readonly followUpId: string | undefined }> = []
         for (const b of rows) {
           // Each bundle in a savepoint of its own: one whose onFinish (or follow-up) fails is
@@ -132,13 +137,18 @@ export const toLayer = <E = never, R = never>(
         yield* observer.bundleFinished?.({ id: row.id, name: row.name, total: row.total, counts: row.counts, followUpId }) ??
           Effect.void
       }
-      return done.length
+      return lastId
     })
 
+    /**
+     * Every pending bundle once, pass after pass in id order. A bundle whose finish step failed
+     * is left behind (it is tried again at the next drain), so however many fail, the ones after
+     * them are reached. (Stopping at a pass that finished nothing let 20 failing bundles with the
+     * lowest ids hold back every later one forever.)
+     */
     const drain = Effect.gen(function*() {
-      while ((yield* finishPending) > 0) {
-        // more may be pending
-      }
+      let afterId: string | undefined = "0"
+      while (afterId !== undefined) afterId = yield* finishPending(afterId)
     }).pipe(
       Effect.catchCause((cause) =>
         Effect.logError(`bundle finish step failed; will retry: ${Cause.pretty(cause)}`, { bundle: bundle.name }))

@@ -217,8 +217,15 @@ export class JobStore extends Context.Service<JobStore, {
   // -- bundles (src/Bundle.ts) --
   readonly bundleInsert: (name: string, total: number, metadata: unknown) => Effect.Effect<string, SqlError.SqlError>
   readonly bundleProgress: (id: string) => Effect.Effect<BundleProgressRow | undefined, SqlError.SqlError>
-  /** Finished bundles whose finish step has not run, locked for this transaction (SKIP LOCKED). */
-  readonly bundleLockFinished: (limit: number, names: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<BundleRow>, SqlError.SqlError>
+  /**
+   * Finished bundles whose finish step has not run, with an id above `afterId`, in id order,
+   * locked for this transaction (SKIP LOCKED).
+   */
+  readonly bundleLockFinished: (
+    limit: number,
+    names: ReadonlyArray<string>,
+    afterId: string
+  ) => Effect.Effect<ReadonlyArray<BundleRow>, SqlError.SqlError>
   readonly bundleMembers: (id: string) => Effect.Effect<ReadonlyArray<OutcomeRow>, SqlError.SqlError>
   readonly bundleMarkDone: (id: string, followUpId: string | null) => Effect.Effect<void, SqlError.SqlError>
   /** The schema's NOTIFY channels. */
@@ -659,10 +666,10 @@ export class JobStore extends Context.Service<JobStore, {
           (rows) => rows[0]
         )
 
-      const bundleLockFinished = (limit: number, names: ReadonlyArray<string>) =>
+      const bundleLockFinished = (limit: number, names: ReadonlyArray<string>, afterId: string) =>
         sql<BundleRow>`
           SELECT id::text, name, total, metadata, created_at, finished_at FROM ${t.bundles}
-          WHERE finished_at IS NOT NULL AND NOT follow_up_done
+          WHERE finished_at IS NOT NULL AND NOT follow_up_done AND id > ${afterId}::bigint
             AND remaining = 0 -- a member retried after the count reached 0 re-opens the bundle
             AND name IN (SELECT jsonb_array_elements_text(${JSON.stringify(names)}::jsonb))
           ORDER BY bundles.id LIMIT ${limit}
