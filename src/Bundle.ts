@@ -24,6 +24,7 @@ import { Cause, Duration, Effect, Layer, Option, Queue, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
 import { InvalidWorkerConfig } from "./Errors.ts"
 import * as Jobs from "./Jobs.ts"
+import { keepListening } from "./internal/listen.ts"
 import { JobStore, type OutcomeRow } from "./internal/Store.ts"
 import { Observer } from "./Observer.ts"
 
@@ -99,6 +100,7 @@ export const toLayer = <E = never, R = never>(
     const jobs = yield* Jobs.Jobs
     const sql = yield* SqlClient.SqlClient
     const context = yield* Effect.context<R>()
+    const observer = yield* Observer
 
     /**
      * One pass: the next few pending bundles after `afterId` (in id order), in one transaction.
@@ -132,7 +134,6 @@ export const toLayer = <E = never, R = never>(
         }
         return finished
       }))
-      const observer = yield* Observer
       for (const { row, followUpId } of done) {
         yield* observer.bundleFinished?.({ id: row.id, name: row.name, total: row.total, counts: row.counts, followUpId }) ??
           Effect.void
@@ -154,21 +155,21 @@ export const toLayer = <E = never, R = never>(
         Effect.logError(`bundle finish step failed; will retry: ${Cause.pretty(cause)}`, { bundle: bundle.name }))
     )
 
-    const listen = Effect.scoped(Effect.gen(function*() {
-      const notifications = yield* store.listenOn("bundle")
-      yield* drain
-      while (true) {
-        yield* Queue.take(notifications)
-        yield* Queue.clear(notifications)
-        yield* drain
-      }
-    })).pipe(
-      // A lost LISTEN connection (or one that cannot be opened) is reported, then retried.
-      Effect.tapCause((cause) =>
-        Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.flatMap(Observer, (observer) =>
-          observer.workerError("*", `bundle finisher "${bundle.name}": LISTEN lost; reconnecting`, Cause.squash(cause), "Warn"))),
-      Effect.retry(Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("5 seconds")])),
-      Effect.ignore
+    // A lost LISTEN connection (or one that cannot be opened) is reported to the Observer (the
+    // default one logs it), then opened again.
+    const listen = keepListening(
+      (cause) => observer.workerError("*", `bundle finisher "${bundle.name}": LISTEN lost; reconnecting`, Cause.squash(cause), "Warn"),
+      (established) =>
+        Effect.gen(function*() {
+          const notifications = yield* store.listenOn("bundle")
+          yield* established
+          yield* drain // anything that finished while we were not listening
+          while (true) {
+            yield* Queue.take(notifications)
+            yield* Queue.clear(notifications)
+            yield* drain
+          }
+        })
     )
     yield* Effect.forkScoped(listen)
     // Fallback for missed notifications (and poolers where LISTEN cannot work).
