@@ -24,6 +24,7 @@ import { Cause, Duration, Effect, Layer, Option, Queue, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
 import { InvalidWorkerConfig } from "./Errors.ts"
 import * as Jobs from "./Jobs.ts"
+import { keepListening } from "./internal/listen.ts"
 import { JobStore, type OutcomeRow } from "./internal/Store.ts"
 import { Observer } from "./Observer.ts"
 
@@ -99,11 +100,17 @@ export const toLayer = <E = never, R = never>(
     const jobs = yield* Jobs.Jobs
     const sql = yield* SqlClient.SqlClient
     const context = yield* Effect.context<R>()
+    const observer = yield* Observer
 
-    /** Finishes what is pending, a few bundles per transaction; returns how many. */
-    const finishPending = Effect.gen(function*() {
+    /**
+     * One pass: the next few pending bundles after `afterId` (in id order), in one transaction.
+     * Returns the last id it locked (undefined: none left after `afterId`).
+     */
+    const finishPending = (afterId: string) => Effect.gen(function*() {
+      let lastId: string | undefined
       const done = yield* sql.withTransaction(Effect.gen(function*() {
-        const rows = yield* store.bundleLockFinished(20, [bundle.name])
+        const rows = yield* store.bundleLockFinished(20, [bundle.name], afterId)
+        lastId = rows.at(-1)?.id
         const finished: Array<{ readonly row: Finished; readonly followUpId: string | undefined }> = []
         for (const b of rows) {
           // Each bundle in a savepoint of its own: one whose onFinish (or follow-up) fails is
@@ -127,38 +134,42 @@ export const toLayer = <E = never, R = never>(
         }
         return finished
       }))
-      const observer = yield* Observer
       for (const { row, followUpId } of done) {
         yield* observer.bundleFinished?.({ id: row.id, name: row.name, total: row.total, counts: row.counts, followUpId }) ??
           Effect.void
       }
-      return done.length
+      return lastId
     })
 
+    /**
+     * Every pending bundle once, pass after pass in id order. A bundle whose finish step failed
+     * is left behind (it is tried again at the next drain), so however many fail, the ones after
+     * them are reached. (Stopping at a pass that finished nothing let 20 failing bundles with the
+     * lowest ids hold back every later one forever.)
+     */
     const drain = Effect.gen(function*() {
-      while ((yield* finishPending) > 0) {
-        // more may be pending
-      }
+      let afterId: string | undefined = "0"
+      while (afterId !== undefined) afterId = yield* finishPending(afterId)
     }).pipe(
       Effect.catchCause((cause) =>
         Effect.logError(`bundle finish step failed; will retry: ${Cause.pretty(cause)}`, { bundle: bundle.name }))
     )
 
-    const listen = Effect.scoped(Effect.gen(function*() {
-      const notifications = yield* store.listenOn("bundle")
-      yield* drain
-      while (true) {
-        yield* Queue.take(notifications)
-        yield* Queue.clear(notifications)
-        yield* drain
-      }
-    })).pipe(
-      // A lost LISTEN connection (or one that cannot be opened) is reported, then retried.
-      Effect.tapCause((cause) =>
-        Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.flatMap(Observer, (observer) =>
-          observer.workerError("*", `bundle finisher "${bundle.name}": LISTEN lost; reconnecting`, Cause.squash(cause), "Warn"))),
-      Effect.retry(Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("5 seconds")])),
-      Effect.ignore
+    // A lost LISTEN connection (or one that cannot be opened) is reported to the Observer (the
+    // default one logs it), then opened again.
+    const listen = keepListening(
+      (cause) => observer.workerError("*", `bundle finisher "${bundle.name}": LISTEN lost; reconnecting`, Cause.squash(cause), "Warn"),
+      (established) =>
+        Effect.gen(function*() {
+          const notifications = yield* store.listenOn("bundle")
+          yield* established
+          yield* drain // anything that finished while we were not listening
+          while (true) {
+            yield* Queue.take(notifications)
+            yield* Queue.clear(notifications)
+            yield* drain
+          }
+        })
     )
     yield* Effect.forkScoped(listen)
     // Fallback for missed notifications (and poolers where LISTEN cannot work).

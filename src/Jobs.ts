@@ -21,6 +21,7 @@ import {
 } from "./Errors.ts"
 import type * as Job from "./Job.ts"
 import { currentTrace, isJobId, rowsOf } from "./internal/JobRow.ts"
+import { keepListening } from "./internal/listen.ts"
 import { JobStore, type JobState, type OutcomeRow } from "./internal/Store.ts"
 import { Observer } from "./Observer.ts"
 import { RequestId } from "./RequestId.ts"
@@ -170,6 +171,7 @@ const make = Effect.gen(function*() {
 
   // -- await: one LISTEN per client, started on first use; waiters re-check on every NOTIFY --
   const layerScope = yield* Scope.Scope
+  const observer = yield* Observer
   const waiters = new Map<string, Set<Deferred.Deferred<OutcomeRow | undefined>>>()
   let listener: Deferred.Deferred<void> | undefined
   const terminal = new Set<JobState>(["completed", "dead", "cancelled"])
@@ -192,21 +194,21 @@ const make = Effect.gen(function*() {
     if (listener !== undefined) return Deferred.await(listener)
     const ready = Deferred.makeUnsafe<void>()
     listener = ready
-    const listenLoop = Effect.scoped(Effect.gen(function*() {
-      const notifications = yield* store.listenOn("done")
-      Deferred.doneUnsafe(ready, Exit.void)
-      yield* checkWaiters // anything that finished while we were not listening
-      while (true) {
-        yield* Queue.take(notifications)
-        yield* Queue.clear(notifications) // many notifications, one check
-        yield* checkWaiters
-      }
-    }))
-    // Background failures go to the Observer (the default one logs them) and are retried.
+    // Background failures go to the Observer (the layer's; the default one logs them) and are retried.
     const reportFailure = (message: string) => (cause: Cause.Cause<unknown>) =>
-      Cause.hasInterruptsOnly(cause)
-        ? Effect.void
-        : Effect.flatMap(Observer, (observer) => observer.workerError("*", message, Cause.squash(cause), "Warn"))
+      Cause.hasInterruptsOnly(cause) ? Effect.void : observer.workerError("*", message, Cause.squash(cause), "Warn")
+    const listenLoop = keepListening(reportFailure("await: LISTEN lost; reconnecting"), (established) =>
+      Effect.gen(function*() {
+        const notifications = yield* store.listenOn("done")
+        yield* established
+        Deferred.doneUnsafe(ready, Exit.void)
+        yield* checkWaiters // anything that finished while we were not listening
+        while (true) {
+          yield* Queue.take(notifications)
+          yield* Queue.clear(notifications) // many notifications, one check
+          yield* checkWaiters
+        }
+      }))
     const recheck = Effect.repeat(
       checkWaiters.pipe(
         Effect.catchCause((cause) =>
@@ -216,12 +218,7 @@ const make = Effect.gen(function*() {
     )
     return Effect.gen(function*() {
       yield* Effect.forkIn(
-        listenLoop.pipe(
-          Effect.tapCause(reportFailure("await: LISTEN lost; reconnecting")),
-          Effect.retry(Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced("5 seconds")])),
-          Effect.ensuring(Effect.sync(() => Deferred.doneUnsafe(ready, Exit.void))),
-          Effect.ignore
-        ),
+        listenLoop.pipe(Effect.ensuring(Effect.sync(() => Deferred.doneUnsafe(ready, Exit.void)))),
         layerScope
       )
       yield* Effect.forkIn(recheck, layerScope)

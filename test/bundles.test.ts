@@ -3,7 +3,7 @@
  * workers; the finisher's poll interval (a Duration.Input, validated).
  */
 import { assert, layer } from "@effect/vitest"
-import { Deferred, Duration, Effect, Layer, Queue, Schema } from "effect"
+import { Deferred, Duration, Effect, Exit, Layer, Queue, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { Bundle, Job, Jobs, Observer } from "../src/index.ts"
 import * as TestDb from "./support/db.ts"
@@ -202,6 +202,72 @@ layer(TestLayer, { excludeTestServices: true })("bundles", (it) => {
       const e = yield* Effect.flip(jobs.bundleProgress("not-a-number"))
       assert.strictEqual(e._tag, "JobNotFound")
     }))
+
+  it.effect("45 bundles whose onFinish always fails, with the lowest ids, do not hold back a later one; they are retried", () =>
+    Effect.gen(function*() {
+      const Stubborn = Bundle.make("stubborn")
+      const jobs = yield* Jobs.Jobs
+      const bad: Array<string> = []
+      const members: Array<string> = []
+      // More than two passes of 20: the finisher's listener and its poll may each be in a pass at once.
+      for (let i = 0; i < 45; i++) {
+        const b = yield* jobs.enqueueBundle(Stubborn, [Jobs.entry(Part, { n: i })], { metadata: { fail: true } })
+        bad.push(b.bundleId)
+        members.push(...b.ids)
+      }
+      const good = yield* jobs.enqueueBundle(Stubborn, [Jobs.entry(Part, { n: 100 })], { metadata: { fail: false } })
+      members.push(...good.ids)
+      // Every bundle finished before any finisher runs: the 45 failing ones are all pending at its first look.
+      yield* Effect.scoped(Effect.gen(function*() {
+        yield* startWorker({ queues: { "b-parts": { concurrency: 4 } } }, Layer.merge(handlers, Layer.fresh(TestDb.pool())))
+        yield* Effect.forEach(members, (id) => jobs.await(Part, id), { concurrency: 8, discard: true })
+      }))
+      for (const id of [...bad, good.bundleId]) assert.isTrue((yield* jobs.bundleProgress(id)).finished, `bundle ${id} finished`)
+
+      const attempts = new Map<string, number>()
+      const retried = yield* Deferred.make<string>()
+      const allTried = yield* Deferred.make<void>()
+      const finishedIds: Array<string> = []
+      const goodDone = yield* Deferred.make<void>()
+      yield* Layer.build(
+        Bundle.toLayer(Stubborn, (finished) =>
+          Effect.suspend(() => {
+            if (!(finished.metadata as { fail: boolean }).fail) return Effect.succeed(undefined)
+            const n = (attempts.get(finished.id) ?? 0) + 1
+            attempts.set(finished.id, n)
+            if (attempts.size === bad.length) Deferred.doneUnsafe(allTried, Exit.void)
+            return Effect.andThen(n === 2 ? Deferred.succeed(retried, finished.id) : Effect.void, Effect.fail("onFinish bug"))
+          }), { pollInterval: "50 millis" }).pipe(
+            Layer.provide([
+              Observer.add({
+                ...Observer.noop,
+                bundleFinished: (b) =>
+                  Effect.andThen(Effect.sync(() => finishedIds.push(b.id)), Deferred.succeed(goodDone, undefined))
+              }),
+              Layer.fresh(TestDb.pool({ maxConnections: 3 }))
+            ])
+          )
+      )
+      yield* Deferred.await(goodDone).pipe(
+        Effect.timeoutOrElse({
+          duration: "20 seconds",
+          orElse: () => Effect.die(new Error(`the good bundle was never finished; failing ones tried: ${attempts.size}`))
+        })
+      )
+      assert.deepStrictEqual(finishedIds, [good.bundleId])
+      yield* Deferred.await(allTried)
+      assert.sameMembers(Array.from(attempts.keys()), bad, "every failing bundle was tried")
+      // the failing ones stay pending and are tried again
+      assert.include(bad, yield* Deferred.await(retried))
+      for (const id of bad) {
+        const progress = yield* jobs.bundleProgress(id)
+        assert.deepStrictEqual([progress.finished, progress.followUpId], [true, undefined])
+      }
+      const sql = yield* SqlClient.SqlClient
+      const pending = yield* sql<{ readonly n: number }>`
+        SELECT count(*)::int AS n FROM effect_jobs.bundles WHERE name = 'stubborn' AND NOT follow_up_done`
+      assert.strictEqual(pending[0]?.n, 45)
+    }), { timeout: 60_000 })
 
   it.effect("pollInterval: a Duration.Input; one that is not a finite, positive duration fails the layer (InvalidWorkerConfig)", () =>
     Effect.gen(function*() {

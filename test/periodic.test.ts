@@ -80,6 +80,47 @@ layer(Jobs.layer.pipe(Layer.provideMerge(TestDb.layer())), { excludeTestServices
     )
   }, { timeout: 60_000 })
 
+  it.effect("three schedulers registering a new schedule at the same moment: no error, round after round, one job per slot", () => {
+    const start = Math.ceil(startOfNextSecond() / 60_000) * 60_000 + 500
+    return withTestClock(
+      start,
+      Effect.gen(function*() {
+        const probe = yield* errorProbe
+        for (let round = 0; round < 10; round++) {
+          const name = `first-${round}`
+          const schedule = Periodic.make(Tick, { source: name }, { name, every: "1 minute" })
+          const now = yield* Clock.currentTimeMillis
+          const slot = (Math.floor(now / 60_000) + 1) * 60_000
+          yield* Effect.scoped(Effect.gen(function*() {
+            // Three "processes", each with a connection already open, so their registrations
+            // (the first statement each sends) reach the server together.
+            const pools = yield* Effect.forEach([1, 2, 3], () =>
+              Effect.tap(
+                Layer.build(Layer.fresh(TestDb.pool({ maxConnections: 2, connectTimeout: Duration.infinity }))),
+                (ctx) => Effect.provideContext(Effect.flatMap(SqlClient.SqlClient, (sql) => sql`SELECT 1`), ctx)
+              ))
+            const schedulers = yield* Effect.forEach(
+              pools,
+              (ctx) => Layer.build(Periodic.layer([schedule]).pipe(Layer.provide(probe.layer), Layer.provide(Layer.succeedContext(ctx)))),
+              { concurrency: "unbounded" }
+            )
+            // Registered everywhere, or the first error (a failed registration restarts the scheduler
+            // after a pause on the TestClock, which does not move here).
+            yield* Effect.raceFirst(
+              Effect.forEach(schedulers, ready, { concurrency: "unbounded", discard: true }),
+              Effect.flatMap(Queue.take(probe.errors), (e) => Effect.die(new Error(`round ${round}: ${e}`)))
+            )
+            const rows = yield* advanceUntil(Effect.map(slotsOf(name), (r) => some(r, 1)), { step: "5 seconds", limit: slot })
+            assert.deepStrictEqual(rows, [{ slot: iso(slot), n: 1 }], `round ${round}`)
+          }))
+          // The schedulers are stopped: what is committed is final.
+          assert.deepStrictEqual(yield* slotsOf(name), [{ slot: iso(slot), n: 1 }], `round ${round}: one job, for its slot`)
+          assert.deepStrictEqual(yield* Queue.clear(probe.errors), [], `round ${round}: no error reported`)
+        }
+      })
+    )
+  }, { timeout: 60_000 })
+
   it.effect("missed slots: skip resumes with the next slot; enqueue-last enqueues the latest missed one once", () => {
     const start = Math.ceil(startOfNextSecond() / 60_000) * 60_000 + 500
     return withTestClock(

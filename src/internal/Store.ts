@@ -217,8 +217,15 @@ export class JobStore extends Context.Service<JobStore, {
   // -- bundles (src/Bundle.ts) --
   readonly bundleInsert: (name: string, total: number, metadata: unknown) => Effect.Effect<string, SqlError.SqlError>
   readonly bundleProgress: (id: string) => Effect.Effect<BundleProgressRow | undefined, SqlError.SqlError>
-  /** Finished bundles whose finish step has not run, locked for this transaction (SKIP LOCKED). */
-  readonly bundleLockFinished: (limit: number, names: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<BundleRow>, SqlError.SqlError>
+  /**
+   * Finished bundles whose finish step has not run, with an id above `afterId`, in id order,
+   * locked for this transaction (SKIP LOCKED).
+   */
+  readonly bundleLockFinished: (
+    limit: number,
+    names: ReadonlyArray<string>,
+    afterId: string
+  ) => Effect.Effect<ReadonlyArray<BundleRow>, SqlError.SqlError>
   readonly bundleMembers: (id: string) => Effect.Effect<ReadonlyArray<OutcomeRow>, SqlError.SqlError>
   readonly bundleMarkDone: (id: string, followUpId: string | null) => Effect.Effect<void, SqlError.SqlError>
   /** The schema's NOTIFY channels. */
@@ -611,15 +618,23 @@ export class JobStore extends Context.Service<JobStore, {
           SELECT id::text, name, state, result, errors FROM ${t.jobs}
           WHERE id IN (SELECT jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb)::bigint)`
 
+      /**
+       * An upsert that writes nothing new (`SET name = EXCLUDED.name`), for its RETURNING: on
+       * a conflict with a row another scheduler is inserting (or claiming a slot on) right now,
+       * DO UPDATE waits for that transaction and returns the row as committed, so a row always
+       * comes back. (`DO NOTHING` with a `UNION ALL SELECT` returned none then: the SELECT reads
+       * the statement's snapshot, taken before the other insert committed.)
+       */
       const periodicEnsure = (name: string, slot: number) =>
-        Effect.map(
+        Effect.flatMap(
           sql<{ readonly last_slot: Date }>`
-            WITH ins AS (
-              INSERT INTO ${t.periodic} (name, last_slot) VALUES (${name}, ${iso(slot)}::timestamptz)
-              ON CONFLICT (name) DO NOTHING RETURNING last_slot
-            )
-            SELECT last_slot FROM ins UNION ALL SELECT last_slot FROM ${t.periodic} WHERE name = ${name}`,
-          (rows) => rows[0]!.last_slot
+            INSERT INTO ${t.periodic} (name, last_slot) VALUES (${name}, ${iso(slot)}::timestamptz)
+            ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+            RETURNING last_slot`,
+          (rows) =>
+            rows[0] === undefined
+              ? Effect.die(new Error(`registering periodic schedule "${name}": the upsert returned no row`))
+              : Effect.succeed(rows[0].last_slot)
         )
 
       const periodicClaimSlot = (name: string, slot: number) =>
@@ -651,10 +666,10 @@ export class JobStore extends Context.Service<JobStore, {
           (rows) => rows[0]
         )
 
-      const bundleLockFinished = (limit: number, names: ReadonlyArray<string>) =>
+      const bundleLockFinished = (limit: number, names: ReadonlyArray<string>, afterId: string) =>
         sql<BundleRow>`
           SELECT id::text, name, total, metadata, created_at, finished_at FROM ${t.bundles}
-          WHERE finished_at IS NOT NULL AND NOT follow_up_done
+          WHERE finished_at IS NOT NULL AND NOT follow_up_done AND id > ${afterId}::bigint
             AND remaining = 0 -- a member retried after the count reached 0 re-opens the bundle
             AND name IN (SELECT jsonb_array_elements_text(${JSON.stringify(names)}::jsonb))
           ORDER BY bundles.id LIMIT ${limit}
