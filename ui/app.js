@@ -362,6 +362,7 @@ async function start() {
 
 addEventListener("hashchange", () => {
   say("")
-  render()
+  if (location.hash.startsWith("#token=")) start()
+  else render()
 })
 start()
