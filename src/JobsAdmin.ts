@@ -91,6 +91,11 @@ export interface ListOptions {
   readonly queue?: string | undefined
   /** The job's name (`Job.make(name, ...)`). */
   readonly name?: string | undefined
+  /**
+   * Only jobs enqueued with this `uniqueKey` (of any name and state). No index covers
+   * it on its own: give a `state` or `queue` too on a large table.
+   */
+  readonly uniqueKey?: string | undefined
   /** Page size, 1 to 1000; default 50. */
   readonly limit?: number | undefined
   /** The `next` of the previous page. */
@@ -293,7 +298,7 @@ const make = Effect.gen(function*() {
         })
       }
     }
-    for (const [label, value] of [["queue", options.queue], ["name", options.name]] as const) {
+    for (const [label, value] of [["queue", options.queue], ["name", options.name], ["uniqueKey", options.uniqueKey]] as const) {
       if (value !== undefined && (typeof value !== "string" || badText.test(value))) {
         return yield* new InvalidAdminRequest({ message: `${label} must be a string without NUL or unpaired surrogates` })
       }
@@ -306,6 +311,7 @@ const make = Effect.gen(function*() {
       states,
       queue: options.queue,
       name: options.name,
+      uniqueKey: options.uniqueKey,
       after: options.cursor,
       order,
       limit

@@ -133,7 +133,16 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
       assert.strictEqual(scheduled.jobs.length, 1)
       assert.strictEqual(scheduled.next, undefined)
 
-      for (const bad of [{ limit: 0 }, { limit: 1001 }, { limit: 1.5 }, { state: "sleeping" as never }, { cursor: "x" }]) {
+      const keyed = yield* jobs.enqueue(Keyed, {}, { queue: "adm-list", uniqueKey: "list:key" })
+      const byKey = yield* admin.list({ uniqueKey: "list:key" })
+      assert.deepStrictEqual(byKey.jobs.map((j) => j.id), [keyed], "uniqueKey: that job only")
+      assert.strictEqual((yield* admin.list({ uniqueKey: "list:other" })).jobs.length, 0)
+
+      for (
+        const bad of [{ limit: 0 }, { limit: 1001 }, { limit: 1.5 }, { state: "sleeping" as never }, { cursor: "x" }, {
+          uniqueKey: "a\u0000b"
+        }]
+      ) {
         const error = yield* Effect.flip(admin.list(bad))
         assert.strictEqual(error._tag, "InvalidAdminRequest")
         expect(error.message.length).toBeGreaterThan(10)

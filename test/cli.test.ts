@@ -141,7 +141,7 @@ beforeAll(async () => {
 
 afterAll(() => Effect.runPromise(Scope.close(scope, Exit.void)))
 
-const commands = ["migrate", "status", "list", "get", "retry", "cancel", "delete", "prune", "pause", "resume", "enqueue", "work"]
+const commands = ["migrate", "status", "list", "get", "retry", "cancel", "delete", "prune", "pause", "resume", "enqueue", "work", "dashboard"]
 
 describe("the framework's parts", () => {
   it("--help on the root and on every command: usage, exit 0", async () => {
@@ -442,5 +442,79 @@ describe("work", () => {
     await fails(["work", "test/fixtures/cli-work.ts", "--schema", "never_migrated"], /schema "never_migrated" has no effect-jobs tables/)
     await fails(["work", "test/fixtures/no-such-module.ts"], /cannot import test\/fixtures\/no-such-module\.ts/)
     await fails(["work", "test/fixtures/cli-work-empty.mjs"], /has no queues to serve: it must export default \{ queues/)
+  })
+})
+
+describe("dashboard", () => {
+  /** Starts `dashboard args...`; resolves once it prints its address (it listens then). */
+  const start = async (args: ReadonlyArray<string>, env: Record<string, string> = {}) => {
+    const child = spawn(process.execPath, [bin, "dashboard", "--port", "0", ...args], {
+      cwd: root,
+      env: { ...childEnv(), DATABASE_URL: databaseUrl, ...env },
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let stdout = ""
+    let stderr = ""
+    child.stderr.on("data", (chunk) => (stderr += chunk))
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      child.on("close", (code, signal) => resolve({ code, signal }))
+    )
+    const url = await new Promise<string>((resolve, reject) => {
+      child.stdout.on("data", (chunk) => {
+        stdout += chunk
+        const m = /dashboard on (http:\/\/\S+\/) /.exec(stdout)
+        if (m) resolve(m[1]!)
+      })
+      exited.then(() => reject(new Error(`dashboard exited: ${stderr}`)))
+    })
+    return { child, url, exited, output: () => ({ stdout, stderr }) }
+  }
+
+  it("serves the UI and the API on 127.0.0.1; --read-only refuses changes; SIGTERM stops it, exit 0", async () => {
+    const { child, exited, output, url } = await start(["--read-only"])
+    try {
+      expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/)
+      const page = await fetch(url)
+      expect(page.status).toBe(200)
+      expect(await page.text()).toContain(`<base href="/">`)
+      const queues = await fetch(`${url}api/queues`)
+      expect(queues.status).toBe(200)
+      expect(Array.isArray(((await queues.json()) as any).queues)).toBe(true)
+      const refused = await fetch(`${url}api/queues/cli-dash/pause`, { method: "POST" })
+      expect(refused.status).toBe(403)
+      expect((await okJson(["status"])).queues.find((q: any) => q.name === "cli-dash")).toBeUndefined()
+      child.kill("SIGTERM")
+      expect(await exited).toEqual({ code: 0, signal: null })
+      expect(output().stdout).toMatch(/\(read-only\); stop with Ctrl-C or SIGTERM\n[^]*effect-jobs: dashboard stopped\n$/)
+      expect(output().stderr).toBe("")
+    } finally {
+      child.kill("SIGKILL")
+    }
+  })
+
+  it("a token from EFFECT_JOBS_DASHBOARD_TOKEN guards the API; changes pass with it", async () => {
+    const { child, exited, url } = await start(["--prefix", "/ops"], { EFFECT_JOBS_DASHBOARD_TOKEN: "cli-token-123" })
+    try {
+      expect(url).toMatch(/\/ops\/$/)
+      expect((await fetch(`${url}api/queues`)).status).toBe(401)
+      const paused = await fetch(`${url}api/queues/cli-dash-token/pause`, {
+        method: "POST",
+        headers: { authorization: "Bearer cli-token-123" }
+      })
+      expect(paused.status).toBe(204)
+      expect((await okJson(["status"])).queues.find((q: any) => q.name === "cli-dash-token")?.paused).toBe(true)
+      child.kill("SIGINT")
+      expect(await exited).toEqual({ code: 0, signal: null })
+    } finally {
+      child.kill("SIGKILL")
+    }
+  })
+
+  it("a host other than loopback without a token, a bad port or prefix, an unmigrated schema: one line, exit 1", async () => {
+    await fails(["dashboard", "--host", "0.0.0.0"], /--host 0\.0\.0\.0 lets other machines reach the dashboard: give it a token/)
+    await fails(["dashboard", "--port", "70000"], /--port must be 0 to 65535/)
+    await fails(["dashboard", "--prefix", "jobs"], /--prefix must be a path like \/jobs/)
+    await fails(["dashboard", "--token", "short"], /--token must be at least 8 characters/)
+    await fails(["dashboard", "--schema", "never_migrated"], /schema "never_migrated" has no effect-jobs tables/)
   })
 })

@@ -10,13 +10,17 @@
  *
  * @since 0.1.0
  */
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Config, Console, type Duration, Effect, Exit, Layer, Option, Runtime, Schema } from "effect"
 import { Argument, CliConfig, CliOutput, Command, Flag, GlobalFlag } from "effect/cli"
+import { HttpRouter, HttpServer } from "effect/http"
+import { createServer } from "node:http"
 import { readFileSync } from "node:fs"
 import { isAbsolute, resolve } from "node:path"
 import { pathToFileURL } from "node:url"
+import * as Dashboard from "../Dashboard.ts"
 import * as Database from "../Database.ts"
 import * as Job from "../Job.ts"
 import * as Jobs from "../Jobs.ts"
@@ -544,10 +548,89 @@ const work = Command.make(
   })
 ).pipe(Command.withDescription("Run a worker for the queues and handlers a module exports, until SIGTERM or SIGINT"))
 
+// -- dashboard --------------------------------------------------------------------------------
+
+/** Whether the dashboard listens on this machine only. */
+const isLoopback = (host: string) => host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host)
+
+const dashboard = Command.make(
+  "dashboard",
+  {
+    port: Flag.Int("port").pipe(Flag.withDescription("The TCP port (0: any free port)"), Flag.withDefault(4000)),
+    host: Flag.String("host").pipe(
+      Flag.withDescription("The address to listen on (default 127.0.0.1; any other than loopback needs --token)"),
+      Flag.withDefault("127.0.0.1")
+    ),
+    readOnly: Flag.Boolean("read-only").pipe(
+      Flag.withDescription("Refuse every change (retry, cancel, delete, pause, resume): look only"),
+      Flag.withDefault(false)
+    ),
+    token: Flag.String("token").pipe(
+      Flag.withDescription("Ask for this bearer token (default: $EFFECT_JOBS_DASHBOARD_TOKEN; prefer it: a flag shows in ps)"),
+      Flag.withFallbackConfig(Config.String("EFFECT_JOBS_DASHBOARD_TOKEN")),
+      Flag.optional
+    ),
+    hideArgs: Flag.String("hide-args").pipe(
+      Flag.withDescription("Never show the arguments and results of these queues (comma-separated)"),
+      Flag.optional
+    ),
+    prefix: Flag.String("prefix").pipe(Flag.withDescription("Serve under this path, e.g. /jobs"), Flag.withDefault(""))
+  },
+  Effect.fn(function*({ hideArgs, host, port, prefix, readOnly, token }) {
+    const r = yield* root
+    const { schema } = yield* target(r)
+    if (!Number.isInteger(port) || port < 0 || port > 65535) {
+      return yield* new Usage({ message: `--port must be 0 to 65535, got ${port}` })
+    }
+    if (!isLoopback(host) && Option.isNone(token)) {
+      return yield* new Usage({
+        message: `--host ${host} lets other machines reach the dashboard: give it a token ` +
+          `(--token, or EFFECT_JOBS_DASHBOARD_TOKEN), or keep the default 127.0.0.1`
+      })
+    }
+    if (Option.isSome(token) && token.value.length < 8) {
+      return yield* new Usage({ message: "--token must be at least 8 characters" })
+    }
+    if (prefix !== "" && !/^\/[A-Za-z0-9._~\-/]*$/.test(prefix)) {
+      return yield* new Usage({ message: `--prefix must be a path like /jobs, got ${JSON.stringify(prefix)}` })
+    }
+    const options: Dashboard.Options = {
+      prefix,
+      readOnly,
+      hideArgs: Option.match(hideArgs, {
+        onNone: () => [],
+        onSome: (text) => text.split(",").map((q) => q.trim()).filter((q) => q !== "")
+      }),
+      ...(Option.isSome(token) ? { auth: { token: token.value } } : {}),
+      // On loopback, only loopback names: a page on another site cannot rebind its name to 127.0.0.1.
+      ...(isLoopback(host) ? { hosts: ["127.0.0.1", "localhost", "[::1]", host.includes(":") ? `[${host}]` : host] } : {})
+    }
+    const ServerLive = HttpRouter.serve(Dashboard.layer(options), { disableListenLog: true, disableLogger: true }).pipe(
+      Layer.provideMerge(NodeHttpServer.layer(createServer, { port, host }))
+    )
+    const serve = Effect.gen(function*() {
+      const address = (yield* HttpServer.HttpServer).address
+      const where = address._tag === "UnixPathAddress"
+        ? address.path
+        : `http://${host.includes(":") ? `[${host}]` : host}:${address.port}${prefix.replace(/\/+$/, "")}/`
+      yield* Console.log(
+        `effect-jobs: dashboard on ${where} for schema ${schema}` +
+          `${readOnly ? " (read-only)" : ""}${Option.isSome(token) ? " (token required)" : ""}; stop with Ctrl-C or SIGTERM`
+      )
+      return yield* Effect.never
+    })
+    yield* Effect.andThen(requireMigrated(schema), serve.pipe(Effect.provide(ServerLive))).pipe(
+      Effect.provide(JobsAdmin.layer.pipe(Layer.provideMerge(connection(r, { maxConnections: 5 })))),
+      Effect.onInterrupt(() =>
+        Effect.andThen(Effect.sync(() => (stoppedGracefully = true)), Console.log("effect-jobs: dashboard stopped")))
+    )
+  })
+).pipe(Command.withDescription("Serve the web dashboard (queues, jobs, retry, cancel, pause) until SIGTERM or SIGINT"))
+
 // -- running --------------------------------------------------------------------------------
 
 const cli = root.pipe(
-  Command.withSubcommands([migrate, status, list, get, retry, cancel, deleteCommand, prune, pause, resume, enqueue, work])
+  Command.withSubcommands([migrate, status, list, get, retry, cancel, deleteCommand, prune, pause, resume, enqueue, work, dashboard])
 )
 
 /** The messages of an error and its causes (and a SqlError's reason), never an object dump. */

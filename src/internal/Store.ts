@@ -753,6 +753,8 @@ export interface JobListFilter {
   readonly states: ReadonlyArray<JobState> | undefined
   readonly queue: string | undefined
   readonly name: string | undefined
+  /** Only the jobs with this unique key (any name, any state). */
+  readonly uniqueKey?: string | undefined
   /** Keyset cursor: only ids below (newest first) or above (oldest first) this one. */
   readonly after: string | undefined
   readonly order: "newest" | "oldest"
@@ -890,6 +892,7 @@ export const makeManagement = (sql: SqlClient.SqlClient, schema: string): Manage
     if (f.states !== undefined) where.push(sql`state IN ${sql.in(f.states)}`)
     if (f.queue !== undefined) where.push(sql`queue = ${f.queue}`)
     if (f.name !== undefined) where.push(sql`name = ${f.name}`)
+    if (f.uniqueKey !== undefined) where.push(sql`unique_key = ${f.uniqueKey}`)
     if (f.after !== undefined) {
       where.push(f.order === "newest" ? sql`id < ${f.after}::bigint` : sql`id > ${f.after}::bigint`)
     }
