@@ -2,7 +2,7 @@
  * `npm run api-check`: docs/api.md lists every export of the package, and nothing else.
  *
  * Reads the real exports from the built declaration files (run `npm run build` first;
- * the npm script does): `dist/index.d.ts` gives the modules (`export * as X from
+ * the npm script does): each entry point of package.json `exports` (`dist/index.d.ts`, `dist/entry/dashboard.d.ts`) gives the modules (`export * as X from
  * "./X.js"`) and the top-level ones (`export * from "./Errors.js"`), and each module's
  * `.d.ts` its exports, values and types apart. The value exports are checked against the
  * runtime keys of `await import("../dist/index.js")`, so a line this parser misses
@@ -112,36 +112,60 @@ const exportsOf = (file: string): Exports => {
   return exports
 }
 
+/**
+ * The package's entry points: "." and each subpath of package.json `exports` (other than
+ * ./package.json), as the declaration file and the module their `types` and `default` name.
+ */
+const entries: Array<{ readonly subpath: string; readonly types: string; readonly js: string }> = []
+const manifest = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as {
+  readonly exports: Record<string, string | { readonly types?: string; readonly default?: string }>
+}
+for (const [subpath, target] of Object.entries(manifest.exports)) {
+  if (typeof target === "string" || target.types === undefined || target.default === undefined) continue
+  entries.push({ subpath, types: join(root, target.types), js: join(root, target.default) })
+}
+
 /** Module namespace name to its exports; `topLevelSection` for those re-exported at the top. */
 const modules = new Map<string, Exports>()
 const topLevel: Exports = new Map()
-for (const statement of exportStatements(readFileSync(index, "utf8"))) {
-  let m: RegExpMatchArray | null
-  if ((m = statement.match(/^export\s+\*\s+as\s+([A-Za-z_$][\w$]*)\s+from\s+(["'])([^"']+)\2/))) {
-    seen.clear()
-    modules.set(group(m, 1), exportsOf(join(dist, group(m, 3).replace(/\.js$/, ".d.ts"))))
-  } else if ((m = statement.match(/^export\s+\*\s+from\s+(["'])([^"']+)\1/))) {
-    seen.clear()
-    for (const [key, kind] of exportsOf(join(dist, group(m, 2).replace(/\.js$/, ".d.ts")))) topLevel.set(key, kind)
-  } else if (!/^export\s*\{\s*\};?$/.test(statement)) {
-    problems.push(`parser: index.d.ts: an export statement this script does not read: ${statement}`)
+for (const entry of entries) {
+  if (!existsSync(entry.types)) {
+    problems.push(`parser: ${relative(root, entry.types)} (the types of "${entry.subpath}") not found`)
+    continue
+  }
+  for (const statement of exportStatements(readFileSync(entry.types, "utf8"))) {
+    let m: RegExpMatchArray | null
+    if ((m = statement.match(/^export\s+\*\s+as\s+([A-Za-z_$][\w$]*)\s+from\s+(["'])([^"']+)\2/))) {
+      seen.clear()
+      if (modules.has(group(m, 1))) problems.push(`parser: module ${group(m, 1)} is exported by two entry points`)
+      modules.set(group(m, 1), exportsOf(join(dirname(entry.types), group(m, 3).replace(/\.js$/, ".d.ts"))))
+    } else if ((m = statement.match(/^export\s+\*\s+from\s+(["'])([^"']+)\1/)) && entry.subpath === ".") {
+      seen.clear()
+      for (const [key, kind] of exportsOf(join(dirname(entry.types), group(m, 2).replace(/\.js$/, ".d.ts")))) topLevel.set(key, kind)
+    } else if (!/^export\s*\{\s*\};?$/.test(statement)) {
+      problems.push(`parser: ${relative(root, entry.types)}: an export statement this script does not read: ${statement}`)
+    }
   }
 }
 
 // --- The same, at run time: catches what the parser missed ----------------------------
 
-const runtime: Record<string, unknown> = await import(pathToFileURL(join(dist, "index.js")).href)
 const sorted = (keys: Iterable<string>) => [...keys].sort()
 const compare = (where: string, parsed: Array<string>, actual: Array<string>) => {
   for (const key of actual) if (!parsed.includes(key)) problems.push(`parser: ${where}${key} exists at run time but was not read from the .d.ts`)
   for (const key of parsed) if (!actual.includes(key)) problems.push(`parser: ${where}${key} read as a value from the .d.ts but absent at run time`)
 }
 const valuesOf = (exports: Exports) => sorted([...exports].filter(([, kind]) => kind === "value").map(([key]) => key))
-compare("", sorted([...modules.keys(), ...valuesOf(topLevel)]), sorted(Object.keys(runtime)))
-for (const [module, exports] of modules) {
-  const namespace = runtime[module]
-  if (typeof namespace === "object" && namespace !== null) compare(`${module}.`, valuesOf(exports), sorted(Object.keys(namespace)))
+const runtimeKeys: Array<string> = []
+for (const entry of entries) {
+  const runtime: Record<string, unknown> = await import(pathToFileURL(entry.js).href)
+  runtimeKeys.push(...Object.keys(runtime))
+  for (const [module, exports] of modules) {
+    const namespace = runtime[module]
+    if (typeof namespace === "object" && namespace !== null) compare(`${module}.`, valuesOf(exports), sorted(Object.keys(namespace)))
+  }
 }
+compare("", sorted([...modules.keys(), ...valuesOf(topLevel)]), sorted(runtimeKeys))
 
 // --- docs/api.md ----------------------------------------------------------------------
 

@@ -10,7 +10,6 @@
 import "./internal/nodeVersion.ts"
 
 export * as Bundle from "./Bundle.ts"
-export * as Dashboard from "./Dashboard.ts"
 export * as Database from "./Database.ts"
 export * from "./Errors.ts"
 export * as Job from "./Job.ts"

@@ -3,7 +3,7 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { Context, Effect, Layer } from "effect"
 import { HttpRouter, HttpServer } from "effect/http"
 import { createServer } from "node:http"
-import * as Dashboard from "../../src/Dashboard.ts"
+import { Dashboard } from "../../src/entry/dashboard.ts"
 import * as JobsAdmin from "../../src/JobsAdmin.ts"
 import { JobStore } from "../../src/internal/Store.ts"
 
