@@ -6,6 +6,10 @@
 import { Effect, Exit, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { Database, Job, Jobs, Migrations, Worker } from "effect-jobs"
+import type { Dashboard } from "effect-jobs/dashboard"
+
+/** The dashboard's subpath type-checks too (its layer's type, from the installed .d.ts). */
+export type DashboardLayer = typeof Dashboard.layer
 
 const Greet = Job.make("consumer-check-greet", {
   args: Schema.Struct({ name: Schema.String }),
@@ -39,6 +43,10 @@ const program = Effect.gen(function*() {
   const done = yield* runOne
   console.log(`consumer check: ${applied.length} migrations applied from ${Migrations.directory}; ${done}`)
 })
+
+// The subpath resolves at run time on plain Node, to the installed dist/.
+const dashboard = await import("effect-jobs/dashboard")
+if (typeof dashboard.Dashboard.layer !== "function") throw new Error("effect-jobs/dashboard has no Dashboard.layer")
 
 const url = process.env["DATABASE_URL"]
 if (url === undefined) throw new Error("DATABASE_URL is not set")
