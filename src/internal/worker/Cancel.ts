@@ -25,16 +25,17 @@ export const make = (deps: {
 (id: string): Effect.Effect<void> =>
   Effect.suspend(() => {
     const { completer, held, observer, producers, running } = deps
+    const h = held.get(id)
     // Not ours, or its run is over and its outcome on its way (that write checks the request).
-    if (!held.tokens.has(id) || held.writing.has(id)) return Effect.void
-    const row = producers.takeBuffered(id)
-    if (row !== undefined) {
-      held.tokens.delete(id)
+    if (h === undefined || h.phase === "writing") return Effect.void
+    if (h.phase === "buffered" && producers.takeBuffered(h)) {
+      held.remove(h)
+      const row = h.row
       return Effect.flatMap(Clock.currentTimeMillis, (now) => {
         const outcome = cancelledByRequest(row, now, "cancelled before it started")
         return completer.submit(outcome.row, (applied) => applied ? report(observer, info(row), outcome, 0, applied) : Effect.void)
       })
     }
-    held.cancelling.add(id)
+    h.cancelling = true
     return running.interrupt(id)
   })

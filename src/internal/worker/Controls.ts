@@ -111,14 +111,14 @@ export const make = Effect.fnUntraced(function*(deps: {
   // or for `listen: false`). One small statement per worker per interval.
   const controlPoll = pausing.withPermits(1)(Effect.gen(function*() {
     const names = producers.served()
-    const result = yield* store.workerControlPoll(names, Array.from(held.tokens.keys()))
+    const result = yield* store.workerControlPoll(names, held.ids())
     const before = paused.globally
     paused.globally = result.paused
     for (const name of names) if (before.has(name) !== result.paused.has(name)) producers.get(name)?.notify()
     return result.cancel
   })).pipe(
     Effect.flatMap((ids) =>
-      Effect.forEach(ids, (id) => (held.cancelling.has(id) ? Effect.void : Effect.forkChild(cancel(id))), { discard: true })),
+      Effect.forEach(ids, (id) => (held.get(id)?.cancelling === true ? Effect.void : Effect.forkChild(cancel(id))), { discard: true })),
     Effect.catchCause((cause) => observer.workerError("*", "control poll failed", Cause.squash(cause), "Warn"))
   )
   const controlMillis = () =>

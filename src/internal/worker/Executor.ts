@@ -20,7 +20,7 @@ import { handlerKeyPrefix } from "../handlerKey.ts"
 import { cancelledByRequest, classify, completedWithoutResult, DeadOnArrival, type Outcome } from "../Outcome.ts"
 import * as RunSpan from "../RunSpan.ts"
 import type { Applied, ClaimedJobRow } from "../Store.ts"
-import type { HeldJobs } from "./Held.ts"
+import type { Held, HeldJobs } from "./Held.ts"
 
 /** Handlers provided to the worker's layer, found by their job name. */
 export const collectHandlers = (context: Context.Context<never>): ReadonlyMap<string, Job.RegisteredHandler> => {
@@ -100,7 +100,7 @@ export interface Executor {
    * and handed to the completer uninterruptibly, so an interrupted run (shutdown) still
    * returns its job to the queue.
    */
-  readonly run: (row: ClaimedJobRow, slot: { readonly release: () => void }) => Effect.Effect<void>
+  readonly run: (held: Held, slot: { readonly release: () => void }) => Effect.Effect<void>
 }
 
 export const make = (deps: {
@@ -127,8 +127,9 @@ export const make = (deps: {
     return lastHandler
   }
 
-  const run = (row: ClaimedJobRow, slot: { readonly release: () => void }) =>
+  const run = (h: Held, slot: { readonly release: () => void }) =>
     Effect.uninterruptibleMask((restore) => {
+      const row = h.row
       // Written as a chain rather than a generator, with the clock read directly: this runs
       // once per job, and every Effect step counts (see BENCHMARKS.md, "Where the time goes").
       const handler = handlerOf(row.name)
@@ -141,15 +142,15 @@ export const make = (deps: {
       return (onStart === Effect.void ? exited : Effect.andThen(onStart, exited)).pipe(
         Effect.flatMap((exit) => {
           if (cell.span !== undefined) RunSpan.end(cell.span, exit, nowNanos)
-          if (held.lost.has(row.id)) return Effect.void // another worker runs it now; nothing of ours may be written
+          if (h.lost) return Effect.void // another worker runs it now; nothing of ours may be written
           const now = clock.currentTimeMillisUnsafe()
-          const outcome = held.cancelling.has(row.id) && Exit.hasInterrupts(exit)
+          const outcome = h.cancelling && Exit.hasInterrupts(exit)
             ? cancelledByRequest(row, now, "cancelled while running")
             : completedWithoutResult(row, handler?.job, exit) ?? classify(row, handler?.job, exit, now)
           const submit = (o: Outcome) => {
-            held.writing.set(row.id, row.claim_count)
+            h.phase = "writing"
             completer.submitUnsafe(o.row, (applied) => {
-              held.written(row.id, row.claim_count)
+              held.remove(h) // written (or given up): no longer ours to hold
               // the run's duration: from its start until its outcome was written (now)
               return applied ? report(observer, job, o, clock.currentTimeMillisUnsafe() - started, applied) : Effect.void
             })
@@ -159,7 +160,8 @@ export const make = (deps: {
           return Effect.void
         }),
         Effect.ensuring(Effect.sync(() => {
-          held.ended(row.id, row.claim_count)
+          // An outcome on its way keeps the job held until it is written (see Held.ts).
+          if (h.phase !== "writing") held.remove(h)
           slot.release()
         }))
       )

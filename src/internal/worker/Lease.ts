@@ -25,22 +25,24 @@ interface Deps {
 /** One heartbeat: extends the held leases; a job the database no longer gives us is lost, its run stopped. */
 const heartbeat = ({ config, held, observer, running, store }: Deps) =>
   Effect.gen(function*() {
-    if (held.tokens.size === 0) return
-    const snapshot = Array.from(held.tokens, ([id, token]) => ({ id, token }))
+    if (held.size === 0) return
+    const snapshot = held.all()
     const now = yield* Clock.currentTimeMillis
     const { busy, extended } = yield* store.jobHeartbeatMany(snapshot, now, config.leaseMillis)
-    for (const id of extended) if (held.tokens.has(id)) held.leaseUntil.set(id, now + config.leaseMillis)
-    // (a busy job, its row locked by someone else just now, is still ours but its lease was not
-    // extended: nothing to do; if that lasts a whole lease, the lease watch below stops its run)
-    for (const { id, token } of snapshot) {
-      // Only a run we still think we hold (same token) and the database does not: it was rescued.
-      // (An outcome being written may have just finished the job: nothing to stop then; a
-      // run that really lost its lease gets its write refused by the fencing token.)
-      if (!extended.has(id) && !busy.has(id) && held.tokens.get(id) === token && held.writing.get(id) !== token) {
-        held.lost.add(id)
-        yield* observer.workerError("*", `lost the lease of job ${id}; its run here is stopped`, undefined, "Error")
-        yield* running.interrupt(id).pipe(Effect.forkDetach)
+    for (const h of snapshot) {
+      if (extended.has(h.id)) {
+        if (held.isCurrent(h)) h.leaseUntil = now + config.leaseMillis
+        continue
       }
+      // A busy job (its row locked by someone else just now) is still ours but its lease was
+      // not extended: nothing to do; if that lasts a whole lease, the lease watch stops its run.
+      // Otherwise only a claim we still hold and the database does not: it was rescued. (An
+      // outcome being written may have just finished the job: nothing to stop then; a run
+      // that really lost its lease gets its write refused by the fencing token.)
+      if (busy.has(h.id) || !held.isCurrent(h) || h.phase === "writing") continue
+      held.lose(h)
+      yield* observer.workerError("*", `lost the lease of job ${h.id}; its run here is stopped`, undefined, "Error")
+      yield* running.interrupt(h.id).pipe(Effect.forkDetach)
     }
   }).pipe(Effect.catchCause((cause) => observer.workerError("*", "heartbeat failed", Cause.squash(cause), "Warn")))
 
@@ -54,22 +56,19 @@ const heartbeat = ({ config, held, observer, running, store }: Deps) =>
 const leaseWatch = ({ held, observer, producers, running }: Deps) =>
   Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
-    for (const id of held.leaseUntil.keys()) if (!held.tokens.has(id)) held.leaseUntil.delete(id)
-    for (const [id, until] of held.leaseUntil) {
-      if (until > now) continue
-      held.leaseUntil.delete(id)
-      held.tokens.delete(id)
-      if (held.writing.has(id)) continue // its run is over; the write is refused if the job was rescued
+    for (const h of held.all()) {
+      if (h.leaseUntil > now) continue
+      held.remove(h)
+      if (h.phase === "writing") continue // its run is over; the write is refused if the job was rescued
       yield* observer.workerError(
         "*",
-        `the lease of job ${id} ran out with no heartbeat reaching the database; its run here is stopped`,
+        `the lease of job ${h.id} ran out with no heartbeat reaching the database; its run here is stopped`,
         undefined,
         "Error"
       )
-      if (producers.takeBuffered(id) === undefined) {
-        held.lost.add(id)
-        yield* running.interrupt(id).pipe(Effect.forkDetach)
-      }
+      if (h.phase === "buffered" && producers.takeBuffered(h)) continue
+      h.lost = true
+      yield* running.interrupt(h.id).pipe(Effect.forkDetach)
     }
   })
 

@@ -19,12 +19,12 @@ import type { Events } from "../../Observer.ts"
 import type { Completer } from "../Completer.ts"
 import { released } from "../Outcome.ts"
 import type { Running } from "../Running.ts"
-import type { ClaimedJobRow, JobStore } from "../Store.ts"
+import type { JobStore } from "../Store.ts"
 import { jitter, type Resolved, type ResolvedQueue } from "./Config.ts"
 import type { Executor } from "./Executor.ts"
 import { info } from "./Executor.ts"
 import { Fifo } from "./Fifo.ts"
-import type { HeldJobs } from "./Held.ts"
+import type { Held, HeldJobs } from "./Held.ts"
 
 /** Adaptive prefetch: buffer about this much work (at the measured run rate) ... */
 const prefetchHorizonMillis = 100
@@ -43,8 +43,8 @@ export interface Producer {
   readonly notify: () => void
   /** A run ended: its slot is free. */
   readonly release: () => void
-  /** Removes a buffered (claimed, not started) job from the buffer and returns it. */
-  readonly takeBuffered: (id: string) => ClaimedJobRow | undefined
+  /** Removes a buffered (claimed, not started) job from the buffer; whether it was there. */
+  readonly takeBuffered: (held: Held) => boolean
   /** Live controls: the settings now, new settings (taken at the next loop turn), stop after the current claim. */
   readonly config: () => ResolvedQueue
   readonly update: (queue: ResolvedQueue) => void
@@ -77,7 +77,7 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
   let queue = initial // replaced by `update` (reconfigure, setConcurrency)
   let stopped = false
   const signal = yield* Latch.make(false)
-  const buffer = new Fifo<ClaimedJobRow>()
+  const buffer = new Fifo<Held>()
   let inFlight = 0
   let hungry = true
   let wakes = 0
@@ -96,10 +96,10 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
       finished++
       signal.openUnsafe()
     },
-    takeBuffered: (id) => {
-      const row = buffer.remove((row) => row.id === id)
-      if (row !== undefined) signal.openUnsafe()
-      return row
+    takeBuffered: (held) => {
+      const found = buffer.remove((h) => h === held) !== undefined
+      if (found) signal.openUnsafe()
+      return found
     },
     config: () => queue,
     update: (next) => {
@@ -152,8 +152,9 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
   const dispatch = Effect.sync(() => {
     while (inFlight < queue.concurrency && buffer.length > 0) {
       inFlight++
-      const row = buffer.shift()!
-      running.start(row.id, executor.run(row, producer))
+      const h = buffer.shift()!
+      h.phase = "running"
+      running.start(h.id, executor.run(h, producer))
     }
   })
 
@@ -170,10 +171,7 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
       leaseMillis: config.leaseMillis,
       workerId: config.workerId
     })
-    for (const row of rows) { // in claim order (the statement sorts them)
-      held.claimed(row.id, row.claim_count, now + config.leaseMillis)
-      buffer.push(row)
-    }
+    for (const row of rows) buffer.push(held.claim(row, now + config.leaseMillis)) // in claim order (the statement sorts them)
     // A short claim means the queue is drained, unless a NOTIFY came in meanwhile.
     if (rows.length < limit && wakes === wakesBefore) hungry = false
   }).pipe(
@@ -220,10 +218,11 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
 
   /** Buffered jobs never started: give them back (attempt not spent). */
   const returnBuffered = Effect.suspend(() => {
-    const rows = buffer.takeAll()
+    const taken = buffer.takeAll()
     return Effect.flatMap(Clock.currentTimeMillis, (now) =>
-      Effect.forEach(rows, (row) => {
-        held.tokens.delete(row.id)
+      Effect.forEach(taken, (h) => {
+        held.remove(h)
+        const row = h.row
         // (a job an operator cancelled meanwhile ends `cancelled` instead: report that)
         return completer.submit(released(row, now).row, (applied) =>
           applied?.state === "cancelled"
@@ -250,8 +249,8 @@ export interface Producers {
   readonly stopOthers: (keep: ReadonlySet<string>) => Effect.Effect<void>
   /** Interrupts every claim loop (shutdown): each gives back its buffer. */
   readonly interruptAll: Effect.Effect<void>
-  /** Removes a buffered job from whichever producer buffers it. */
-  readonly takeBuffered: (id: string) => ClaimedJobRow | undefined
+  /** Removes a buffered job from its producer's buffer; whether it was there. */
+  readonly takeBuffered: (held: Held) => boolean
   /** Wakes all producers, as a NOTIFY would. */
   readonly wakeAll: Effect.Effect<void>
 }
@@ -298,11 +297,7 @@ export const makeProducers = Effect.fnUntraced(function*(deps: Deps) {
     start,
     stopOthers,
     interruptAll: Effect.suspend(() => Fiber.interruptAll(Array.from(fibers.values()))),
-    takeBuffered: (id) => {
-      let found: ClaimedJobRow | undefined
-      for (const p of producers.values()) found = p.takeBuffered(id) ?? found
-      return found
-    },
+    takeBuffered: (held) => producers.get(held.row.queue)?.takeBuffered(held) ?? false,
     wakeAll: Effect.sync(() => {
       for (const p of producers.values()) p.notify()
     })
