@@ -51,6 +51,48 @@ const makeWatcher = Effect.gen(function*() {
 const leases: Partial<Worker.Options> = { lease: "1 second", heartbeatInterval: "50 millis", maintenanceInterval: "50 millis" }
 
 layer(TestLayer, { excludeTestServices: true })("worker defects", (it) => {
+  it.effect("a buffered job whose lease was lost is dropped from the buffer and never started", () =>
+    Effect.gen(function*() {
+      const releaseBlocker = yield* Deferred.make<void>()
+      const blockerStarted = yield* Deferred.make<void>()
+      const Blocker = Job.make("d-blocker", { args: Schema.Struct({}), queue: "d-buffered" })
+      const Buffered = Job.make("d-buffered", { args: Schema.Struct({}), queue: "d-buffered" })
+      /** The fencing token (`runs`) of every run of the buffered job. */
+      const runs: Array<number> = []
+      const jobs = yield* Jobs.Jobs
+      const blocker = yield* jobs.enqueue(Blocker, {})
+      const buffered = yield* jobs.enqueue(Buffered, {})
+      const watcher = yield* makeWatcher
+      // One slot, one buffered job: the first claim takes both, runs the blocker, buffers the other.
+      const context = yield* startWorker(
+        { queues: { "d-buffered": { concurrency: 1, prefetch: 1, pollInterval: "20 millis" } }, ...leases },
+        Layer.mergeAll(
+          Job.toLayer(Blocker, () => Effect.andThen(Deferred.succeed(blockerStarted, undefined), Deferred.await(releaseBlocker))),
+          Job.toLayer(Buffered, (_args, job) => Effect.sync(() => void runs.push(job.runs))),
+          watcher.layer
+        )
+      )
+      yield* Effect.addFinalizer(() => Deferred.succeed(releaseBlocker, undefined))
+      const worker = Context.get(context, Worker.Worker)
+      yield* Deferred.await(blockerStarted)
+      assert.strictEqual((yield* worker.status)[0]?.buffered, 1, "the second job waits in the buffer")
+
+      // The lease of the buffered job is taken away (as the rescuer does when it lapses);
+      // the next heartbeat finds it lost.
+      yield* takeAway(buffered)
+      yield* watcher.awaitLost(buffered)
+
+      // Its slot frees: the run it was claimed for (token 1) must not start; the job is
+      // claimed again (token 2, as another worker would) and runs once.
+      yield* Deferred.succeed(releaseBlocker, undefined)
+      const done = [yield* watcher.nextCompleted, yield* watcher.nextCompleted]
+      assert.sameMembers(done, [blocker, buffered])
+      assert.deepStrictEqual(runs, [2], "the buffered job ran only under its new claim")
+      const row = yield* getJob(buffered)
+      assert.strictEqual(row?.state, "completed")
+      assert.strictEqual(row?.claim_count, 2)
+    }))
+
   it.effect("a job lost and claimed again by the same worker gets the outcome of its new run written", () =>
     Effect.gen(function*() {
       const releaseFirst = yield* Deferred.make<void>()

@@ -23,7 +23,7 @@ interface Deps {
 }
 
 /** One heartbeat: extends the held leases; a job the database no longer gives us is lost, its run stopped. */
-const heartbeat = ({ config, held, observer, running, store }: Deps) =>
+const heartbeat = ({ config, held, observer, producers, running, store }: Deps) =>
   Effect.gen(function*() {
     if (held.size === 0) return
     const snapshot = held.all()
@@ -41,6 +41,12 @@ const heartbeat = ({ config, held, observer, running, store }: Deps) =>
       // that really lost its lease gets its write refused by the fencing token.)
       if (busy.has(h.id) || !held.isCurrent(h) || h.phase === "writing") continue
       held.lose(h)
+      // Claimed but not started: it leaves the buffer and never starts here (another worker
+      // has it now). Left there, it would run later with its outcome dropped.
+      if (h.phase === "buffered" && producers.takeBuffered(h)) {
+        yield* observer.workerError("*", `lost the lease of job ${h.id} before it started; it is not run here`, undefined, "Error")
+        continue
+      }
       yield* observer.workerError("*", `lost the lease of job ${h.id}; its run here is stopped`, undefined, "Error")
       yield* running.interrupt(h.id).pipe(Effect.forkDetach)
     }
