@@ -93,80 +93,16 @@ interface SpanCell {
   span: RunSpan.Started | undefined
 }
 
-export interface Executor {
-  /**
-   * The run of one claimed job, to be started in its own fiber. `release` is called when
-   * it ends (its slot is free). The handler runs interruptibly; the outcome is classified
-   * and handed to the completer uninterruptibly, so an interrupted run (shutdown) still
-   * returns its job to the queue.
-   */
-  readonly run: (held: Held, slot: { readonly release: () => void }) => Effect.Effect<void>
-}
-
-export const make = (deps: {
-  readonly clock: Clock.Clock
-  readonly observer: Events
-  readonly completer: Completer
-  readonly held: HeldJobs
-  readonly handlers: ReadonlyMap<string, Job.RegisteredHandler>
+/**
+ * The handler's run of one job, with the middleware around it and its services set;
+ * `execute` leaves the run's span in `cell` for the caller to end it.
+ */
+const makeExecute = (options: {
   readonly middleware: ReadonlyArray<Middleware>
   readonly defaultMiddleware: boolean
-}): Executor => {
-  const { clock, completer, defaultMiddleware, handlers, held, middleware, observer } = deps
-  const nowNanos = () => clock.currentTimeNanosUnsafe()
-
-  // The handler of the last job looked up is kept: claims return runs of jobs of one name
-  // side by side, and comparing two short strings costs less than hashing a fresh one.
-  let lastName: string | undefined
-  let lastHandler: Job.RegisteredHandler | undefined
-  const handlerOf = (name: string) => {
-    if (name !== lastName) {
-      lastName = name
-      lastHandler = handlers.get(name)
-    }
-    return lastHandler
-  }
-
-  const run = (h: Held, slot: { readonly release: () => void }) =>
-    Effect.uninterruptibleMask((restore) => {
-      const row = h.row
-      // Written as a chain rather than a generator, with the clock read directly: this runs
-      // once per job, and every Effect step counts (see BENCHMARKS.md, "Where the time goes").
-      const handler = handlerOf(row.name)
-      const job = info(row)
-      const started = clock.currentTimeMillisUnsafe()
-      const cell: SpanCell = { span: undefined }
-      const exited = Effect.exit(restore(execute(row, handler, cell)))
-      const onStart = observer.started(job)
-      // (no step for an observer that does nothing on start, the default)
-      return (onStart === Effect.void ? exited : Effect.andThen(onStart, exited)).pipe(
-        Effect.flatMap((exit) => {
-          if (cell.span !== undefined) RunSpan.end(cell.span, exit, nowNanos)
-          if (h.lost) return Effect.void // another worker runs it now; nothing of ours may be written
-          const now = clock.currentTimeMillisUnsafe()
-          const outcome = h.cancelling && Exit.hasInterrupts(exit)
-            ? cancelledByRequest(row, now, "cancelled while running")
-            : completedWithoutResult(row, handler?.job, exit) ?? classify(row, handler?.job, exit, now)
-          const submit = (o: Outcome) => {
-            h.phase = "writing"
-            completer.submitUnsafe(o.row, (applied) => {
-              held.remove(h) // written (or given up): no longer ours to hold
-              // the run's duration: from its start until its outcome was written (now)
-              return applied ? report(observer, job, o, clock.currentTimeMillisUnsafe() - started, applied) : Effect.void
-            })
-          }
-          if (Effect.isEffect(outcome)) return Effect.map(outcome, submit)
-          submit(outcome)
-          return Effect.void
-        }),
-        Effect.ensuring(Effect.sync(() => {
-          // An outcome on its way keeps the job held until it is written (see Held.ts).
-          if (h.phase !== "writing") held.remove(h)
-          slot.release()
-        }))
-      )
-    })
-
+  readonly nowNanos: () => bigint
+}) => {
+  const { defaultMiddleware, middleware, nowNanos } = options
   const execute = (
     row: ClaimedJobRow,
     handler: Job.RegisteredHandler | undefined,
@@ -249,6 +185,83 @@ export const make = (deps: {
     mergedContexts.set(handler, { parent, merged })
     return merged
   }
+  return execute
+}
+
+export interface Executor {
+  /**
+   * The run of one claimed job, to be started in its own fiber. `release` is called when
+   * it ends (its slot is free). The handler runs interruptibly; the outcome is classified
+   * and handed to the completer uninterruptibly, so an interrupted run (shutdown) still
+   * returns its job to the queue.
+   */
+  readonly run: (held: Held, slot: { readonly release: () => void }) => Effect.Effect<void>
+}
+
+export const make = (deps: {
+  readonly clock: Clock.Clock
+  readonly observer: Events
+  readonly completer: Completer
+  readonly held: HeldJobs
+  readonly handlers: ReadonlyMap<string, Job.RegisteredHandler>
+  readonly middleware: ReadonlyArray<Middleware>
+  readonly defaultMiddleware: boolean
+}): Executor => {
+  const { clock, completer, handlers, held, observer } = deps
+  const nowNanos = () => clock.currentTimeNanosUnsafe()
+  const execute = makeExecute({ middleware: deps.middleware, defaultMiddleware: deps.defaultMiddleware, nowNanos })
+
+  // The handler of the last job looked up is kept: claims return runs of jobs of one name
+  // side by side, and comparing two short strings costs less than hashing a fresh one.
+  let lastName: string | undefined
+  let lastHandler: Job.RegisteredHandler | undefined
+  const handlerOf = (name: string) => {
+    if (name !== lastName) {
+      lastName = name
+      lastHandler = handlers.get(name)
+    }
+    return lastHandler
+  }
+
+  const run = (h: Held, slot: { readonly release: () => void }) =>
+    Effect.uninterruptibleMask((restore) => {
+      const row = h.row
+      // Written as a chain rather than a generator, with the clock read directly: this runs
+      // once per job, and every Effect step counts (see BENCHMARKS.md, "Where the time goes").
+      const handler = handlerOf(row.name)
+      const job = info(row)
+      const started = clock.currentTimeMillisUnsafe()
+      const cell: SpanCell = { span: undefined }
+      const exited = Effect.exit(restore(execute(row, handler, cell)))
+      const onStart = observer.started(job)
+      // (no step for an observer that does nothing on start, the default)
+      return (onStart === Effect.void ? exited : Effect.andThen(onStart, exited)).pipe(
+        Effect.flatMap((exit) => {
+          if (cell.span !== undefined) RunSpan.end(cell.span, exit, nowNanos)
+          if (h.lost) return Effect.void // another worker runs it now; nothing of ours may be written
+          const now = clock.currentTimeMillisUnsafe()
+          const outcome = h.cancelling && Exit.hasInterrupts(exit)
+            ? cancelledByRequest(row, now, "cancelled while running")
+            : completedWithoutResult(row, handler?.job, exit) ?? classify(row, handler?.job, exit, now)
+          const submit = (o: Outcome) => {
+            h.phase = "writing"
+            completer.submitUnsafe(o.row, (applied) => {
+              held.remove(h) // written (or given up): no longer ours to hold
+              // the run's duration: from its start until its outcome was written (now)
+              return applied ? report(observer, job, o, clock.currentTimeMillisUnsafe() - started, applied) : Effect.void
+            })
+          }
+          if (Effect.isEffect(outcome)) return Effect.map(outcome, submit)
+          submit(outcome)
+          return Effect.void
+        }),
+        Effect.ensuring(Effect.sync(() => {
+          // An outcome on its way keeps the job held until it is written (see Held.ts).
+          if (h.phase !== "writing") held.remove(h)
+          slot.release()
+        }))
+      )
+    })
 
   return { run }
 }

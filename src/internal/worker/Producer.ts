@@ -71,6 +71,58 @@ export interface Deps {
   readonly isPaused: (queue: string) => boolean
 }
 
+/**
+ * The prefetch in force. Adaptive (no prefetch configured): the runs finished per
+ * millisecond, sampled at claims over windows of at least 20 ms and smoothed,
+ * times the horizon; never below the configured floor (= concurrency).
+ */
+class Prefetch {
+  value: number
+  /** Runs finished so far. */
+  finished = 0
+  private sampledFinished = 0
+  private sampledAt: number | undefined
+  private rate = 0
+  constructor(queue: ResolvedQueue) {
+    this.value = queue.prefetch
+  }
+  /** New settings: an adaptive prefetch keeps what it learnt, above the new floor. */
+  reset(next: ResolvedQueue) {
+    this.value = next.adaptive ? Math.max(next.prefetch, this.value) : next.prefetch
+  }
+  /** At a claim: a new sample of the run rate, and the prefetch that follows. */
+  update(queue: ResolvedQueue, now: number) {
+    if (!queue.adaptive) {
+      this.value = queue.prefetch
+      return
+    }
+    if (this.sampledAt === undefined || now < this.sampledAt) {
+      this.sampledAt = now
+      this.sampledFinished = this.finished
+    } else if (now - this.sampledAt >= rateWindowMillis) {
+      const windowRate = (this.finished - this.sampledFinished) / (now - this.sampledAt)
+      // smoothed, except the first sample (nothing to smooth with), which is taken as it is
+      this.rate = this.rate === 0 ? windowRate : (this.rate + windowRate) / 2
+      this.sampledAt = now
+      this.sampledFinished = this.finished
+    }
+    this.value = Math.min(maxAdaptivePrefetch, Math.max(queue.prefetch, Math.ceil(this.rate * prefetchHorizonMillis)))
+  }
+}
+
+/** Buffered jobs never started: give them back (attempt not spent). */
+const giveBack = (taken: ReadonlyArray<Held>, { completer, held, observer }: Deps) =>
+  Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    Effect.forEach(taken, (h) => {
+      held.remove(h)
+      const row = h.row
+      // (a job an operator cancelled meanwhile ends `cancelled` instead: report that)
+      return completer.submit(released(row, now).row, (applied) =>
+        applied?.state === "cancelled"
+          ? observer.cancelled(info(row), applied.cancelReason ?? "cancelled before it started")
+          : Effect.void)
+    }, { discard: true }))
+
 /** Makes the producer of one queue and its loop (to be forked; it gives back its buffer when it ends). */
 export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: Deps) {
   const { completer, config, executor, held, observer, running, store } = deps
@@ -82,6 +134,7 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
   let hungry = true
   let wakes = 0
   let waitingForOutcomes = false
+  const prefetch = new Prefetch(initial)
   const producer: Producer = {
     get queue() {
       return queue
@@ -93,7 +146,7 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
     },
     release: () => {
       inFlight--
-      finished++
+      prefetch.finished++
       signal.openUnsafe()
     },
     takeBuffered: (held) => {
@@ -104,7 +157,7 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
     config: () => queue,
     update: (next) => {
       queue = next
-      prefetch = next.adaptive ? Math.max(next.prefetch, prefetch) : next.prefetch
+      prefetch.reset(next)
       hungry = true
       signal.openUnsafe()
     },
@@ -116,37 +169,10 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
       stopped = false
       hungry = true
     },
-    counts: () => ({ running: inFlight, buffered: buffer.length, prefetch, waitingForOutcomes })
+    counts: () => ({ running: inFlight, buffered: buffer.length, prefetch: prefetch.value, waitingForOutcomes })
   }
-  /**
-   * The prefetch in force. Adaptive (no prefetch configured): the runs finished per
-   * millisecond, sampled at claims over windows of at least 20 ms and smoothed,
-   * times the horizon; never below the configured floor (= concurrency).
-   */
-  let prefetch = queue.prefetch
-  let finished = 0
-  let sampledFinished = 0
-  let sampledAt: number | undefined
-  let rate = 0
-  const updatePrefetch = (now: number) => {
-    if (!queue.adaptive) {
-      prefetch = queue.prefetch
-      return
-    }
-    if (sampledAt === undefined || now < sampledAt) {
-      sampledAt = now
-      sampledFinished = finished
-    } else if (now - sampledAt >= rateWindowMillis) {
-      const windowRate = (finished - sampledFinished) / (now - sampledAt)
-      // smoothed, except the first sample (nothing to smooth with), which is taken as it is
-      rate = rate === 0 ? windowRate : (rate + windowRate) / 2
-      sampledAt = now
-      sampledFinished = finished
-    }
-    prefetch = Math.min(maxAdaptivePrefetch, Math.max(queue.prefetch, Math.ceil(rate * prefetchHorizonMillis)))
-  }
-  const room = () => queue.concurrency + prefetch - inFlight - buffer.length
-  const lowWater = () => Math.floor(prefetch / 2)
+  const room = () => queue.concurrency + prefetch.value - inFlight - buffer.length
+  const lowWater = () => Math.floor(prefetch.value / 2)
 
   /** Starts buffered jobs while there are free slots (each runs at once, up to its first async step). */
   const dispatch = Effect.sync(() => {
@@ -160,7 +186,7 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
 
   const claim = Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
-    updatePrefetch(now)
+    prefetch.update(queue, now)
     const limit = room()
     if (limit <= 0) return
     const wakesBefore = wakes
@@ -217,19 +243,7 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
   })
 
   /** Buffered jobs never started: give them back (attempt not spent). */
-  const returnBuffered = Effect.suspend(() => {
-    const taken = buffer.takeAll()
-    return Effect.flatMap(Clock.currentTimeMillis, (now) =>
-      Effect.forEach(taken, (h) => {
-        held.remove(h)
-        const row = h.row
-        // (a job an operator cancelled meanwhile ends `cancelled` instead: report that)
-        return completer.submit(released(row, now).row, (applied) =>
-          applied?.state === "cancelled"
-            ? observer.cancelled(info(row), applied.cancelReason ?? "cancelled before it started")
-            : Effect.void)
-      }, { discard: true }))
-  })
+  const returnBuffered = Effect.suspend(() => giveBack(buffer.takeAll(), deps))
 
   return { producer, loop: loop.pipe(Effect.ensuring(returnBuffered)) }
 })
