@@ -5,11 +5,13 @@
  * Deferreds, not by timing.
  */
 import { assert, layer } from "@effect/vitest"
-import { Context, Deferred, Effect, Layer, Queue, Schema } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Layer, Option, Queue, Schema, Scope } from "effect"
 import { SqlClient } from "effect/sql"
 import { Job, Jobs, Observer, Worker } from "../src/index.ts"
+import { TestSignals } from "../src/internal/worker/TestSignals.ts"
 import * as TestDb from "./support/db.ts"
 import { getJob, startWorker } from "./support/harness.ts"
+import { waitFor } from "./support/probes.ts"
 
 const TestLayer = Jobs.layer.pipe(Layer.provideMerge(TestDb.layer()))
 
@@ -132,5 +134,69 @@ layer(TestLayer, { excludeTestServices: true })("worker defects", (it) => {
       assert.strictEqual(row?.claim_count, 2, "written by the second run, not after a rescue and a third")
       assert.deepStrictEqual(runs, [1, 2])
       yield* Deferred.succeed(releaseFirst, undefined)
+    }))
+
+  it.effect("shutdown during a claim: the claimed jobs are given back with their attempt, none left running", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      // The claim of queue d-shutdown waits, row by row, for an advisory lock the test holds.
+      // A cancel of the statement is caught and the wait goes on: the claim commits whenever
+      // the lock is released, as a claim whose response is already on its way would.
+      yield* sql.unsafe(`
+        CREATE FUNCTION effect_jobs.test_hold_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF NEW.queue = 'd-shutdown' AND OLD.state = 'available' AND NEW.state = 'running' THEN
+            BEGIN
+              PERFORM pg_advisory_xact_lock(4242);
+            EXCEPTION WHEN query_canceled THEN
+              PERFORM pg_advisory_xact_lock(4242);
+            END;
+          END IF;
+          RETURN NEW;
+        END $$`)
+      yield* sql.unsafe(`CREATE TRIGGER test_hold_claim BEFORE UPDATE ON effect_jobs.jobs
+                         FOR EACH ROW EXECUTE FUNCTION effect_jobs.test_hold_claim()`)
+      yield* Effect.addFinalizer(() =>
+        Effect.andThen(
+          sql.unsafe(`DROP TRIGGER test_hold_claim ON effect_jobs.jobs`),
+          sql.unsafe(`DROP FUNCTION effect_jobs.test_hold_claim()`)
+        ).pipe(Effect.ignore))
+      const locked = yield* Deferred.make<void>()
+      const unlock = yield* Deferred.make<void>()
+      const holder = yield* sql.withTransaction(
+        Effect.andThen(sql`SELECT pg_advisory_xact_lock(4242)`, Effect.andThen(Deferred.succeed(locked, undefined), Deferred.await(unlock)))
+      ).pipe(Effect.orDie, Effect.forkChild)
+      yield* Deferred.await(locked)
+
+      const Task = Job.make("d-shutdown", { args: Schema.Struct({ n: Schema.Number }), queue: "d-shutdown" })
+      const ids = yield* (yield* Jobs.Jobs).enqueueMany(Task, [{ n: 1 }, { n: 2 }, { n: 3 }])
+      const interrupting = yield* Deferred.make<void>()
+      const scope = yield* Scope.fork(yield* Effect.scope)
+      yield* startWorker(
+        { queues: { "d-shutdown": { concurrency: 3 } }, pruner: false },
+        Layer.mergeAll(
+          Job.toLayer(Task, () => Effect.void),
+          Layer.succeed(TestSignals, { producersInterrupted: Deferred.succeed(interrupting, undefined).pipe(Effect.asVoid) })
+        )
+      ).pipe(Effect.provideService(Scope.Scope, scope))
+
+      // The claim is under way, waiting for the lock.
+      yield* waitFor("the claim to wait for the advisory lock", Effect.map(
+        sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM pg_locks
+                                    WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted`,
+        (rows) => (rows[0]!.n > 0 ? Option.some(true) : Option.none())
+      ))
+      // Shut the worker down; once its producer has been told to stop, let the claim finish.
+      const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void))
+      yield* Deferred.await(interrupting)
+      yield* Deferred.succeed(unlock, undefined)
+      yield* Fiber.join(holder)
+      yield* Fiber.join(closing)
+
+      for (const id of ids) {
+        const row = yield* getJob(id)
+        assert.strictEqual(row?.state, "available", `job ${id} was given back, not left running until its lease lapses`)
+        assert.strictEqual(row?.attempt, 0, `job ${id} has its attempt back`)
+      }
     }))
 })

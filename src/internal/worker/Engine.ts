@@ -4,19 +4,20 @@
  * worker does). It only wires the parts together, and shuts them down in order:
  *
  *   Config.ts      the options checked and resolved (`validate`)
- *   Held.ts        the jobs this worker holds, and what it knows of each
+ *   Held.ts        one record per claim held: token, lease deadline, phase, lost, cancelling
  *   Producer.ts    per queue: the claim loop, the buffer, the adaptive prefetch
  *   Executor.ts    runs one job, classifies its exit, hands the outcome to the completer
  *   Lease.ts       the heartbeat and the lease watch
  *   Cancel.ts      cancel requests for held jobs
  *   Listener.ts    the LISTEN sessions (new jobs, cancel requests)
  *   Controls.ts    reconfigure, setConcurrency, pause/resume, status, the control poll
+ *   TestSignals.ts points in the worker's life a test can wait on (River's test signals)
  *   ../Completer.ts          outcomes written in batches
  *   ../maintenance/          promoter and rescuer (every worker), pruner (the leader)
  *
  * @internal
  */
-import { Cause, Clock, Duration, Effect } from "effect"
+import { Cause, Clock, Duration, Effect, Fiber } from "effect"
 import { PgClient } from "@effect/sql-pg"
 import * as Completer from "../Completer.ts"
 import * as Promoter from "../maintenance/Promoter.ts"
@@ -34,6 +35,7 @@ import { HeldJobs } from "./Held.ts"
 import * as Lease from "./Lease.ts"
 import * as Listener from "./Listener.ts"
 import * as Producer from "./Producer.ts"
+import { type Signals, TestSignals } from "./TestSignals.ts"
 
 /**
  * At shutdown, how long the outcomes of the last runs may take to be written once
@@ -44,18 +46,29 @@ const shutdownWriteMillis = 5000
 
 /**
  * Graceful shutdown, in order:
- *   1. stop claiming;
+ *   1. stop claiming: a claim under way is finished and its jobs given back with the rest of
+ *      the buffer (waited for at most the grace period: a claim can only hang on a database
+ *      that does not answer, and then its jobs are rescued when their leases lapse);
  *   2. let running jobs finish within the grace period;
  *   3. interrupt the rest: each returns its job to the queue (attempt given back);
  *   4. every outcome is in the database before the scope closes; if the database stays
  *      unreachable, at most `shutdownWriteMillis` more: what is not written then is given
  *      up (those jobs stay `running` until their lease lapses and are rescued).
  */
-const shutdown = (config: Resolved, producers: Producer.Producers, running: Running.Running, completer: Completer.Completer) =>
+const shutdown = (
+  config: Resolved,
+  producers: Producer.Producers,
+  running: Running.Running,
+  completer: Completer.Completer,
+  signals: Signals
+) =>
   Effect.gen(function*() {
-    yield* producers.interruptAll
+    const grace = Duration.millis(config.graceMillis)
+    const loops = producers.interruptAll()
+    yield* signals.producersInterrupted
+    yield* Fiber.awaitAll(loops).pipe(Effect.timeoutOrElse({ duration: grace, orElse: () => Effect.void }))
     yield* running.awaitEmpty.pipe(
-      Effect.timeoutOrElse({ duration: Duration.millis(config.graceMillis), orElse: () => Effect.void })
+      Effect.timeoutOrElse({ duration: grace, orElse: () => Effect.void })
     )
     yield* running.interruptAll
     yield* completer.drain.pipe(
@@ -123,7 +136,8 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     : yield* Pruner.make(options.pruner ?? {}, (message, cause) => observer.workerError("*", message, cause, "Warn"))
 
   // Added last, so it runs first when the scope closes.
-  yield* Effect.addFinalizer(() => shutdown(config, producers, running, completer))
+  const signals = yield* TestSignals
+  yield* Effect.addFinalizer(() => shutdown(config, producers, running, completer, signals))
 
   return {
     workerId: config.workerId,

@@ -184,7 +184,13 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
     }
   })
 
-  const claim = Effect.gen(function*() {
+  // The claim statement and the push of what it returned into the buffer are one step that
+  // cannot be interrupted: a producer stopped in the middle of a claim (shutdown) finishes
+  // it first, so that the jobs it claimed are in the buffer, where the loop's end gives them
+  // back with their attempt. Interrupted between the two, the claimed jobs would be stranded
+  // `running` until their leases lapsed, each losing an attempt (River claims with
+  // `context.WithoutCancel` for the same reason).
+  const claim = Effect.uninterruptible(Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
     prefetch.update(queue, now)
     const limit = room()
@@ -200,7 +206,7 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
     for (const row of rows) buffer.push(held.claim(row, now + config.leaseMillis)) // in claim order (the statement sorts them)
     // A short claim means the queue is drained, unless a NOTIFY came in meanwhile.
     if (rows.length < limit && wakes === wakesBefore) hungry = false
-  }).pipe(
+  })).pipe(
     Effect.catchCause((cause) =>
       Effect.sync(() => {
         hungry = false // back off until the next poll or NOTIFY
@@ -261,8 +267,11 @@ export interface Producers {
   readonly start: (queue: ResolvedQueue) => Effect.Effect<void>
   /** Stops the producers of queues not in `keep`: each finishes its claim in flight and gives back its buffer. */
   readonly stopOthers: (keep: ReadonlySet<string>) => Effect.Effect<void>
-  /** Interrupts every claim loop (shutdown): each gives back its buffer. */
-  readonly interruptAll: Effect.Effect<void>
+  /**
+   * Tells every claim loop to stop (shutdown) and returns their fibers: each ends after
+   * the claim it may be in the middle of, and gives back its buffer.
+   */
+  readonly interruptAll: () => ReadonlyArray<Fiber.Fiber<unknown, unknown>>
   /** Removes a buffered job from its producer's buffer; whether it was there. */
   readonly takeBuffered: (held: Held) => boolean
   /** Wakes all producers, as a NOTIFY would. */
@@ -310,7 +319,11 @@ export const makeProducers = Effect.fnUntraced(function*(deps: Deps) {
     isServed: (queue) => fibers.has(queue),
     start,
     stopOthers,
-    interruptAll: Effect.suspend(() => Fiber.interruptAll(Array.from(fibers.values()))),
+    interruptAll: () => {
+      const loops = Array.from(fibers.values())
+      for (const fiber of loops) fiber.interruptUnsafe()
+      return loops
+    },
     takeBuffered: (held) => producers.get(held.row.queue)?.takeBuffered(held) ?? false,
     wakeAll: Effect.sync(() => {
       for (const p of producers.values()) p.notify()
