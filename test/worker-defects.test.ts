@@ -15,11 +15,20 @@ import { waitFor } from "./support/probes.ts"
 
 const TestLayer = Jobs.layer.pipe(Layer.provideMerge(TestDb.layer()))
 
-/** What the rescuer does to a job whose lease lapsed: back to `available`, no longer held by anyone. */
+/**
+ * Takes a job away from the worker that holds it, as the rescuer does when its lease lapses
+ * (no longer `running`, no lease, no holder), and parks it: `scheduled` a day ahead, so that
+ * no claim takes it again before the test lets it (`unpark`, as the promoter would).
+ */
 const takeAway = (id: string) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
-    sql`UPDATE effect_jobs.jobs SET state = 'available', run_at = now(), lease_expires_at = NULL, locked_by = NULL
+    sql`UPDATE effect_jobs.jobs SET state = 'scheduled', run_at = now() + interval '1 day', lease_expires_at = NULL, locked_by = NULL
         WHERE id = ${id}::bigint AND state = 'running'`).pipe(Effect.orDie)
+
+const unpark = (id: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql`UPDATE effect_jobs.jobs SET state = 'available', run_at = now()
+        WHERE id = ${id}::bigint AND state = 'scheduled'`).pipe(Effect.orDie)
 
 /**
  * An observer that reports, per job id, that the worker found its lease lost, and the
@@ -80,9 +89,10 @@ layer(TestLayer, { excludeTestServices: true })("worker defects", (it) => {
       assert.strictEqual((yield* worker.status)[0]?.buffered, 1, "the second job waits in the buffer")
 
       // The lease of the buffered job is taken away (as the rescuer does when it lapses);
-      // the next heartbeat finds it lost.
+      // the next heartbeat finds it lost. Then it may be claimed again.
       yield* takeAway(buffered)
       yield* watcher.awaitLost(buffered)
+      yield* unpark(buffered)
 
       // Its slot frees: the run it was claimed for (token 1) must not start; the job is
       // claimed again (token 2, as another worker would) and runs once.
@@ -103,7 +113,7 @@ layer(TestLayer, { excludeTestServices: true })("worker defects", (it) => {
       const runs: Array<number> = []
       const id = yield* (yield* Jobs.Jobs).enqueue(Slow, {})
       const watcher = yield* makeWatcher
-      const context = yield* startWorker(
+      yield* startWorker(
         { queues: { "d-reclaim": { concurrency: 2, prefetch: 0, pollInterval: "20 millis" } }, ...leases },
         Layer.mergeAll(
           Job.toLayer(Slow, (_args, job) =>
@@ -118,14 +128,13 @@ layer(TestLayer, { excludeTestServices: true })("worker defects", (it) => {
         )
       )
       yield* Effect.addFinalizer(() => Deferred.succeed(releaseFirst, undefined))
-      const worker = Context.get(context, Worker.Worker)
       yield* Deferred.await(firstStarted)
 
-      // Paused here, so that the job is claimed again only after the heartbeat found it lost.
-      yield* worker.pause("d-reclaim")
+      // Taken away and parked, so that the job is claimed again only after the heartbeat
+      // found it lost; then the same worker claims it again (a free slot, polling).
       yield* takeAway(id)
       yield* watcher.awaitLost(id)
-      yield* worker.resume("d-reclaim")
+      yield* unpark(id)
 
       // The second run (token 2) completes while the first, lost, is still being stopped.
       assert.strictEqual(yield* watcher.nextCompleted, id)
