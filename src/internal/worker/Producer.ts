@@ -38,7 +38,6 @@ const rateWindowMillis = 20
 const maxAdaptivePrefetch = 1000
 
 export interface Producer {
-  readonly queue: ResolvedQueue
   /** A NOTIFY for this queue arrived: there may be jobs. */
   readonly notify: () => void
   /** A run ended: its slot is free. */
@@ -136,9 +135,6 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
   let waitingForOutcomes = false
   const prefetch = new Prefetch(initial)
   const producer: Producer = {
-    get queue() {
-      return queue
-    },
     notify: () => {
       wakes++
       hungry = true
