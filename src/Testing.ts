@@ -30,7 +30,7 @@ import { Cancel, Discard, InlineJobFailed, InvalidJobOptions, InvalidResult, Job
 import * as Job from "./Job.ts"
 import { handlerKeyPrefix } from "./internal/handlerKey.ts"
 import { toRow } from "./internal/JobRow.ts"
-import { validate } from "./internal/worker/Engine.ts"
+import { validate } from "./internal/worker/Config.ts"
 import { type BundleProgress, type EnqueueError, Jobs, type EnqueueOptions, type Entry, type Status } from "./Jobs.ts"
 import { classify, type Event } from "./internal/Outcome.ts"
 import { type ClaimedJobRow, JobStore, type JobState } from "./internal/Store.ts"

@@ -38,7 +38,7 @@
  *
  * One worker at a time also prunes finished jobs past their retention (the
  * `pruner`; leader elected with a Postgres advisory lock, see
- * internal/Maintenance.ts).
+ * internal/maintenance/Leader.ts).
  *
  * @since 0.1.0
  */

@@ -10,7 +10,7 @@ import { InvalidWorkerConfig, Job, Jobs, JobsAdmin, Observer, Worker } from "../
 import * as TestDb from "./support/db.ts"
 import { countByState, startWorker } from "./support/harness.ts"
 import { advanceUntil, makeProbe, row, startOfNextSecond, withTestClock } from "./support/probes.ts"
-import * as WorkerEngine from "../src/internal/worker/Engine.ts"
+import * as WorkerConfig from "../src/internal/worker/Config.ts"
 
 const TestLayer = Layer.mergeAll(Jobs.layer, JobsAdmin.layer).pipe(Layer.provideMerge(TestDb.layer()))
 
@@ -153,7 +153,7 @@ layer(TestLayer, { excludeTestServices: true })("live controls", (it) => {
     Effect.gen(function*() {
       const exit = yield* Effect.exit(Layer.build(Worker.layer({ queues: { q: { concurrency: -1 } } })))
       assert.isTrue(Exit.isFailure(exit))
-      const error = yield* Effect.flip(WorkerEngine.validate({ queues: { q: { concurrency: -1 } } }))
+      const error = yield* Effect.flip(WorkerConfig.validate({ queues: { q: { concurrency: -1 } } }))
       expect(error.message).toBe(`queue "q": concurrency must be an integer in [1, 10000], got -1`)
       const pruner = yield* Effect.flip(Layer.build(Worker.layer({ queues: { q: {} }, pruner: { interval: -1 } })))
       expect(pruner).toBeInstanceOf(InvalidWorkerConfig)

@@ -11,7 +11,7 @@ import { inject } from "vitest"
 import { adminQuery } from "./support/admin.ts"
 import * as TestDb from "./support/db.ts"
 import { startWorker } from "./support/harness.ts"
-import * as WorkerEngine from "../src/internal/worker/Engine.ts"
+import * as WorkerConfig from "../src/internal/worker/Config.ts"
 
 /** Re-checks `check` every 20 ms until it gives a value; dies after `timeoutMs`. */
 const eventually = <A, E, R>(what: string, check: Effect.Effect<Option.Option<A>, E, R>, timeoutMs = 15_000) =>
@@ -381,9 +381,9 @@ layer(TestLayer, { excludeTestServices: true })("regressions", (it) => {
 
   it.effect("Worker.validate: a workerId with NUL and a queue name with an unpaired surrogate are InvalidWorkerConfig", () =>
     Effect.gen(function*() {
-      const a = yield* Effect.flip(WorkerEngine.validate({ queues: { q: {} }, workerId: "w\u0000" }))
+      const a = yield* Effect.flip(WorkerConfig.validate({ queues: { q: {} }, workerId: "w\u0000" }))
       assert.strictEqual(a._tag, "InvalidWorkerConfig")
-      const b = yield* Effect.flip(WorkerEngine.validate({ queues: { ["q\uD800"]: {} } }))
+      const b = yield* Effect.flip(WorkerConfig.validate({ queues: { ["q\uD800"]: {} } }))
       assert.strictEqual(b._tag, "InvalidWorkerConfig")
     }))
 

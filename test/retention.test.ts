@@ -9,7 +9,7 @@ import { Clock, Context, Duration, Effect, Exit, Layer, Schedule, Schema, Scope 
 import { SqlClient } from "effect/sql"
 import { TestClock } from "effect/testing"
 import { InvalidWorkerConfig, Job, Jobs, Worker } from "../src/index.ts"
-import * as Maintenance from "../src/internal/Maintenance.ts"
+import * as Pruner from "../src/internal/maintenance/Pruner.ts"
 import { JobStore } from "../src/internal/Store.ts"
 import * as TestDb from "./support/db.ts"
 import { startWorker } from "./support/harness.ts"
@@ -66,7 +66,7 @@ const startNode = Effect.gen(function*() {
     Effect.provideService(Layer.CurrentMemoMap, Layer.makeMemoMapUnsafe())
   )
   const errors: Array<string> = []
-  const node = yield* Maintenance.make(
+  const node = yield* Pruner.make(
     { interval: "20 millis", electionInterval: "20 millis" },
     (message) => Effect.sync(() => errors.push(message))
   ).pipe(Effect.provide(context), Scope.provide(scope))
@@ -98,7 +98,7 @@ layer(TestLayer, { excludeTestServices: true })("retention", (it) => {
         assert.strictEqual(times?.prune_at.getTime(), minutes(60))
 
         // The maintenance leader prunes on the TestClock, every second (±10 %).
-        const m = yield* Maintenance.make({ interval: "1 second", electionInterval: "1 second" }, ignoreErrors)
+        const m = yield* Pruner.make({ interval: "1 second", electionInterval: "1 second" }, ignoreErrors)
         yield* m.awaitLeader
         /** Waits (real time, at most 2 s) until a round ends that was not the last one seen: `before`. */
         const roundAfter = (before: number | undefined) =>
@@ -207,7 +207,7 @@ describe("retention and pruner configuration", () => {
   ) {
     it.effect(`a pruner with ${label} is an InvalidWorkerConfig`, () =>
       Effect.gen(function*() {
-        const error = yield* Effect.flip(Maintenance.validate(pruner))
+        const error = yield* Effect.flip(Pruner.validate(pruner))
         expect(error).toBeInstanceOf(InvalidWorkerConfig)
         expect(error.message).toMatch(/^pruner: /)
       }))

@@ -7,7 +7,7 @@ import { Database, InvalidWorkerConfig, Job, Jobs, Observer, Worker } from "../s
 import * as TestDb from "./support/db.ts"
 import { countByState, getJob, startWorker } from "./support/harness.ts"
 import { makeProbe, waitFor } from "./support/probes.ts"
-import * as WorkerEngine from "../src/internal/worker/Engine.ts"
+import * as WorkerConfig from "../src/internal/worker/Config.ts"
 
 const Task = Job.make("worker-task", { args: Schema.Struct({ n: Schema.Number }), queue: "w-shutdown" })
 
@@ -261,7 +261,7 @@ describe("configuration errors", () => {
   for (const [label, options] of bad) {
     it.effect(`rejects ${label} with InvalidWorkerConfig`, () =>
       Effect.gen(function*() {
-        const error = yield* Effect.flip(WorkerEngine.validate(options))
+        const error = yield* Effect.flip(WorkerConfig.validate(options))
         expect(error).toBeInstanceOf(InvalidWorkerConfig)
         expect(error.message.length).toBeGreaterThan(10)
       }))

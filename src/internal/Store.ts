@@ -712,7 +712,7 @@ export class JobStore extends Context.Service<JobStore, {
 // ===========================================================================================
 // Management, retention, leadership and live controls.
 //
-// Used by `JobsAdmin` (src/Admin.ts), the retention leader (src/internal/Maintenance.ts), the
+// Used by `JobsAdmin` (src/Admin.ts), the retention leader (src/internal/maintenance/Pruner.ts), the
 // jobs-per-state gauge of `Observer.metrics`, the worker's pause/cancel poll and
 // `Testing.drain`. None of these statements is on the claim/finish hot path.
 // ===========================================================================================

@@ -18,7 +18,7 @@ import { Cause, Effect, Exit, Fiber, Layer, Option, Schedule, Schema, Scope } fr
 import * as fc from "fast-check"
 import { Database, Job, Jobs, JobsAdmin, Observer, Periodic, Worker } from "../../src/index.ts"
 import * as Chaos_ from "./support.ts"
-import * as WorkerEngine from "../../src/internal/worker/Engine.ts"
+import * as WorkerConfig from "../../src/internal/worker/Config.ts"
 
 const RUNS = Chaos_.SHORT ? 60 : 400
 
@@ -344,7 +344,7 @@ layer(TestLayer, { excludeTestServices: true })("chaos: hostile input", (it) => 
           refusedNames++
           continue
         }
-        const queueOk = yield* Effect.exit(WorkerEngine.validate({ queues: { [name]: {} } }))
+        const queueOk = yield* Effect.exit(WorkerConfig.validate({ queues: { [name]: {} } }))
         expectTypedOrOk(queueOk, ["InvalidWorkerConfig"], name)
         const enqueued = yield* Effect.exit(jobs.enqueue(job, { s: name } as never))
         expectTypedOrOk(enqueued, ["InvalidJobArgs", "InvalidJobOptions"], name)
@@ -470,7 +470,7 @@ layer(TestLayer, { excludeTestServices: true })("chaos: hostile input", (it) => 
           maxCompletionBatch: hostileNumber,
           listen: fc.anything()
         }, { requiredKeys: [] }),
-        (options) => Effect.sync(() => void expectTypedOrOk(Effect.runSyncExit(WorkerEngine.validate(options as never)), ["InvalidWorkerConfig"], options))
+        (options) => Effect.sync(() => void expectTypedOrOk(Effect.runSyncExit(WorkerConfig.validate(options as never)), ["InvalidWorkerConfig"], options))
       )
       yield* property(
         fc.oneof(hostileString, fc.webUrl(), fc.constantFrom("postgres://u:p@h:5432/d", "postgres://[::1]:5432/x", "postgres://h:0/x")),

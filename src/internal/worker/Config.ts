@@ -1,0 +1,133 @@
+/**
+ * The worker's configuration: `validate` checks `Worker.Options` and resolves the
+ * defaults; `checkPool` refuses a pool too small for the connections a worker keeps.
+ *
+ * @internal
+ */
+import { Duration, Effect, Option } from "effect"
+import { InvalidWorkerConfig } from "../../Errors.ts"
+import type { Options } from "../../Worker.ts"
+
+/** One queue as the worker serves it. */
+export interface ResolvedQueue {
+  readonly name: string
+  readonly concurrency: number
+  /** The prefetch, or with `adaptive` its floor. */
+  readonly prefetch: number
+  /** No prefetch was configured: it follows the queue's run rate (see `QueueConfig.prefetch`). */
+  readonly adaptive: boolean
+  readonly pollMillis: number
+}
+
+/** `Worker.Options` with every default filled in and every duration in milliseconds. */
+export interface Resolved {
+  readonly queues: ReadonlyArray<ResolvedQueue>
+  readonly workerId: string
+  readonly graceMillis: number
+  readonly leaseMillis: number
+  readonly heartbeatMillis: number
+  readonly maintenanceMillis: number
+  readonly listen: boolean
+  readonly maxCompletionBatch: number
+  readonly maxPendingOutcomes: number
+}
+
+const millis = (label: string, input: Duration.Input | undefined, fallback: number, min = 0): number => {
+  if (input === undefined) return fallback
+  const d = Duration.fromInput(input)
+  const ms = Option.isSome(d) ? Duration.toMillis(d.value) : NaN
+  if (!Number.isFinite(ms) || ms < min || (min === 0 && ms <= 0)) {
+    throw new InvalidWorkerConfig({ message: `${label} must be a finite, positive duration, got ${String(input)}` })
+  }
+  return ms
+}
+
+const resolveQueue = (name: string, options: Options): ResolvedQueue => {
+  if (name.length === 0 || name.length > 255 || /\u0000|\p{Surrogate}/u.test(name)) {
+    throw new InvalidWorkerConfig({
+      message: `queue name must have 1 to 255 characters without NUL or unpaired surrogates: ${JSON.stringify(name)}`
+    })
+  }
+  const config = options.queues[name] ?? {}
+  const concurrency = config.concurrency ?? 1
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 10_000) {
+    throw new InvalidWorkerConfig({
+      message: `queue "${name}": concurrency must be an integer in [1, 10000], got ${String(concurrency)}`
+    })
+  }
+  const prefetch = config.prefetch ?? concurrency
+  if (!Number.isInteger(prefetch) || prefetch < 0 || prefetch > 100_000) {
+    throw new InvalidWorkerConfig({
+      message: `queue "${name}": prefetch must be an integer in [0, 100000], got ${String(prefetch)}`
+    })
+  }
+  return {
+    name,
+    concurrency,
+    prefetch,
+    adaptive: config.prefetch === undefined,
+    pollMillis: millis(`queue "${name}": pollInterval`, config.pollInterval, 1000)
+  }
+}
+
+/** Checks a worker configuration; every mistake is an `InvalidWorkerConfig` with a message saying which. */
+export const validate = (options: Options): Effect.Effect<Resolved, InvalidWorkerConfig> =>
+  Effect.try({
+    try: () => {
+      if (typeof options !== "object" || options === null || typeof options.queues !== "object" || options.queues === null) {
+        throw new InvalidWorkerConfig({ message: "queues must be an object of queue name -> config" })
+      }
+      const names = Object.keys(options.queues)
+      if (names.length === 0) throw new InvalidWorkerConfig({ message: "at least one queue must be configured" })
+      const queues = names.map((name) => resolveQueue(name, options))
+      const leaseMillis = millis("lease", options.lease, 30_000)
+      const heartbeatMillis = millis("heartbeatInterval", options.heartbeatInterval, Math.max(10, leaseMillis / 3))
+      if (heartbeatMillis >= leaseMillis) {
+        throw new InvalidWorkerConfig({ message: "heartbeatInterval must be shorter than the lease" })
+      }
+      const maxCompletionBatch = options.maxCompletionBatch ?? 1000
+      if (!Number.isInteger(maxCompletionBatch) || maxCompletionBatch < 1) {
+        throw new InvalidWorkerConfig({ message: "maxCompletionBatch must be a positive integer" })
+      }
+      const maxPendingOutcomes = options.maxPendingOutcomes ?? 10 * maxCompletionBatch
+      if (!Number.isInteger(maxPendingOutcomes) || maxPendingOutcomes < 1) {
+        throw new InvalidWorkerConfig({ message: "maxPendingOutcomes must be a positive integer" })
+      }
+      // Stored in `locked_by` by every claim: a NUL there would fail every claim, forever.
+      if (options.workerId !== undefined && (typeof options.workerId !== "string" || /\u0000|\p{Surrogate}/u.test(options.workerId))) {
+        throw new InvalidWorkerConfig({ message: "workerId must be a string without NUL or unpaired surrogates" })
+      }
+      return {
+        queues,
+        workerId: options.workerId ?? `${process.env.HOSTNAME ?? "worker"}:${process.pid}:${crypto.randomUUID().slice(0, 8)}`,
+        graceMillis: options.gracePeriod === undefined ? 10_000 : millis("gracePeriod", options.gracePeriod, 10_000, 1),
+        leaseMillis,
+        heartbeatMillis,
+        maintenanceMillis: millis("maintenanceInterval", options.maintenanceInterval, 1000),
+        listen: options.listen ?? true,
+        maxCompletionBatch,
+        maxPendingOutcomes
+      }
+    },
+    catch: (e) => (e instanceof InvalidWorkerConfig ? e : new InvalidWorkerConfig({ message: String(e) }))
+  })
+
+/**
+ * Some connections are kept for good: one per LISTEN session (new jobs, cancel requests)
+ * and one for the pruner's leader lock. A pool with none left over would hang the worker
+ * silently (claims and outcomes would wait forever for a connection): refuse it.
+ */
+export const checkPool = (config: Resolved, pruner: boolean, poolSize: number): Effect.Effect<void, InvalidWorkerConfig> => {
+  const kept = (config.listen ? 2 : 0) + (pruner ? 1 : 0)
+  if (poolSize > kept) return Effect.void
+  return Effect.fail(
+    new InvalidWorkerConfig({
+      message: `the PgClient pool has ${poolSize} connection(s) and this worker keeps ${kept} for itself ` +
+        `(LISTEN for new jobs and for cancel requests, the pruner's leader lock): give the pool at least ${kept + 1} ` +
+        `(maxConnections), or use listen: false / pruner: false`
+    })
+  )
+}
+
+/** Spreads periodic timers by ±10% so that workers do not synchronise their statements. */
+export const jitter = (ms: number) => Math.round(ms * (0.9 + Math.random() * 0.2))

@@ -1,0 +1,131 @@
+/**
+ * Live controls of a running worker: `reconfigure`, `setConcurrency`, `pause`/`resume`
+ * (on this worker, or with `{ global: true }` for all), `status`, and the control poll
+ * that reads the global pause flags and the cancel requests of held jobs.
+ *
+ * @internal
+ */
+import { Cause, Clock, Effect, Semaphore } from "effect"
+import { InvalidWorkerConfig } from "../../Errors.ts"
+import type { Events } from "../../Observer.ts"
+import type { Options, QueueConfig, QueueStatus } from "../../Worker.ts"
+import type { JobStore } from "../Store.ts"
+import { jitter, type Resolved, validate } from "./Config.ts"
+import type { HeldJobs } from "./Held.ts"
+import type { Producers } from "./Producer.ts"
+
+/** Queues paused on this worker only, and (as last read) for all workers. */
+export class PauseFlags {
+  readonly locally = new Set<string>()
+  globally: ReadonlySet<string> = new Set()
+  readonly isPaused = (queue: string) => this.locally.has(queue) || this.globally.has(queue)
+}
+
+const notServed = (queue: string) =>
+  new InvalidWorkerConfig({ message: `queue ${JSON.stringify(queue)} is not served by this worker` })
+
+const checkName = (queue: string) =>
+  typeof queue === "string" && queue.length > 0 && queue.length <= 255 && !queue.includes("\u0000")
+    ? Effect.void
+    : Effect.fail(new InvalidWorkerConfig({ message: `queue name must have 1 to 255 characters without NUL: ${JSON.stringify(queue)}` }))
+
+export const make = Effect.fnUntraced(function*(deps: {
+  readonly options: Options
+  readonly config: Resolved
+  readonly store: JobStore["Service"]
+  readonly observer: Events
+  readonly held: HeldJobs
+  readonly producers: Producers
+  readonly paused: PauseFlags
+  readonly cancel: (id: string) => Effect.Effect<void>
+}) {
+  const { cancel, config, held, observer, options, paused, producers, store } = deps
+  /** The queue configs as last given (`reconfigure` replaces them). */
+  let queueConfigs: Readonly<Record<string, QueueConfig>> = options.queues
+  /** One reconfiguration at a time; pause flags change under their own lock. */
+  const reconfiguring = yield* Semaphore.make(1)
+  const pausing = yield* Semaphore.make(1)
+
+  const reconfigure = Effect.fn("Worker.reconfigure")(function*(queues: Readonly<Record<string, QueueConfig>>) {
+    const next = yield* validate({ ...options, queues })
+    // 1. Queues no longer served: their producers finish the claim in flight (if any), give
+    //    back what they buffered, and end. Their running jobs finish and are recorded as usual.
+    yield* producers.stopOthers(new Set(next.queues.map((q) => q.name)))
+    // 2. Kept queues take their new settings in place (no restart); new ones start.
+    for (const queue of next.queues) {
+      if (producers.isServed(queue.name)) producers.get(queue.name)!.update(queue)
+      else yield* producers.start(queue)
+    }
+    queueConfigs = queues
+  }, reconfiguring.withPermits(1))
+
+  const setConcurrency = Effect.fn("Worker.setConcurrency")(function*(queue: string, concurrency: number) {
+    if (!producers.isServed(queue) || !Object.hasOwn(queueConfigs, queue)) return yield* notServed(queue)
+    yield* reconfigure({ ...queueConfigs, [queue]: { ...queueConfigs[queue], concurrency } })
+  })
+
+  const setPaused = Effect.fnUntraced(function*(queue: string, pause: boolean, global: boolean) {
+    yield* checkName(queue)
+    if (global) {
+      yield* store.queueSetPaused(queue, pause, yield* Clock.currentTimeMillis)
+      const next = new Set(paused.globally)
+      if (pause) next.add(queue)
+      else next.delete(queue)
+      paused.globally = next
+    } else {
+      if (!producers.isServed(queue)) return yield* notServed(queue)
+      if (pause) paused.locally.add(queue)
+      else paused.locally.delete(queue)
+    }
+    producers.get(queue)?.notify()
+  }, pausing.withPermits(1))
+
+  /** Stops claiming jobs of `queue` on this worker, or with `{ global: true }` on every worker. Running jobs finish. */
+  const pause = (queue: string, options?: { readonly global?: boolean | undefined }) =>
+    setPaused(queue, true, options?.global === true).pipe(Effect.withSpan("Worker.pause", { attributes: { "job.queue": queue } }))
+  /** Undoes `pause` (the local flag, or with `{ global: true }` the flag for every worker). */
+  const resume = (queue: string, options?: { readonly global?: boolean | undefined }) =>
+    setPaused(queue, false, options?.global === true).pipe(Effect.withSpan("Worker.resume", { attributes: { "job.queue": queue } }))
+
+  const status = Effect.sync(() =>
+    producers.served().map((name): QueueStatus => {
+      const p = producers.get(name)!
+      const q = p.config()
+      const counts = p.counts()
+      return {
+        name,
+        concurrency: q.concurrency,
+        prefetch: counts.prefetch,
+        pollIntervalMillis: q.pollMillis,
+        pausedLocally: paused.locally.has(name),
+        pausedGlobally: paused.globally.has(name),
+        running: counts.running,
+        buffered: counts.buffered,
+        waitingForOutcomes: counts.waitingForOutcomes
+      }
+    })
+  )
+
+  // The control poll, every (shortest) poll interval: which queues are paused for all
+  // workers, and which held jobs have a cancel request (the fallback for a missed NOTIFY,
+  // or for `listen: false`). One small statement per worker per interval.
+  const controlPoll = pausing.withPermits(1)(Effect.gen(function*() {
+    const names = producers.served()
+    const result = yield* store.workerControlPoll(names, held.ids())
+    const before = paused.globally
+    paused.globally = result.paused
+    for (const name of names) if (before.has(name) !== result.paused.has(name)) producers.get(name)?.notify()
+    return result.cancel
+  })).pipe(
+    Effect.flatMap((ids) =>
+      Effect.forEach(ids, (id) => (held.get(id)?.cancelling === true ? Effect.void : Effect.forkChild(cancel(id))), { discard: true })),
+    Effect.catchCause((cause) => observer.workerError("*", "control poll failed", Cause.squash(cause), "Warn"))
+  )
+  const controlMillis = () =>
+    Math.min(config.maintenanceMillis, ...producers.served().map((name) => producers.get(name)!.config().pollMillis))
+  const poller = yield* Effect.forkScoped(
+    Effect.forever(Effect.andThen(controlPoll, Effect.suspend(() => Effect.sleep(jitter(controlMillis())))))
+  )
+
+  return { reconfigure, setConcurrency, pause, resume, status, poller }
+})

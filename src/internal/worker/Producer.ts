@@ -1,0 +1,329 @@
+/**
+ * The producer of one queue: its claim loop, the buffer of claimed jobs, and the adaptive
+ * prefetch. `Producers` is the set of them, one per queue served.
+ *
+ * States of a producer, in prose:
+ *   hungry   the queue may have runnable jobs: claim while there is room
+ *            (running + buffered < concurrency + prefetch) and the buffer is low;
+ *   sated    the last claim came back short: wait for a NOTIFY, the poll timer,
+ *            or a free slot for a buffered job.
+ * Claimed jobs wait in a small local buffer (at most `prefetch`) so the next
+ * job starts the moment a slot frees, without a round trip. Buffered jobs are
+ * held (leased and heartbeated) like running ones, and are returned to the
+ * queue, attempt given back, when the producer stops.
+ *
+ * @internal
+ */
+import { Cause, Clock, Effect, Fiber, Latch, type Scope } from "effect"
+import type { Events } from "../../Observer.ts"
+import type { Completer } from "../Completer.ts"
+import { released } from "../Outcome.ts"
+import type { Running } from "../Running.ts"
+import type { JobStore } from "../Store.ts"
+import { jitter, type Resolved, type ResolvedQueue } from "./Config.ts"
+import type { Executor } from "./Executor.ts"
+import { info } from "./Executor.ts"
+import { Fifo } from "./Fifo.ts"
+import type { Held, HeldJobs } from "./Held.ts"
+
+/** Adaptive prefetch: buffer about this much work (at the measured run rate) ... */
+const prefetchHorizonMillis = 100
+/**
+ * The run rate is sampled over windows of at least this long: short, so that a worker that
+ * starts on a backlog reaches its full claim size within a few claims (with 100 ms windows
+ * a 5,000-job burst was mostly over before the first sample).
+ */
+const rateWindowMillis = 20
+/** ... but never more than this many jobs. */
+const maxAdaptivePrefetch = 1000
+
+export interface Producer {
+  /** A NOTIFY for this queue arrived: there may be jobs. */
+  readonly notify: () => void
+  /** A run ended: its slot is free. */
+  readonly release: () => void
+  /** Removes a buffered (claimed, not started) job from the buffer; whether it was there. */
+  readonly takeBuffered: (held: Held) => boolean
+  /** Live controls: the settings now, new settings (taken at the next loop turn), stop after the current claim. */
+  readonly config: () => ResolvedQueue
+  readonly update: (queue: ResolvedQueue) => void
+  readonly stop: () => void
+  /** Re-arms a stopped producer (its queue was added back); fork its loop again. */
+  readonly restart: () => void
+  readonly counts: () => {
+    readonly running: number
+    readonly buffered: number
+    readonly prefetch: number
+    readonly waitingForOutcomes: boolean
+  }
+}
+
+/** What a producer works with: the worker's parts it claims for, runs with and reports to. */
+export interface Deps {
+  readonly config: Resolved
+  readonly store: JobStore["Service"]
+  readonly observer: Events
+  readonly completer: Completer
+  readonly held: HeldJobs
+  readonly running: Running
+  readonly executor: Executor
+  readonly isPaused: (queue: string) => boolean
+}
+
+/**
+ * The prefetch in force. Adaptive (no prefetch configured): the runs finished per
+ * millisecond, sampled at claims over windows of at least 20 ms and smoothed,
+ * times the horizon; never below the configured floor (= concurrency).
+ */
+class Prefetch {
+  value: number
+  /** Runs finished so far. */
+  finished = 0
+  private sampledFinished = 0
+  private sampledAt: number | undefined
+  private rate = 0
+  constructor(queue: ResolvedQueue) {
+    this.value = queue.prefetch
+  }
+  /** New settings: an adaptive prefetch keeps what it learnt, above the new floor. */
+  reset(next: ResolvedQueue) {
+    this.value = next.adaptive ? Math.max(next.prefetch, this.value) : next.prefetch
+  }
+  /** At a claim: a new sample of the run rate, and the prefetch that follows. */
+  update(queue: ResolvedQueue, now: number) {
+    if (!queue.adaptive) {
+      this.value = queue.prefetch
+      return
+    }
+    if (this.sampledAt === undefined || now < this.sampledAt) {
+      this.sampledAt = now
+      this.sampledFinished = this.finished
+    } else if (now - this.sampledAt >= rateWindowMillis) {
+      const windowRate = (this.finished - this.sampledFinished) / (now - this.sampledAt)
+      // smoothed, except the first sample (nothing to smooth with), which is taken as it is
+      this.rate = this.rate === 0 ? windowRate : (this.rate + windowRate) / 2
+      this.sampledAt = now
+      this.sampledFinished = this.finished
+    }
+    this.value = Math.min(maxAdaptivePrefetch, Math.max(queue.prefetch, Math.ceil(this.rate * prefetchHorizonMillis)))
+  }
+}
+
+/** Buffered jobs never started: give them back (attempt not spent). */
+const giveBack = (taken: ReadonlyArray<Held>, { completer, held, observer }: Deps) =>
+  Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    Effect.forEach(taken, (h) => {
+      held.remove(h)
+      const row = h.row
+      // (a job an operator cancelled meanwhile ends `cancelled` instead: report that)
+      return completer.submit(released(row, now).row, (applied) =>
+        applied?.state === "cancelled"
+          ? observer.cancelled(info(row), applied.cancelReason ?? "cancelled before it started")
+          : Effect.void)
+    }, { discard: true }))
+
+/** Makes the producer of one queue and its loop (to be forked; it gives back its buffer when it ends). */
+export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: Deps) {
+  const { completer, config, executor, held, observer, running, store } = deps
+  let queue = initial // replaced by `update` (reconfigure, setConcurrency)
+  let stopped = false
+  const signal = yield* Latch.make(false)
+  const buffer = new Fifo<Held>()
+  let inFlight = 0
+  let hungry = true
+  let wakes = 0
+  let waitingForOutcomes = false
+  const prefetch = new Prefetch(initial)
+  const producer: Producer = {
+    notify: () => {
+      wakes++
+      hungry = true
+      signal.openUnsafe()
+    },
+    release: () => {
+      inFlight--
+      prefetch.finished++
+      signal.openUnsafe()
+    },
+    takeBuffered: (held) => {
+      const found = buffer.remove((h) => h === held) !== undefined
+      if (found) signal.openUnsafe()
+      return found
+    },
+    config: () => queue,
+    update: (next) => {
+      queue = next
+      prefetch.reset(next)
+      hungry = true
+      signal.openUnsafe()
+    },
+    stop: () => {
+      stopped = true
+      signal.openUnsafe()
+    },
+    restart: () => {
+      stopped = false
+      hungry = true
+    },
+    counts: () => ({ running: inFlight, buffered: buffer.length, prefetch: prefetch.value, waitingForOutcomes })
+  }
+  const room = () => queue.concurrency + prefetch.value - inFlight - buffer.length
+  const lowWater = () => Math.floor(prefetch.value / 2)
+
+  /** Starts buffered jobs while there are free slots (each runs at once, up to its first async step). */
+  const dispatch = Effect.sync(() => {
+    while (inFlight < queue.concurrency && buffer.length > 0) {
+      inFlight++
+      const h = buffer.shift()!
+      h.phase = "running"
+      running.start(h.id, executor.run(h, producer))
+    }
+  })
+
+  // The claim statement and the push of what it returned into the buffer are one step that
+  // cannot be interrupted: a producer stopped in the middle of a claim (shutdown) finishes
+  // it first, so that the jobs it claimed are in the buffer, where the loop's end gives them
+  // back with their attempt. Interrupted between the two, the claimed jobs would be stranded
+  // `running` until their leases lapsed, each losing an attempt (River claims with
+  // `context.WithoutCancel` for the same reason).
+  const claim = Effect.uninterruptible(Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    prefetch.update(queue, now)
+    const limit = room()
+    if (limit <= 0) return
+    const wakesBefore = wakes
+    const rows = yield* store.jobClaim({
+      queue: queue.name,
+      limit,
+      now,
+      leaseMillis: config.leaseMillis,
+      workerId: config.workerId
+    })
+    for (const row of rows) buffer.push(held.claim(row, now + config.leaseMillis)) // in claim order (the statement sorts them)
+    // A short claim means the queue is drained, unless a NOTIFY came in meanwhile.
+    if (rows.length < limit && wakes === wakesBefore) hungry = false
+  })).pipe(
+    Effect.catchCause((cause) =>
+      Effect.sync(() => {
+        hungry = false // back off until the next poll or NOTIFY
+      }).pipe(Effect.andThen(observer.workerError(queue.name, "claim failed", Cause.squash(cause), "Warn")))
+    )
+  )
+
+  const waitForPoll = Effect.suspend(() => Effect.sleep(jitter(queue.pollMillis))).pipe(
+    Effect.andThen(Effect.sync(() => {
+      hungry = true
+    }))
+  )
+
+  const loop = Effect.gen(function*() {
+    while (!stopped) {
+      signal.closeUnsafe()
+      if (deps.isPaused(queue.name)) {
+        // Paused: claim nothing, and give back what was claimed but not started (attempt
+        // not spent) so that workers where the queue still runs can take it.
+        yield* returnBuffered
+        yield* signal.await // resume, new settings or stop
+        continue
+      }
+      yield* dispatch
+      if (hungry && room() > 0 && buffer.length <= lowWater()) {
+        if (!completer.hasRoom()) {
+          // Backpressure: too many outcomes not written yet. Wait for the backlog to halve,
+          // or for anything else (a stop, new settings), then look again.
+          waitingForOutcomes = true
+          yield* Effect.raceFirst(completer.room, signal.await)
+          waitingForOutcomes = false
+          continue
+        }
+        yield* claim
+        continue
+      }
+      if (hungry) yield* signal.await // full: wait for a slot
+      else yield* Effect.raceFirst(signal.await, waitForPoll)
+    }
+  })
+
+  /** Buffered jobs never started: give them back (attempt not spent). */
+  const returnBuffered = Effect.suspend(() => giveBack(buffer.takeAll(), deps))
+
+  return { producer, loop: loop.pipe(Effect.ensuring(returnBuffered)) }
+})
+
+/** The producers of a worker, by queue, and the fibers of their loops. */
+export interface Producers {
+  /** The producer of `queue` (also of a queue no longer served: its runs still release into it). */
+  readonly get: (queue: string) => Producer | undefined
+  /** Every producer this worker has had. */
+  readonly all: () => Iterable<Producer>
+  /** The queues served now. */
+  readonly served: () => ReadonlyArray<string>
+  readonly isServed: (queue: string) => boolean
+  /** Starts serving a queue (a new producer, or a stopped one re-armed). */
+  readonly start: (queue: ResolvedQueue) => Effect.Effect<void>
+  /** Stops the producers of queues not in `keep`: each finishes its claim in flight and gives back its buffer. */
+  readonly stopOthers: (keep: ReadonlySet<string>) => Effect.Effect<void>
+  /**
+   * Tells every claim loop to stop (shutdown) and returns their fibers: each ends after
+   * the claim it may be in the middle of, and gives back its buffer.
+   */
+  readonly interruptAll: () => ReadonlyArray<Fiber.Fiber<unknown, unknown>>
+  /** Removes a buffered job from its producer's buffer; whether it was there. */
+  readonly takeBuffered: (held: Held) => boolean
+  /** Wakes all producers, as a NOTIFY would. */
+  readonly wakeAll: Effect.Effect<void>
+}
+
+export const makeProducers = Effect.fnUntraced(function*(deps: Deps) {
+  /**
+   * Every producer this worker has had, by queue. A queue removed by `reconfigure`
+   * keeps its (stopped) producer, so its jobs still running release their slots
+   * into it, and adding the queue back re-arms it with those counts.
+   */
+  const producers = new Map<string, Producer>()
+  /** Claim loops of the queues served now. */
+  const fibers = new Map<string, Fiber.Fiber<unknown, unknown>>()
+  const loops = new Map<string, Effect.Effect<unknown>>()
+  const workerScope: Scope.Scope = yield* Effect.scope
+  const start = Effect.fnUntraced(function*(queue: ResolvedQueue) {
+    let producer = producers.get(queue.name)
+    if (producer === undefined) {
+      const made = yield* make(queue, deps)
+      producer = made.producer
+      producers.set(queue.name, producer)
+      loops.set(queue.name, made.loop)
+    } else {
+      producer.update(queue)
+      producer.restart()
+    }
+    fibers.set(queue.name, yield* Effect.forkIn(loops.get(queue.name)!, workerScope))
+  })
+  const stopOthers = Effect.fnUntraced(function*(keep: ReadonlySet<string>) {
+    const stopping: Array<Fiber.Fiber<unknown, unknown>> = []
+    for (const [name, fiber] of fibers) {
+      if (keep.has(name)) continue
+      producers.get(name)!.stop()
+      fibers.delete(name)
+      stopping.push(fiber)
+    }
+    yield* Fiber.awaitAll(stopping)
+  })
+  const all: Producers = {
+    get: (queue) => producers.get(queue),
+    all: () => producers.values(),
+    served: () => Array.from(fibers.keys()),
+    isServed: (queue) => fibers.has(queue),
+    start,
+    stopOthers,
+    interruptAll: () => {
+      const loops = Array.from(fibers.values())
+      for (const fiber of loops) fiber.interruptUnsafe()
+      return loops
+    },
+    takeBuffered: (held) => producers.get(held.row.queue)?.takeBuffered(held) ?? false,
+    wakeAll: Effect.sync(() => {
+      for (const p of producers.values()) p.notify()
+    })
+  }
+  return all
+})

@@ -1,0 +1,17 @@
+/**
+ * Points in a worker's life that a test can wait on, to drive a race deterministically
+ * (River's test signals). Each is a no-op unless a test provides `TestSignals` to the
+ * worker's layer.
+ *
+ * @internal
+ */
+import { Context, Effect } from "effect"
+
+export interface Signals {
+  /** Shutdown: every claim loop has been told to stop (not yet awaited). */
+  readonly producersInterrupted: Effect.Effect<void>
+}
+
+export const TestSignals = Context.Reference<Signals>("effect-jobs/internal/TestSignals", {
+  defaultValue: () => ({ producersInterrupted: Effect.void })
+})
