@@ -61,6 +61,13 @@ export interface Options<Args extends AnySchema, Success extends AnySchema> {
   readonly retention?: Duration.Input | undefined
   /** How many errors are kept with the job (the last N); default 5. */
   readonly maxErrors?: number | undefined
+  /**
+   * Former names of the job. A worker with this job's handler also claims and runs the rows
+   * stored under any of them (jobs enqueued before a rename), with this definition's policy;
+   * `ctx.name` is the name the row was stored under. Enqueue always writes `name`. Each alias
+   * is checked like a name, and must differ from the name and from the other aliases.
+   */
+  readonly aliases?: ReadonlyArray<string> | undefined
 }
 
 /** Identifier type of the handler service of the job named `Name`. */
@@ -97,6 +104,8 @@ export interface Job<Name extends string, Args extends AnySchema, Success extend
   readonly timeout: Duration.Duration | undefined
   readonly retention: Duration.Duration
   readonly maxErrors: number
+  /** Former names whose rows this job's handler also runs (see `Options.aliases`). */
+  readonly aliases: ReadonlyArray<string>
   readonly handlerKey: Context.Key<Handler<Name>, RegisteredHandler>
   /** Encodes arguments to their JSON form (for the `args` column). */
   readonly encodeArgs: (args: unknown) => Effect.Effect<unknown, Schema.SchemaError>
@@ -119,6 +128,28 @@ export const defaultRetry: Schedule.Schedule<unknown, unknown> = Schedule.min([
   Schedule.spaced("1 hour")
 ]).pipe(Schedule.jittered)
 
+/** NUL cannot be stored; an unpaired surrogate would be stored as U+FFFD, a name no handler has. */
+const isValidName = (name: unknown): name is string =>
+  typeof name === "string" && name.length > 0 && name.length <= 255 && !/\u0000|\p{Surrogate}/u.test(name)
+
+const checkAliases = (name: string, aliases: ReadonlyArray<string> | undefined): ReadonlyArray<string> => {
+  if (aliases === undefined) return []
+  if (!Array.isArray(aliases)) throw new globalThis.Error(`Job "${name}": aliases must be an array of names`)
+  const seen = new Set<string>([name])
+  for (const alias of aliases) {
+    if (!isValidName(alias)) {
+      throw new globalThis.Error(
+        `Job "${name}": an alias must have 1 to 255 characters without NUL or unpaired surrogates, got ${JSON.stringify(alias)}`
+      )
+    }
+    if (seen.has(alias)) {
+      throw new globalThis.Error(`Job "${name}": alias ${JSON.stringify(alias)} repeats the name or another alias`)
+    }
+    seen.add(alias)
+  }
+  return Object.freeze([...aliases])
+}
+
 const checkInt = (name: string, label: string, value: number, min: number, max: number): number => {
   if (!Number.isInteger(value) || value < min || value > max) {
     throw new globalThis.Error(`Job "${name}": ${label} must be an integer in [${min}, ${max}], got ${value}`)
@@ -137,8 +168,7 @@ export const make = <const Name extends string, Args extends AnySchema, Success 
   name: Name,
   options: Options<Args, Success>
 ): Job<Name, Args, Success> => {
-  if (typeof name !== "string" || name.length === 0 || name.length > 255 || /\u0000|\p{Surrogate}/u.test(name)) {
-    // NUL cannot be stored; an unpaired surrogate would be stored as U+FFFD, a name no handler has.
+  if (!isValidName(name)) {
     throw new globalThis.Error(`Job name must have 1 to 255 characters without NUL or unpaired surrogates`)
   }
   const success = (options.success ?? Schema.Void) as Success
@@ -163,6 +193,7 @@ export const make = <const Name extends string, Args extends AnySchema, Success 
     timeout,
     retention,
     maxErrors: checkInt(name, "maxErrors", options.maxErrors ?? 5, 0, 1000),
+    aliases: checkAliases(name, options.aliases),
     handlerKey: Context.Service<Handler<Name>, RegisteredHandler>(`${handlerKeyPrefix}${name}`),
     encodeArgs: Schema.encodeUnknownEffect(argsJson),
     encodeArgsExit: Schema.encodeUnknownExit(argsJson),

@@ -183,6 +183,20 @@ export interface Heartbeat {
 
 const iso = (millis: number): string => new Date(millis).toISOString()
 
+/**
+ * A list of names as one Postgres array literal (`{"a","b"}`), to bind as a single
+ * `text[]` parameter. Cached per list: a worker passes the same list to every claim.
+ */
+const textArrays = new WeakMap<ReadonlyArray<string>, string>()
+const textArray = (names: ReadonlyArray<string>): string => {
+  let literal = textArrays.get(names)
+  if (literal === undefined) {
+    literal = `{${names.map((n) => `"${n.replace(/[\\"]/g, "\\$&")}"`).join(",")}}`
+    textArrays.set(names, literal)
+  }
+  return literal
+}
+
 export class JobStore extends Context.Service<JobStore, {
   readonly jobInsertMany: (
     rows: ReadonlyArray<NewJobRow>
@@ -193,6 +207,11 @@ export class JobStore extends Context.Service<JobStore, {
     readonly now: number
     readonly leaseMillis: number
     readonly workerId: string
+    /**
+     * Only jobs with one of these names (the worker's handlers and their aliases); jobs of
+     * any name when absent. An empty list claims nothing.
+     */
+    readonly names?: ReadonlyArray<string> | undefined
   }) => Effect.Effect<ReadonlyArray<ClaimedJobRow>, SqlError.SqlError>
   readonly jobFinishMany: (
     rows: ReadonlyArray<FinishRow>,
@@ -393,8 +412,13 @@ export class JobStore extends Context.Service<JobStore, {
         readonly now: number
         readonly leaseMillis: number
         readonly workerId: string
+        readonly names?: ReadonlyArray<string> | undefined
       }) {
         const now = iso(o.now)
+        // The name filter is checked on the rows the claim index yields, in its order: the
+        // index (queue, priority, run_at, id) is still the plan, and jobs of names the worker
+        // cannot run are passed over (left `available` for a worker that can), not claimed.
+        const byName = o.names === undefined ? sql.literal("") : sql`AND name = ANY(${textArray(o.names)}::text[])`
         // `id = ANY(ARRAY(...))`, not `UPDATE ... FROM (the CTE)`: with a join, the planner
         // may hash the whole table to find a few hundred rows (a sequential scan per claim,
         // which grows with history); an array of ids is always looked up in the primary key.
@@ -413,7 +437,7 @@ export class JobStore extends Context.Service<JobStore, {
               locked_by = ${o.workerId}
           WHERE j.id = ANY(ARRAY(
             SELECT id FROM ${t.jobs}
-            WHERE state = 'available' AND queue = ${o.queue} AND run_at <= ${now}::timestamptz
+            WHERE state = 'available' AND queue = ${o.queue} AND run_at <= ${now}::timestamptz ${byName}
             ORDER BY priority, run_at, id
             LIMIT ${o.limit}
             FOR UPDATE SKIP LOCKED

@@ -100,7 +100,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     observer,
     completer,
     held,
-    handlers: Executor.collectHandlers(yield* Effect.context<never>()),
+    handlers: yield* Executor.collectHandlers(yield* Effect.context<never>()),
     middleware: options.middleware ?? [],
     defaultMiddleware: options.defaultMiddleware ?? true
   })

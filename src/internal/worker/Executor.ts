@@ -10,7 +10,7 @@
  * @internal
  */
 import { type Clock, Context, Duration, Effect, Exit, References, Tracer } from "effect"
-import { JobTimeout } from "../../Errors.ts"
+import { InvalidWorkerConfig, JobTimeout } from "../../Errors.ts"
 import * as Job from "../../Job.ts"
 import type { Events, JobInfo } from "../../Observer.ts"
 import { RequestId } from "../../RequestId.ts"
@@ -22,14 +22,36 @@ import * as RunSpan from "../RunSpan.ts"
 import type { Applied, ClaimedJobRow } from "../Store.ts"
 import type { Held, HeldJobs } from "./Held.ts"
 
-/** Handlers provided to the worker's layer, found by their job name. */
-export const collectHandlers = (context: Context.Context<never>): ReadonlyMap<string, Job.RegisteredHandler> => {
-  const handlers = new Map<string, Job.RegisteredHandler>()
-  for (const [key, value] of context.mapUnsafe) {
-    if (key.startsWith(handlerKeyPrefix)) handlers.set(key.slice(handlerKeyPrefix.length), value)
-  }
-  return handlers
-}
+/**
+ * Handlers provided to the worker's layer, found by the name a row is stored under: a job's
+ * name, and each of its aliases. A name that two handlers would answer to (an alias of two
+ * jobs, or one job's alias that is another's name) is an `InvalidWorkerConfig`.
+ */
+export const collectHandlers = (
+  context: Context.Context<never>
+): Effect.Effect<ReadonlyMap<string, Job.RegisteredHandler>, InvalidWorkerConfig> =>
+  Effect.suspend(() => {
+    const handlers = new Map<string, Job.RegisteredHandler>()
+    for (const [key, value] of context.mapUnsafe) {
+      if (key.startsWith(handlerKeyPrefix)) handlers.set(key.slice(handlerKeyPrefix.length), value)
+    }
+    const byName = new Map(handlers)
+    for (const [name, handler] of handlers) {
+      for (const alias of handler.job.aliases ?? []) {
+        const other = byName.get(alias)
+        if (other !== undefined) {
+          return Effect.fail(
+            new InvalidWorkerConfig({
+              message: `jobs "${other.job.name}" and "${name}" both answer to the name ${JSON.stringify(alias)}: ` +
+                `an alias may belong to one job of a worker only`
+            })
+          )
+        }
+        byName.set(alias, handler)
+      }
+    }
+    return Effect.succeed(byName)
+  })
 
 export const info = (row: ClaimedJobRow): JobInfo => ({
   id: row.id,
@@ -196,6 +218,8 @@ export interface Executor {
    * returns its job to the queue.
    */
   readonly run: (held: Held, slot: { readonly release: () => void }) => Effect.Effect<void>
+  /** The job names this worker has a handler for, aliases included: the only ones it claims. */
+  readonly names: ReadonlyArray<string>
 }
 
 export const make = (deps: {
@@ -263,5 +287,6 @@ export const make = (deps: {
       )
     })
 
-  return { run }
+  // (the claim filters on these, so the NoHandler branch of `execute` is only a safeguard)
+  return { run, names: Object.freeze([...handlers.keys()].sort()) }
 }

@@ -197,7 +197,8 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
       limit,
       now,
       leaseMillis: config.leaseMillis,
-      workerId: config.workerId
+      workerId: config.workerId,
+      names: executor.names // only the jobs this worker can run (rolling deploys: docs/workers.md)
     })
     for (const row of rows) buffer.push(held.claim(row, now + config.leaseMillis)) // in claim order (the statement sorts them)
     // A short claim means the queue is drained, unless a NOTIFY came in meanwhile.
