@@ -125,6 +125,23 @@ export interface QueueSummary {
 }
 
 /**
+ * A live worker (`workers`): one registered in the `workers` table whose session lock is held,
+ * so its process is up. Workers with `listen: false` do not register and are not listed.
+ */
+export interface WorkerSummary {
+  /** Its `workerId`, as in `JobDetails.lockedBy`. */
+  readonly id: string
+  readonly queues: ReadonlyArray<string>
+  /** The sum of its queues' concurrency when it started (`setConcurrency` later is not reflected). */
+  readonly concurrency: number
+  readonly startedAt: Date
+  /** Moved forward by the worker every 500 ms. */
+  readonly lastSeenAt: Date
+  /** Running jobs held by it (started or buffered). */
+  readonly jobsHeld: number
+}
+
+/**
  * `"cancelled"`: the job was waiting and is `cancelled` now.
  * `"cancelRequested"`: it is running; its worker is asked to stop it.
  */
@@ -135,6 +152,8 @@ export class JobsAdmin extends Context.Service<JobsAdmin, {
   readonly counts: (options?: { readonly queue?: string | undefined }) => Effect.Effect<ReadonlyArray<StateCount>, SqlError.SqlError>
   /** Every queue that has jobs or a pause flag, with its counts per state (0 where none). */
   readonly queues: Effect.Effect<ReadonlyArray<QueueSummary>, SqlError.SqlError>
+  /** The live workers, oldest first: id, queues, concurrency, started, last seen, jobs held. */
+  readonly workers: Effect.Effect<ReadonlyArray<WorkerSummary>, SqlError.SqlError>
   /** One page of jobs, newest first unless asked otherwise. Keyset-paged: stable while jobs are added. */
   readonly list: (options?: ListOptions) => Effect.Effect<Page, InvalidAdminRequest | SqlError.SqlError>
   /** One job with its errors and result; `JobNotFound` for an id that is not (or no longer) there. */
@@ -279,6 +298,16 @@ const make = Effect.gen(function*() {
     return Array.from(byName, ([name, e]): QueueSummary => ({ name, paused: e.paused, counts: e.counts }))
       .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
   }).pipe(Effect.withSpan("JobsAdmin.queues"))
+
+  const workers = Effect.map(store.workerList, (rows) =>
+    rows.map((r): WorkerSummary => ({
+      id: r.id,
+      queues: r.queues,
+      concurrency: r.concurrency,
+      startedAt: r.started_at,
+      lastSeenAt: r.last_seen_at,
+      jobsHeld: r.held
+    }))).pipe(Effect.withSpan("JobsAdmin.workers"))
 
   const list = Effect.fn("JobsAdmin.list")(function*(options: ListOptions = {}) {
     const limit = options.limit ?? 50
@@ -474,6 +503,7 @@ const make = Effect.gen(function*() {
   return JobsAdmin.of({
     counts,
     queues,
+    workers,
     list,
     get,
     retry,

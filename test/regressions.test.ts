@@ -237,7 +237,8 @@ layer(TestLayer, { excludeTestServices: true })("regressions", (it) => {
       //    200 ms later: 1200 ms at worst; the bound is twice that.
       yield* Deferred.await(interrupted).pipe(Effect.timeout("5 seconds"))
       assert.isAtMost((yield* Clock.currentTimeMillis) - cutAt, 2 * (1000 + 200), "stopped about a lease after the last heartbeat")
-      assert.isTrue(errors.some((m) => m.includes("ran out with no heartbeat")))
+      // (or, as soon, by the registration watch: its session lock is gone too; migrations/0006)
+      assert.isTrue(errors.some((m) => m.includes("ran out with no heartbeat") || m.includes("registration of this worker was not confirmed")))
       // 2. Shutdown: grace (200 ms), then at most 5 s trying to write that outcome, then it gives
       //    up. The bound is twice that: it tells "gives up" from "retries until the 30 s timeout".
       const closeAt = yield* Clock.currentTimeMillis
@@ -320,10 +321,11 @@ layer(TestLayer, { excludeTestServices: true })("regressions", (it) => {
             Layer.provide(PgClient.layer({ url: Redacted.make(url), maxConnections }))
           )
         )))
-      const tooSmall = yield* build({}, 3)
+      // 2 LISTEN sessions, the registration lock (migrations/0006), the pruner's leader lock
+      const tooSmall = yield* build({}, 4)
       assert.isTrue(Exit.isFailure(tooSmall))
       expect(Cause.pretty((tooSmall as Exit.Failure<unknown, unknown>).cause)).toContain("InvalidWorkerConfig")
-      assert.isTrue(Exit.isSuccess(yield* build({}, 4)))
+      assert.isTrue(Exit.isSuccess(yield* build({}, 5)))
       assert.isTrue(Exit.isSuccess(yield* build({ listen: false, pruner: false }, 1)))
     }))
 

@@ -10,6 +10,7 @@ import { SqlClient } from "effect/sql"
 import { TestClock } from "effect/testing"
 import { InvalidWorkerConfig, Job, Jobs, Worker } from "../src/index.ts"
 import * as Pruner from "../src/internal/maintenance/Pruner.ts"
+import { leaderLockKey } from "../src/internal/maintenance/Leader.ts"
 import { JobStore } from "../src/internal/Store.ts"
 import * as TestDb from "./support/db.ts"
 import { startWorker } from "./support/harness.ts"
@@ -39,6 +40,17 @@ const lockHolders = Effect.flatMap(SqlClient.SqlClient, (sql) =>
       SELECT pid FROM pg_locks
       WHERE locktype = 'advisory' AND granted
         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+    (rows) => rows.map((r) => r.pid)
+  ))
+
+/** Holders of the maintenance leader's lock (a worker also holds its registration lock, migrations/0006). */
+const leaderLockHolders = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  Effect.map(
+    sql<{ readonly pid: number }>`
+      SELECT pid FROM pg_locks
+      WHERE locktype = 'advisory' AND granted AND objsubid = 1
+        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND ((classid::bigint << 32) | objid::bigint) = hashtextextended('effect_jobs', ${leaderLockKey.toString()}::bigint)`,
     (rows) => rows.map((r) => r.pid)
   ))
 
@@ -186,7 +198,7 @@ layer(TestLayer, { excludeTestServices: true })("retention", (it) => {
       const worker = Context.get(context, Worker.Worker)
       yield* worker.pruner.awaitLeader
       assert.isTrue(yield* worker.pruner.isLeader)
-      assert.lengthOf(yield* lockHolders, 1, "the only worker leads")
+      assert.lengthOf(yield* leaderLockHolders, 1, "the only worker leads")
       yield* Scope.close(scope, Exit.void)
       yield* noLockHolders // and gives the lock back when it shuts down
     }))

@@ -50,8 +50,39 @@ const tablesOf = (sql: SqlClient.SqlClient, schema: string) => ({
   jobs: sql.literal(qualify(schema, "jobs")),
   queues: sql.literal(qualify(schema, "queues")),
   periodic: sql.literal(qualify(schema, "periodic")),
-  bundles: sql.literal(qualify(schema, "bundles"))
+  bundles: sql.literal(qualify(schema, "bundles")),
+  workers: sql.literal(qualify(schema, "workers"))
 })
+
+/**
+ * The constant mixed into a worker's advisory lock key (migrations/0006):
+ * `hashtextextended(<schema> || ':' || <worker id>, 6)`.
+ */
+const workerLockSeed = 6
+
+/**
+ * SQL: whether the session lock of the worker whose id is the expression `id` is held by
+ * some session of this database (`pg_locks`, not `pg_try_advisory_lock`: trying it would take
+ * it). The 64-bit key is split by Postgres into classid (high 32 bits) and objid (low 32 bits).
+ */
+const workerLockHeld = (schema: string, id: string) =>
+  `EXISTS (SELECT 1 FROM pg_locks l
+     WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+       AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(${
+    "'" + schema.replace(/'/g, "''") + ":'"
+  } || ${id}, ${workerLockSeed}))`
+
+/**
+ * A registered worker whose lock nobody holds is taken for dead once its `last_seen_at` (which
+ * it moves forward every 500 ms) is this old (by the database's clock): a live worker whose
+ * lock session was cut registers again well within it, and stops its runs before it
+ * (src/internal/worker/Registration.ts).
+ */
+export const workerGraceMillis = 1500
+
+/** After how long without being seen a dead worker's row is deleted by the rescuer. */
+const deadWorkerRowMillis = 60_000
 
 export type JobState = "scheduled" | "available" | "running" | "completed" | "dead" | "cancelled"
 
@@ -586,20 +617,46 @@ export class JobStore extends Context.Service<JobStore, {
       })
 
       /**
-       * Rescues jobs whose lease lapsed (their worker died or lost the database):
+       * Rescues jobs whose lease lapsed (their worker died or lost the database), and jobs
+       * held by a registered worker whose session lock is gone (it died: `WorkerDied`):
        * back to `available` to run again, or to `dead` if that was their last attempt.
-       * The claim already counted the lost attempt. The fencing token is not touched
+       * The claim already counted the lost attempt (a job that was only buffered spends one
+       * too: the row does not say whether its run started). Also deletes the rows of
+       * workers dead for a while. The fencing token is not touched
        * here: the next claim bumps it, which is what locks the old holder out.
        */
       const jobRescueExpired = Effect.fnUntraced(function*(nowMillis: number, limit: number) {
         const now = iso(nowMillis)
         const rows = yield* sql<{ readonly queue: string; readonly n: number }>`
-          WITH lapsed AS (
-            SELECT id FROM ${t.jobs}
+          WITH dead_workers AS (
+            -- registered workers whose session lock nobody holds: their process (or its
+            -- session) is gone (migrations/0006); their jobs are taken once they have not
+            -- been seen for workerGraceMillis
+            SELECT w.id, w.last_seen_at FROM ${t.workers} w WHERE NOT ${sql.literal(workerLockHeld(schema, "w.id"))}
+          ),
+          lapsed AS (
+            SELECT id, false AS orphaned FROM ${t.jobs}
             WHERE state = 'running' AND lease_expires_at < ${now}::timestamptz
             ORDER BY lease_expires_at
             LIMIT ${limit}
             FOR UPDATE SKIP LOCKED
+          ),
+          orphaned AS (
+            SELECT id, true AS orphaned FROM ${t.jobs}
+            WHERE lease_expires_at IS NOT NULL AND state = 'running'
+              AND lease_expires_at >= ${now}::timestamptz
+              AND locked_by IN (SELECT id FROM dead_workers
+                                WHERE last_seen_at < now() - ${workerGraceMillis} * interval '1 millisecond')
+            LIMIT ${limit}
+            FOR UPDATE SKIP LOCKED
+          ),
+          gone AS (SELECT * FROM lapsed UNION ALL SELECT * FROM orphaned),
+          forgotten AS (
+            -- rows of workers dead for a while, with no running job left under their name
+            DELETE FROM ${t.workers} w
+            WHERE w.id IN (SELECT id FROM dead_workers)
+              AND w.last_seen_at < ${iso(nowMillis - deadWorkerRowMillis)}::timestamptz
+              AND NOT EXISTS (SELECT 1 FROM ${t.jobs} r WHERE r.lease_expires_at IS NOT NULL AND r.state = 'running' AND r.locked_by = w.id)
           ),
           rescued AS (
             UPDATE ${t.jobs} j SET
@@ -617,11 +674,14 @@ export class JobStore extends Context.Service<JobStore, {
               errors = (
                 SELECT COALESCE(jsonb_agg(e ORDER BY o), '[]'::jsonb)
                 FROM jsonb_array_elements(${validErrors} || jsonb_build_array(jsonb_build_object(
-                  'attempt', j.attempt, 'at', ${now}::text, 'kind', 'LeaseExpired',
-                  'message', 'lease expired: the worker holding the job (' || COALESCE(j.locked_by, '?') || ') stopped heartbeating'
+                  'attempt', j.attempt, 'at', ${now}::text,
+                  'kind', CASE WHEN gone.orphaned THEN 'WorkerDied' ELSE 'LeaseExpired' END,
+                  'message', CASE WHEN gone.orphaned
+                    THEN 'the worker holding the job (' || j.locked_by || ') died: its database session ended'
+                    ELSE 'lease expired: the worker holding the job (' || COALESCE(j.locked_by, '?') || ') stopped heartbeating' END
                 ))) WITH ORDINALITY AS t(e, o)
                 WHERE o > jsonb_array_length(${validErrors}) + 1 - j.max_errors)
-            FROM lapsed WHERE j.id = lapsed.id
+            FROM gone WHERE j.id = gone.id
             RETURNING j.queue, j.state
           )
           SELECT queue, count(*)::int AS n, pg_notify(${channels.new}, queue)::text AS notified,
@@ -892,6 +952,30 @@ export interface ManagementStore {
    * it is unlocked) or the session ends (Postgres drops the lock itself).
    */
   readonly leaderTryAcquire: (key: bigint) => Effect.Effect<LeaderSession | undefined, SqlError.SqlError, Scope.Scope>
+  /**
+   * Registers a worker (migrations/0006): reserves a connection, takes the worker's session
+   * lock on it, then writes its row. Not taken (another live session holds it: the same
+   * `workerId` in two processes): nothing registered, `undefined`. Taken: until the scope
+   * closes, when the row is deleted and then the lock released. `check` moves `last_seen_at`
+   * forward on the locked session, and fails once that session is gone.
+   */
+  readonly workerRegister: (worker: {
+    readonly id: string
+    readonly queues: ReadonlyArray<string>
+    readonly concurrency: number
+  }) => Effect.Effect<LeaderSession | undefined, SqlError.SqlError, Scope.Scope>
+  /** The registered workers whose session lock is held (live), with the jobs each holds. */
+  readonly workerList: Effect.Effect<ReadonlyArray<WorkerRow>, SqlError.SqlError>
+}
+
+/** One live worker (`workerList`). */
+export interface WorkerRow {
+  readonly id: string
+  readonly queues: ReadonlyArray<string>
+  readonly concurrency: number
+  readonly started_at: Date
+  readonly last_seen_at: Date
+  readonly held: number
 }
 
 /** (Statements that select these order by `jobs.id`: a bare `id` is the text column.) */
@@ -1185,7 +1269,60 @@ export const makeManagement = (sql: SqlClient.SqlClient, schema: string): Manage
       } satisfies LeaderSession
     })
 
+  const workerRegister = (worker: {
+    readonly id: string
+    readonly queues: ReadonlyArray<string>
+    readonly concurrency: number
+  }) =>
+    Effect.gen(function*() {
+      const scope = yield* Effect.scope
+      const inner = yield* Scope.fork(scope)
+      const conn = yield* sql.reserve.pipe(Scope.provide(inner))
+      const key = `hashtextextended($1 || ':' || $2, ${workerLockSeed})`
+      const run = <A>(statement: string, params: ReadonlyArray<unknown>) =>
+        conn.execute(statement, params as Array<unknown>, undefined) as Effect.Effect<ReadonlyArray<A>, SqlError.SqlError>
+      const [row] = yield* run<{ readonly locked: boolean; readonly pid: number }>(
+        `SELECT pg_try_advisory_lock(${key}) AS locked, pg_backend_pid() AS pid`,
+        [schema, worker.id]
+      )
+      if (row === undefined || !row.locked) {
+        yield* Scope.close(inner, Exit.void)
+        return undefined
+      }
+      // Unlock before the connection goes back to the pool (see leaderTryAcquire), after the
+      // row is gone: a rescuer never sees a registered worker with no lock while it lives.
+      yield* Scope.addFinalizer(inner, Effect.ignore(run(`SELECT pg_advisory_unlock(${key})`, [schema, worker.id])))
+      yield* Scope.addFinalizer(inner, Effect.ignore(run(`DELETE FROM ${qualify(schema, "workers")} WHERE id = $1`, [worker.id])))
+      yield* run(
+        `INSERT INTO ${qualify(schema, "workers")} (id, queues, concurrency)
+         SELECT $1, ARRAY(SELECT jsonb_array_elements_text($2::jsonb)), $3
+         ON CONFLICT (id) DO UPDATE SET queues = EXCLUDED.queues, concurrency = EXCLUDED.concurrency,
+           started_at = now(), last_seen_at = now()`,
+        [worker.id, json(worker.queues), worker.concurrency]
+      )
+      return {
+        pid: row.pid,
+        // a row deleted meanwhile (dead for a minute by the rescuer's clock) comes back
+        check: Effect.asVoid(run(
+          `INSERT INTO ${qualify(schema, "workers")} (id, queues, concurrency)
+           SELECT $1, ARRAY(SELECT jsonb_array_elements_text($2::jsonb)), $3
+           ON CONFLICT (id) DO UPDATE SET last_seen_at = now()`,
+          [worker.id, json(worker.queues), worker.concurrency]
+        ))
+      } satisfies LeaderSession
+    })
+
+  const workerList = sql<WorkerRow>`
+    SELECT w.id, w.queues, w.concurrency, w.started_at, w.last_seen_at,
+           (SELECT count(*)::int FROM ${t.jobs} j
+            WHERE j.lease_expires_at IS NOT NULL AND j.state = 'running' AND j.locked_by = w.id) AS held
+    FROM ${t.workers} w
+    WHERE ${sql.literal(workerLockHeld(schema, "w.id"))}
+    ORDER BY w.started_at, w.id`
+
   return {
+    workerRegister,
+    workerList,
     adminCountByQueueState,
     adminList,
     adminGet,

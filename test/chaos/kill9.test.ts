@@ -9,8 +9,15 @@
  *   - the jobs that ran more than once are among the jobs that were in flight in
  *     a killed worker (read from the table once the dead worker's sessions are
  *     gone: `running` and locked by it), so their count is within that bound;
- *   - no two runs of one job overlapped, and a killed run was taken over only
- *     after the lease it last wrote had lapsed.
+ *   - no two runs of one job overlapped, and a killed run was taken over only after
+ *     the kill: by the rescuer once the dead worker's session lock was gone (`WorkerDied`,
+ *     migrations/0006), or after the lease it last wrote had lapsed (`LeaseExpired`).
+ *
+ * Two variants: a short lease (2 s, heartbeat 500 ms, maintenance 250 ms), and the default
+ * settings (lease 30 s, heartbeat 10 s, maintenance 1 s), where every job a killed worker
+ * held must come back by `WorkerDied`, long before its lease (the time from the kill to the
+ * rescue is measured and recorded, not asserted). Jobs that were only buffered (claimed, not
+ * started) by the killed worker come back the same way; their attempt is counted.
  */
 import { assert, layer } from "@effect/vitest"
 import { Clock, Effect, Fiber, Layer } from "effect"
@@ -21,25 +28,50 @@ import * as Chaos_ from "./support.ts"
 const N = Chaos_.SHORT ? 2_000 : 20_000
 const KILLS = Chaos_.SHORT ? 3 : 10
 const WORKERS = 4
-const LEASE_MS = 2000
-const HEARTBEAT_MS = 500
 // Sized so the batch outlasts the kill timer: ~ 4 workers x 8 slots / 90 ms (short), / 45 ms (full).
 // If it runs faster, a kill comes early rather than after the batch: when only RESERVE jobs per
 // kill still to do are left to complete.
 const RESERVE = Math.floor(N / (4 * KILLS))
 const SLEEP = Chaos_.SHORT ? { min: 60, max: 120 } : { min: 20, max: 70 }
 
+interface Variant {
+  /** The results file's key. */
+  readonly scenario: string
+  readonly title: string
+  readonly leaseMs: number
+  readonly heartbeatMs: number
+  readonly maintenanceMs: number
+  /** Every job of a killed worker must come back by `WorkerDied` (its lease is far off). */
+  readonly workerDiedOnly: boolean
+}
+
+const variants: ReadonlyArray<Variant> = [
+  { scenario: "kill9", title: "lease 2 s", leaseMs: 2000, heartbeatMs: 500, maintenanceMs: 250, workerDiedOnly: false },
+  // The defaults of Worker.layer (lease 30 s, heartbeatInterval lease / 3, maintenanceInterval 1 s), spelled out.
+  {
+    scenario: "kill9-default-lease",
+    title: "default lease (30 s)",
+    leaseMs: 30_000,
+    heartbeatMs: 10_000,
+    maintenanceMs: 1000,
+    workerDiedOnly: true
+  }
+]
+
+for (const variant of variants) {
+const LEASE_MS = variant.leaseMs
+const HEARTBEAT_MS = variant.heartbeatMs
 const workerConfig = {
   concurrency: 8,
   leaseMs: LEASE_MS,
   heartbeatMs: HEARTBEAT_MS,
-  maintenanceMs: 250,
+  maintenanceMs: variant.maintenanceMs,
   pollMs: 200,
   pool: 6
 }
 
-layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: true })("chaos: kill -9", (it) => {
-  it.effect(`${N} jobs, ${WORKERS} workers, a worker SIGKILLed every 2 s (${KILLS} times): nothing lost`, () =>
+layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: true })(`chaos: kill -9, ${variant.title}`, (it) => {
+  it.effect(`${N} jobs, ${WORKERS} workers, a worker SIGKILLed every 2 s (${KILLS} times), ${variant.title}: nothing lost`, () =>
     Effect.gen(function*() {
       const jobs = yield* Jobs.Jobs
       const sql = yield* Chaos_.sqlClient
@@ -60,8 +92,8 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
       interface InFlight {
         readonly id: string
         readonly attempt: number
-        /** The lease the dead worker last wrote: no rescue may come before it. */
-        readonly leaseExpiresAt: number
+        /** The lease the dead worker last wrote (null: already rescued as `WorkerDied` when read). */
+        readonly leaseExpiresAt: number | null
       }
       const kills: Array<{ pid: number; at: number; inFlight: ReadonlyArray<InFlight>; completedBefore: number; sessionsGoneMs: number }> = []
       // Replacements start in the background (a process takes 1-3 s to be ready on a busy
@@ -86,13 +118,19 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
         // rows until their lease lapses: what is `running` under its id is exactly what it had in
         // flight, and their lease is the last it wrote.
         const sessionsGoneMs = yield* Chaos_.waitSessions(victim, "gone")
-        const inFlight = yield* sql<{ readonly id: string; readonly attempt: number; readonly lease_expires_at: Date }>`
+        // The rescuer may already have sent some of them back (`WorkerDied`, as soon as the dead
+        // worker's session lock is gone): those are read from the error entry it wrote, which
+        // names the worker (no lease known then: it was not rescued by its lease).
+        const inFlight = yield* sql<{ readonly id: string; readonly attempt: number; readonly lease_expires_at: Date | null }>`
           SELECT id::text, attempt, lease_expires_at FROM effect_jobs.jobs
-          WHERE state = 'running' AND locked_by = ${victim.workerId}`
+          WHERE state = 'running' AND locked_by = ${victim.workerId}
+          UNION
+          SELECT j.id::text, (e->>'attempt')::int, NULL FROM effect_jobs.jobs j, jsonb_array_elements(j.errors) e
+          WHERE e->>'kind' = 'WorkerDied' AND e->>'message' LIKE ${`%(${victim.workerId})%`}`
         kills.push({
           pid: victim.pid,
           at,
-          inFlight: inFlight.map((r) => ({ id: r.id, attempt: r.attempt, leaseExpiresAt: r.lease_expires_at.getTime() })),
+          inFlight: inFlight.map((r) => ({ id: r.id, attempt: r.attempt, leaseExpiresAt: r.lease_expires_at?.getTime() ?? null })),
           completedBefore: yield* completed,
           sessionsGoneMs
         })
@@ -120,36 +158,50 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
       const { overlaps, rescueDelays } = Chaos_.checkOverlaps(byJob, killedAt)
       assert.deepStrictEqual(overlaps, [], "no two runs of one job overlapped")
 
-      // Every job a killed worker held was rescued (the LeaseExpired entry of the attempt it held
-      // says when), and not before the lease the dead worker last wrote had lapsed. Both times
-      // come from the workers' clocks (one machine), in whole milliseconds.
-      const expired = yield* sql<{ readonly id: string; readonly attempt: number; readonly at: string }>`
-        SELECT id::text, (e->>'attempt')::int AS attempt, e->>'at' AS at FROM effect_jobs.jobs, jsonb_array_elements(errors) e
-        WHERE e->>'kind' = 'LeaseExpired'`
-      const rescuedAt = new Map(expired.map((r) => [`${r.id}/${r.attempt}`, Date.parse(r.at)]))
+      // Every job a killed worker held was rescued (the WorkerDied or LeaseExpired entry of the
+      // attempt it held says when and how): by its lease only after the lease the dead worker
+      // last wrote had lapsed, and never before the kill. Both times come from the workers'
+      // clocks (one machine), in whole milliseconds.
+      const rescues = yield* sql<{ readonly id: string; readonly attempt: number; readonly at: string; readonly kind: string }>`
+        SELECT id::text, (e->>'attempt')::int AS attempt, e->>'at' AS at, e->>'kind' AS kind
+        FROM effect_jobs.jobs, jsonb_array_elements(errors) e
+        WHERE e->>'kind' IN ('LeaseExpired', 'WorkerDied')`
+      const rescuedAt = new Map(rescues.map((r) => [`${r.id}/${r.attempt}`, { at: Date.parse(r.at), kind: r.kind }]))
       const rescueMs: Array<number> = []
+      const workerDiedMs: Array<number> = []
       const afterLeaseMs: Array<number> = []
       const notRescued: Array<string> = []
-      const early: Array<{ id: string; rescuedAt: string; leaseExpiresAt: string }> = []
+      const byLease: Array<string> = []
+      const early: Array<{ id: string; kind: string; rescuedAt: string; notBefore: string }> = []
+      let buffered = 0
       for (const k of kills) {
         for (const j of k.inFlight) {
-          const at = rescuedAt.get(`${j.id}/${j.attempt}`)
-          if (at === undefined) {
+          const rescue = rescuedAt.get(`${j.id}/${j.attempt}`)
+          if (rescue === undefined) {
             notRescued.push(j.id)
             continue
           }
+          const { at, kind } = rescue
           rescueMs.push(at - k.at)
-          afterLeaseMs.push(at - j.leaseExpiresAt)
-          if (at < j.leaseExpiresAt) {
-            early.push({ id: j.id, rescuedAt: new Date(at).toISOString(), leaseExpiresAt: new Date(j.leaseExpiresAt).toISOString() })
+          if (kind === "WorkerDied") workerDiedMs.push(at - k.at)
+          else byLease.push(j.id)
+          // claimed by the killed worker but never started there: it was in its buffer
+          if (!(byJob.get(j.id) ?? []).some((r) => r.pid === k.pid && r.attempt === j.attempt)) buffered++
+          const notBefore = kind === "LeaseExpired" ? (j.leaseExpiresAt ?? k.at) : k.at
+          if (kind === "LeaseExpired" && j.leaseExpiresAt !== null) afterLeaseMs.push(at - j.leaseExpiresAt)
+          if (at < notBefore) {
+            early.push({ id: j.id, kind, rescuedAt: new Date(at).toISOString(), notBefore: new Date(notBefore).toISOString() })
           }
         }
       }
       assert.deepStrictEqual(notRescued, [], "every job held by a killed worker was rescued")
-      assert.deepStrictEqual(early, [], "no killed run was taken over while its lease was valid")
+      assert.deepStrictEqual(early, [], "no killed run was taken over before the kill, nor by its lease while the lease was valid")
+      if (variant.workerDiedOnly) {
+        assert.deepStrictEqual(byLease, [], "at the default lease, every job of a killed worker came back as WorkerDied")
+      }
 
       const extraRuns = runs.length - N
-      yield* Chaos_.recordResult("kill9", {
+      yield* Chaos_.recordResult(variant.scenario, {
         jobs: N,
         workers: WORKERS,
         kills: kills.length,
@@ -169,8 +221,15 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
         overlaps: overlaps.length,
         jobErrorKinds: yield* Chaos_.jobErrorKinds,
         workerErrors: Chaos_.errorSummary(),
-        // kill -> the job back in the queue (lease lapsed, maintenance rescued it)
+        maintenanceMs: variant.maintenanceMs,
+        // kill -> the job back in the queue (lease lapsed, or the dead worker's lock gone)
         rescuedAfterKillMs: Chaos_.summary(rescueMs),
+        // the same, for the jobs rescued as WorkerDied (migrations/0006)
+        workerDiedAfterKillMs: Chaos_.summary(workerDiedMs),
+        workerDiedAfterKillMsAll: [...workerDiedMs].sort((a, b) => a - b),
+        rescuedByLease: byLease.length,
+        // of the jobs in flight in killed workers, those only buffered there (never started)
+        bufferedInKilledWorkers: buffered,
         // the lease the dead worker last wrote -> the rescue (up to a maintenance interval)
         rescuedAfterLeaseExpiryMs: Chaos_.summary(afterLeaseMs),
         // kill -> its rerun started (rescued jobs queue behind the backlog: FIFO by run_at)
@@ -179,3 +238,4 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
       })
     }))
 })
+}

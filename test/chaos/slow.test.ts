@@ -131,10 +131,13 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
       // Resume the frozen worker: its run is stale; whatever it does, the job stays as the rescuer left it.
       const resumedAt = yield* frozen.kill("SIGCONT")
       const noticedAt = yield* Chaos_.waitUntil("the resumed worker noticed it lost the lease", Effect.sync(() =>
-        // Either its lease watch (the lease ran out while it was frozen) or its next heartbeat
-        // (the database no longer has its claim) notices: both stop the run and write nothing.
+        // Either its lease watch (the lease ran out while it was frozen), its registration watch
+        // (it could not confirm its registration while frozen; migrations/0006) or its next
+        // heartbeat (the database no longer has its claim) notices: all stop the run, and
+        // nothing it writes for it passes the fencing token.
         frozen.errors.some((e) =>
-            e.message.includes(`lost the lease of job ${id};`) || e.message.includes(`the lease of job ${id} ran out`)
+            e.message.includes(`lost the lease of job ${id};`) || e.message.includes(`the lease of job ${id} ran out`) ||
+            (e.message.includes("registration of this worker was not confirmed") && e.message.includes(`job ${id} `))
           )
           ? Option.some(Date.now())
           : Option.none()), {

@@ -18,6 +18,6 @@ const Main = Worker.layer({
   queues: { [queue]: { concurrency: 1, pollInterval: "100 millis" } },
   lease: Number(leaseMs),
   heartbeatInterval: Number(leaseMs) / 4
-}).pipe(Layer.provide(Handler), Layer.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 4 })))
+}).pipe(Layer.provide(Handler), Layer.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 5 })))
 
 Effect.runFork(Layer.launch(Main))

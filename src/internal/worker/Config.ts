@@ -113,17 +113,19 @@ export const validate = (options: Options): Effect.Effect<Resolved, InvalidWorke
   })
 
 /**
- * Some connections are kept for good: one per LISTEN session (new jobs, cancel requests)
- * and one for the pruner's leader lock. A pool with none left over would hang the worker
- * silently (claims and outcomes would wait forever for a connection): refuse it.
+ * Some connections are kept for good: one per LISTEN session (new jobs, cancel requests),
+ * one for the worker's registration lock (with `listen`; Registration.ts) and one for the
+ * pruner's leader lock. A pool with none left over would hang the worker silently (claims
+ * and outcomes would wait forever for a connection): refuse it.
  */
 export const checkPool = (config: Resolved, pruner: boolean, poolSize: number): Effect.Effect<void, InvalidWorkerConfig> => {
-  const kept = (config.listen ? 2 : 0) + (pruner ? 1 : 0)
+  const kept = (config.listen ? 3 : 0) + (pruner ? 1 : 0)
   if (poolSize > kept) return Effect.void
   return Effect.fail(
     new InvalidWorkerConfig({
       message: `the PgClient pool has ${poolSize} connection(s) and this worker keeps ${kept} for itself ` +
-        `(LISTEN for new jobs and for cancel requests, the pruner's leader lock): give the pool at least ${kept + 1} ` +
+        `(LISTEN for new jobs and for cancel requests, the worker's registration lock, the pruner's leader lock): ` +
+        `give the pool at least ${kept + 1} ` +
         `(maxConnections), or use listen: false / pruner: false`
     })
   )

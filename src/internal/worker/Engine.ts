@@ -10,6 +10,7 @@
  *   Lease.ts       the heartbeat and the lease watch
  *   Cancel.ts      cancel requests for held jobs
  *   Listener.ts    the LISTEN sessions (new jobs, cancel requests)
+ *   Registration.ts the `workers` row and the session lock that says this process lives
  *   Controls.ts    reconfigure, setConcurrency, pause/resume, status, the control poll
  *   TestSignals.ts points in the worker's life a test can wait on (River's test signals)
  *   ../Completer.ts          outcomes written in batches
@@ -35,6 +36,7 @@ import { HeldJobs } from "./Held.ts"
 import * as Lease from "./Lease.ts"
 import * as Listener from "./Listener.ts"
 import * as Producer from "./Producer.ts"
+import * as Registration from "./Registration.ts"
 import { type Signals, TestSignals } from "./TestSignals.ts"
 
 /**
@@ -115,6 +117,8 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     executor,
     isPaused: paused.isPaused
   })
+  // Before the first claim; closed after the graceful shutdown (its finalizer is added later).
+  yield* Registration.start({ config, store, observer, held, producers, running, completer })
   for (const queue of config.queues) yield* producers.start(queue)
 
   // -- background fibers; each is interrupted when the scope closes --------------------

@@ -1,0 +1,141 @@
+/**
+ * The worker's registration (migrations/0006): a row in the `workers` table and a session
+ * advisory lock held for the worker's lifetime on a connection kept for it. When the process
+ * dies, Postgres ends that session and drops the lock; the rescuer of any other worker sees a
+ * registered worker whose lock nobody holds, not seen for `graceMillis` (Store.ts), and sends
+ * its running jobs back at once (`WorkerDied`), instead of waiting for their leases to lapse.
+ *
+ * Every `checkMillis` the worker moves its `last_seen_at` forward on that session, which also
+ * checks it. A session found gone (cut while the process lives on, or the server restarted) is
+ * registered again on a new connection as soon as it can be. A worker that could not confirm
+ * its registration for `fenceMillis` must assume the rescuers take it for dead: like the lease
+ * watch, it stops the runs it holds and drops its buffer, so that no job runs in two places at
+ * once, and gives those jobs back (fenced by their token) once it reaches the database again.
+ *
+ * Not registered with `listen: false` (a transaction-mode pooler: a session lock there means
+ * nothing): such a worker's jobs are rescued when their leases lapse. Deregistered (row
+ * deleted, then lock released) when the scope closes, after the graceful shutdown.
+ *
+ * @internal
+ */
+import { Cause, Clock, Deferred, Duration, Effect, Schedule } from "effect"
+import type { Completer } from "../Completer.ts"
+import type { Events } from "../../Observer.ts"
+import type { Running } from "../Running.ts"
+import { type JobStore, workerGraceMillis } from "../Store.ts"
+import { jitter, type Resolved } from "./Config.ts"
+import type { HeldJobs } from "./Held.ts"
+import type { Producers } from "./Producer.ts"
+
+/** How often the worker confirms its registration (`last_seen_at`). */
+export const checkMillis = 500
+/** Unconfirmed for this long, the worker stops its runs: a rescuer may act from `workerGraceMillis` on. */
+export const fenceMillis = workerGraceMillis - 500
+/** How often the fence is looked at. */
+const fenceWatchMillis = 100
+/** The wait before registering again after a failure. */
+const retryMillis = 200
+
+export const start = Effect.fnUntraced(function*(deps: {
+  readonly config: Resolved
+  readonly store: JobStore["Service"]
+  readonly observer: Events
+  readonly held: HeldJobs
+  readonly producers: Producers
+  readonly running: Running
+  readonly completer: Completer
+}) {
+  const { completer, config, held, observer, producers, running, store } = deps
+  if (!config.listen) return
+  const worker = {
+    id: config.workerId,
+    queues: config.queues.map((q) => q.name),
+    concurrency: config.queues.reduce((sum, q) => sum + q.concurrency, 0)
+  }
+  /** When the last confirmation that succeeded was sent (undefined: not registered). */
+  let confirmedAt: number | undefined = undefined
+  const confirm = <A, E, R>(statement: Effect.Effect<A, E, R>) =>
+    Effect.gen(function*() {
+      const sentAt = yield* Clock.currentTimeMillis
+      const result = yield* statement
+      confirmedAt = sentAt
+      return result
+    })
+
+  const attempted = yield* Deferred.make<void>()
+  /** One registration: held until its session fails (or the scope closes). */
+  const term = Effect.scoped(Effect.gen(function*() {
+    const session = yield* confirm(store.workerRegister(worker)).pipe(Effect.ensuring(Deferred.succeed(attempted, undefined)))
+    if (session === undefined) {
+      confirmedAt = undefined
+      return yield* observer.workerError(
+        "*",
+        `another live session holds the registration lock of worker id "${worker.id}": is it used by two processes? ` +
+          "Its jobs are rescued by their lease only",
+        undefined,
+        "Warn"
+      )
+    }
+    while (true) {
+      yield* Effect.sleep(jitter(checkMillis))
+      yield* confirm(session.check)
+    }
+  }))
+  const loop = Effect.forever(Effect.andThen(
+    term.pipe(Effect.catchCause((cause) =>
+      Cause.hasInterruptsOnly(cause)
+        ? Effect.failCause(cause)
+        : observer.workerError("*", "worker registration lost; registering again", Cause.squash(cause), "Warn")
+    )),
+    Effect.suspend(() => Effect.sleep(jitter(retryMillis)))
+  ))
+
+  /** Unconfirmed for too long: the held jobs may be rescued now; stop them here. */
+  const fence = Effect.gen(function*() {
+    if (confirmedAt === undefined || held.size === 0) return
+    const now = yield* Clock.currentTimeMillis
+    if (now - confirmedAt < fenceMillis) return
+    for (const h of held.all()) {
+      held.remove(h)
+      if (h.phase === "writing") continue // its run is over; the write is refused if the job was rescued
+      yield* observer.workerError(
+        "*",
+        `the registration of this worker was not confirmed for ${now - confirmedAt} ms (its database session is gone): ` +
+          `job ${h.id} may be rescued by another worker; its run here is stopped`,
+        undefined,
+        "Error"
+      )
+      const buffered = h.phase === "buffered" && producers.takeBuffered(h)
+      if (!buffered) {
+        h.lost = true
+        yield* running.interrupt(h.id).pipe(Effect.forkDetach)
+      }
+      // Given back by this worker once it reaches the database again, unless a rescuer did it
+      // first (the fencing token refuses the write then): without this, a worker that registers
+      // again before any rescuer acts would leave the job to its lease. A buffered job gives its
+      // attempt back; a started one spends it (`dead` if it was the last).
+      const last = !buffered && h.row.attempt >= h.row.max_attempts
+      yield* completer.submit({
+        id: h.id,
+        token: h.token,
+        state: last ? "dead" : "available",
+        run_at: new Date(now).toISOString(),
+        attempt_delta: buffered ? -1 : 0,
+        result: null,
+        error: {
+          attempt: h.row.attempt,
+          at: new Date(now).toISOString(),
+          kind: "WorkerDied",
+          message: `the worker holding the job (${config.workerId}) lost its database session: its run was stopped`
+        }
+      }, () => Effect.void)
+    }
+  })
+
+  yield* Effect.forkScoped(loop)
+  yield* Effect.forkScoped(Effect.repeat(fence, Schedule.spaced(Duration.millis(fenceWatchMillis))))
+  // The first registration is tried before the worker claims anything: a job claimed under a
+  // worker id whose row (from an earlier process with the same id) has no lock would be
+  // rescued at once.
+  yield* Deferred.await(attempted)
+})

@@ -1,0 +1,226 @@
+/**
+ * Rescue in seconds when a worker dies (migrations/0006, src/internal/worker/Registration.ts):
+ * a worker registers itself and holds a session advisory lock; when its database sessions are
+ * gone, any other worker's rescuer sends its running jobs back at once (`WorkerDied`), long
+ * before the default 30 s lease would lapse. And `JobsAdmin.workers` lists the live workers.
+ *
+ * A worker "process" is a worker on a pool of its own, connecting as a role of its own: its
+ * death is that role losing its right to log in and its sessions being terminated, so that the
+ * pool cannot reconnect (a process that died would not).
+ */
+import { assert, layer } from "@effect/vitest"
+import { PgClient } from "@effect/sql-pg"
+import { Clock, Effect, Exit, Layer, Option, Redacted, Schema, Scope } from "effect"
+import { SqlClient } from "effect/sql"
+import { Job, Jobs, JobsAdmin, Worker } from "../src/index.ts"
+import { JobStore } from "../src/internal/Store.ts"
+import * as TestDb from "./support/db.ts"
+
+/** Re-checks `check` every 20 ms until it gives a value; dies after `timeoutMs`. */
+const eventually = <A, E, R>(what: string, check: Effect.Effect<Option.Option<A>, E, R>, timeoutMs = 12_000) =>
+  Effect.gen(function*() {
+    const start = yield* Clock.currentTimeMillis
+    while (true) {
+      const value = yield* check
+      if (Option.isSome(value)) return value.value
+      if ((yield* Clock.currentTimeMillis) - start > timeoutMs) return yield* Effect.die(new Error(`timed out: ${what}`))
+      yield* Effect.sleep("20 millis")
+    }
+  })
+
+const Work = Job.make("rescue-work", { args: Schema.Struct({ n: Schema.Number }), queue: "rescue" })
+
+let roles = 0
+
+/**
+ * A role of its own for a worker "process", and the URL to connect as it. `kill` makes the
+ * role unable to log in and terminates its sessions; the role is dropped when the scope closes.
+ */
+const processRole = Effect.gen(function*() {
+  const { url } = yield* TestDb.TestDb
+  const sql = yield* SqlClient.SqlClient
+  const role = `ej_rescue_${process.pid}_${Date.now().toString(36)}_${roles++}`
+  yield* sql.unsafe(`CREATE ROLE "${role}" LOGIN PASSWORD 'rescue'`)
+  yield* sql.unsafe(`GRANT USAGE ON SCHEMA effect_jobs TO "${role}"`)
+  yield* sql.unsafe(`GRANT ALL ON ALL TABLES IN SCHEMA effect_jobs TO "${role}"`)
+  yield* sql.unsafe(`GRANT ALL ON ALL SEQUENCES IN SCHEMA effect_jobs TO "${role}"`)
+  yield* Effect.addFinalizer(() =>
+    Effect.ignore(Effect.andThen(sql.unsafe(`DROP OWNED BY "${role}"`), sql.unsafe(`DROP ROLE "${role}"`)))
+  )
+  const roleUrl = new URL(url)
+  roleUrl.username = role
+  roleUrl.password = "rescue"
+  return {
+    url: roleUrl.toString(),
+    kill: Effect.andThen(
+      sql.unsafe(`ALTER ROLE "${role}" NOLOGIN`),
+      sql<{ n: number }>`SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE usename = ${role}`
+    ),
+    revive: sql.unsafe(`ALTER ROLE "${role}" LOGIN`)
+  }
+})
+
+interface Row {
+  readonly id: string
+  readonly state: string
+  readonly attempt: number
+  readonly locked_by: string | null
+  readonly errors: ReadonlyArray<{ readonly kind: string; readonly message: string }>
+}
+
+const rows = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  sql<Row>`SELECT id::text, state, attempt, locked_by, errors FROM effect_jobs.jobs WHERE queue = 'rescue' ORDER BY id`)
+
+layer(Layer.mergeAll(Jobs.layer, JobsAdmin.layer).pipe(Layer.provideMerge(TestDb.layer())), { excludeTestServices: true })(
+  "a worker whose database sessions are gone",
+  (it) => {
+    it.effect("has its running jobs picked up by another worker within seconds, at the default 30 s lease (WorkerDied, attempt counted)", () =>
+      Effect.gen(function*() {
+        const jobs = yield* Jobs.Jobs
+        const admin = yield* JobsAdmin.JobsAdmin
+        const dying = yield* processRole
+        const ids = yield* jobs.enqueueMany(Work, [{ n: 1 }, { n: 2 }, { n: 3 }])
+        // The worker that dies: it runs the 3 jobs and never finishes them. Default lease (30 s).
+        const dyingScope = yield* Scope.make()
+        yield* Effect.addFinalizer(() => Scope.close(dyingScope, Exit.void))
+        yield* Layer.buildWithScope(
+          Worker.layer({
+            queues: { rescue: { concurrency: 3, prefetch: 0 } },
+            workerId: "dying",
+            gracePeriod: "100 millis",
+            pruner: false
+          }).pipe(
+            Layer.provide(Job.toLayer(Work, () => Effect.never)),
+            Layer.provide(Layer.fresh(PgClient.layer({ url: Redacted.make(dying.url), maxConnections: 6 })))
+          ),
+          dyingScope
+        )
+        yield* eventually("the 3 jobs running on the dying worker", Effect.map(rows, (rs) =>
+          rs.length === 3 && rs.every((r) => r.state === "running" && r.locked_by === "dying") ? Option.some(rs) : Option.none()))
+        assert.deepStrictEqual((yield* admin.workers).map((w) => [w.id, w.jobsHeld]), [["dying", 3]])
+
+        // The rescuing worker, on the test's pool: it runs what it gets.
+        const ran: Array<number> = []
+        yield* Layer.buildWithScope(
+          Worker.layer({ queues: { rescue: { concurrency: 3 } }, workerId: "rescuer", pruner: false }).pipe(
+            Layer.provide(Job.toLayer(Work, (args) => Effect.sync(() => void ran.push(args.n))))
+          ),
+          yield* Effect.scope
+        )
+
+        // The "process" dies: its sessions end and it cannot connect again.
+        const killedAt = yield* Clock.currentTimeMillis
+        const killed = yield* dying.kill
+        assert.isAtLeast(killed[0]!.n, 1, "the dying worker's sessions were terminated")
+        // Let it shut down (its late writes are refused by the fencing token) once the test is over.
+        yield* Effect.addFinalizer(() => Effect.ignore(dying.revive))
+
+        const done = yield* eventually("the 3 jobs completed by the rescuer", Effect.map(rows, (rs) =>
+          rs.every((r) => r.state === "completed") ? Option.some(rs) : Option.none()))
+        const tookMs = (yield* Clock.currentTimeMillis) - killedAt
+        yield* Effect.log(`kill -> 3 jobs completed elsewhere: ${tookMs} ms (lease 30000 ms)`)
+        assert.deepStrictEqual(done.map((r) => r.id), [...ids])
+        assert.deepStrictEqual([...ran].sort(), [1, 2, 3])
+        for (const r of done) {
+          assert.strictEqual(r.attempt, 2, "the attempt on the dead worker counts")
+          assert.deepStrictEqual(r.errors.map((e) => e.kind), ["WorkerDied"])
+          assert.include(r.errors[0]!.message, "dying")
+        }
+        // The dead worker is no longer listed; the rescuer is.
+        assert.deepStrictEqual((yield* admin.workers).map((w) => w.id), ["rescuer"])
+      }), { timeout: 15_000 })
+  }
+)
+
+layer(Layer.mergeAll(Jobs.layer, JobsAdmin.layer).pipe(Layer.provideMerge(TestDb.layer())), { excludeTestServices: true })(
+  "JobsAdmin.workers",
+  (it) => {
+    it.effect("lists the live workers with what they hold, and drops one after its shutdown", () =>
+      Effect.gen(function*() {
+        const { url } = yield* TestDb.TestDb
+        const admin = yield* JobsAdmin.JobsAdmin
+        const jobs = yield* Jobs.Jobs
+        const Hold = Job.make("rescue-hold", { args: Schema.Struct({}), queue: "rescue-hold" })
+        const start = (workerId: string, queues: Worker.Options["queues"]) =>
+          Effect.gen(function*() {
+            const scope = yield* Scope.make()
+            yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
+            yield* Layer.buildWithScope(
+              Worker.layer({ queues, workerId, gracePeriod: "100 millis", pruner: false }).pipe(
+                Layer.provide(Job.toLayer(Hold, () => Effect.never)),
+                Layer.provide(Layer.fresh(PgClient.layer({ url: Redacted.make(url), maxConnections: 5 })))
+              ),
+              scope
+            )
+            return scope
+          })
+        const before = new Date(Date.now() - 1000)
+        const a = yield* start("worker-a", { "rescue-hold": { concurrency: 2 }, other: { concurrency: 3 } })
+        yield* start("worker-b", { "rescue-idle": { concurrency: 1 } })
+        yield* jobs.enqueue(Hold, {})
+        const listed = yield* eventually("worker-a holds the job", Effect.map(admin.workers, (ws) =>
+          ws.length === 2 && ws.find((w) => w.id === "worker-a")?.jobsHeld === 1 ? Option.some(ws) : Option.none()))
+        const byId = new Map(listed.map((w) => [w.id, w]))
+        assert.deepStrictEqual([...byId.get("worker-a")!.queues].sort(), ["other", "rescue-hold"])
+        assert.strictEqual(byId.get("worker-a")!.concurrency, 5)
+        assert.deepStrictEqual(byId.get("worker-b")!.queues, ["rescue-idle"])
+        assert.strictEqual(byId.get("worker-b")!.concurrency, 1)
+        assert.strictEqual(byId.get("worker-b")!.jobsHeld, 0)
+        for (const w of listed) {
+          assert.isTrue(w.startedAt >= before && w.lastSeenAt >= w.startedAt, `${w.id}: started and last seen in order`)
+        }
+        yield* Scope.close(a, Exit.void)
+        assert.deepStrictEqual((yield* admin.workers).map((w) => w.id), ["worker-b"], "worker-a deregistered at shutdown")
+        const sql = yield* SqlClient.SqlClient
+        const rowsLeft = yield* sql<{ id: string }>`SELECT id FROM effect_jobs.workers ORDER BY id`
+        assert.deepStrictEqual(rowsLeft.map((r) => r.id), ["worker-b"], "its row is deleted")
+      }), { timeout: 15_000 })
+  }
+)
+
+/** The backend that holds the registration lock of `workerId` (migrations/0006), if any. */
+const lockPid = (workerId: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.map(
+      sql<{ pid: number }>`
+        SELECT pid FROM pg_locks
+        WHERE locktype = 'advisory' AND granted AND objsubid = 1
+          AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND ((classid::bigint << 32) | objid::bigint) = hashtextextended('effect_jobs:' || ${workerId}, 6)`,
+      (rows) => rows[0]?.pid
+    ))
+
+layer(Layer.mergeAll(Jobs.layer, JobStore.layer).pipe(Layer.provideMerge(TestDb.layer())), { excludeTestServices: true })(
+  "a live worker whose registration session alone is cut",
+  (it) => {
+    it.effect("is not taken for dead: a rescue right after the cut takes nothing, and it registers again on a new session", () =>
+      Effect.gen(function*() {
+        const { url } = yield* TestDb.TestDb
+        const sql = yield* SqlClient.SqlClient
+        const store = yield* JobStore
+        const id = yield* (yield* Jobs.Jobs).enqueue(Work, { n: 1 })
+        yield* Layer.buildWithScope(
+          Worker.layer({ queues: { rescue: { concurrency: 1 } }, workerId: "keeper", gracePeriod: "100 millis", pruner: false }).pipe(
+            Layer.provide(Job.toLayer(Work, () => Effect.never)),
+            Layer.provide(Layer.fresh(PgClient.layer({ url: Redacted.make(url), maxConnections: 5 })))
+          ),
+          yield* Effect.scope
+        )
+        yield* eventually("the job running", Effect.map(rows, (rs) => rs[0]?.state === "running" ? Option.some(rs) : Option.none()))
+        const before = yield* eventually("registered", Effect.map(lockPid("keeper"), Option.fromNullishOr))
+        yield* sql`SELECT pg_terminate_backend(${before}::int, 5000)`
+        // The lock is gone, but the worker was seen less than a moment ago: not dead yet.
+        assert.isUndefined(yield* lockPid("keeper"), "the lock went with its session")
+        assert.strictEqual(yield* store.jobRescueExpired(Date.now(), 1000), 0, "nothing rescued within the grace")
+        const after = yield* eventually("registered again", Effect.map(lockPid("keeper"), (pid) =>
+          pid !== undefined && pid !== before ? Option.some(pid) : Option.none()))
+        assert.notStrictEqual(after, before)
+        assert.strictEqual(yield* store.jobRescueExpired(Date.now(), 1000), 0, "nothing rescued once registered again")
+        const [row] = yield* rows
+        assert.strictEqual(row?.id, id)
+        assert.strictEqual(row?.state, "running")
+        assert.strictEqual(row?.locked_by, "keeper")
+        assert.deepStrictEqual(row?.errors, [])
+      }), { timeout: 15_000 })
+  }
+)
