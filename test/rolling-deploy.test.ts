@@ -75,7 +75,7 @@ layer(TestLayer, { excludeTestServices: true })("rolling deploys", (it) => {
       target = first.a.length
       yield* startWorker(
         { queues: { "rd-mixed": { concurrency: 8 } }, workerId: "old" },
-        Layer.mergeAll(handler(A, "old"), observer, Layer.fresh(TestDb.pool({ maxConnections: 4 })))
+        Layer.mergeAll(handler(A, "old"), observer, Layer.fresh(TestDb.pool({ maxConnections: 5 })))
       )
       yield* Deferred.await(phaseDone)
       // Every A completed, so every claim of the old worker passed over the B jobs ahead of them:
@@ -93,7 +93,7 @@ layer(TestLayer, { excludeTestServices: true })("rolling deploys", (it) => {
       target = first.b.length + 400
       yield* startWorker(
         { queues: { "rd-mixed": { concurrency: 8 } }, workerId: "new" },
-        Layer.mergeAll(handler(A, "new"), handler(B, "new"), observer, Layer.fresh(TestDb.pool({ maxConnections: 4 })))
+        Layer.mergeAll(handler(A, "new"), handler(B, "new"), observer, Layer.fresh(TestDb.pool({ maxConnections: 5 })))
       )
       const second = yield* enqueueMixed(10, 20, 1000)
       yield* Deferred.await(phaseDone)
