@@ -84,6 +84,15 @@ const StateCounts = Schema.Struct({
 })
 
 const Queue = Schema.Struct({ name: Schema.String, paused: Schema.Boolean, counts: StateCounts })
+/** A live worker (`JobsAdmin.workers`); times as ISO text. */
+const WorkerJson = Schema.Struct({
+  id: Schema.String,
+  queues: Schema.Array(Schema.String),
+  concurrency: Schema.Number,
+  startedAt: Schema.String,
+  lastSeenAt: Schema.String,
+  jobsHeld: Schema.Number
+})
 
 const JobErrorEntry = Schema.Struct({
   attempt: Schema.Number,
@@ -146,6 +155,10 @@ export class DashboardApiGroup extends HttpApiGroup.make("dashboard")
     }),
     HttpApiEndpoint.get("queues", "/queues", {
       success: Schema.Struct({ queues: Schema.Array(Queue) }),
+      error: adminErrors
+    }),
+    HttpApiEndpoint.get("workers", "/workers", {
+      success: Schema.Struct({ workers: Schema.Array(WorkerJson) }),
       error: adminErrors
     }),
     HttpApiEndpoint.get("jobs", "/jobs", {
@@ -422,6 +435,17 @@ const handlers = (options: Options) =>
         .handle("config", () =>
           Effect.succeed({ readOnly: options.readOnly === true, auth, hiddenQueues: Array.from(hidden) }))
         .handle("queues", () => toHttpError(Effect.map(admin.queues, (queues) => ({ queues }))))
+        .handle("workers", () =>
+          toHttpError(Effect.map(admin.workers, (workers) => ({
+            workers: workers.map((w) => ({
+              id: w.id,
+              queues: w.queues,
+              concurrency: w.concurrency,
+              startedAt: w.startedAt.toISOString(),
+              lastSeenAt: w.lastSeenAt.toISOString(),
+              jobsHeld: w.jobsHeld
+            }))
+          }))))
         .handle("jobs", ({ query }) =>
           toHttpError(Effect.gen(function*() {
             const limit = query.limit === undefined ? undefined : Number(query.limit)

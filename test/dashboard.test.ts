@@ -7,13 +7,14 @@
  * in the database.
  */
 import { assert, layer } from "@effect/vitest"
-import { Effect, Layer, Schema } from "effect"
+import { Effect, Exit, Layer, Schema, Scope } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
 import { request as httpRequest } from "node:http"
 import { Job, Jobs, JobsAdmin } from "../src/index.ts"
 import { JobStore } from "../src/internal/Store.ts"
 import { call, claimAll, killAll, withDashboard } from "./support/dashboard.ts"
 import * as TestDb from "./support/db.ts"
+import { startWorker } from "./support/harness.ts"
 
 const Email = Job.make("dash-email", { args: Schema.Struct({ to: Schema.String }), queue: "dash-mail" })
 const Other = Job.make("dash-other", { args: Schema.Struct({ n: Schema.Number }), queue: "dash-other" })
@@ -36,6 +37,26 @@ const withHost = (url: string, host: string) =>
   )
 
 layer(TestLayer)("Dashboard API", (it) => {
+  it.effect("workers: the live workers from the registry, gone once shut down", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const Idle = Job.make("dash-idle", { args: Schema.Struct({}), queue: "dash-w" })
+      yield* startWorker({ queues: { "dash-w": { concurrency: 3 } }, workerId: "dash-worker-1" }, Job.toLayer(Idle, () => Effect.void)).pipe(
+        Scope.provide(scope)
+      )
+      yield* withDashboard({}, (base) =>
+        Effect.gen(function*() {
+          const listed = yield* call(`${base}/api/workers`)
+          assert.strictEqual(listed.status, 200)
+          const mine = listed.body.workers.find((w: any) => w.id === "dash-worker-1")
+          assert.deepInclude(mine, { id: "dash-worker-1", queues: ["dash-w"], concurrency: 3, jobsHeld: 0 })
+          assert.isFalse(Number.isNaN(Date.parse(mine.lastSeenAt)))
+          yield* Scope.close(scope, Exit.void)
+          const after = yield* call(`${base}/api/workers`)
+          assert.isUndefined(after.body.workers.find((w: any) => w.id === "dash-worker-1"), "deregistered at shutdown")
+        }))
+    }))
+
   it.effect("queues, jobs (filters, search, pages), one job, and the typed errors as JSON", () =>
     Effect.gen(function*() {
       const jobs = yield* Jobs.Jobs

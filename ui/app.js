@@ -296,15 +296,35 @@ async function jobPage(id) {
   if (!["completed", "dead", "cancelled"].includes(j.state)) poll(draw)
 }
 
-function workers() {
-  main.replaceChildren(
-    h("h1", {}, "Workers"),
-    h(
-      "p",
-      {},
-      "Not available yet: effect-jobs keeps no registry of running workers. A running job shows the worker that holds it (its page, \"worker\"); the queues page shows what runs."
+async function workers() {
+  const table = h("table", { class: "workers" })
+  const draw = async () => {
+    const { workers } = await api("GET", "workers")
+    table.replaceChildren(
+      h("thead", {}, h("tr", {}, ["worker", "queues", "concurrency", "jobs held", "started", "last seen"].map((c) => h("th", {}, c)))),
+      h(
+        "tbody",
+        {},
+        workers.length === 0
+          ? h("tr", {}, h("td", { colspan: 6 }, "No live worker (a worker with listen: false does not register)."))
+          : workers.map((w) =>
+            h(
+              "tr",
+              { "data-worker": w.id },
+              h("td", {}, w.id),
+              h("td", {}, w.queues.join(", ")),
+              h("td", { class: "num" }, String(w.concurrency)),
+              h("td", { class: "num" }, String(w.jobsHeld)),
+              h("td", {}, time(w.startedAt)),
+              h("td", {}, time(w.lastSeenAt))
+            )
+          )
+      )
     )
-  )
+  }
+  main.replaceChildren(h("h1", {}, "Workers"), table)
+  await draw()
+  poll(draw)
 }
 
 function tokenForm(message) {
@@ -336,7 +356,7 @@ async function render() {
     if (path === "/" || path === "") await overview()
     else if (path === "/jobs") await jobList(params)
     else if (path.startsWith("/jobs/")) await jobPage(decodeURIComponent(path.slice("/jobs/".length)))
-    else if (path === "/workers") workers()
+    else if (path === "/workers") await workers()
     else main.replaceChildren(h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/" }, "Queues")))
   } catch (e) {
     if (e.status === 401) return tokenForm(e.message)
