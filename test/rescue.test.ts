@@ -15,18 +15,11 @@ import { SqlClient } from "effect/sql"
 import { Job, Jobs, JobsAdmin, Worker } from "../src/index.ts"
 import { JobStore } from "../src/internal/Store.ts"
 import * as TestDb from "./support/db.ts"
+import { waitFor } from "./support/probes.ts"
 
-/** Re-checks `check` every 20 ms until it gives a value; dies after `timeoutMs`. */
-const eventually = <A, E, R>(what: string, check: Effect.Effect<Option.Option<A>, E, R>, timeoutMs = 12_000) =>
-  Effect.gen(function*() {
-    const start = yield* Clock.currentTimeMillis
-    while (true) {
-      const value = yield* check
-      if (Option.isSome(value)) return value.value
-      if ((yield* Clock.currentTimeMillis) - start > timeoutMs) return yield* Effect.die(new Error(`timed out: ${what}`))
-      yield* Effect.sleep("20 millis")
-    }
-  })
+/** Waits on the database's state: `waitFor` of test/support/probes.ts at 20 ms, for at most 12 s. */
+const eventually = <A, E, R>(what: string, check: Effect.Effect<Option.Option<A>, E, R>) =>
+  waitFor(what, check, { every: "20 millis", timeout: "12 seconds" })
 
 const Work = Job.make("rescue-work", { args: Schema.Struct({ n: Schema.Number }), queue: "rescue" })
 
