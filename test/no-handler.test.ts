@@ -11,9 +11,9 @@
  * no test depends on how fast real time passes.
  */
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Clock, Context, Effect, Exit, Layer, Option, Schema, Scope } from "effect"
+import { Clock, Context, Duration, Effect, Exit, Layer, Option, Schema, Scope } from "effect"
 import { SqlClient } from "effect/sql"
-import { Job, Jobs, JobsAdmin, Worker } from "../src/index.ts"
+import { InvalidWorkerConfig, Job, Jobs, JobsAdmin, Worker } from "../src/index.ts"
 import { JobStore } from "../src/internal/Store.ts"
 import { offersByQueue, survey } from "../src/internal/Unserved.ts"
 import { TestSignals } from "../src/internal/worker/TestSignals.ts"
@@ -332,6 +332,18 @@ layer(TestLayer, { excludeTestServices: true })("no handler", (it) => {
       assert.deepStrictEqual(s.unhandled.filter((u) => u.queue === "nh-reg-c" || u.queue.startsWith("nh-ghost")), [
         { queue: "nh-reg-c", name: "nh-anything", n: 1 }
       ])
+    }))
+
+  it.effect("a positive duration or Duration.infinity; anything else is an InvalidWorkerConfig naming the option", () =>
+    Effect.gen(function*() {
+      for (const bad of [0, -1, "nonsense", Number.NaN] as const) {
+        const e = yield* Effect.flip(
+          Effect.scoped(startWorker({ queues: { "nh-config": {} }, noHandlerTimeout: bad as never }, handlers(Known)))
+        )
+        assert.instanceOf(e, InvalidWorkerConfig)
+        assert.include((e as InvalidWorkerConfig).message, "noHandlerTimeout", String(bad))
+      }
+      yield* Effect.scoped(startWorker({ queues: { "nh-config": {} }, noHandlerTimeout: Duration.infinity }, handlers(Known)))
     }))
 })
 
