@@ -63,10 +63,11 @@ layer(TestLayer, { excludeTestServices: true })("Dashboard API", (it) => {
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
       const Report = Job.make("dash-report", { args: Schema.Struct({}), queue: "dash-reports" })
-      // Slots far apart (03:00 in Paris, every 7 days): none comes due while the test runs.
+      // Slots far apart (03:00 in Paris on the 1st of the month, every 7 days): none comes due
+      // while the test runs.
       yield* Effect.flatMap(
         Layer.build(Periodic.layer([
-          Periodic.make(Report, {}, { name: "dash-nightly", cron: "0 3 * * *", timeZone: "Europe/Paris" }),
+          Periodic.make(Report, {}, { name: "dash-monthly", cron: "0 3 1 * *", timeZone: "Europe/Paris" }),
           Periodic.make(Report, {}, { name: "dash-weekly", every: "7 days", options: { queue: "dash-weekly-q" } })
         ])),
         (ctx) => Effect.provideContext(Effect.flatMap(Periodic.Periodic, (p) => p.ready), ctx)
@@ -83,28 +84,28 @@ layer(TestLayer, { excludeTestServices: true })("Dashboard API", (it) => {
           const reply = yield* call(`${base}/api/periodic`)
           assert.strictEqual(reply.status, 200)
           const byName = new Map<string, any>(reply.body.schedules.map((s: any) => [s.name, s]))
-          assert.deepStrictEqual(reply.body.schedules.map((s: any) => s.name), ["dash-legacy", "dash-nightly", "dash-stale", "dash-weekly"])
+          assert.deepStrictEqual(reply.body.schedules.map((s: any) => s.name), ["dash-legacy", "dash-monthly", "dash-stale", "dash-weekly"])
 
-          const nightly = byName.get("dash-nightly")
-          const cron = Cron.parseUnsafe("0 3 * * *", "Europe/Paris")
+          const monthly = byName.get("dash-monthly")
+          const cron = Cron.parseUnsafe("0 3 1 * *", "Europe/Paris")
           const expected: Array<string> = []
           for (const d of Cron.sequence(cron, new Date(now))) {
             expected.push(d.toISOString())
             if (expected.length === 3) break
           }
-          assert.deepInclude(nightly, {
+          assert.deepInclude(monthly, {
             job: "dash-report",
             queue: "dash-reports",
-            schedule: `cron "0 3 * * *" Europe/Paris`,
-            cron: "0 3 * * *",
+            schedule: `cron "0 3 1 * *" Europe/Paris`,
+            cron: "0 3 1 * *",
             timeZone: "Europe/Paris",
             everyMillis: null,
             lastJobId: null,
             overdueSince: null
           })
-          assert.deepStrictEqual(nightly.nextSlots, expected)
-          // 03:00 in Paris is 01:00 or 02:00 UTC, as the season has it.
-          for (const slot of nightly.nextSlots) assert.match(slot, /T0[12]:00:00\.000Z$/)
+          assert.deepStrictEqual(monthly.nextSlots, expected)
+          // 03:00 in Paris on the 1st is 01:00 or 02:00 UTC that day, as the season has it.
+          for (const slot of monthly.nextSlots) assert.match(slot, /-01T0[12]:00:00\.000Z$/)
 
           const week = 7 * 24 * 3600_000
           const weekly = byName.get("dash-weekly")
