@@ -14,7 +14,10 @@
 import { assert, layer } from "@effect/vitest"
 import { Deferred, Effect, Layer, Option, Schema } from "effect"
 import { existsSync, mkdirSync } from "node:fs"
-import type { Browser, Page } from "playwright-core"
+// Imported once, when the file loads: importing playwright-core takes about a second of
+// synchronous work, which in the middle of a test would stall the worker's registration
+// heartbeat long enough for it to fence (stop) the jobs it runs.
+import { type Browser, chromium as launcher, type Page } from "playwright-core"
 import { Job, Jobs, JobsAdmin, Periodic } from "../src/index.ts"
 import { JobStore } from "../src/internal/Store.ts"
 import { call, killAll, withDashboard } from "./support/dashboard.ts"
@@ -43,13 +46,12 @@ const TestLayer = Layer.mergeAll(Jobs.layer, JobsAdmin.layer, JobStore.layer).pi
 /** A fresh headless Chromium page (1280×800, light) for `f`; the browser is closed after. */
 const withPage = <A, E, R>(f: (page: Page) => Effect.Effect<A, E, R>) =>
   Effect.acquireUseRelease(
-    Effect.promise(async (): Promise<Browser> => {
-      const { chromium: launcher } = await import("playwright-core")
-      return launcher.launch({
+    Effect.promise((): Promise<Browser> =>
+      launcher.launch({
         executablePath: chromium,
         args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
       })
-    }),
+    ),
     (browser) =>
       Effect.flatMap(
         Effect.promise(() => browser.newPage({ viewport: { width: 1280, height: 800 }, colorScheme: "light" })),
