@@ -7,6 +7,9 @@
  * scheduler sleeps (on Effect's `Clock`) until the next slot, then tries to
  * move the schedule's `last_slot` forward in the `periodic` table and
  * enqueues the job in the same transaction; only the first to move it does.
+ * Registering a schedule also stores its definition (job, queue, cron or
+ * interval) in its row, for processes that do not declare it: the dashboard's
+ * Periodic page, `JobsAdmin.periodic`.
  *
  * Database errors never stop a scheduler: a slot whose enqueue fails is retried
  * with `retrySchedule` (backoff up to 30 s) until it goes through or the next
