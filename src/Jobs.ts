@@ -8,7 +8,8 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Queue, Schedule, Scope } from "effect"
+import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Layer, Option, Queue, Schedule, Scope } from "effect"
+import { PgClient } from "@effect/sql-pg"
 import { SqlClient, type SqlError } from "effect/sql"
 import {
   AwaitTimeout,
@@ -21,7 +22,7 @@ import {
 } from "./Errors.ts"
 import type * as Job from "./Job.ts"
 import { currentTrace, isJobId, rowsOf } from "./internal/JobRow.ts"
-import { keepListening } from "./internal/listen.ts"
+import * as Notifier from "./internal/Notifier.ts"
 import { JobStore, type JobState, type OutcomeRow } from "./internal/Store.ts"
 import { Observer } from "./Observer.ts"
 import { RequestId } from "./RequestId.ts"
@@ -169,11 +170,13 @@ const make = Effect.gen(function*() {
         rows[0] === undefined ? Effect.fail(new JobNotFound({ id })) : decodeStatus(job, rows[0])
     ).pipe(Effect.withSpan("Jobs.status"))
 
-  // -- await: one LISTEN per client, started on first use; waiters re-check on every NOTIFY --
+  // -- await: a subscription to the done channel, started on first use; waiters re-check on every NOTIFY --
   const layerScope = yield* Scope.Scope
   const observer = yield* Observer
+  const notifier = yield* Notifier.Notifier
+  const pg = yield* PgClient.PgClient
   const waiters = new Map<string, Set<Deferred.Deferred<OutcomeRow | undefined>>>()
-  let listener: Deferred.Deferred<void> | undefined
+  let listening = false
   const terminal = new Set<JobState>(["completed", "dead", "cancelled"])
 
   const checkWaiters = Effect.suspend(() => {
@@ -190,41 +193,36 @@ const make = Effect.gen(function*() {
     })
   })
 
-  const startListener = Effect.suspend(() => {
-    if (listener !== undefined) return Deferred.await(listener)
-    const ready = Deferred.makeUnsafe<void>()
-    listener = ready
-    // Background failures go to the Observer (the layer's; the default one logs them) and are retried.
-    const reportFailure = (message: string) => (cause: Cause.Cause<unknown>) =>
-      Cause.hasInterruptsOnly(cause) ? Effect.void : observer.workerError("*", message, Cause.squash(cause), "Warn")
-    const listenLoop = keepListening(reportFailure("await: LISTEN lost; reconnecting"), (established) =>
-      Effect.gen(function*() {
-        const notifications = yield* store.listenOn("done")
-        yield* established
-        Deferred.doneUnsafe(ready, Exit.void)
-        yield* checkWaiters // anything that finished while we were not listening
-        while (true) {
-          yield* Queue.take(notifications)
-          yield* Queue.clear(notifications) // many notifications, one check
-          yield* checkWaiters
-        }
-      }))
-    const recheck = Effect.repeat(
-      checkWaiters.pipe(
-        Effect.catchCause((cause) =>
-          reportFailure(`await: checking ${waiters.size} awaited job(s) failed; retrying in 1 second`)(cause))
-      ),
-      Schedule.spaced("1 second")
-    )
-    return Effect.gen(function*() {
-      yield* Effect.forkIn(
-        listenLoop.pipe(Effect.ensuring(Effect.sync(() => Deferred.doneUnsafe(ready, Exit.void)))),
-        layerScope
-      )
-      yield* Effect.forkIn(recheck, layerScope)
-      yield* Deferred.await(ready)
-    })
+  // Background failures go to the Observer (the layer's; the default one logs them) and are retried.
+  const checkOrReport = Effect.suspend(() => {
+    const n = waiters.size
+    return checkWaiters.pipe(Effect.catchCause((cause) =>
+      Cause.hasInterruptsOnly(cause)
+        ? Effect.void
+        : observer.workerError("*", `await: checking ${n} awaited job(s) failed; retrying in 1 second`, Cause.squash(cause), "Warn")
+    ))
   })
+
+  /**
+   * Starts, once, the subscription (on the process's LISTEN session, internal/Notifier.ts) and
+   * the 1-second re-check, for the life of the layer. It does not wait for the LISTEN: the
+   * first `Established`, like every later one (a reconnect), is followed by a check, which
+   * finds what finished before; until then the re-check covers a session that cannot open.
+   */
+  const startListener = Effect.uninterruptible(Effect.suspend(() => {
+    if (listening) return Effect.void
+    listening = true
+    return Effect.gen(function*() {
+      const events = yield* notifier.subscribe(store.channels.done).pipe(
+        Effect.provideService(PgClient.PgClient, pg),
+        Effect.provideService(Observer, observer),
+        Scope.provide(layerScope)
+      )
+      // Many notifications, one check.
+      yield* Effect.forkIn(Effect.forever(Effect.andThen(Queue.takeAll(events), checkOrReport)), layerScope)
+      yield* Effect.forkIn(Effect.repeat(checkOrReport, Schedule.spaced("1 second")), layerScope)
+    })
+  }))
 
   const awaitJob = <J extends Job.Any>(job: J, id: string, options?: { readonly timeout?: Duration.Input | undefined }) =>
     Effect.gen(function*() {
@@ -239,7 +237,6 @@ const make = Effect.gen(function*() {
       let set = waiters.get(id)
       if (set === undefined) waiters.set(id, set = new Set())
       set.add(done)
-      // The timeout covers starting the listener too: the database may be unreachable.
       const wait = startListener.pipe(
         Effect.andThen(Effect.forkChild(checkWaiters)), // it may be finished already
         Effect.andThen(Deferred.await(done))
@@ -316,4 +313,4 @@ const make = Effect.gen(function*() {
 })
 
 /** The client; needs a `PgClient` (from `@effect/sql-pg`). */
-export const layer = Layer.effect(Jobs, make).pipe(Layer.provide(JobStore.layer))
+export const layer = Layer.effect(Jobs, make).pipe(Layer.provide([JobStore.layer, Notifier.layer]))

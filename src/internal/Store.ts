@@ -15,7 +15,7 @@
  * so they survive JSON and never lose precision.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Context, Effect, Exit, Layer, type Queue, Scope } from "effect"
+import { Context, Effect, Exit, Layer, Scope } from "effect"
 import { SqlClient, type SqlError } from "effect/sql"
 import { PgSchema } from "../PgSchema.ts"
 import { assertValid, qualify } from "./schemaName.ts"
@@ -280,11 +280,6 @@ export class JobStore extends Context.Service<JobStore, {
   readonly bundleMarkDone: (id: string, followUpId: string | null) => Effect.Effect<void, SqlError.SqlError>
   /** The schema's NOTIFY channels. */
   readonly channels: Channels
-  /** LISTEN on one of the schema's channels. */
-  readonly listenOn: (
-    channel: ChannelKind
-  ) => Effect.Effect<Queue.Dequeue<{ readonly payload: string }, SqlError.SqlError>, SqlError.SqlError, Scope.Scope>
-  readonly listen: Effect.Effect<Queue.Dequeue<{ readonly payload: string }, SqlError.SqlError>, SqlError.SqlError, Scope.Scope>
 } & ManagementStore>()("effect-jobs/JobStore") {
   /**
    * Fresh on every use: each layer of the library that needs a store gets one on the
@@ -295,7 +290,8 @@ export class JobStore extends Context.Service<JobStore, {
   static readonly layer = Layer.fresh(Layer.effect(
     JobStore,
     Effect.gen(function*() {
-      const pg = yield* PgClient.PgClient
+      // Needs sql-pg's client, not just any SqlClient (the statements are Postgres').
+      yield* PgClient.PgClient
       // The library's queries name their columns exactly; user-configured name transforms must not apply.
       const sql = (yield* SqlClient.SqlClient).withoutTransforms()
       const schema = assertValid(yield* PgSchema)
@@ -779,15 +775,13 @@ export class JobStore extends Context.Service<JobStore, {
         ...makeManagement(sql, schema), // management, retention, leadership, live controls: end of this file
         jobOutcomes,
         channels,
-        listenOn: (kind) => pg.listen(channels[kind]),
         jobInsertMany,
         jobClaim,
         jobFinishMany,
         jobHeartbeatMany,
         jobPromoteScheduled,
         jobRescueExpired,
-        notifyQueues,
-        listen: pg.listen(channels.new)
+        notifyQueues
       })
     })
   ))
