@@ -118,7 +118,12 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     isPaused: paused.isPaused
   })
   // Before the first claim; closed after the graceful shutdown (its finalizer is added later).
-  yield* Registration.start({ config, store, observer, held, producers, running, completer })
+  // On the real clock, whatever clock the worker runs on: the registration says whether this
+  // process's database session lives, which is real time (a TestClock jump of a day would
+  // otherwise run 172,800 beats and 864,000 fence checks, and fence every held job).
+  yield* Registration.start({ config, store, observer, held, producers, running, completer }).pipe(
+    Effect.provideService(Clock.Clock, Clock.Clock.defaultValue())
+  )
   for (const queue of config.queues) yield* producers.start(queue)
 
   // -- background fibers; each is interrupted when the scope closes --------------------
