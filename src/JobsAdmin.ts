@@ -382,7 +382,8 @@ const make = Effect.gen(function*() {
         return yield* new JobNotRetryable({
           id,
           state: "dead",
-          message: `job ${id} cannot run again: another unfinished job holds its unique key ${JSON.stringify(result.uniqueKey)}`
+          message: `job ${id} cannot run again: another job holds its unique key ${JSON.stringify(result.uniqueKey)} ` +
+            `(an unfinished one, or one of its unique window)`
         })
     }
   })
