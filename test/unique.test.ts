@@ -161,6 +161,11 @@ layer(FileLayer, { excludeTestServices: true })("uniqueness", (it) => {
         const second = yield* jobs.insert(Window, { n: 5 }, tenMinutes)
         assert.strictEqual(second.outcome, "inserted")
         assert.strictEqual((yield* uniqueColumns(second.id)).unique_window, yield* windowText(t0 + minutes(10)))
+        // a window and replace together: the waiting job takes the new args
+        yield* TestClock.setTime(t0 + minutes(15))
+        const replaced = yield* jobs.insert(Window, { n: 55 }, { uniqueKey: "report", unique: { period: "10 minutes", replace: true } })
+        assert.deepStrictEqual(replaced, { id: second.id, outcome: "replaced" })
+        assert.strictEqual((yield* uniqueColumns(second.id)).unique_window, yield* windowText(t0 + minutes(10)))
         // still unfinished when the window after that begins: it holds the key there too
         yield* TestClock.setTime(t0 + minutes(20) + 1)
         assert.deepStrictEqual(yield* jobs.insert(Window, { n: 6 }, tenMinutes), { id: second.id, outcome: "duplicate" })
@@ -169,7 +174,7 @@ layer(FileLayer, { excludeTestServices: true })("uniqueness", (it) => {
         const third = yield* jobs.insert(Window, { n: 7 }, tenMinutes)
         assert.strictEqual(third.outcome, "inserted")
         yield* Testing.drain({ queues: ["u-window"] }).pipe(Effect.provide(handlers))
-        assert.deepStrictEqual(ran, [1, 4, 5, 7])
+        assert.deepStrictEqual(ran, [1, 4, 55, 7])
       })
     )
   })
