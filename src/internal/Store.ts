@@ -476,10 +476,8 @@ export class JobStore extends Context.Service<JobStore, {
         let pending = batch.pending
         for (let round = 0; pending.length > 0; round++) {
           const returned = yield* insertRows(pending.map((p) => p.row))
-          const conflicted = yield* Effect.try({
-            try: () => batch.applyReturned(pending, returned),
-            catch: (e) => e
-          }).pipe(Effect.orDie)
+          // (a throw there is a broken invariant: a defect)
+          const conflicted = yield* Effect.sync(() => batch.applyReturned(pending, returned))
           if (conflicted.length === 0) break
           const holders = yield* findHolders(conflicted.map((p) => p.row))
           pending = batch.applyHolders(conflicted, holders)
