@@ -229,7 +229,7 @@ export class JobsAdmin extends Context.Service<JobsAdmin, {
    * Makes a `dead` or `cancelled` job runnable now. It keeps the attempts it has
    * left; with `attempts: n` it gets `n` more than it has used (default 1 when it
    * has none left). `JobNotRetryable` for any other state, or when another
-   * unfinished job has taken its unique key meanwhile.
+   * job has taken its unique key meanwhile (unfinished, or finished in its unique window).
    */
   readonly retry: (
     id: string,
@@ -238,7 +238,7 @@ export class JobsAdmin extends Context.Service<JobsAdmin, {
   /**
    * Re-drives the dead-letter queue: every `dead` job of `queue` (of one job name,
    * if given) is made runnable as by `retry`; returns how many. Dead jobs whose
-   * unique key is held by an unfinished job stay dead.
+   * unique key another job holds (unfinished, or finished in their unique window) stay dead.
    */
   readonly retryDead: (
     queue: string,
@@ -491,7 +491,8 @@ const make = Effect.gen(function*() {
         return yield* new JobNotRetryable({
           id,
           state: "dead",
-          message: `job ${id} cannot run again: another unfinished job holds its unique key ${JSON.stringify(result.uniqueKey)}`
+          message: `job ${id} cannot run again: another job holds its unique key ${JSON.stringify(result.uniqueKey)} ` +
+            `(an unfinished one, or one of its unique window)`
         })
     }
   })

@@ -48,7 +48,7 @@ export interface Spec {
   /** What to do about slots missed while no scheduler ran. Default "skip". */
   readonly missed?: "skip" | "enqueue-last" | undefined
   /** Enqueue options for each job (queue, priority, maxAttempts, metadata). */
-  readonly options?: Omit<Jobs.EnqueueOptions, "delay" | "runAt" | "uniqueKey"> | undefined
+  readonly options?: Omit<Jobs.EnqueueOptions, "delay" | "runAt" | "uniqueKey" | "unique"> | undefined
 }
 
 /** A periodic job: which job, with which args, on which schedule (`Periodic.make`). */
