@@ -212,6 +212,16 @@ export interface BundleProgressRow extends BundleRow {
   readonly counts: Readonly<Record<string, number>>
 }
 
+/** A periodic schedule's definition, as its scheduler stores it (migrations/0007). */
+export interface PeriodicDefinition {
+  readonly job: string
+  readonly queue: string
+  /** The cron and its time zone, or `everyMs`: the other is null. */
+  readonly cron: string | null
+  readonly timeZone: string | null
+  readonly everyMs: number | null
+}
+
 export interface HeldJob {
   readonly id: string
   readonly token: number
@@ -275,7 +285,7 @@ export class JobStore extends Context.Service<JobStore, {
   readonly jobOutcomes: (ids: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<OutcomeRow>, SqlError.SqlError>
   // -- periodic jobs (src/Periodic.ts) --
   /** Records a schedule if it is new, with `slot` as its last slot; returns its last slot. */
-  readonly periodicEnsure: (name: string, slot: number) => Effect.Effect<Date, SqlError.SqlError>
+  readonly periodicEnsure: (name: string, slot: number, definition: PeriodicDefinition) => Effect.Effect<Date, SqlError.SqlError>
   /** Moves the schedule's last slot forward to `slot`; true for the one caller that did. */
   readonly periodicClaimSlot: (name: string, slot: number) => Effect.Effect<boolean, SqlError.SqlError>
   readonly periodicSetJob: (name: string, jobId: string) => Effect.Effect<void, SqlError.SqlError>
@@ -753,17 +763,20 @@ export class JobStore extends Context.Service<JobStore, {
           WHERE id IN (SELECT jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb)::bigint)`
 
       /**
-       * An upsert that writes nothing new (`SET name = EXCLUDED.name`), for its RETURNING: on
-       * a conflict with a row another scheduler is inserting (or claiming a slot on) right now,
-       * DO UPDATE waits for that transaction and returns the row as committed, so a row always
-       * comes back. (`DO NOTHING` with a `UNION ALL SELECT` returned none then: the SELECT reads
-       * the statement's snapshot, taken before the other insert committed.)
+       * An upsert that leaves `last_slot` as it is, for its RETURNING, and writes the schedule's
+       * definition (migrations/0007; the last registration wins): on a conflict with a row
+       * another scheduler is inserting (or claiming a slot on) right now, DO UPDATE waits for
+       * that transaction and returns the row as committed, so a row always comes back. (`DO
+       * NOTHING` with a `UNION ALL SELECT` returned none then: the SELECT reads the statement's
+       * snapshot, taken before the other insert committed.)
        */
-      const periodicEnsure = (name: string, slot: number) =>
+      const periodicEnsure = (name: string, slot: number, d: PeriodicDefinition) =>
         Effect.flatMap(
           sql<{ readonly last_slot: Date }>`
-            INSERT INTO ${t.periodic} (name, last_slot) VALUES (${name}, ${iso(slot)}::timestamptz)
-            ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+            INSERT INTO ${t.periodic} (name, last_slot, job, queue, cron, time_zone, every_ms)
+            VALUES (${name}, ${iso(slot)}::timestamptz, ${d.job}, ${d.queue}, ${d.cron}, ${d.timeZone}, ${d.everyMs}::bigint)
+            ON CONFLICT (name) DO UPDATE SET job = EXCLUDED.job, queue = EXCLUDED.queue, cron = EXCLUDED.cron,
+              time_zone = EXCLUDED.time_zone, every_ms = EXCLUDED.every_ms
             RETURNING last_slot`,
           (rows) =>
             rows[0] === undefined
@@ -1014,6 +1027,38 @@ export interface ManagementStore {
   }) => Effect.Effect<LeaderSession | undefined, SqlError.SqlError, Scope.Scope>
   /** The registered workers whose session lock is held (live), with the jobs each holds. */
   readonly workerList: Effect.Effect<ReadonlyArray<WorkerRow>, SqlError.SqlError>
+  // -- the dashboard's periodic and bundles pages (JobsAdmin.periodic, JobsAdmin.bundles) --
+  /** Every periodic schedule's row, by name, with the state of its last job (if still there). */
+  readonly periodicList: Effect.Effect<ReadonlyArray<PeriodicRow>, SqlError.SqlError>
+  /** One page of bundles, newest first, keyset-paged by id (`before`: the last id of the previous page). */
+  readonly bundleList: (filter: {
+    /** `true`: members left (`remaining > 0`); `false`: none left; undefined: both. */
+    readonly open: boolean | undefined
+    readonly name: string | undefined
+    readonly before: string | undefined
+    readonly limit: number
+  }) => Effect.Effect<ReadonlyArray<BundleListRow>, SqlError.SqlError>
+}
+
+/** A periodic schedule's row (`periodicList`); the definition is null if an older version registered it. */
+export interface PeriodicRow {
+  readonly name: string
+  readonly job: string | null
+  readonly queue: string | null
+  readonly cron: string | null
+  readonly time_zone: string | null
+  readonly every_ms: number | null
+  readonly last_slot: Date
+  readonly last_job: string | null
+  readonly last_job_state: JobState | null
+  readonly updated_at: Date
+}
+
+/** A bundle's row (`bundleList`). */
+export interface BundleListRow extends BundleRow {
+  readonly remaining: number
+  readonly follow_up_done: boolean
+  readonly follow_up_id: string | null
 }
 
 /** One live worker (`workerList`). */
@@ -1384,7 +1429,34 @@ export const makeManagement = (sql: SqlClient.SqlClient, schema: string): Manage
     WHERE ${sql.literal(workerLockHeld(schema, "w.id"))}
     ORDER BY w.started_at, w.id`
 
+  // -- the dashboard's periodic and bundles pages --
+
+  const periodicList = sql<PeriodicRow>`
+    SELECT p.name, p.job, p.queue, p.cron, p.time_zone, p.every_ms::float8 AS every_ms, p.last_slot,
+           p.last_job::text AS last_job, j.state AS last_job_state, p.updated_at
+    FROM ${t.periodic} p LEFT JOIN ${t.jobs} j ON j.id = p.last_job
+    ORDER BY p.name`
+
+  const bundleList = (f: {
+    readonly open: boolean | undefined
+    readonly name: string | undefined
+    readonly before: string | undefined
+    readonly limit: number
+  }) => {
+    const where = [sql.literal("TRUE")]
+    if (f.open !== undefined) where.push(f.open ? sql.literal("remaining > 0") : sql.literal("remaining = 0"))
+    if (f.name !== undefined) where.push(sql`name = ${f.name}`)
+    if (f.before !== undefined) where.push(sql`bundles.id < ${f.before}::bigint`)
+    return sql<BundleListRow>`
+      SELECT id::text, name, total, remaining, metadata, created_at, finished_at, follow_up_done,
+             follow_up_id::text AS follow_up_id
+      FROM ${t.bundles} WHERE ${sql.and(where)}
+      ORDER BY bundles.id DESC LIMIT ${f.limit}`
+  }
+
   return {
+    periodicList,
+    bundleList,
     workerRegister,
     workerList,
     adminCountByQueueState,
