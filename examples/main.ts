@@ -7,8 +7,15 @@
  * the jobs it enqueued (only those: it can run again and again on one database).
  * A failure (a database that cannot be reached...) is printed once, and the
  * process exits 1.
+ *
+ * It ends by printing how to open the dashboard on that database; with
+ * `--dashboard` (or `--dashboard=PORT`, default 4000, 0 for any free port) it
+ * serves the dashboard itself on 127.0.0.1 until Ctrl-C, keeping the embedded
+ * Postgres up meanwhile: `npm run demo -- --dashboard`.
  */
-import { Cause, Deferred, Effect, Exit, Layer, Schedule, Schema } from "effect"
+import { Cause, Context, Deferred, Effect, Exit, Layer, Schedule, Schema } from "effect"
+import { HttpRouter, HttpServer } from "effect/http"
+import { createServer } from "node:http"
 import { Database, Job, Jobs, JobsAdmin, Migrations, Observer, Worker } from "../src/index.ts"
 import { startEmbeddedPostgres } from "../scripts/embedded-postgres.ts"
 
@@ -107,13 +114,67 @@ const program = Effect.gen(function*() {
   console.log(`${completed} completed, ${dead} dead: done.`)
 })
 
+// -- the dashboard ---------------------------------------------------------------------------
+
+/** `--dashboard` (port 4000) or `--dashboard=PORT`; undefined without it. */
+const dashboardPort = (argv: ReadonlyArray<string>): number | undefined => {
+  const flag = argv.find((a) => a === "--dashboard" || a.startsWith("--dashboard="))
+  if (flag === undefined) return undefined
+  const port = flag === "--dashboard" ? 4000 : Number(flag.slice("--dashboard=".length))
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--dashboard=PORT: a port of 0 to 65535, got ${flag}`)
+  return port
+}
+
+/** How to open the dashboard on the demo's database once the demo has exited. */
+const dashboardHint = (url: string | undefined) => {
+  const cli = "node --conditions=@effect-jobs/source src/cli/bin.ts dashboard" // the CLI from the sources, no build
+  if (url === undefined) {
+    return "\nto look at these jobs in the dashboard, keep the embedded Postgres up and serve it:\n  npm run demo -- --dashboard"
+  }
+  // The URL's password is never printed: the command reads DATABASE_URL then.
+  const withPassword = new URL(url).password !== ""
+  return `\nto look at these jobs in the dashboard:\n  ${cli} --database-url ${withPassword ? `"$DATABASE_URL"` : `'${url}'`}\n` +
+    `  (or: npm run demo -- --dashboard)`
+}
+
+/**
+ * Serves the dashboard (effect-jobs/dashboard) on 127.0.0.1:`port` until SIGINT or SIGTERM.
+ * @effect/platform-node (a dev dependency) is loaded only here.
+ */
+const serveDashboard = (port: number) =>
+  Effect.gen(function*() {
+    const { NodeHttpServer } = yield* Effect.promise(() => import("@effect/platform-node"))
+    const { Dashboard } = yield* Effect.promise(() => import("../src/entry/dashboard.ts"))
+    const server = HttpRouter.serve(Dashboard.layer({ hosts: ["127.0.0.1", "localhost"] }), {
+      disableListenLog: true,
+      disableLogger: true
+    }).pipe(Layer.provideMerge(NodeHttpServer.layer(createServer, { port, host: "127.0.0.1" })))
+    yield* Effect.scoped(Effect.gen(function*() {
+      const address = Context.get(yield* Layer.build(server), HttpServer.HttpServer).address
+      const where = address._tag === "UnixPathAddress" ? address.path : `http://127.0.0.1:${address.port}/`
+      console.log(`\ndashboard on ${where} (Ctrl-C to stop)`)
+      yield* Effect.callback<void>((resume) => {
+        const stop = () => resume(Effect.void)
+        process.once("SIGINT", stop)
+        process.once("SIGTERM", stop)
+        return Effect.sync(() => {
+          process.off("SIGINT", stop)
+          process.off("SIGTERM", stop)
+        })
+      })
+    }))
+    console.log("dashboard stopped")
+  })
+
 const main = async () => {
+  const port = dashboardPort(process.argv.slice(2))
   const server = process.env.DATABASE_URL ? undefined : await startEmbeddedPostgres()
   if (server) console.log(`started an embedded Postgres on port ${server.port}`)
   const url = process.env.DATABASE_URL ?? server!.url
   try {
     return await Effect.runPromiseExit(
       Effect.andThen(Migrations.run, program).pipe(
+        Effect.andThen(port === undefined ? Effect.sync(() => console.log(dashboardHint(process.env.DATABASE_URL))) : serveDashboard(port)),
         Effect.provide(Layer.mergeAll(Jobs.layer, JobsAdmin.layer).pipe(Layer.provideMerge(Database.layer(url))))
       )
     )
@@ -122,7 +183,7 @@ const main = async () => {
   }
 }
 
-// (`NodeRuntime.runMain` from @effect/platform-node does this too; it is not a dependency here.)
+// (`NodeRuntime.runMain` from @effect/platform-node does this too; the demo loads it only for --dashboard.)
 // Exit explicitly: `embedded-postgres` hooks `beforeExit` and calls `process.exit(0)`, which
 // would hide a failure set through `process.exitCode`.
 main().then(

@@ -24,7 +24,7 @@ import { Cause, Duration, Effect, Layer, Option, Queue, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
 import { InvalidWorkerConfig } from "./Errors.ts"
 import * as Jobs from "./Jobs.ts"
-import { keepListening } from "./internal/listen.ts"
+import * as Notifier from "./internal/Notifier.ts"
 import { JobStore, type OutcomeRow } from "./internal/Store.ts"
 import { Observer } from "./Observer.ts"
 
@@ -101,6 +101,7 @@ export const toLayer = <E = never, R = never>(
     const sql = yield* SqlClient.SqlClient
     const context = yield* Effect.context<R>()
     const observer = yield* Observer
+    const notifier = yield* Notifier.Notifier
 
     /**
      * One pass: the next few pending bundles after `afterId` (in id order), in one transaction.
@@ -155,23 +156,11 @@ export const toLayer = <E = never, R = never>(
         Effect.logError(`bundle finish step failed; will retry: ${Cause.pretty(cause)}`, { bundle: bundle.name }))
     )
 
-    // A lost LISTEN connection (or one that cannot be opened) is reported to the Observer (the
-    // default one logs it), then opened again.
-    const listen = keepListening(
-      (cause) => observer.workerError("*", `bundle finisher "${bundle.name}": LISTEN lost; reconnecting`, Cause.squash(cause), "Warn"),
-      (established) =>
-        Effect.gen(function*() {
-          const notifications = yield* store.listenOn("bundle")
-          yield* established
-          yield* drain // anything that finished while we were not listening
-          while (true) {
-            yield* Queue.take(notifications)
-            yield* Queue.clear(notifications)
-            yield* drain
-          }
-        })
-    )
-    yield* Effect.forkScoped(listen)
+    // On the process's LISTEN session (internal/Notifier.ts, which reports a lost one to the
+    // Observer and opens it again): a drain after each (re)connect, for anything that finished
+    // while we were not listening, and after each batch of notifications (many, one drain).
+    const events = yield* notifier.subscribe(store.channels.bundle)
+    yield* Effect.forkScoped(Effect.forever(Effect.andThen(Queue.takeAll(events), drain)))
     // Fallback for missed notifications (and poolers where LISTEN cannot work).
     yield* Effect.forkScoped(Effect.repeat(drain, Schedule.spaced(pollInterval)))
-  })).pipe(Layer.provide([JobStore.layer, Layer.fresh(Jobs.layer)]))
+  })).pipe(Layer.provide([JobStore.layer, Layer.fresh(Jobs.layer), Notifier.layer]))

@@ -132,6 +132,36 @@ const JobJson = Schema.Struct({
 
 const adminErrors = [BadRequest, NotFound, Conflict, DatabaseError] as const
 
+/** A periodic schedule (`JobsAdmin.periodic`); times as ISO text, `null` where unknown. */
+const PeriodicJson = Schema.Struct({
+  name: Schema.String,
+  job: Schema.NullOr(Schema.String),
+  queue: Schema.NullOr(Schema.String),
+  /** `cron "0 3 * * *" UTC` or `every 2s`; `null` for a row no scheduler has registered since migration 0007. */
+  schedule: Schema.NullOr(Schema.String),
+  cron: Schema.NullOr(Schema.String),
+  timeZone: Schema.NullOr(Schema.String),
+  everyMillis: Schema.NullOr(Schema.Number),
+  lastSlot: Schema.String,
+  lastJobId: Schema.NullOr(Schema.String),
+  lastJobState: Schema.NullOr(Schema.Literals(states)),
+  nextSlots: Schema.Array(Schema.String),
+  overdueSince: Time
+})
+
+/** A bundle with its progress (`JobsAdmin.bundles`). */
+const BundleJson = Schema.Struct({
+  id: Schema.String,
+  name: Schema.String,
+  total: Schema.Number,
+  done: Schema.Number,
+  metadata: Schema.Unknown,
+  createdAt: Schema.String,
+  finishedAt: Time,
+  finishStepDone: Schema.Boolean,
+  followUpId: Schema.NullOr(Schema.String)
+})
+
 /**
  * Checks every API request before its handler runs: credentials, read-only mode,
  * cross-site requests, allowed hosts. Its implementation is part of `layer`.
@@ -204,6 +234,24 @@ export class DashboardApiGroup extends HttpApiGroup.make("dashboard")
       error: adminErrors
     })
   )
+  // -- periodic schedules and bundles (read only) --
+  .add(
+    HttpApiEndpoint.get("periodic", "/periodic", {
+      success: Schema.Struct({ schedules: Schema.Array(PeriodicJson) }),
+      error: adminErrors
+    }),
+    HttpApiEndpoint.get("bundles", "/bundles", {
+      query: {
+        /** `open` (members left) or `finished`. */
+        state: Schema.optional(Schema.String),
+        name: Schema.optional(Schema.String),
+        cursor: Schema.optional(Schema.String),
+        limit: Schema.optional(Schema.String)
+      },
+      success: Schema.Struct({ bundles: Schema.Array(BundleJson), next: Schema.NullOr(Schema.String) }),
+      error: adminErrors
+    })
+  )
   .middleware(Guard)
   .prefix("/api")
 {}
@@ -213,7 +261,7 @@ export class DashboardApi extends HttpApi.make("effect-jobs-dashboard")
   .add(DashboardApiGroup)
   .annotateMerge(OpenApi.annotations({
     title: "effect-jobs dashboard",
-    description: "Queues and jobs of an effect-jobs queue: look at them, retry, cancel, delete, pause, resume."
+    description: "Queues and jobs of an effect-jobs queue: look at them, retry, cancel, delete, pause, resume; its periodic schedules and bundles."
   }))
 {}
 
@@ -384,6 +432,33 @@ const toJson = (hidden: ReadonlySet<string>) => (job: JobsAdmin.JobDetails): typ
   }
 }
 
+const periodicJson = (p: JobsAdmin.PeriodicSummary): typeof PeriodicJson.Type => ({
+  name: p.name,
+  job: p.job ?? null,
+  queue: p.queue ?? null,
+  schedule: p.schedule ?? null,
+  cron: p.cron ?? null,
+  timeZone: p.timeZone ?? null,
+  everyMillis: p.everyMillis ?? null,
+  lastSlot: p.lastSlot.toISOString(),
+  lastJobId: p.lastJobId ?? null,
+  lastJobState: p.lastJobState ?? null,
+  nextSlots: p.nextSlots.map((d) => d.toISOString()),
+  overdueSince: iso(p.overdueSince)
+})
+
+const bundleJson = (b: JobsAdmin.BundleSummary): typeof BundleJson.Type => ({
+  id: b.id,
+  name: b.name,
+  total: b.total,
+  done: b.done,
+  metadata: b.metadata ?? null,
+  createdAt: b.createdAt.toISOString(),
+  finishedAt: iso(b.finishedAt),
+  finishStepDone: b.finishStepDone,
+  followUpId: b.followUpId ?? null
+})
+
 type AdminError =
   | { readonly _tag: "JobNotFound"; readonly message: string }
   | { readonly _tag: "UniqueKeyNotFound"; readonly message: string }
@@ -492,6 +567,23 @@ const handlers = (options: Options) =>
         .handle("pause", ({ params }) => toHttpError(admin.pause(params.name)))
         .handle("resume", ({ params }) => toHttpError(admin.resume(params.name)))
         .handle("retryDead", ({ params }) => toHttpError(Effect.map(admin.retryDead(params.name), (retried) => ({ retried }))))
+        // -- periodic schedules and bundles --
+        .handle("periodic", () =>
+          toHttpError(Effect.map(admin.periodic, (schedules) => ({ schedules: schedules.map(periodicJson) }))))
+        .handle("bundles", ({ query }) =>
+          toHttpError(Effect.gen(function*() {
+            const limit = query.limit === undefined || query.limit === "" ? undefined : Number(query.limit)
+            if (limit !== undefined && !Number.isInteger(limit)) {
+              return yield* new BadRequest({ message: `limit must be an integer in [1, 1000], got ${JSON.stringify(query.limit)}` })
+            }
+            const page = yield* admin.bundles({
+              state: query.state === "" ? undefined : query.state as "open" | "finished" | undefined,
+              name: query.name === "" ? undefined : query.name,
+              cursor: query.cursor === "" ? undefined : query.cursor,
+              limit
+            })
+            return { bundles: page.bundles.map(bundleJson), next: page.next ?? null }
+          })))
     })
   )
 

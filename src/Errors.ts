@@ -118,7 +118,10 @@ export class JobAlreadyFinished extends Schema.TaggedError<JobAlreadyFinished>()
   message: Schema.String
 }) {}
 
-/** `retry` of a job that is not `dead` or `cancelled`, or whose unique key another unfinished job holds now. */
+/**
+ * `retry` of a job that is not `dead` or `cancelled`, or whose unique key another job holds now
+ * (an unfinished one, or a finished one of its unique window: `Jobs.UniqueOptions`).
+ */
 export class JobNotRetryable extends Schema.TaggedError<JobNotRetryable>()("JobNotRetryable", {
   id: Schema.String,
   state: Schema.String,

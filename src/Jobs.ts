@@ -8,7 +8,8 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Queue, Schedule, Scope } from "effect"
+import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Layer, Option, Queue, Schedule, Scope } from "effect"
+import { PgClient } from "@effect/sql-pg"
 import { SqlClient, type SqlError } from "effect/sql"
 import {
   AwaitTimeout,
@@ -21,7 +22,7 @@ import {
 } from "./Errors.ts"
 import type * as Job from "./Job.ts"
 import { currentTrace, isJobId, rowsOf } from "./internal/JobRow.ts"
-import { keepListening } from "./internal/listen.ts"
+import * as Notifier from "./internal/Notifier.ts"
 import { JobStore, type JobState, type OutcomeRow } from "./internal/Store.ts"
 import { Observer } from "./Observer.ts"
 import { RequestId } from "./RequestId.ts"
@@ -40,10 +41,54 @@ export interface EnqueueOptions {
   /**
    * While a job with the same name and key is unfinished (scheduled, available or
    * running), enqueueing again inserts nothing and returns the existing job's id.
+   * `unique` adds finished jobs and time windows, and replacing (debounce).
    */
   readonly uniqueKey?: string | undefined
+  /** How the `uniqueKey` holds; needs a `uniqueKey`. See `UniqueOptions`. */
+  readonly unique?: UniqueOptions | undefined
   /** Free-form JSON stored with the job (origin, tenant, ...). */
   readonly metadata?: Readonly<Record<string, unknown>> | undefined
+}
+
+/**
+ * How a `uniqueKey` holds (docs/enqueue.md, "Uniqueness"). An unfinished job (scheduled,
+ * available or running) always holds its key; these options add finished jobs and windows,
+ * and make a duplicate replace the job that is waiting instead of being dropped.
+ */
+export interface UniqueOptions {
+  /**
+   * The states in which a job holds its key. They must include scheduled, available and
+   * running; add `completed`, `dead` or `cancelled` so that a finished job holds it too
+   * (for as long as its row is kept: see the job's `retention`). Default: the unfinished
+   * states, plus `completed` when a `period` is given.
+   */
+  readonly states?: ReadonlyArray<JobState> | undefined
+  /**
+   * The window in which a finished job holds its key: the enqueue time rounded down to a
+   * multiple of `period` (from the Unix epoch, UTC), so "one per key per 10 minutes" is one
+   * per window 10:00-10:10, 10:10-10:20... Without a period, a finished job of `states`
+   * holds its key as long as it is kept. Finite and at least 1 millisecond.
+   */
+  readonly period?: Duration.Input | undefined
+  /**
+   * What a duplicate does to a job of the key that is still waiting (scheduled or available;
+   * a job waiting for a retry too): `true` gives it this enqueue's args, run time, priority,
+   * queue, maxAttempts (at least one more than it has spent) and metadata, last write wins
+   * (debounce); `"keepRunAt"` the same but its run time. A running or finished holder is not
+   * touched: the enqueue is a `"duplicate"`. Default `false`: the duplicate is dropped.
+   */
+  readonly replace?: boolean | "keepRunAt" | undefined
+}
+
+/**
+ * What an enqueue did (`Jobs.insert`, `insertMany`, `insertAll`):
+ * - `"inserted"`: a new job, `id`;
+ * - `"duplicate"`: a job holding the same key exists, `id`; nothing was written;
+ * - `"replaced"`: a waiting job of the key, `id`, was given this enqueue's values (`unique.replace`).
+ */
+export interface EnqueueResult {
+  readonly id: string
+  readonly outcome: "inserted" | "duplicate" | "replaced"
 }
 
 export type EnqueueError = InvalidJobArgs | InvalidJobOptions | SqlError.SqlError
@@ -102,6 +147,20 @@ export class Jobs extends Context.Service<Jobs, {
   ) => Effect.Effect<ReadonlyArray<string>, EnqueueError>
   /** Jobs of several kinds in one statement; ids in the order of `entries`. */
   readonly enqueueAll: (entries: ReadonlyArray<Entry>) => Effect.Effect<ReadonlyArray<string>, EnqueueError>
+  /** `enqueue`, saying whether it inserted the job, found a duplicate or replaced a waiting job. */
+  readonly insert: <J extends Job.Any>(
+    job: J,
+    args: Job.ArgsOf<J>,
+    options?: EnqueueOptions
+  ) => Effect.Effect<EnqueueResult, EnqueueError>
+  /** `enqueueMany`, with what it did for each of `args`, in order. */
+  readonly insertMany: <J extends Job.Any>(
+    job: J,
+    args: ReadonlyArray<Job.ArgsOf<J>>,
+    options?: EnqueueOptions
+  ) => Effect.Effect<ReadonlyArray<EnqueueResult>, EnqueueError>
+  /** `enqueueAll`, with what it did for each of `entries`, in order. */
+  readonly insertAll: (entries: ReadonlyArray<Entry>) => Effect.Effect<ReadonlyArray<EnqueueResult>, EnqueueError>
   /**
    * Enqueues `entries` as one bundle, atomically (bundle and members in one
    * transaction). See `Bundle`. Members may not have a `uniqueKey`.
@@ -136,15 +195,20 @@ export class Jobs extends Context.Service<Jobs, {
 const make = Effect.gen(function*() {
   const store = yield* JobStore
 
-  const enqueueAll = Effect.fn("Jobs.enqueueAll")(function*(entries: ReadonlyArray<Entry>) {
+  // Every form writes through this span: a run's span is the child of the span current at its
+  // enqueue, and that has been "Jobs.enqueueAll" (below "Jobs.enqueue" for one job) since 0.1.
+  const write = Effect.fn("Jobs.enqueueAll")(function*(entries: ReadonlyArray<Entry>) {
     if (entries.length === 0) return []
     const now = yield* Clock.currentTimeMillis
     const requestId = (yield* RequestId) ?? crypto.randomUUID()
     const trace = yield* currentTrace
     const rows = yield* rowsOf(entries, now, requestId, trace)
-    const ids = yield* store.jobInsertMany(rows)
-    return ids.map((r) => r.id)
+    return yield* store.jobInsertMany(rows)
   })
+  const idsOf = (results: ReadonlyArray<EnqueueResult>) => results.map((r) => r.id)
+
+  const enqueueAll = (entries: ReadonlyArray<Entry>) => Effect.map(write(entries), idsOf)
+  const insertAll = (entries: ReadonlyArray<Entry>) => write(entries).pipe(Effect.withSpan("Jobs.insertAll"))
 
   const decodeStatus = <J extends Job.Any>(job: J, row: OutcomeRow) =>
     Effect.gen(function*() {
@@ -169,11 +233,13 @@ const make = Effect.gen(function*() {
         rows[0] === undefined ? Effect.fail(new JobNotFound({ id })) : decodeStatus(job, rows[0])
     ).pipe(Effect.withSpan("Jobs.status"))
 
-  // -- await: one LISTEN per client, started on first use; waiters re-check on every NOTIFY --
+  // -- await: a subscription to the done channel, started on first use; waiters re-check on every NOTIFY --
   const layerScope = yield* Scope.Scope
   const observer = yield* Observer
+  const notifier = yield* Notifier.Notifier
+  const pg = yield* PgClient.PgClient
   const waiters = new Map<string, Set<Deferred.Deferred<OutcomeRow | undefined>>>()
-  let listener: Deferred.Deferred<void> | undefined
+  let listening = false
   const terminal = new Set<JobState>(["completed", "dead", "cancelled"])
 
   const checkWaiters = Effect.suspend(() => {
@@ -190,41 +256,36 @@ const make = Effect.gen(function*() {
     })
   })
 
-  const startListener = Effect.suspend(() => {
-    if (listener !== undefined) return Deferred.await(listener)
-    const ready = Deferred.makeUnsafe<void>()
-    listener = ready
-    // Background failures go to the Observer (the layer's; the default one logs them) and are retried.
-    const reportFailure = (message: string) => (cause: Cause.Cause<unknown>) =>
-      Cause.hasInterruptsOnly(cause) ? Effect.void : observer.workerError("*", message, Cause.squash(cause), "Warn")
-    const listenLoop = keepListening(reportFailure("await: LISTEN lost; reconnecting"), (established) =>
-      Effect.gen(function*() {
-        const notifications = yield* store.listenOn("done")
-        yield* established
-        Deferred.doneUnsafe(ready, Exit.void)
-        yield* checkWaiters // anything that finished while we were not listening
-        while (true) {
-          yield* Queue.take(notifications)
-          yield* Queue.clear(notifications) // many notifications, one check
-          yield* checkWaiters
-        }
-      }))
-    const recheck = Effect.repeat(
-      checkWaiters.pipe(
-        Effect.catchCause((cause) =>
-          reportFailure(`await: checking ${waiters.size} awaited job(s) failed; retrying in 1 second`)(cause))
-      ),
-      Schedule.spaced("1 second")
-    )
-    return Effect.gen(function*() {
-      yield* Effect.forkIn(
-        listenLoop.pipe(Effect.ensuring(Effect.sync(() => Deferred.doneUnsafe(ready, Exit.void)))),
-        layerScope
-      )
-      yield* Effect.forkIn(recheck, layerScope)
-      yield* Deferred.await(ready)
-    })
+  // Background failures go to the Observer (the layer's; the default one logs them) and are retried.
+  const checkOrReport = Effect.suspend(() => {
+    const n = waiters.size
+    return checkWaiters.pipe(Effect.catchCause((cause) =>
+      Cause.hasInterruptsOnly(cause)
+        ? Effect.void
+        : observer.workerError("*", `await: checking ${n} awaited job(s) failed; retrying in 1 second`, Cause.squash(cause), "Warn")
+    ))
   })
+
+  /**
+   * Starts, once, the subscription (on the process's LISTEN session, internal/Notifier.ts) and
+   * the 1-second re-check, for the life of the layer. It does not wait for the LISTEN: the
+   * first `Established`, like every later one (a reconnect), is followed by a check, which
+   * finds what finished before; until then the re-check covers a session that cannot open.
+   */
+  const startListener = Effect.uninterruptible(Effect.suspend(() => {
+    if (listening) return Effect.void
+    listening = true
+    return Effect.gen(function*() {
+      const events = yield* notifier.subscribe(store.channels.done).pipe(
+        Effect.provideService(PgClient.PgClient, pg),
+        Effect.provideService(Observer, observer),
+        Scope.provide(layerScope)
+      )
+      // Many notifications, one check.
+      yield* Effect.forkIn(Effect.forever(Effect.andThen(Queue.takeAll(events), checkOrReport)), layerScope)
+      yield* Effect.forkIn(Effect.repeat(checkOrReport, Schedule.spaced("1 second")), layerScope)
+    })
+  }))
 
   const awaitJob = <J extends Job.Any>(job: J, id: string, options?: { readonly timeout?: Duration.Input | undefined }) =>
     Effect.gen(function*() {
@@ -239,7 +300,6 @@ const make = Effect.gen(function*() {
       let set = waiters.get(id)
       if (set === undefined) waiters.set(id, set = new Set())
       set.add(done)
-      // The timeout covers starting the listener too: the database may be unreachable.
       const wait = startListener.pipe(
         Effect.andThen(Effect.forkChild(checkWaiters)), // it may be finished already
         Effect.andThen(Deferred.await(done))
@@ -269,7 +329,7 @@ const make = Effect.gen(function*() {
     if (entries.length === 0) {
       return yield* new InvalidJobOptions({ job: bundle.name, message: "a bundle needs at least one job" })
     }
-    const keyed = entries.find((e) => e.options?.uniqueKey !== undefined)
+    const keyed = entries.find((e) => e.options?.uniqueKey !== undefined || e.options?.unique !== undefined)
     if (keyed !== undefined) {
       return yield* new InvalidJobOptions({ job: keyed.job.name, message: "jobs of a bundle cannot have a uniqueKey" })
     }
@@ -307,13 +367,19 @@ const make = Effect.gen(function*() {
     status,
     await: awaitJob,
     enqueue: (job, args, options) =>
-      Effect.map(enqueueAll([{ job, args, options }]), (ids) => ids[0]!).pipe(Effect.withSpan("Jobs.enqueue", {
+      Effect.map(write([{ job, args, options }]), (results) => results[0]!.id).pipe(Effect.withSpan("Jobs.enqueue", {
         attributes: { "job.name": job.name }
       })),
     enqueueMany: (job, args, options) => enqueueAll(args.map((a) => ({ job, args: a, options }))),
-    enqueueAll
+    enqueueAll,
+    insert: (job, args, options) =>
+      Effect.map(write([{ job, args, options }]), (results) => results[0]!).pipe(Effect.withSpan("Jobs.insert", {
+        attributes: { "job.name": job.name }
+      })),
+    insertMany: (job, args, options) => insertAll(args.map((a) => ({ job, args: a, options }))),
+    insertAll
   })
 })
 
 /** The client; needs a `PgClient` (from `@effect/sql-pg`). */
-export const layer = Layer.effect(Jobs, make).pipe(Layer.provide(JobStore.layer))
+export const layer = Layer.effect(Jobs, make).pipe(Layer.provide([JobStore.layer, Notifier.layer]))

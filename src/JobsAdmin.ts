@@ -5,7 +5,9 @@
  * job with its errors and result; retrying dead jobs (one, or all of a queue);
  * cancelling by id or by unique key; deleting one job or many finished ones
  * (never a running job, nor a bundle member its bundle still counts or its
- * finish step may still read); pausing and resuming a queue for every worker.
+ * finish step may still read); pausing and resuming a queue for every worker;
+ * the live workers, the periodic schedules (with their next slots) and the
+ * bundles (with their progress).
  *
  * Every call is one short transaction (or one statement) through the library's
  * `JobStore`; none of them blocks workers for longer than a row lock. Times come
@@ -23,7 +25,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Layer, Option } from "effect"
+import { Clock, Context, Cron, Duration, Effect, Layer, Option, Result } from "effect"
 import type { SqlError } from "effect/sql"
 import {
   InvalidAdminRequest,
@@ -36,7 +38,8 @@ import {
 } from "./Errors.ts"
 import type * as Job from "./Job.ts"
 import { storable } from "./internal/Outcome.ts"
-import { type JobDetailRow, JobStore, type JobState } from "./internal/Store.ts"
+import { cronSlots, everySlots, nextSlots, type Slots } from "./internal/slots.ts"
+import { type JobDetailRow, JobStore, type JobState, type PeriodicRow } from "./internal/Store.ts"
 import { survey } from "./internal/Unserved.ts"
 
 export type { JobState }
@@ -188,6 +191,70 @@ export interface Unserved {
  */
 export type CancelOutcome = "cancelled" | "cancelRequested"
 
+/**
+ * A periodic schedule as its row holds it (`periodic`). The definition (job, queue, cron or
+ * interval) is written by the scheduler each time it registers the schedule (migrations/0007);
+ * it is `undefined` for a row no scheduler of this version has registered yet.
+ */
+export interface PeriodicSummary {
+  readonly name: string
+  /** The job it enqueues, and into which queue. */
+  readonly job: string | undefined
+  readonly queue: string | undefined
+  /** `cron "0 3 * * *" Europe/Paris` or `every 2s`; `undefined` when not stored. */
+  readonly schedule: string | undefined
+  readonly cron: string | undefined
+  readonly timeZone: string | undefined
+  readonly everyMillis: number | undefined
+  /** The last slot a scheduler handled (its job was enqueued, or the schedule was registered then). */
+  readonly lastSlot: Date
+  /** The job of the last slot, and its state now (`undefined` once retention removed it). */
+  readonly lastJobId: string | undefined
+  readonly lastJobState: JobState | undefined
+  /** The next three slots from now (`Clock`), computed from the stored cron or interval; none when not stored. */
+  readonly nextSlots: ReadonlyArray<Date>
+  /**
+   * The first slot after `lastSlot`, when it is more than a minute in the past: no
+   * scheduler enqueued it (none was running, or the database was away). `undefined` when on time.
+   */
+  readonly overdueSince: Date | undefined
+}
+
+/** A bundle with its progress (`bundles`). */
+export interface BundleSummary {
+  readonly id: string
+  readonly name: string
+  /** Members at enqueue. */
+  readonly total: number
+  /** Members that reached a terminal state (or were deleted before): `total` once finished. */
+  readonly done: number
+  readonly metadata: unknown
+  readonly createdAt: Date
+  /** When its last member finished (kept if an operator retries a member afterwards). */
+  readonly finishedAt: Date | undefined
+  /** Its finish step (`Bundle.toLayer`) has run, and the follow-up job it enqueued, if any. */
+  readonly finishStepDone: boolean
+  readonly followUpId: string | undefined
+}
+
+export interface BundleListOptions {
+  /** `"open"`: members left to finish; `"finished"`: none left. Default both. */
+  readonly state?: "open" | "finished" | undefined
+  /** The bundle's kind (`Bundle.make(name)`). */
+  readonly name?: string | undefined
+  /** Page size, 1 to 1000; default 50. */
+  readonly limit?: number | undefined
+  /** The `next` of the previous page. */
+  readonly cursor?: string | undefined
+}
+
+export interface BundlePage {
+  /** Newest first. */
+  readonly bundles: ReadonlyArray<BundleSummary>
+  /** Pass it as `cursor` for the next page; `undefined` on the last page. */
+  readonly next: string | undefined
+}
+
 export class JobsAdmin extends Context.Service<JobsAdmin, {
   /** Jobs per queue and state (pairs with no jobs are absent). */
   readonly counts: (options?: { readonly queue?: string | undefined }) => Effect.Effect<ReadonlyArray<StateCount>, SqlError.SqlError>
@@ -208,7 +275,7 @@ export class JobsAdmin extends Context.Service<JobsAdmin, {
    * Makes a `dead` or `cancelled` job runnable now. It keeps the attempts it has
    * left; with `attempts: n` it gets `n` more than it has used (default 1 when it
    * has none left). `JobNotRetryable` for any other state, or when another
-   * unfinished job has taken its unique key meanwhile.
+   * job has taken its unique key meanwhile (unfinished, or finished in its unique window).
    */
   readonly retry: (
     id: string,
@@ -217,7 +284,7 @@ export class JobsAdmin extends Context.Service<JobsAdmin, {
   /**
    * Re-drives the dead-letter queue: every `dead` job of `queue` (of one job name,
    * if given) is made runnable as by `retry`; returns how many. Dead jobs whose
-   * unique key is held by an unfinished job stay dead.
+   * unique key another job holds (unfinished, or finished in their unique window) stay dead.
    */
   readonly retryDead: (
     queue: string,
@@ -261,6 +328,10 @@ export class JobsAdmin extends Context.Service<JobsAdmin, {
   readonly pause: (queue: string) => Effect.Effect<void, InvalidAdminRequest | SqlError.SqlError>
   /** Resumes a queue paused with `pause` (or a worker's `pause(queue, { global: true })`). */
   readonly resume: (queue: string) => Effect.Effect<void, InvalidAdminRequest | SqlError.SqlError>
+  /** Every periodic schedule in the database, by name, with its last slot and its next ones. */
+  readonly periodic: Effect.Effect<ReadonlyArray<PeriodicSummary>, SqlError.SqlError>
+  /** One page of bundles, newest first, with their progress (members done of total). */
+  readonly bundles: (options?: BundleListOptions) => Effect.Effect<BundlePage, InvalidAdminRequest | SqlError.SqlError>
 }>()("effect-jobs/JobsAdmin") {}
 
 const allStates: ReadonlyArray<JobState> = ["scheduled", "available", "running", "completed", "dead", "cancelled"]
@@ -312,6 +383,44 @@ const checkAttempts = (attempts: number | undefined): Effect.Effect<number | und
 
 const finishedMessage = (id: string, state: string) =>
   `job ${id} is already ${state}: only scheduled, available or running jobs can be cancelled`
+
+/** A slot this long past with no job is `overdueSince` (a scheduler fires within milliseconds). */
+const overdueAfterMillis = 60_000
+
+/** The slots of a stored definition; `undefined` if none is stored or it no longer parses. */
+const storedSlots = (r: PeriodicRow, now: number): Slots | undefined => {
+  if (r.every_ms !== null) return Number.isFinite(r.every_ms) && r.every_ms >= 1 ? everySlots(r.every_ms) : undefined
+  if (r.cron === null) return undefined
+  try {
+    const parsed = Cron.parse(r.cron, r.time_zone ?? "UTC")
+    if (Result.isFailure(parsed)) return undefined
+    const slots = cronSlots(parsed.success, r.cron, r.time_zone ?? "UTC")
+    slots.after(now) // a cron that never fires throws here
+    return slots
+  } catch {
+    return undefined // an unknown time zone, or a cron that never fires
+  }
+}
+
+const periodicSummary = (r: PeriodicRow, now: number): PeriodicSummary => {
+  const slots = storedSlots(r, now)
+  const lastSlot = r.last_slot.getTime()
+  const firstDue = slots?.after(lastSlot)
+  return {
+    name: r.name,
+    job: optionalString(r.job),
+    queue: optionalString(r.queue),
+    schedule: slots?.description,
+    cron: optionalString(r.cron),
+    timeZone: optionalString(r.time_zone),
+    everyMillis: r.every_ms ?? undefined,
+    lastSlot: r.last_slot,
+    lastJobId: optionalString(r.last_job),
+    lastJobState: r.last_job_state ?? undefined,
+    nextSlots: slots === undefined ? [] : nextSlots(slots, now, 3).map((t) => new Date(t)),
+    overdueSince: firstDue !== undefined && firstDue < now - overdueAfterMillis ? new Date(firstDue) : undefined
+  }
+}
 
 /** Deleted per statement by `deleteFinished`: large enough to be quick, small enough not to hold locks long. */
 const deleteBatch = 5000
@@ -451,7 +560,8 @@ const make = Effect.gen(function*() {
         return yield* new JobNotRetryable({
           id,
           state: "dead",
-          message: `job ${id} cannot run again: another unfinished job holds its unique key ${JSON.stringify(result.uniqueKey)}`
+          message: `job ${id} cannot run again: another job holds its unique key ${JSON.stringify(result.uniqueKey)} ` +
+            `(an unfinished one, or one of its unique window)`
         })
     }
   })
@@ -569,7 +679,51 @@ const make = Effect.gen(function*() {
     yield* store.queueSetPaused(queue, false, yield* Clock.currentTimeMillis)
   })
 
+  // -- periodic schedules and bundles (the dashboard's pages) --
+
+  const periodic = Effect.gen(function*() {
+    const rows = yield* store.periodicList
+    const now = yield* Clock.currentTimeMillis
+    return rows.map((r) => periodicSummary(r, now))
+  }).pipe(Effect.withSpan("JobsAdmin.periodic"))
+
+  const bundles = Effect.fn("JobsAdmin.bundles")(function*(options: BundleListOptions = {}) {
+    const limit = options.limit ?? 50
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
+      return yield* new InvalidAdminRequest({ message: `limit must be an integer in [1, 1000], got ${String(limit)}` })
+    }
+    if (options.state !== undefined && options.state !== "open" && options.state !== "finished") {
+      return yield* new InvalidAdminRequest({ message: `state must be "open" or "finished", got ${JSON.stringify(options.state)}` })
+    }
+    if (options.name !== undefined && (typeof options.name !== "string" || badText.test(options.name))) {
+      return yield* new InvalidAdminRequest({ message: "name must be a string without NUL or unpaired surrogates" })
+    }
+    if (options.cursor !== undefined && !isJobId(options.cursor)) {
+      return yield* new InvalidAdminRequest({ message: `cursor must be the "next" of a previous page, got ${JSON.stringify(options.cursor)}` })
+    }
+    const rows = yield* store.bundleList({
+      open: options.state === undefined ? undefined : options.state === "open",
+      name: options.name,
+      before: options.cursor,
+      limit
+    })
+    const list = rows.map((r): BundleSummary => ({
+      id: r.id,
+      name: r.name,
+      total: r.total,
+      done: r.total - r.remaining,
+      metadata: r.metadata,
+      createdAt: r.created_at,
+      finishedAt: optionalDate(r.finished_at),
+      finishStepDone: r.follow_up_done,
+      followUpId: optionalString(r.follow_up_id)
+    }))
+    return { bundles: list, next: list.length === limit ? list[list.length - 1]!.id : undefined } satisfies BundlePage
+  })
+
   return JobsAdmin.of({
+    periodic,
+    bundles,
     counts,
     queues,
     workers,

@@ -7,6 +7,9 @@
  * scheduler sleeps (on Effect's `Clock`) until the next slot, then tries to
  * move the schedule's `last_slot` forward in the `periodic` table and
  * enqueues the job in the same transaction; only the first to move it does.
+ * Registering a schedule also stores its definition (job, queue, cron or
+ * interval) in its row, for processes that do not declare it: the dashboard's
+ * Periodic page, `JobsAdmin.periodic`.
  *
  * Database errors never stop a scheduler: a slot whose enqueue fails is retried
  * with `retrySchedule` (backoff up to 30 s) until it goes through or the next
@@ -28,6 +31,7 @@ import { InvalidJobArgs, InvalidJobOptions, InvalidSchedule } from "./Errors.ts"
 import type * as Job from "./Job.ts"
 import { rowOf } from "./internal/JobRow.ts"
 import * as Jobs from "./Jobs.ts"
+import { cronSlots, everySlots, type Slots } from "./internal/slots.ts"
 import { JobStore } from "./internal/Store.ts"
 import { Observer } from "./Observer.ts"
 
@@ -44,7 +48,7 @@ export interface Spec {
   /** What to do about slots missed while no scheduler ran. Default "skip". */
   readonly missed?: "skip" | "enqueue-last" | undefined
   /** Enqueue options for each job (queue, priority, maxAttempts, metadata). */
-  readonly options?: Omit<Jobs.EnqueueOptions, "delay" | "runAt" | "uniqueKey"> | undefined
+  readonly options?: Omit<Jobs.EnqueueOptions, "delay" | "runAt" | "uniqueKey" | "unique"> | undefined
 }
 
 /** A periodic job: which job, with which args, on which schedule (`Periodic.make`). */
@@ -63,15 +67,12 @@ export const make = <J extends Job.Any>(job: J, args: Job.ArgsOf<J>, spec: Spec)
   spec
 })
 
-interface Slots {
-  readonly description: string
-  /** The latest slot at or before `now`. */
-  readonly atOrBefore: (now: number) => number
-  /** The first slot after `now`. */
-  readonly after: (now: number) => number
+/** A schedule's slots, and its definition as stored in its row (migrations/0007). */
+interface Resolved extends Slots {
+  readonly stored: { readonly cron: string | null; readonly timeZone: string | null; readonly everyMs: number | null }
 }
 
-const slotsOf = (s: Entry): Effect.Effect<Slots, InvalidSchedule> =>
+const slotsOf = (s: Entry): Effect.Effect<Resolved, InvalidSchedule> =>
   Effect.suspend(() => {
     const fail = (message: string) => Effect.fail(new InvalidSchedule({ name: s.name, message }))
     if (typeof s.name !== "string" || s.name.length === 0 || s.name.length > 255 || /\u0000|\p{Surrogate}/u.test(s.name)) {
@@ -80,9 +81,10 @@ const slotsOf = (s: Entry): Effect.Effect<Slots, InvalidSchedule> =>
     }
     if ((s.spec.cron === undefined) === (s.spec.every === undefined)) return fail("give exactly one of `cron` and `every`")
     if (s.spec.cron !== undefined) {
+      const timeZone = s.spec.timeZone ?? "UTC"
       let parsed: Result.Result<Cron.Cron, Cron.CronParseError>
       try {
-        parsed = Cron.parse(s.spec.cron, s.spec.timeZone ?? "UTC")
+        parsed = Cron.parse(s.spec.cron, timeZone)
       } catch (e) {
         return fail(`invalid time zone ${JSON.stringify(s.spec.timeZone)}: ${String(e)}`)
       }
@@ -95,20 +97,15 @@ const slotsOf = (s: Entry): Effect.Effect<Slots, InvalidSchedule> =>
       } catch (e) {
         return fail(`cron ${JSON.stringify(s.spec.cron)} never fires: ${e instanceof Error ? e.message : String(e)}`)
       }
-      return Effect.succeed({
-        description: `cron "${s.spec.cron}" ${s.spec.timeZone ?? "UTC"}`,
-        atOrBefore: (now) => Cron.prev(cron, new Date(now + 1)).getTime(),
-        after: (now) => Cron.next(cron, new Date(now)).getTime()
+      return Effect.succeed<Resolved>({
+        ...cronSlots(cron, s.spec.cron, timeZone),
+        stored: { cron: s.spec.cron, timeZone, everyMs: null }
       })
     }
     const every = Duration.fromInput(s.spec.every!)
     const ms = Option.isSome(every) ? Duration.toMillis(every.value) : NaN
     if (!Number.isFinite(ms) || ms < 1) return fail(`\`every\` must be a finite, positive duration`)
-    return Effect.succeed({
-      description: `every ${Duration.format(Duration.millis(ms))}`,
-      atOrBefore: (now) => Math.floor(now / ms) * ms,
-      after: (now) => (Math.floor(now / ms) + 1) * ms
-    })
+    return Effect.succeed<Resolved>({ ...everySlots(ms), stored: { cron: null, timeZone: null, everyMs: ms } })
   })
 
 export interface ScheduleInfo {
@@ -159,7 +156,7 @@ export const layer = (schedules: ReadonlyArray<Entry>) =>
       const observer = yield* Observer
       const startedAt = yield* Clock.currentTimeMillis
       const names = new Set<string>()
-      const resolved: Array<{ readonly schedule: Entry; readonly slots: Slots }> = []
+      const resolved: Array<{ readonly schedule: Entry; readonly slots: Resolved }> = []
       for (const schedule of schedules) {
         if (names.has(schedule.name)) {
           return yield* new InvalidSchedule({ name: schedule.name, message: "two schedules have this name" })
@@ -249,15 +246,20 @@ export const layer = (schedules: ReadonlyArray<Entry>) =>
        * were not missed: the database was away. The latest of them is fired, as the loop
        * below fires the latest slot due when it is behind, whatever `missed` says.
        */
-      const catchUp = Effect.fnUntraced(function*(schedule: Entry, slots: Slots) {
+      const catchUp = Effect.fnUntraced(function*(schedule: Entry, slots: Resolved) {
         const startSlot = slots.atOrBefore(startedAt)
         const { latest, last } = yield* persist(
           schedule,
           "registering the schedule",
           Effect.gen(function*() {
             const latest = slots.atOrBefore(yield* Clock.currentTimeMillis)
-            // A new schedule starts at the slot this scheduler started in.
-            const last = (yield* store.periodicEnsure(schedule.name, Math.min(startSlot, latest))).getTime()
+            // A new schedule starts at the slot this scheduler started in. Its definition is
+            // stored too (for the dashboard): the last registration wins.
+            const last = (yield* store.periodicEnsure(schedule.name, Math.min(startSlot, latest), {
+              job: schedule.job.name,
+              queue: queueOf(schedule),
+              ...slots.stored
+            })).getTime()
             return { latest, last }
           })
         )
@@ -275,7 +277,7 @@ export const layer = (schedules: ReadonlyArray<Entry>) =>
        * fire (or a pause of the process) takes longer than the gap to the next one.
        * Behind by more than one slot, it goes straight to the latest one due.
        */
-      const run = Effect.fnUntraced(function*(schedule: Entry, slots: Slots, ready: Deferred.Deferred<void>) {
+      const run = Effect.fnUntraced(function*(schedule: Entry, slots: Resolved, ready: Deferred.Deferred<void>) {
         let last = yield* catchUp(schedule, slots)
         yield* Deferred.succeed(ready, undefined)
         while (true) {

@@ -31,7 +31,15 @@ import * as Job from "./Job.ts"
 import { handlerKeyPrefix } from "./internal/handlerKey.ts"
 import { toRow } from "./internal/JobRow.ts"
 import { validate } from "./internal/worker/Config.ts"
-import { type BundleProgress, type EnqueueError, Jobs, type EnqueueOptions, type Entry, type Status } from "./Jobs.ts"
+import {
+  type BundleProgress,
+  type EnqueueError,
+  type EnqueueOptions,
+  type EnqueueResult,
+  type Entry,
+  Jobs,
+  type Status
+} from "./Jobs.ts"
 import { classify, type Event } from "./internal/Outcome.ts"
 import { type ClaimedJobRow, JobStore, type JobState } from "./internal/Store.ts"
 import { combine, type Events, noop, Observer, replace } from "./Observer.ts"
@@ -158,7 +166,7 @@ const makeRecorder = Effect.gen(function*() {
     if (entries.length === 0) {
       return yield* new InvalidJobOptions({ job: bundle.name, message: "a bundle needs at least one job" })
     }
-    const keyed = entries.find((e) => e.options?.uniqueKey !== undefined)
+    const keyed = entries.find((e) => e.options?.uniqueKey !== undefined || e.options?.unique !== undefined)
     if (keyed !== undefined) {
       return yield* new InvalidJobOptions({ job: keyed.job.name, message: "jobs of a bundle cannot have a uniqueKey" })
     }
@@ -284,6 +292,8 @@ export const layerInlineWith = (options: InlineOptions = {}): Layer.Layer<Jobs |
     return Context.make(Jobs, jobs).pipe(Context.add(Enqueued, recorder.enqueued))
   }))
 
+const inserted = (id: string): EnqueueResult => ({ id, outcome: "inserted" })
+
 /** The `Jobs` of both test layers: they differ only in how one job is enqueued and in `await`. */
 const recordingJobs = (
   recorder: Recorder,
@@ -295,6 +305,11 @@ const recordingJobs = (
     enqueue: (job, args, options) => enqueueOne({ job, args, options }),
     enqueueMany: (job, args, options) => enqueueAll(args.map((a) => ({ job, args: a, options }))),
     enqueueAll,
+    // No uniqueness here: every enqueue is a new job (and, inline, a run).
+    insert: (job, args, options) => Effect.map(enqueueOne({ job, args, options }), inserted),
+    insertMany: (job, args, options) =>
+      Effect.map(enqueueAll(args.map((a) => ({ job, args: a, options }))), (ids) => ids.map(inserted)),
+    insertAll: (entries) => Effect.map(enqueueAll(entries), (ids) => ids.map(inserted)),
     enqueueBundle: (bundle, entries) =>
       Effect.flatMap(recorder.checkBundle(bundle, entries), (bundleId) =>
         Effect.flatMap(enqueueAll(entries), (ids) => recorder.recordBundle(bundleId, bundle.name, ids))),

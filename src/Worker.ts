@@ -4,9 +4,10 @@
  * For each configured queue a producer fiber claims as many jobs as it has free
  * slots in one statement and forks one fiber per job. It claims again at once
  * while claims come back full; otherwise it waits for a NOTIFY on the
- * schema's `<schema>.new` channel (one LISTEN connection per worker) or for its poll
- * interval, whichever comes first. Polling alone is enough (`listen: false`, for
- * transaction-mode poolers); NOTIFY only makes it fast.
+ * schema's `<schema>.new` channel (on the process's one LISTEN session, see
+ * internal/Notifier.ts) or for its poll interval, whichever comes first.
+ * Polling alone is enough (`listen: false`, for transaction-mode poolers);
+ * NOTIFY only makes it fast.
  *
  * Every claim holds a lease (default 30 s) that one heartbeat fiber per worker
  * keeps extending for all the jobs it holds, in one statement. A job whose lease
@@ -45,6 +46,7 @@
 import { Context, type Duration, type Effect, Layer } from "effect"
 import type { InvalidWorkerConfig } from "./Errors.ts"
 import { make } from "./internal/worker/Engine.ts"
+import * as Notifier from "./internal/Notifier.ts"
 import { JobStore } from "./internal/Store.ts"
 import type { SqlError } from "effect/sql"
 import type * as Job from "./Job.ts"
@@ -200,4 +202,5 @@ export class Worker extends Context.Service<Worker, Service>()("effect-jobs/Work
  * A worker as a layer: starts when the layer is built, shuts down gracefully
  * when it is released. Needs a `PgClient` and the handlers of the jobs it runs.
  */
-export const layer = (options: Options) => Layer.effect(Worker, make(options)).pipe(Layer.provide(JobStore.layer))
+export const layer = (options: Options) =>
+  Layer.effect(Worker, make(options)).pipe(Layer.provide([JobStore.layer, Notifier.layer]))

@@ -2,15 +2,17 @@
  * The dashboard's HTTP API on a real server (a free port of 127.0.0.1) and a real
  * database, called with fetch: every route's status and body, the typed errors as
  * 400/404/409 JSON, read-only mode, bearer and basic auth, the refusal of cross-site
- * state-changing requests, hidden arguments, allowed hosts, and the dashboard mounted
+ * state-changing requests, hidden arguments, allowed hosts, the periodic schedules (next
+ * slots from the stored cron) and the bundles (members done of total), and the dashboard mounted
  * under a prefix beside an app's own route. Each refusal is checked to change nothing
  * in the database.
  */
 import { assert, layer } from "@effect/vitest"
-import { Effect, Exit, Layer, Schema, Scope } from "effect"
+import { Cron, Effect, Exit, Layer, Schema, Scope } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
+import { SqlClient } from "effect/sql"
 import { request as httpRequest } from "node:http"
-import { Job, Jobs, JobsAdmin } from "../src/index.ts"
+import { Job, Jobs, JobsAdmin, Periodic } from "../src/index.ts"
 import { JobStore } from "../src/internal/Store.ts"
 import { call, claimAll, killAll, withDashboard } from "./support/dashboard.ts"
 import * as TestDb from "./support/db.ts"
@@ -36,7 +38,7 @@ const withHost = (url: string, host: string) =>
     })
   )
 
-layer(TestLayer)("Dashboard API", (it) => {
+layer(TestLayer, { excludeTestServices: true })("Dashboard API", (it) => {
   it.effect("workers: the live workers from the registry, gone once shut down", () =>
     Effect.gen(function*() {
       const scope = yield* Scope.make()
@@ -54,6 +56,120 @@ layer(TestLayer)("Dashboard API", (it) => {
           yield* Scope.close(scope, Exit.void)
           const after = yield* call(`${base}/api/workers`)
           assert.isUndefined(after.body.workers.find((w: any) => w.id === "dash-worker-1"), "deregistered at shutdown")
+        }))
+    }))
+
+  it.effect("periodic: every schedule with its definition, last slot and next slots computed from the stored cron", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const Report = Job.make("dash-report", { args: Schema.Struct({}), queue: "dash-reports" })
+      // Slots far apart (03:00 in Paris on the 1st of the month, every 7 days): none comes due
+      // while the test runs.
+      yield* Effect.flatMap(
+        Layer.build(Periodic.layer([
+          Periodic.make(Report, {}, { name: "dash-monthly", cron: "0 3 1 * *", timeZone: "Europe/Paris" }),
+          Periodic.make(Report, {}, { name: "dash-weekly", every: "7 days", options: { queue: "dash-weekly-q" } })
+        ])),
+        (ctx) => Effect.provideContext(Effect.flatMap(Periodic.Periodic, (p) => p.ready), ctx)
+      )
+      // A row no scheduler of this version registered (no definition), and one whose slot of
+      // an hour ago was never enqueued (no scheduler ran).
+      yield* sql`INSERT INTO effect_jobs.periodic (name, last_slot) VALUES ('dash-legacy', now())`
+      yield* sql`INSERT INTO effect_jobs.periodic (name, last_slot, job, queue, every_ms)
+                 VALUES ('dash-stale', date_trunc('minute', now()) - interval '2 hours', 'dash-report', 'dash-reports', 60000)`
+
+      yield* withDashboard({}, (base) =>
+        Effect.gen(function*() {
+          const now = Date.now()
+          const reply = yield* call(`${base}/api/periodic`)
+          assert.strictEqual(reply.status, 200)
+          const byName = new Map<string, any>(reply.body.schedules.map((s: any) => [s.name, s]))
+          assert.deepStrictEqual(reply.body.schedules.map((s: any) => s.name), ["dash-legacy", "dash-monthly", "dash-stale", "dash-weekly"])
+
+          const monthly = byName.get("dash-monthly")
+          const cron = Cron.parseUnsafe("0 3 1 * *", "Europe/Paris")
+          const expected: Array<string> = []
+          for (const d of Cron.sequence(cron, new Date(now))) {
+            expected.push(d.toISOString())
+            if (expected.length === 3) break
+          }
+          assert.deepInclude(monthly, {
+            job: "dash-report",
+            queue: "dash-reports",
+            schedule: `cron "0 3 1 * *" Europe/Paris`,
+            cron: "0 3 1 * *",
+            timeZone: "Europe/Paris",
+            everyMillis: null,
+            lastJobId: null,
+            overdueSince: null
+          })
+          assert.deepStrictEqual(monthly.nextSlots, expected)
+          // 03:00 in Paris on the 1st is 01:00 or 02:00 UTC that day, as the season has it.
+          for (const slot of monthly.nextSlots) assert.match(slot, /-01T0[12]:00:00\.000Z$/)
+
+          const week = 7 * 24 * 3600_000
+          const weekly = byName.get("dash-weekly")
+          assert.deepInclude(weekly, { queue: "dash-weekly-q", schedule: "every 7d", everyMillis: week, cron: null })
+          const first = (Math.floor(now / week) + 1) * week
+          assert.deepStrictEqual(weekly.nextSlots, [first, first + week, first + 2 * week].map((t) => new Date(t).toISOString()))
+          assert.strictEqual(weekly.lastSlot, new Date(first - week).toISOString(), "registered at the slot it started in")
+
+          assert.deepInclude(byName.get("dash-legacy"), { job: null, schedule: null, nextSlots: [], overdueSince: null })
+          const stale = byName.get("dash-stale")
+          assert.strictEqual(Date.parse(stale.overdueSince) - Date.parse(stale.lastSlot), 60_000, "the first slot not enqueued")
+          assert.strictEqual(stale.nextSlots.length, 3)
+        }))
+    }))
+
+  it.effect("bundles: newest first with members done of total, filters, pages, and bad queries as 400", () =>
+    Effect.gen(function*() {
+      const jobs = yield* Jobs.Jobs
+      const open = yield* jobs.enqueueBundle({ name: "dash-album" }, [
+        Jobs.entry(Email, { to: "m1" }, { queue: "dash-b1" }),
+        Jobs.entry(Email, { to: "m2" }, { queue: "dash-b1" }),
+        Jobs.entry(Email, { to: "m3" }, { queue: "dash-b2" })
+      ], { metadata: { album: "summer" } })
+      yield* killAll("dash-b1") // two of three members end dead
+      const finished = yield* jobs.enqueueBundle({ name: "dash-single" }, [Jobs.entry(Email, { to: "m4" }, { queue: "dash-b3" })])
+      yield* killAll("dash-b3")
+
+      yield* withDashboard({}, (base) =>
+        Effect.gen(function*() {
+          const all = yield* call(`${base}/api/bundles`)
+          assert.strictEqual(all.status, 200)
+          assert.deepStrictEqual(all.body.bundles.map((b: any) => b.id), [finished.bundleId, open.bundleId])
+          assert.deepInclude(all.body.bundles[1], {
+            id: open.bundleId,
+            name: "dash-album",
+            total: 3,
+            done: 2,
+            metadata: { album: "summer" },
+            finishedAt: null,
+            finishStepDone: false,
+            followUpId: null
+          })
+          assert.deepInclude(all.body.bundles[0], { total: 1, done: 1, finishStepDone: false })
+          assert.isString(all.body.bundles[0].finishedAt)
+          assert.strictEqual(all.body.next, null)
+
+          const openOnly = yield* call(`${base}/api/bundles?state=open`)
+          assert.deepStrictEqual(openOnly.body.bundles.map((b: any) => b.id), [open.bundleId])
+          const finishedOnly = yield* call(`${base}/api/bundles?state=finished`)
+          assert.deepStrictEqual(finishedOnly.body.bundles.map((b: any) => b.id), [finished.bundleId])
+          const byName = yield* call(`${base}/api/bundles?name=dash-album`)
+          assert.deepStrictEqual(byName.body.bundles.map((b: any) => b.id), [open.bundleId])
+
+          const page1 = yield* call(`${base}/api/bundles?limit=1`)
+          assert.deepStrictEqual(page1.body.bundles.map((b: any) => b.id), [finished.bundleId])
+          assert.strictEqual(page1.body.next, finished.bundleId)
+          const page2 = yield* call(`${base}/api/bundles?limit=1&cursor=${page1.body.next}`)
+          assert.deepStrictEqual(page2.body.bundles.map((b: any) => b.id), [open.bundleId])
+
+          for (const bad of ["state=done", "limit=0", "limit=x", "cursor=nope"]) {
+            const reply = yield* call(`${base}/api/bundles?${bad}`)
+            assert.strictEqual(reply.status, 400, bad)
+            assert.strictEqual(reply.body._tag, "BadRequest")
+          }
         }))
     }))
 
@@ -124,7 +240,14 @@ layer(TestLayer)("Dashboard API", (it) => {
 
           const openapi = yield* call(`${base}/api/openapi.json`)
           assert.strictEqual(openapi.status, 200)
-          assert.containsAllKeys(openapi.body.paths, ["/api/queues", "/api/jobs", "/api/jobs/{id}", "/api/queues/{name}/retry-dead"])
+          assert.containsAllKeys(openapi.body.paths, [
+            "/api/queues",
+            "/api/jobs",
+            "/api/jobs/{id}",
+            "/api/queues/{name}/retry-dead",
+            "/api/periodic",
+            "/api/bundles"
+          ])
         }))
     }))
 
@@ -194,6 +317,8 @@ layer(TestLayer)("Dashboard API", (it) => {
           assert.strictEqual((yield* call(`${base}/api/queues`)).status, 200)
           assert.strictEqual((yield* call(`${base}/api/jobs/${id}`)).status, 200)
           assert.strictEqual((yield* call(`${base}/api/config`)).body.readOnly, true)
+          assert.strictEqual((yield* call(`${base}/api/periodic`)).status, 200)
+          assert.strictEqual((yield* call(`${base}/api/bundles`)).status, 200)
           for (
             const [method, path] of [
               ["POST", `jobs/${id}/retry`],
@@ -255,6 +380,11 @@ layer(TestLayer)("Dashboard API", (it) => {
             assert.strictEqual(reply.status, 401, String(authorization))
             assert.strictEqual(reply.body._tag, "Unauthorized")
             assert.match(reply.headers.get("www-authenticate") ?? "", /^Bearer/)
+          }
+          for (const path of ["periodic", "bundles", "workers", "jobs?state=running", "jobs?state=dead"]) {
+            assert.strictEqual((yield* call(`${base}/api/${path}`)).status, 401, path)
+            const ok = yield* call(`${base}/api/${path}`, { headers: { authorization: "Bearer s3cret-token" } })
+            assert.strictEqual(ok.status, 200, path)
           }
           const refused = yield* post(`${base}/api/queues/dash-auth/pause`)
           assert.strictEqual(refused.status, 401)

@@ -2,7 +2,8 @@
  * Every example in examples/ (but main.ts, the demo) runs as its own process,
  * as a user would run it, against a fresh database cloned from the migrated
  * template, and must exit 0 having printed its key line. The demo (main.ts) and
- * the README example are run too: twice on one database (the demo), and against
+ * the README example are run too: twice on one database (the demo, which then prints how
+ * to open the dashboard on it), once with --dashboard (it serves it until SIGINT), and against
  * a database that is not there (both must print one error and exit 1).
  */
 import { assert, describe, it } from "@effect/vitest"
@@ -23,6 +24,7 @@ const expected: Record<string, RegExp> = {
   "outcomes.ts": /wait-for-export: completed, attempt 1\n/,
   "transactional-enqueue.ts": /job \d+ after the rollback: does not exist/,
   "unique-jobs.ts": /enqueue twice with key welcome:42 -> ids (\d+) and \1\n/,
+  "debounce.ts": /5 edits of doc 1 -> inserted, replaced, replaced, replaced, replaced: one run, with "rev 5"\n/,
   "priorities-and-delays.ts": /order: password reset, order shipped, weekly newsletter, meeting starts, trial ends soon/,
   "graceful-shutdown.ts": /yearly is available with 0 attempts spent/,
   "request-id.ts": /stored request ids: job \d+: req-7f3a;/,
@@ -115,8 +117,46 @@ describe("the demo", () => {
         const { code, output } = yield* runExample("examples/main.ts", url)
         assert.strictEqual(code, 0, `run ${run} exited with ${code}:\n${output}`)
         assert.match(output, /10 completed, 1 dead: done\.\n/)
+        // how to open the dashboard on this database: a URL with a password is never printed
+        const database = new URL(url).password === "" ? `'${url}'` : `"$DATABASE_URL"`
+        assert.include(output, `node --conditions=@effect-jobs/source src/cli/bin.ts dashboard --database-url ${database}\n`)
       }
     }), 240_000)
+
+  it.live("with --dashboard=0: serves the dashboard on the demo's database until SIGINT, then exits 0", () =>
+    Effect.gen(function*() {
+      const url = yield* freshDatabase(
+        inject("databaseUrl"),
+        inject("templateDatabase"),
+        `ej_demo_${process.pid}_${Date.now().toString(36)}_${counter++}`
+      )
+      const child = spawn(process.execPath, ["examples/main.ts", "--dashboard=0"], {
+        cwd: root,
+        env: { ...process.env, DATABASE_URL: url },
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      let output = ""
+      const exited = new Promise<number | null>((resolve) => child.on("close", resolve))
+      const address = new Promise<string>((resolve) => {
+        const read = (chunk: Buffer) => {
+          output += chunk
+          const m = /dashboard on (http:\/\/127\.0\.0\.1:\d+\/) \(Ctrl-C to stop\)\n/.exec(output)
+          if (m) resolve(m[1]!)
+        }
+        child.stdout.on("data", read)
+        child.stderr.on("data", read)
+      })
+      yield* Effect.addFinalizer(() => Effect.sync(() => child.kill("SIGKILL")))
+      const base = yield* Effect.promise(() => Promise.race([address, exited.then(() => "")]))
+      assert.notStrictEqual(base, "", `the demo exited before serving the dashboard:\n${output}`)
+      const queues: any = yield* Effect.promise(() => fetch(`${base}api/queues`).then((r) => r.json()))
+      assert.deepInclude(queues.queues.find((q: any) => q.name === "default"), {
+        counts: { scheduled: 0, available: 0, running: 0, completed: 10, dead: 1, cancelled: 0 }
+      })
+      child.kill("SIGINT")
+      assert.strictEqual(yield* Effect.promise(() => exited), 0, output)
+      assert.include(output, "dashboard stopped")
+    }).pipe(Effect.scoped), 120_000)
 })
 
 describe("examples", () => {

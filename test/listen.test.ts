@@ -1,8 +1,9 @@
 /**
- * The LISTEN sessions of `Jobs.await` and of a bundle finisher, cut again and again
- * (pg_terminate_backend): each cut is reported to the Observer, and the session is back
- * about 100 ms (virtual) after every cut, not after a backoff that grew with each cut
- * (100, 200, 400, 800, 1600 ms ...: the old loop retried with one Schedule for its whole life).
+ * The LISTEN session (internal/Notifier.ts) of `Jobs.await` and of a bundle finisher, each
+ * alone in a process of its own, cut again and again (pg_terminate_backend): each cut is
+ * reported to the Observer, and the session is back about 100 ms (virtual) after every cut,
+ * not after a backoff that grew with each cut (100, 200, 400, 800, 1600 ms ...: the old loop
+ * retried with one Schedule for its whole life).
  * On a TestClock that moves only when the test moves it; after the last cut it stands still,
  * so what the test then waits for can only come by NOTIFY (the polls never come round).
  */
@@ -98,7 +99,7 @@ layer(TestDb.layer(), { excludeTestServices: true })("LISTEN sessions", (it) => 
         const first = yield* jobs.enqueue(Idle, {})
         const waiting = yield* Effect.forkChild(jobs.await(Idle, first)) // starts the listener
 
-        yield* cutAgainAndAgain("effect_jobs.done", probe.errors, "*: await: LISTEN lost; reconnecting")
+        yield* cutAgainAndAgain("effect_jobs.done", probe.errors, "*: LISTEN session lost; reconnecting (effect_jobs.done)")
 
         // The clock stands still from here: only a NOTIFY can wake the awaits.
         const second = yield* jobs.enqueue(Idle, {})
@@ -128,7 +129,7 @@ layer(TestDb.layer(), { excludeTestServices: true })("LISTEN sessions", (it) => 
           ctx as Context.Context<Jobs.Jobs | JobsAdmin.JobsAdmin>
         )
 
-        yield* cutAgainAndAgain("effect_jobs.bundle", probe.errors, `*: bundle finisher "listen-album": LISTEN lost; reconnecting`)
+        yield* cutAgainAndAgain("effect_jobs.bundle", probe.errors, "*: LISTEN session lost; reconnecting (effect_jobs.bundle)")
 
         const { bundleId, ids } = yield* jobs.enqueueBundle(Album, [Jobs.entry(Idle, {})])
         yield* admin.cancel(ids[0]!, { reason: "the last member ends" }) // the bundle's count reaches 0: NOTIFY

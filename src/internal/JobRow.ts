@@ -7,8 +7,8 @@
  */
 import { Cause, Duration, Effect, Exit, Option } from "effect"
 import { InvalidJobArgs, InvalidJobOptions } from "../Errors.ts"
-import type { EnqueueOptions, Entry } from "../Jobs.ts"
-import type { NewJobRow } from "./Store.ts"
+import type { EnqueueOptions, Entry, UniqueOptions } from "../Jobs.ts"
+import type { JobState, NewJobRow } from "./Store.ts"
 
 /**
  * Text PostgreSQL cannot store: a NUL, or an unpaired UTF-16 surrogate (jsonb rejects
@@ -118,6 +118,13 @@ export const rowOf = (
   if (uniqueKey !== null && (typeof uniqueKey !== "string" || uniqueKey.length > 1000 || badText.test(uniqueKey))) {
     return invalid("uniqueKey must be a string of at most 1000 characters without NUL or unpaired surrogates")
   }
+  let unique = noUnique
+  if (o.unique !== undefined) {
+    if (uniqueKey === null) return invalid("unique options need a uniqueKey")
+    const checked = uniqueOf(o.unique, now)
+    if (typeof checked === "string") return invalid(checked)
+    unique = checked
+  }
   let metadata: unknown = noMetadata
   if (o.metadata !== undefined) {
     if (typeof o.metadata !== "object" || o.metadata === null || Array.isArray(o.metadata)) {
@@ -144,9 +151,89 @@ export const rowOf = (
     request_id: requestId,
     trace,
     retention_ms: Number.isFinite(retentionMs) ? retentionMs : (null as unknown as number),
-    max_errors: job.maxErrors
+    max_errors: job.maxErrors,
+    unique_states: unique.states,
+    unique_window: unique.window,
+    replace: unique.replace
   }
   return row
+}
+
+/** What `unique` options become in the row (`NewJobRow`'s unique_states, unique_window, replace). */
+interface UniqueColumns {
+  readonly states: ReadonlyArray<JobState> | null
+  readonly window: string | null
+  readonly replace: "all" | "keepRunAt" | null
+}
+
+const noUnique: UniqueColumns = { states: null, window: null, replace: null }
+
+/** The states in the order they are stored; the unfinished ones always hold a key. */
+const allStates: ReadonlyArray<JobState> = ["scheduled", "available", "running", "completed", "dead", "cancelled"]
+const unfinished: ReadonlyArray<JobState> = ["scheduled", "available", "running"]
+const yearOne = Date.parse("0001-01-01T00:00:00Z")
+
+/**
+ * The last `unique` options checked and the time they were checked at, so that the jobs of one
+ * `enqueueMany` (one options object, one `now`) pay for the checks once.
+ */
+let lastUnique: UniqueOptions | undefined
+let lastUniqueNow = NaN
+let lastUniqueColumns: UniqueColumns = noUnique
+
+/** Checks `unique` options; the columns they give, or what is wrong with them. */
+const uniqueOf = (u: UniqueOptions, now: number): UniqueColumns | string => {
+  if (u === lastUnique && now === lastUniqueNow) return lastUniqueColumns
+  if (typeof u !== "object" || u === null) return "unique must be an object"
+  let replace: UniqueColumns["replace"] = null
+  if (u.replace === true) replace = "all"
+  else if (u.replace === "keepRunAt") replace = "keepRunAt"
+  else if (u.replace !== undefined && u.replace !== false) return `unique.replace must be true, false or "keepRunAt"`
+  let period: number | undefined
+  if (u.period !== undefined) {
+    const nan = typeof u.period === "number" ? Number.isNaN(u.period) : Array.isArray(u.period) && u.period.some(Number.isNaN)
+    const d = nan ? Option.none() : Duration.fromInput(u.period)
+    period = Option.isSome(d) ? Duration.toMillis(d.value) : NaN
+    if (!(period >= 1) || !Number.isFinite(period)) {
+      return "unique.period must be a finite duration of at least 1 millisecond " +
+        "(for a window that never ends, give finished states and no period)"
+    }
+  }
+  let states: ReadonlyArray<JobState>
+  if (u.states === undefined) {
+    // A window is about finished jobs: by default a completed job holds the key until it ends.
+    states = period === undefined ? unfinished : [...unfinished, "completed"]
+  } else {
+    if (!Array.isArray(u.states) || u.states.length === 0) return "unique.states must be a non-empty array of job states"
+    for (const s of u.states) {
+      if (!allStates.includes(s)) return `unique.states: ${JSON.stringify(s)} is not a job state (${allStates.join(", ")})`
+    }
+    for (const s of unfinished) {
+      if (!u.states.includes(s)) {
+        return `unique.states must include scheduled, available and running (an unfinished job always holds its key); ${s} is missing`
+      }
+    }
+    states = allStates.filter((s) => u.states!.includes(s))
+  }
+  let columns: UniqueColumns
+  if (states.length === unfinished.length) {
+    // Only unfinished jobs hold the key: the index of every unique job (migration 0001) is enough.
+    if (period !== undefined) {
+      return "unique.period needs a finished state in unique.states (completed, dead or cancelled): " +
+        "an unfinished job holds its key in every window"
+    }
+    columns = replace === null ? noUnique : { states: null, window: null, replace }
+  } else {
+    const start = period === undefined ? 0 : Math.floor(now / period) * period
+    // (now is in range; only a period longer than the time since year 1 can take the start out of it)
+    if (!(start >= yearOne)) return "unique.period is too long: its window would start before year 1"
+    const window = period === undefined ? "-infinity" : new Date(start).toISOString()
+    columns = { states, window, replace }
+  }
+  lastUnique = u
+  lastUniqueNow = now
+  lastUniqueColumns = columns
+  return columns
 }
 
 const noOptions: EnqueueOptions = {}

@@ -15,10 +15,12 @@
  * so they survive JSON and never lose precision.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Context, Effect, Exit, Layer, type Queue, Scope } from "effect"
+import { Context, Effect, Exit, Layer, Scope } from "effect"
 import { SqlClient, type SqlError } from "effect/sql"
 import { PgSchema } from "../PgSchema.ts"
 import { assertValid, qualify } from "./schemaName.ts"
+import * as UniqueBatch from "./uniqueBatch.ts"
+import type { Holder, Returned } from "./uniqueBatch.ts"
 
 /**
  * The NOTIFY channels of one schema, `<schema>.<kind>` (a dot cannot appear in a schema
@@ -101,6 +103,21 @@ export interface NewJobRow {
   readonly retention_ms: number
   readonly max_errors: number
   readonly bundle_id?: string | null | undefined
+  /**
+   * The states in which the job holds its key, when finished ones are among them
+   * (migration 0010); null: only while unfinished (the index of migration 0001).
+   */
+  readonly unique_states?: ReadonlyArray<JobState> | null | undefined
+  /** The start of the job's unique window (ISO, or "-infinity"); set with `unique_states`. */
+  readonly unique_window?: string | null | undefined
+  /** A duplicate updates the waiting job of its key instead of being dropped (debounce). */
+  readonly replace?: "all" | "keepRunAt" | null | undefined
+}
+
+/** What an enqueue did with one row (`Jobs.EnqueueResult`). */
+export interface InsertOutcome {
+  readonly id: string
+  readonly outcome: "inserted" | "duplicate" | "replaced"
 }
 
 export interface ClaimedJobRow {
@@ -195,6 +212,16 @@ export interface BundleProgressRow extends BundleRow {
   readonly counts: Readonly<Record<string, number>>
 }
 
+/** A periodic schedule's definition, as its scheduler stores it (migrations/0007). */
+export interface PeriodicDefinition {
+  readonly job: string
+  readonly queue: string
+  /** The cron and its time zone, or `everyMs`: the other is null. */
+  readonly cron: string | null
+  readonly timeZone: string | null
+  readonly everyMs: number | null
+}
+
 export interface HeldJob {
   readonly id: string
   readonly token: number
@@ -229,9 +256,7 @@ const textArray = (names: ReadonlyArray<string>): string => {
 }
 
 export class JobStore extends Context.Service<JobStore, {
-  readonly jobInsertMany: (
-    rows: ReadonlyArray<NewJobRow>
-  ) => Effect.Effect<ReadonlyArray<{ readonly id: string; readonly inserted: boolean }>, SqlError.SqlError>
+  readonly jobInsertMany: (rows: ReadonlyArray<NewJobRow>) => Effect.Effect<ReadonlyArray<InsertOutcome>, SqlError.SqlError>
   readonly jobClaim: (options: {
     readonly queue: string
     readonly limit: number
@@ -260,7 +285,7 @@ export class JobStore extends Context.Service<JobStore, {
   readonly jobOutcomes: (ids: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<OutcomeRow>, SqlError.SqlError>
   // -- periodic jobs (src/Periodic.ts) --
   /** Records a schedule if it is new, with `slot` as its last slot; returns its last slot. */
-  readonly periodicEnsure: (name: string, slot: number) => Effect.Effect<Date, SqlError.SqlError>
+  readonly periodicEnsure: (name: string, slot: number, definition: PeriodicDefinition) => Effect.Effect<Date, SqlError.SqlError>
   /** Moves the schedule's last slot forward to `slot`; true for the one caller that did. */
   readonly periodicClaimSlot: (name: string, slot: number) => Effect.Effect<boolean, SqlError.SqlError>
   readonly periodicSetJob: (name: string, jobId: string) => Effect.Effect<void, SqlError.SqlError>
@@ -280,11 +305,6 @@ export class JobStore extends Context.Service<JobStore, {
   readonly bundleMarkDone: (id: string, followUpId: string | null) => Effect.Effect<void, SqlError.SqlError>
   /** The schema's NOTIFY channels. */
   readonly channels: Channels
-  /** LISTEN on one of the schema's channels. */
-  readonly listenOn: (
-    channel: ChannelKind
-  ) => Effect.Effect<Queue.Dequeue<{ readonly payload: string }, SqlError.SqlError>, SqlError.SqlError, Scope.Scope>
-  readonly listen: Effect.Effect<Queue.Dequeue<{ readonly payload: string }, SqlError.SqlError>, SqlError.SqlError, Scope.Scope>
 } & ManagementStore>()("effect-jobs/JobStore") {
   /**
    * Fresh on every use: each layer of the library that needs a store gets one on the
@@ -295,7 +315,8 @@ export class JobStore extends Context.Service<JobStore, {
   static readonly layer = Layer.fresh(Layer.effect(
     JobStore,
     Effect.gen(function*() {
-      const pg = yield* PgClient.PgClient
+      // Needs sql-pg's client, not just any SqlClient (the statements are Postgres').
+      yield* PgClient.PgClient
       // The library's queries name their columns exactly; user-configured name transforms must not apply.
       const sql = (yield* SqlClient.SqlClient).withoutTransforms()
       const schema = assertValid(yield* PgSchema)
@@ -309,34 +330,96 @@ export class JobStore extends Context.Service<JobStore, {
       const validErrors = sql.literal(`(CASE WHEN jsonb_typeof(j.errors) = 'array' THEN j.errors ELSE '[]'::jsonb END)`)
       const retention = sql.literal(`LEAST(j.retention_ms, 3153600000000000) * interval '1 millisecond'`)
 
-      const insertRows = (rows: ReadonlyArray<NewJobRow>) =>
-        sql<{ readonly id: string; readonly name: string; readonly unique_key: string | null }>`
-          INSERT INTO ${t.jobs} (name, queue, state, priority, run_at, max_attempts, args, unique_key,
-                                   metadata, request_id, trace, retention_ms, max_errors, bundle_id)
-          SELECT name, queue, state, priority, run_at, max_attempts, args, unique_key,
-                 metadata, request_id, trace, retention_ms, max_errors, bundle_id
-          FROM jsonb_to_recordset(${JSON.stringify(rows.map((row, ord) => ({ ...row, ord })))}::jsonb) AS x(
+      const insertColumns = sql.literal(
+        "name, queue, state, priority, run_at, max_attempts, args, unique_key, metadata, request_id, trace, " +
+          "retention_ms, max_errors, bundle_id, unique_states, unique_window"
+      )
+      const rowType = sql.literal(`x(
             name text, queue text, state text, priority smallint, run_at timestamptz, max_attempts integer,
             args jsonb, unique_key text, metadata jsonb, request_id text, trace jsonb, retention_ms bigint,
-            max_errors smallint, bundle_id bigint, ord bigint)
-          ORDER BY ord
-          ON CONFLICT (name, unique_key) WHERE unique_key IS NOT NULL AND state IN ('scheduled', 'available', 'running')
-          DO NOTHING
-          RETURNING id::text, name, unique_key`
-
-      const findActiveByKey = (keys: ReadonlyArray<{ readonly name: string; readonly unique_key: string }>) =>
-        sql<{ readonly id: string; readonly name: string; readonly unique_key: string }>`
-          SELECT j.id::text, j.name, j.unique_key
-          FROM ${t.jobs} j
-          JOIN jsonb_to_recordset(${JSON.stringify(keys)}::jsonb) AS k(name text, unique_key text)
-            ON j.name = k.name AND j.unique_key = k.unique_key
-          WHERE j.state IN ('scheduled', 'available', 'running')`
+            max_errors smallint, bundle_id bigint, unique_states text[], unique_window timestamptz, replace text,
+            ord bigint)`)
+      // Rows whose key only unfinished jobs hold can only conflict on the index of migration 0001:
+      // name it, as every version before 0010 did. A row with a window (migration 0010) may also
+      // conflict on jobs_unique_window_idx; with no target, a conflict on either is skipped.
+      const conflictOnKey = sql.literal(
+        "ON CONFLICT (name, unique_key) WHERE unique_key IS NOT NULL AND state IN ('scheduled', 'available', 'running') DO NOTHING"
+      )
+      const conflictOnAny = sql.literal("ON CONFLICT DO NOTHING")
 
       /**
-       * Inserts in one statement. Rows with a unique key that is already taken by an
-       * unfinished job are not inserted; their existing id is returned instead. If
-       * that job finished between the two statements, the insert is tried again.
+       * One statement for the batch. Rows with a key that a job holds are skipped (and found by
+       * `findHolders`); with `replace`, the waiting job of the key is updated instead, in the same
+       * statement, before the insert. Rows without a key come back in the order sent.
        */
+      const insertRows = (rows: ReadonlyArray<NewJobRow>) => {
+        const input = JSON.stringify(rows.map((row, ord) => ({ ...row, ord })))
+        const conflict = rows.some((r) => r.unique_window != null) ? conflictOnAny : conflictOnKey
+        if (!rows.some((r) => r.replace != null)) {
+          return sql<Returned>`
+            INSERT INTO ${t.jobs} (${insertColumns})
+            SELECT ${insertColumns} FROM jsonb_to_recordset(${input}::jsonb) AS ${rowType}
+            ORDER BY ord
+            ${conflict}
+            RETURNING id::text, name, unique_key, false AS replaced`
+        }
+        // The waiting job (scheduled or available: a running one is not touched) takes the
+        // enqueue's values; it keeps its id, attempts, errors, created_at and unique window. Two
+        // enqueues replacing one job are applied in commit order (the second waits for the row
+        // lock, then sees the first's version): last write wins. A claim that locked the row
+        // first makes it running, and this UPDATE then passes it over.
+        return sql<Returned>`
+          WITH x AS (SELECT * FROM jsonb_to_recordset(${input}::jsonb) AS ${rowType}),
+          replaced AS (
+            UPDATE ${t.jobs} j SET
+              args = x.args, queue = x.queue, priority = x.priority, metadata = x.metadata,
+              request_id = x.request_id, trace = x.trace,
+              -- at least one attempt more than it has spent: a replaced job runs again
+              max_attempts = GREATEST(x.max_attempts, LEAST(j.attempt, 2147483646) + 1),
+              run_at = CASE WHEN x.replace = 'keepRunAt' THEN j.run_at ELSE x.run_at END,
+              state = CASE WHEN x.replace = 'keepRunAt' THEN j.state ELSE x.state END
+            FROM x
+            WHERE x.replace IS NOT NULL AND j.name = x.name AND j.unique_key = x.unique_key
+              AND j.state IN ('scheduled', 'available')
+            RETURNING j.id, j.name, j.unique_key, j.state, j.queue, x.ord
+          ),
+          inserted AS (
+            INSERT INTO ${t.jobs} (${insertColumns})
+            SELECT ${insertColumns} FROM x WHERE x.ord NOT IN (SELECT ord FROM replaced)
+            ORDER BY x.ord
+            ${conflict}
+            RETURNING id, name, unique_key
+          )
+          SELECT id::text, name, unique_key, false AS replaced, NULL::text AS notified FROM inserted
+          UNION ALL
+          -- A job made available now wakes the workers of its queue (the insert trigger does
+          -- that for new rows only); the NOTIFY is delivered at commit.
+          SELECT id::text, name, unique_key, true AS replaced,
+                 CASE WHEN state = 'available' THEN pg_notify(${channels.new}, queue) END::text AS notified
+          FROM replaced`
+      }
+
+      /**
+       * The job holding each key: the unfinished one (migration 0001's index), else one of the
+       * key's window (migration 0010's index) in a state that counts for it. One lookup per key,
+       * each answered from one of the two partial indexes.
+       */
+      const findHolders = (rows: ReadonlyArray<NewJobRow>) =>
+        sql<Holder>`
+          SELECT k.ord, h.id::text AS id, h.state
+          FROM jsonb_to_recordset(${
+          JSON.stringify(rows.map((r, ord) => ({ name: r.name, unique_key: r.unique_key, unique_window: r.unique_window ?? null, ord })))
+        }::jsonb) AS k(name text, unique_key text, unique_window timestamptz, ord integer)
+          CROSS JOIN LATERAL (
+            (SELECT j.id, j.state FROM ${t.jobs} j
+             WHERE j.name = k.name AND j.unique_key = k.unique_key AND j.state IN ('scheduled', 'available', 'running'))
+            UNION ALL
+            (SELECT j.id, j.state FROM ${t.jobs} j
+             WHERE j.name = k.name AND j.unique_key = k.unique_key AND j.unique_window = k.unique_window
+               AND j.state = ANY (j.unique_states))
+            LIMIT 1
+          ) h`
+
       /**
        * The common batch: one job kind, the same options, no unique keys; only the args
        * differ. Everything else is a scalar parameter and the args travel as one JSON array,
@@ -380,6 +463,12 @@ export class JobStore extends Context.Service<JobStore, {
           SELECT string_agg(id::text, ',' ORDER BY id) AS ids FROM inserted`
       }
 
+      /**
+       * Inserts in one statement (see `insertRows`), then looks up the holders of the keys that
+       * were taken: a duplicate gets its holder's id. If the holder finished (or was deleted)
+       * between the two statements, or is a waiting job a replace has not seen yet, the row is
+       * sent again.
+       */
       const jobInsertMany = Effect.fnUntraced(function*(rows: ReadonlyArray<NewJobRow>) {
         if (sameButArgs(rows)) {
           const [returned] = yield* insertSameButArgs(rows)
@@ -387,49 +476,20 @@ export class JobStore extends Context.Service<JobStore, {
           if (ids.length !== rows.length) {
             return yield* Effect.die(new Error(`enqueueMany inserted ${ids.length} of ${rows.length} jobs`))
           }
-          return ids.map((id) => ({ id, inserted: true }))
+          return ids.map((id): InsertOutcome => ({ id, outcome: "inserted" }))
         }
-        const ids: Array<{ id: string; inserted: boolean } | undefined> = new Array(rows.length)
-        const keyOf = (name: string, key: string) => `${name}\u0000${key}`
-        let pending = rows.map((row, index) => ({ row, index }))
+        const batch = UniqueBatch.make(rows)
+        let pending = batch.pending
         for (let round = 0; pending.length > 0; round++) {
           const returned = yield* insertRows(pending.map((p) => p.row))
-          const byKey = new Map<string, string>()
-          let plain = 0
-          const plainIds = returned.filter((r) => r.unique_key === null)
-          for (const r of returned) if (r.unique_key !== null) byKey.set(keyOf(r.name, r.unique_key), r.id)
-          const conflicted: typeof pending = []
-          const seen = new Set<string>()
-          for (const p of pending) {
-            if (p.row.unique_key === null) {
-              ids[p.index] = { id: plainIds[plain++]!.id, inserted: true }
-              continue
-            }
-            const key = keyOf(p.row.name, p.row.unique_key)
-            const id = byKey.get(key)
-            if (id !== undefined && !seen.has(key)) {
-              seen.add(key) // a second row with the same key in one batch gets the first row's id
-              ids[p.index] = { id, inserted: true }
-            } else if (id !== undefined) {
-              ids[p.index] = { id, inserted: false }
-            } else {
-              conflicted.push(p)
-            }
-          }
+          // (a throw there is a broken invariant: a defect)
+          const conflicted = yield* Effect.sync(() => batch.applyReturned(pending, returned))
           if (conflicted.length === 0) break
-          const existing = yield* findActiveByKey(
-            conflicted.map((p) => ({ name: p.row.name, unique_key: p.row.unique_key! }))
-          )
-          const existingByKey = new Map(existing.map((e) => [keyOf(e.name, e.unique_key), e.id]))
-          pending = []
-          for (const p of conflicted) {
-            const id = existingByKey.get(keyOf(p.row.name, p.row.unique_key!))
-            if (id !== undefined) ids[p.index] = { id, inserted: false }
-            else pending.push(p) // the holder finished meanwhile: insert again
-          }
+          const holders = yield* findHolders(conflicted.map((p) => p.row))
+          pending = batch.applyHolders(conflicted, holders)
           if (round >= 10) return yield* Effect.die(new Error("unique enqueue did not settle after 10 rounds"))
         }
-        return ids as ReadonlyArray<{ readonly id: string; readonly inserted: boolean }>
+        return batch.results()
       })
 
       /**
@@ -703,17 +763,20 @@ export class JobStore extends Context.Service<JobStore, {
           WHERE id IN (SELECT jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb)::bigint)`
 
       /**
-       * An upsert that writes nothing new (`SET name = EXCLUDED.name`), for its RETURNING: on
-       * a conflict with a row another scheduler is inserting (or claiming a slot on) right now,
-       * DO UPDATE waits for that transaction and returns the row as committed, so a row always
-       * comes back. (`DO NOTHING` with a `UNION ALL SELECT` returned none then: the SELECT reads
-       * the statement's snapshot, taken before the other insert committed.)
+       * An upsert that leaves `last_slot` as it is, for its RETURNING, and writes the schedule's
+       * definition (migrations/0007; the last registration wins): on a conflict with a row
+       * another scheduler is inserting (or claiming a slot on) right now, DO UPDATE waits for
+       * that transaction and returns the row as committed, so a row always comes back. (`DO
+       * NOTHING` with a `UNION ALL SELECT` returned none then: the SELECT reads the statement's
+       * snapshot, taken before the other insert committed.)
        */
-      const periodicEnsure = (name: string, slot: number) =>
+      const periodicEnsure = (name: string, slot: number, d: PeriodicDefinition) =>
         Effect.flatMap(
           sql<{ readonly last_slot: Date }>`
-            INSERT INTO ${t.periodic} (name, last_slot) VALUES (${name}, ${iso(slot)}::timestamptz)
-            ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+            INSERT INTO ${t.periodic} (name, last_slot, job, queue, cron, time_zone, every_ms)
+            VALUES (${name}, ${iso(slot)}::timestamptz, ${d.job}, ${d.queue}, ${d.cron}, ${d.timeZone}, ${d.everyMs}::bigint)
+            ON CONFLICT (name) DO UPDATE SET job = EXCLUDED.job, queue = EXCLUDED.queue, cron = EXCLUDED.cron,
+              time_zone = EXCLUDED.time_zone, every_ms = EXCLUDED.every_ms
             RETURNING last_slot`,
           (rows) =>
             rows[0] === undefined
@@ -779,15 +842,13 @@ export class JobStore extends Context.Service<JobStore, {
         ...makeManagement(sql, schema), // management, retention, leadership, live controls: end of this file
         jobOutcomes,
         channels,
-        listenOn: (kind) => pg.listen(channels[kind]),
         jobInsertMany,
         jobClaim,
         jobFinishMany,
         jobHeartbeatMany,
         jobPromoteScheduled,
         jobRescueExpired,
-        notifyQueues,
-        listen: pg.listen(channels.new)
+        notifyQueues
       })
     })
   ))
@@ -1002,6 +1063,38 @@ export interface ManagementStore {
   readonly jobCountAvailable: (
     queues: ReadonlyArray<string>
   ) => Effect.Effect<ReadonlyArray<{ readonly queue: string; readonly name: string; readonly n: number }>, SqlError.SqlError>
+  // -- the dashboard's periodic and bundles pages (JobsAdmin.periodic, JobsAdmin.bundles) --
+  /** Every periodic schedule's row, by name, with the state of its last job (if still there). */
+  readonly periodicList: Effect.Effect<ReadonlyArray<PeriodicRow>, SqlError.SqlError>
+  /** One page of bundles, newest first, keyset-paged by id (`before`: the last id of the previous page). */
+  readonly bundleList: (filter: {
+    /** `true`: members left (`remaining > 0`); `false`: none left; undefined: both. */
+    readonly open: boolean | undefined
+    readonly name: string | undefined
+    readonly before: string | undefined
+    readonly limit: number
+  }) => Effect.Effect<ReadonlyArray<BundleListRow>, SqlError.SqlError>
+}
+
+/** A periodic schedule's row (`periodicList`); the definition is null if an older version registered it. */
+export interface PeriodicRow {
+  readonly name: string
+  readonly job: string | null
+  readonly queue: string | null
+  readonly cron: string | null
+  readonly time_zone: string | null
+  readonly every_ms: number | null
+  readonly last_slot: Date
+  readonly last_job: string | null
+  readonly last_job_state: JobState | null
+  readonly updated_at: Date
+}
+
+/** A bundle's row (`bundleList`). */
+export interface BundleListRow extends BundleRow {
+  readonly remaining: number
+  readonly follow_up_done: boolean
+  readonly follow_up_id: string | null
 }
 
 /** A worker as it registers (`workerRegister`). */
@@ -1091,16 +1184,27 @@ export const makeManagement = (sql: SqlClient.SqlClient, schema: string): Manage
   const jobRetry = (id: string, attempts: number | undefined, nowMillis: number) =>
     sql.withTransaction(Effect.gen(function*() {
       const now = iso(nowMillis)
-      const [found] = yield* sql<{ readonly state: JobState; readonly name: string; readonly unique_key: string | null }>`
-        SELECT state, name, unique_key FROM ${t.jobs} WHERE id = ${id}::bigint FOR UPDATE`
+      const [found] = yield* sql<{
+        readonly state: JobState
+        readonly name: string
+        readonly unique_key: string | null
+        readonly unique_window: string | null
+      }>`
+        -- (as text: '-infinity' has no Date to come back as)
+        SELECT state, name, unique_key, unique_window::text FROM ${t.jobs} WHERE id = ${id}::bigint FOR UPDATE`
       if (found === undefined) return { _tag: "NotFound" } as RetryRow
       if (found.state !== "dead" && found.state !== "cancelled") return { _tag: "WrongState", state: found.state } as RetryRow
       if (found.unique_key !== null) {
-        // Another unfinished job holds the key now; making this one runnable would break uniqueness.
+        // Another job holds the key now (unfinished, or finished in this job's unique window,
+        // migration 0010); making this one runnable would break uniqueness.
         const [holder] = yield* sql<{ readonly id: string }>`
           SELECT id::text FROM ${t.jobs}
           WHERE name = ${found.name} AND unique_key = ${found.unique_key}
-            AND state IN ('scheduled', 'available', 'running')`
+            AND state IN ('scheduled', 'available', 'running')
+          UNION ALL
+          SELECT id::text FROM ${t.jobs}
+          WHERE name = ${found.name} AND unique_key = ${found.unique_key} AND unique_window = ${found.unique_window}::timestamptz
+            AND state = ANY (unique_states) AND id <> ${id}::bigint`
         if (holder !== undefined) return { _tag: "KeyTaken", uniqueKey: found.unique_key } as RetryRow
       }
       yield* sql`
@@ -1122,6 +1226,11 @@ export const makeManagement = (sql: SqlClient.SqlClient, schema: string): Manage
             AND (d.unique_key IS NULL OR NOT EXISTS (
               SELECT 1 FROM ${t.jobs} a
               WHERE a.name = d.name AND a.unique_key = d.unique_key AND a.state IN ('scheduled', 'available', 'running')))
+            -- nor any whose unique window another job holds (migration 0010)
+            AND (d.unique_window IS NULL OR NOT EXISTS (
+              SELECT 1 FROM ${t.jobs} w
+              WHERE w.name = d.name AND w.unique_key = d.unique_key AND w.unique_window = d.unique_window
+                AND w.state = ANY (w.unique_states) AND w.id <> d.id))
           ORDER BY d.name, COALESCE(d.unique_key, d.id::text), d.id DESC
         ),
         retried AS (
@@ -1476,7 +1585,34 @@ export const makeManagement = (sql: SqlClient.SqlClient, schema: string): Manage
       WHERE state = 'available' AND queue IN (SELECT jsonb_array_elements_text(${json(queues)}::jsonb))
       GROUP BY queue, name ORDER BY queue, name`
 
+  // -- the dashboard's periodic and bundles pages --
+
+  const periodicList = sql<PeriodicRow>`
+    SELECT p.name, p.job, p.queue, p.cron, p.time_zone, p.every_ms::float8 AS every_ms, p.last_slot,
+           p.last_job::text AS last_job, j.state AS last_job_state, p.updated_at
+    FROM ${t.periodic} p LEFT JOIN ${t.jobs} j ON j.id = p.last_job
+    ORDER BY p.name`
+
+  const bundleList = (f: {
+    readonly open: boolean | undefined
+    readonly name: string | undefined
+    readonly before: string | undefined
+    readonly limit: number
+  }) => {
+    const where = [sql.literal("TRUE")]
+    if (f.open !== undefined) where.push(f.open ? sql.literal("remaining > 0") : sql.literal("remaining = 0"))
+    if (f.name !== undefined) where.push(sql`name = ${f.name}`)
+    if (f.before !== undefined) where.push(sql`bundles.id < ${f.before}::bigint`)
+    return sql<BundleListRow>`
+      SELECT id::text, name, total, remaining, metadata, created_at, finished_at, follow_up_done,
+             follow_up_id::text AS follow_up_id
+      FROM ${t.bundles} WHERE ${sql.and(where)}
+      ORDER BY bundles.id DESC LIMIT ${f.limit}`
+  }
+
   return {
+    periodicList,
+    bundleList,
     workerRegister,
     workerList,
     workerOffers,

@@ -1,6 +1,6 @@
 /**
- * Keeping a LISTEN session up for the life of a background fiber (the `Jobs.await`
- * listener, a bundle finisher, the worker's two sessions in worker/Listener.ts).
+ * Keeping a LISTEN session up for the life of a background fiber (the process's one session,
+ * in Notifier.ts).
  */
 import { Cause, Effect, Schedule, type Scope } from "effect"
 

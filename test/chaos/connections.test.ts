@@ -2,12 +2,12 @@
  * Scenario 3 — connections cut.
  *
  * `pg_terminate_backend` on every connection of every worker (pooled ones and
- * the LISTEN ones) several times:
+ * the LISTEN session) several times:
  *   1. under load: a batch drains while every worker connection is cut once a
  *      second; every job completes;
  *   2. idle: after each cut, a job enqueued at once starts within one poll
  *      interval (the poll, or the LISTEN coming back, finds it), and once the
- *      LISTEN connections are back (seen in pg_stat_activity) a job starts at
+ *      LISTEN sessions are back (seen in pg_stat_activity) a job starts at
  *      NOTIFY speed. The poll interval is long (3 s) so the two are told apart.
  */
 import { assert, layer } from "@effect/vitest"
@@ -35,13 +35,16 @@ const cutAll = Effect.flatMap(Chaos_.sqlClient, (sql) =>
     (rows) => rows[0]!.n
   )).pipe(Effect.orDie)
 
-/** Workers whose LISTEN connection is up (its last statement was the LISTEN). */
+/**
+ * Workers whose LISTEN session is up (its last statement was a LISTEN: one session per
+ * process for all its channels, internal/Notifier.ts; new jobs are LISTENed on first).
+ */
 const listening = Effect.flatMap(Chaos_.sqlClient, (sql) =>
   Effect.map(
     sql<{ readonly n: number }>`
       SELECT count(DISTINCT application_name)::int AS n FROM pg_stat_activity
       WHERE datname = current_database() AND application_name LIKE 'chaos-worker%'
-        AND query LIKE 'LISTEN "effect_jobs.new"' AND state = 'idle'`,
+        AND query LIKE 'LISTEN "effect_jobs.%"' AND state = 'idle'`,
     (rows) => rows[0]!.n
   )).pipe(Effect.orDie)
 

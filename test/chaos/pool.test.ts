@@ -3,9 +3,10 @@
  *
  * One worker process with a pool of 5 connections and 40 slots runs 200 jobs
  * whose handlers each hold a pooled connection (a transaction around their
- * work), so the handlers, the claim, the heartbeat, the completer, the
- * maintenance fiber and the LISTEN session all compete for 5 connections (the
- * LISTEN session keeps one for itself). No deadlock: the run completes.
+ * work), so the handlers, the claim, the heartbeat, the completer and the
+ * maintenance fiber all compete for the 5 connections (the registration and
+ * pruner locks keep one each for themselves; the LISTEN session is a connection
+ * of its own, outside the pool). No deadlock: the run completes.
  */
 import { assert, layer } from "@effect/vitest"
 import { Clock, Effect, Layer } from "effect"

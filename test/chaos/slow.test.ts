@@ -14,10 +14,11 @@
  *      frozen worker is resumed, its stale run writes nothing (fencing), and the
  *      worker goes on running jobs.
  *
- * Pools of 6: a worker keeps 3 connections for good (two LISTEN sessions, the
- * pruner's lock), so 3 are left for claims, heartbeats, outcomes and the
- * handlers' statements. With 1 left (a pool of 4), a heartbeat queued behind
- * them could come more than lease - heartbeat late and the job be rescued.
+ * Pools of 6: a worker keeps 2 pool connections for good (its registration
+ * lock, the pruner's lock; its LISTEN session is a connection of its own, outside
+ * the pool), so 4 are left for claims, heartbeats, outcomes and the handlers'
+ * statements. With 1 left, a heartbeat queued behind them could come more than
+ * lease - heartbeat late and the job be rescued.
  */
 import { assert, layer } from "@effect/vitest"
 import { Deferred, Effect, Layer, Option, Queue } from "effect"

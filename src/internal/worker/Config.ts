@@ -132,20 +132,22 @@ export const validate = (options: Options): Effect.Effect<Resolved, InvalidWorke
   })
 
 /**
- * Some connections are kept for good: one per LISTEN session (new jobs, cancel requests),
- * one for the worker's registration lock (with `listen`; Registration.ts) and one for the
- * pruner's leader lock. A pool with none left over would hang the worker silently (claims
- * and outcomes would wait forever for a connection): refuse it.
+ * Some pool connections are kept for good: one for the worker's registration lock (with
+ * `listen`; Registration.ts) and one for the pruner's leader lock. A pool with none left over
+ * would hang the worker silently (claims and outcomes would wait forever for a connection):
+ * refuse it. The process's LISTEN session (internal/Notifier.ts), shared by the worker,
+ * `Jobs.await` and every bundle finisher, is a connection of its own outside the pool.
  */
 export const checkPool = (config: Resolved, pruner: boolean, poolSize: number): Effect.Effect<void, InvalidWorkerConfig> => {
-  const kept = (config.listen ? 3 : 0) + (pruner ? 1 : 0)
+  const kept = (config.listen ? 1 : 0) + (pruner ? 1 : 0)
   if (poolSize > kept) return Effect.void
+  const what = [config.listen ? "the worker's registration lock" : undefined, pruner ? "the pruner's leader lock" : undefined]
+    .filter((w) => w !== undefined)
+    .join(", ")
   return Effect.fail(
     new InvalidWorkerConfig({
       message: `the PgClient pool has ${poolSize} connection(s) and this worker keeps ${kept} for itself ` +
-        `(LISTEN for new jobs and for cancel requests, the worker's registration lock, the pruner's leader lock): ` +
-        `give the pool at least ${kept + 1} ` +
-        `(maxConnections), or use listen: false / pruner: false`
+        `(${what}): give the pool at least ${kept + 1} (maxConnections), or use listen: false / pruner: false`
     })
   )
 }

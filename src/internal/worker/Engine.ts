@@ -9,7 +9,7 @@
  *   Executor.ts    runs one job, classifies its exit, hands the outcome to the completer
  *   Lease.ts       the heartbeat and the lease watch
  *   Cancel.ts      cancel requests for held jobs
- *   Listener.ts    the LISTEN sessions (new jobs, cancel requests)
+ *   Listener.ts    the subscriptions to the process's LISTEN session (new jobs, cancel requests)
  *   Registration.ts the `workers` row and the session lock that says this process lives
  *   Controls.ts    reconfigure, setConcurrency, pause/resume, status, the control poll
  *   TestSignals.ts points in the worker's life a test can wait on (River's test signals)
@@ -119,12 +119,17 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     isPaused: paused.isPaused
   })
   // Before the first claim; closed after the graceful shutdown (its finalizer is added later).
-  yield* Registration.start({ config, store, observer, held, producers, running, completer, names: executor.names })
+  // On the real clock, whatever clock the worker runs on: the registration says whether this
+  // process's database session lives, which is real time (a TestClock jump of a day would
+  // otherwise run 172,800 beats and 864,000 fence checks, and fence every held job).
+  yield* Registration.start({ config, store, observer, held, producers, running, completer, names: executor.names }).pipe(
+    Effect.provideService(Clock.Clock, Clock.Clock.defaultValue())
+  )
   for (const queue of config.queues) yield* producers.start(queue)
 
   // -- background fibers; each is interrupted when the scope closes --------------------
   const cancel = Cancel.make({ held, producers, completer, observer, running })
-  if (config.listen) yield* Listener.start({ store, observer, producers, cancel })
+  if (config.listen) yield* Listener.start({ store, producers, cancel })
   yield* Lease.start({ config, store, observer, held, producers, running })
   const maintenance = Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
@@ -135,9 +140,9 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     Effect.forever(Effect.andThen(maintenance, Effect.suspend(() => Effect.sleep(jitter(config.maintenanceMillis)))))
   )
   const controls = yield* Controls.make({ options, config, store, observer, held, producers, paused, cancel })
-  // Pruning finished jobs past their retention (one leader among all workers).
   const signals = yield* TestSignals
-  // The no-handler check runs on the same leader, after each round of pruning.
+  // Pruning finished jobs past their retention (one leader among all workers); the no-handler
+  // check runs on the same leader, after each round of pruning.
   const noHandler = NoHandler.make(store, observer, {
     onRound: signals.noHandlerChecked,
     timeoutMillis: config.noHandlerMillis,
