@@ -40,6 +40,7 @@ import type * as Job from "./Job.ts"
 import { storable } from "./internal/Outcome.ts"
 import { cronSlots, everySlots, nextSlots, type Slots } from "./internal/slots.ts"
 import { type JobDetailRow, JobStore, type JobState, type PeriodicRow } from "./internal/Store.ts"
+import { survey } from "./internal/Unserved.ts"
 
 export type { JobState }
 
@@ -134,6 +135,7 @@ export interface QueueSummary {
 export interface WorkerSummary {
   /** Its `workerId`, as in `JobDetails.lockedBy`. */
   readonly id: string
+  /** The queues it serves now (as of its last confirmation: a `reconfigure` shows within a second). */
   readonly queues: ReadonlyArray<string>
   /** The sum of its queues' concurrency when it started (`setConcurrency` later is not reflected). */
   readonly concurrency: number
@@ -142,6 +144,45 @@ export interface WorkerSummary {
   readonly lastSeenAt: Date
   /** Running jobs held by it (started or buffered). */
   readonly jobsHeld: number
+  /**
+   * The job names it has handlers for, aliases included: the only ones it claims, on each of
+   * its queues. `undefined` for a worker of a version that does not say (before migration 8).
+   */
+  readonly names: ReadonlyArray<string> | undefined
+}
+
+/** A queue with `available` jobs that no live worker serves (`unserved`). */
+export interface UnservedQueue {
+  readonly queue: string
+  /** Its available jobs. */
+  readonly available: number
+}
+
+/** Jobs of one name waiting in a queue that live workers serve, none of them with its handler (`unserved`). */
+export interface UnhandledName {
+  readonly queue: string
+  /** The job name (no live worker of the queue has a handler for it, nor for it as an alias). */
+  readonly name: string
+  /** Available jobs of this name in the queue. */
+  readonly available: number
+}
+
+/**
+ * Waiting jobs that no live worker would run now (`unserved`). Workers with `listen: false` do
+ * not register: a queue only they serve is listed here while they hold none of its jobs.
+ */
+export interface Unserved {
+  /**
+   * Queues with available jobs and no live worker serving them, by name: their jobs wait for a
+   * worker of the queue; they are never sent to dead for it.
+   */
+  readonly queues: ReadonlyArray<UnservedQueue>
+  /**
+   * Names waiting (among the first 100 runnable jobs of their queue, in claim order) in a
+   * queue that live workers serve, none of them with a handler for the name: unless one comes,
+   * the maintenance leader sends them to dead (`NoHandler`) after the workers' `noHandlerTimeout`.
+   */
+  readonly names: ReadonlyArray<UnhandledName>
 }
 
 /**
@@ -221,6 +262,11 @@ export class JobsAdmin extends Context.Service<JobsAdmin, {
   readonly queues: Effect.Effect<ReadonlyArray<QueueSummary>, SqlError.SqlError>
   /** The live workers, oldest first: id, queues, concurrency, started, last seen, jobs held. */
   readonly workers: Effect.Effect<ReadonlyArray<WorkerSummary>, SqlError.SqlError>
+  /**
+   * Waiting jobs no live worker would run: queues with available jobs that no live worker
+   * serves, and names in served queues that no live worker of the queue has a handler for.
+   */
+  readonly unserved: Effect.Effect<Unserved, SqlError.SqlError>
   /** One page of jobs, newest first unless asked otherwise. Keyset-paged: stable while jobs are added. */
   readonly list: (options?: ListOptions) => Effect.Effect<Page, InvalidAdminRequest | SqlError.SqlError>
   /** One job with its errors and result; `JobNotFound` for an id that is not (or no longer) there. */
@@ -415,8 +461,31 @@ const make = Effect.gen(function*() {
       concurrency: r.concurrency,
       startedAt: r.started_at,
       lastSeenAt: r.last_seen_at,
-      jobsHeld: r.held
+      jobsHeld: r.held,
+      names: r.names ?? undefined
     }))).pipe(Effect.withSpan("JobsAdmin.workers"))
+
+  const unserved = Effect.gen(function*() {
+    const s = yield* survey(store, yield* Clock.currentTimeMillis)
+    const queues = [...new Set([...s.unserved, ...s.unhandled.map((u) => u.queue)])]
+    const counts = new Map<string, number>()
+    const perQueue = new Map<string, number>()
+    for (const c of yield* store.jobCountAvailable(queues)) {
+      counts.set(JSON.stringify([c.queue, c.name]), c.n)
+      perQueue.set(c.queue, (perQueue.get(c.queue) ?? 0) + c.n)
+    }
+    return {
+      // (a queue whose jobs all started meanwhile has none left to show)
+      queues: s.unserved.flatMap((queue) => {
+        const available = perQueue.get(queue) ?? 0
+        return available === 0 ? [] : [{ queue, available }]
+      }),
+      names: s.unhandled.flatMap(({ name, queue }) => {
+        const available = counts.get(JSON.stringify([queue, name])) ?? 0
+        return available === 0 ? [] : [{ queue, name, available }]
+      })
+    } satisfies Unserved
+  }).pipe(Effect.withSpan("JobsAdmin.unserved"))
 
   const list = Effect.fn("JobsAdmin.list")(function*(options: ListOptions = {}) {
     const limit = options.limit ?? 50
@@ -658,6 +727,7 @@ const make = Effect.gen(function*() {
     counts,
     queues,
     workers,
+    unserved,
     list,
     get,
     retry,

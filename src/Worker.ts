@@ -95,6 +95,17 @@ export interface Options {
    * worker never prunes (some other process must, or retention is not enforced).
    */
   readonly pruner?: false | PrunerOptions | undefined
+  /**
+   * How long a job may wait `available` while live workers serve its queue but none has a
+   * handler for its name (nor an alias) before it goes `dead` with an error of kind
+   * `NoHandler`; default 10 minutes, longer than most rolling deploys take. Checked by the
+   * maintenance leader (the pruner's leader: a worker with `pruner: false` never checks), whose
+   * setting applies: give every worker the same. Jobs of a queue that no live worker serves at
+   * all are never sent to dead (that is an outage); such a queue is logged at Warn once it has
+   * been so for this long (for 10 minutes with `Duration.infinity`). `Duration.infinity`: no
+   * job is ever sent to dead for want of a handler. See docs/workers.md, "Rolling deploys".
+   */
+  readonly noHandlerTimeout?: Duration.Input | undefined
   /** Your wrappers around every handler run, innermost first; they run inside the default stack. */
   readonly middleware?: ReadonlyArray<Middleware> | undefined
   /**

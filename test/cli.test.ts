@@ -204,7 +204,11 @@ describe("migrate", () => {
 
     // Another schema in the same database is a queue of its own, migrated apart.
     expect(await ok(["migrate", "--schema", "other_jobs"], env)).toMatch(new RegExp(`^applied ${shipped.length} migrations to schema other_jobs`))
-    expect(await okJson(["status", "--schema", "other_jobs"], env)).toEqual({ schema: "other_jobs", queues: [] })
+    expect(await okJson(["status", "--schema", "other_jobs"], env)).toEqual({
+      schema: "other_jobs",
+      queues: [],
+      unserved: { queues: [], names: [] }
+    })
     await fails(["migrate", "--status", "--print-sql"], /cannot be used together/, env)
   })
 })
@@ -295,6 +299,10 @@ describe("enqueue, list, get, status", () => {
     const human = await ok(["status"])
     expect(human).toMatch(/^QUEUE\s+PAUSED\s+SCHEDULED\s+AVAILABLE\s+RUNNING\s+COMPLETED\s+DEAD\s+CANCELLED$/m)
     expect(human).toMatch(/^cli-status\s+yes\s+0\s+1\s+0\s+3\s+0\s+0$/m)
+    // No worker runs here: the waiting job's queue is one that no live worker serves.
+    expect(human).toMatch(/^no live worker serves queue cli-status: 1 available job\(s\) wait$/m)
+    const { unserved } = await okJson(["status"])
+    expect(unserved.queues.filter((u: { queue: string }) => u.queue === "cli-status")).toEqual([{ queue: "cli-status", available: 1 }])
     expect(await okJson(["resume", "cli-status"])).toEqual({ queue: "cli-status", paused: false })
     expect((await okJson(["status"])).queues.find((q: { name: string }) => q.name === "cli-status").paused).toBe(false)
     await fails(["pause", ""], /queue must be a name of 1 to 255 characters/)

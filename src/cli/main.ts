@@ -183,16 +183,28 @@ const status = Command.make(
   {},
   Effect.fn(function*() {
     const r = yield* root
-    const queues = yield* withQueue(r, Effect.flatMap(JobsAdmin.JobsAdmin, (admin) => admin.queues))
-    return yield* print(r, { schema: r.schema, queues }, () =>
-      queues.length === 0
-        ? `no queues in schema ${r.schema} yet`
-        : table(
-          ["QUEUE", "PAUSED", ...states.map((s) => s.toUpperCase())],
-          queues.map((q) => [oneLine(q.name), q.paused ? "yes" : "no", ...states.map((s) => String(q.counts[s]))])
-        ))
+    const { queues, unserved } = yield* withQueue(
+      r,
+      Effect.flatMap(JobsAdmin.JobsAdmin, (admin) => Effect.all({ queues: admin.queues, unserved: admin.unserved }))
+    )
+    return yield* print(r, { schema: r.schema, queues, unserved }, () => {
+      if (queues.length === 0) return `no queues in schema ${r.schema} yet`
+      const lines = [table(
+        ["QUEUE", "PAUSED", ...states.map((s) => s.toUpperCase())],
+        queues.map((q) => [oneLine(q.name), q.paused ? "yes" : "no", ...states.map((s) => String(q.counts[s]))])
+      )]
+      for (const u of unserved.queues) {
+        lines.push(`no live worker serves queue ${oneLine(u.queue)}: ${u.available} available job(s) wait`)
+      }
+      for (const u of unserved.names) {
+        lines.push(
+          `no live worker of queue ${oneLine(u.queue)} has a handler for ${oneLine(u.name)}: ${u.available} available job(s)`
+        )
+      }
+      return lines.join("\n")
+    })
   })
-).pipe(Command.withDescription("Jobs per queue and state, and which queues are paused"))
+).pipe(Command.withDescription("Jobs per queue and state, which queues are paused, and which jobs no live worker serves"))
 
 const list = Command.make(
   "list",

@@ -1020,13 +1020,49 @@ export interface ManagementStore {
    * closes, when the row is deleted and then the lock released. `check` moves `last_seen_at`
    * forward on the locked session, and fails once that session is gone.
    */
-  readonly workerRegister: (worker: {
-    readonly id: string
-    readonly queues: ReadonlyArray<string>
-    readonly concurrency: number
-  }) => Effect.Effect<LeaderSession | undefined, SqlError.SqlError, Scope.Scope>
+  readonly workerRegister: (worker: RegisteredWorker) => Effect.Effect<LeaderSession | undefined, SqlError.SqlError, Scope.Scope>
   /** The registered workers whose session lock is held (live), with the jobs each holds. */
   readonly workerList: Effect.Effect<ReadonlyArray<WorkerRow>, SqlError.SqlError>
+  /**
+   * What the live registered workers offer to run (migrations/0008): their queues and job
+   * names (`null` for a worker that does not say). Reads the small `workers` table only.
+   */
+  readonly workerOffers: Effect.Effect<ReadonlyArray<OfferRow>, SqlError.SqlError>
+  /**
+   * Which of these queues have running jobs held by a worker that is not registered
+   * (`listen: false`, or a version without the registry). Reads the running jobs (the lease index).
+   */
+  readonly jobQueuesHeldUnregistered: (queues: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<string>, SqlError.SqlError>
+  /**
+   * The queues that have `available` jobs, in name order, at most `limit`: one descent of the
+   * claim index per queue (a loose index scan), however many jobs each has.
+   */
+  readonly jobAvailableQueues: (limit: number) => Effect.Effect<ReadonlyArray<string>, SqlError.SqlError>
+  /**
+   * For each queue given, the names among its first `head` runnable jobs in claim order that
+   * are not in its `offered` list, with how many of those jobs have each name. Reads at most
+   * `head` rows of the claim index per queue.
+   */
+  readonly jobUnhandledHead: (
+    queues: ReadonlyArray<{ readonly queue: string; readonly offered: ReadonlyArray<string> }>,
+    now: number,
+    head: number
+  ) => Effect.Effect<ReadonlyArray<{ readonly queue: string; readonly name: string; readonly n: number }>, SqlError.SqlError>
+  /**
+   * Sends to `dead`, with an error of kind `NoHandler` and the message given for its name, the
+   * jobs among the first `head` runnable jobs of each queue (claim order) whose name is one of
+   * that queue's (`messages`: queue -> name -> message). A job a worker claimed meanwhile is
+   * left alone. Returns the jobs sent to dead.
+   */
+  readonly jobDeadLetterUnhandled: (
+    messages: Readonly<Record<string, Readonly<Record<string, string>>>>,
+    now: number,
+    head: number
+  ) => Effect.Effect<ReadonlyArray<DeadLetteredRow>, SqlError.SqlError>
+  /** `available` jobs per (queue, name) of these queues (every available job of them is counted). */
+  readonly jobCountAvailable: (
+    queues: ReadonlyArray<string>
+  ) => Effect.Effect<ReadonlyArray<{ readonly queue: string; readonly name: string; readonly n: number }>, SqlError.SqlError>
   // -- the dashboard's periodic and bundles pages (JobsAdmin.periodic, JobsAdmin.bundles) --
   /** Every periodic schedule's row, by name, with the state of its last job (if still there). */
   readonly periodicList: Effect.Effect<ReadonlyArray<PeriodicRow>, SqlError.SqlError>
@@ -1061,10 +1097,38 @@ export interface BundleListRow extends BundleRow {
   readonly follow_up_id: string | null
 }
 
+/** A worker as it registers (`workerRegister`). */
+export interface RegisteredWorker {
+  readonly id: string
+  /** The queues it serves now: read when it registers and at every `check` (`reconfigure` changes them). */
+  readonly queues: () => ReadonlyArray<string>
+  /** The job names it has handlers for, aliases included (migrations/0008). */
+  readonly names: ReadonlyArray<string>
+  readonly concurrency: number
+}
+
+/** What one live worker offers to run (`workerOffers`). */
+export interface OfferRow {
+  readonly queues: ReadonlyArray<string>
+  /** null: any name (the worker does not say which it handles). */
+  readonly names: ReadonlyArray<string> | null
+}
+
+/** A job sent to dead by `jobDeadLetterUnhandled`. */
+export interface DeadLetteredRow {
+  readonly id: string
+  readonly name: string
+  readonly queue: string
+  readonly attempt: number
+  readonly max_attempts: number
+}
+
 /** One live worker (`workerList`). */
 export interface WorkerRow {
   readonly id: string
   readonly queues: ReadonlyArray<string>
+  /** null for a worker that does not say (a version before migrations/0008). */
+  readonly names: ReadonlyArray<string> | null
   readonly concurrency: number
   readonly started_at: Date
   readonly last_seen_at: Date
@@ -1378,11 +1442,7 @@ export const makeManagement = (sql: SqlClient.SqlClient, schema: string): Manage
       } satisfies LeaderSession
     })
 
-  const workerRegister = (worker: {
-    readonly id: string
-    readonly queues: ReadonlyArray<string>
-    readonly concurrency: number
-  }) =>
+  const workerRegister = (worker: RegisteredWorker) =>
     Effect.gen(function*() {
       const scope = yield* Effect.scope
       const inner = yield* Scope.fork(scope)
@@ -1402,32 +1462,128 @@ export const makeManagement = (sql: SqlClient.SqlClient, schema: string): Manage
       // row is gone: a rescuer never sees a registered worker with no lock while it lives.
       yield* Scope.addFinalizer(inner, Effect.ignore(run(`SELECT pg_advisory_unlock(${key})`, [schema, worker.id])))
       yield* Scope.addFinalizer(inner, Effect.ignore(run(`DELETE FROM ${qualify(schema, "workers")} WHERE id = $1`, [worker.id])))
+      const names = json(worker.names)
       yield* run(
-        `INSERT INTO ${qualify(schema, "workers")} (id, queues, concurrency)
-         SELECT $1, ARRAY(SELECT jsonb_array_elements_text($2::jsonb)), $3
-         ON CONFLICT (id) DO UPDATE SET queues = EXCLUDED.queues, concurrency = EXCLUDED.concurrency,
-           started_at = now(), last_seen_at = now()`,
-        [worker.id, json(worker.queues), worker.concurrency]
+        `INSERT INTO ${qualify(schema, "workers")} (id, queues, names, concurrency)
+         SELECT $1, ARRAY(SELECT jsonb_array_elements_text($2::jsonb)), ARRAY(SELECT jsonb_array_elements_text($3::jsonb)), $4
+         ON CONFLICT (id) DO UPDATE SET queues = EXCLUDED.queues, names = EXCLUDED.names,
+           concurrency = EXCLUDED.concurrency, started_at = now(), last_seen_at = now()`,
+        [worker.id, json(worker.queues()), names, worker.concurrency]
       )
       return {
         pid: row.pid,
-        // a row deleted meanwhile (dead for a minute by the rescuer's clock) comes back
-        check: Effect.asVoid(run(
-          `INSERT INTO ${qualify(schema, "workers")} (id, queues, concurrency)
-           SELECT $1, ARRAY(SELECT jsonb_array_elements_text($2::jsonb)), $3
-           ON CONFLICT (id) DO UPDATE SET last_seen_at = now()`,
-          [worker.id, json(worker.queues), worker.concurrency]
-        ))
+        // A row deleted meanwhile (dead for a minute by the rescuer's clock) comes back. The
+        // queues are the ones served now: the maintenance leader reads them to tell which
+        // queues and names a live worker serves (migrations/0008).
+        check: Effect.suspend(() =>
+          Effect.asVoid(run(
+            `INSERT INTO ${qualify(schema, "workers")} (id, queues, names, concurrency)
+             SELECT $1, ARRAY(SELECT jsonb_array_elements_text($2::jsonb)), ARRAY(SELECT jsonb_array_elements_text($3::jsonb)), $4
+             ON CONFLICT (id) DO UPDATE SET last_seen_at = now(), queues = EXCLUDED.queues`,
+            [worker.id, json(worker.queues()), names, worker.concurrency]
+          ))
+        )
       } satisfies LeaderSession
     })
 
   const workerList = sql<WorkerRow>`
-    SELECT w.id, w.queues, w.concurrency, w.started_at, w.last_seen_at,
+    SELECT w.id, w.queues, w.names, w.concurrency, w.started_at, w.last_seen_at,
            (SELECT count(*)::int FROM ${t.jobs} j
             WHERE j.lease_expires_at IS NOT NULL AND j.state = 'running' AND j.locked_by = w.id) AS held
     FROM ${t.workers} w
     WHERE ${sql.literal(workerLockHeld(schema, "w.id"))}
     ORDER BY w.started_at, w.id`
+
+  const workerOffers = sql<OfferRow>`
+    SELECT w.queues, w.names FROM ${t.workers} w WHERE ${sql.literal(workerLockHeld(schema, "w.id"))}`
+
+  // (A dead registered worker's running jobs keep its row until they are rescued: not counted here.)
+  const jobQueuesHeldUnregistered = (queues: ReadonlyArray<string>) =>
+    queues.length === 0 ? Effect.succeed([]) : Effect.map(
+      sql<{ readonly queue: string }>`
+        SELECT DISTINCT j.queue FROM ${t.jobs} j
+        WHERE j.lease_expires_at IS NOT NULL AND j.state = 'running'
+          AND j.queue IN (SELECT jsonb_array_elements_text(${json(queues)}::jsonb))
+          AND NOT EXISTS (SELECT 1 FROM ${t.workers} w WHERE w.id = j.locked_by)`,
+      (rows) => rows.map((r) => r.queue)
+    )
+
+  // A loose index scan of jobs_claim_idx: each step finds the next queue name with one descent.
+  const jobAvailableQueues = (limit: number) =>
+    Effect.map(
+      sql<{ readonly queue: string }>`
+        WITH RECURSIVE found(queue, n) AS (
+          (SELECT queue, 1 FROM ${t.jobs} WHERE state = 'available' ORDER BY queue LIMIT 1)
+          UNION ALL
+          SELECT (SELECT j.queue FROM ${t.jobs} j WHERE j.state = 'available' AND j.queue > found.queue
+                  ORDER BY j.queue LIMIT 1), found.n + 1
+          FROM found WHERE found.queue IS NOT NULL AND found.n < ${limit}
+        )
+        SELECT queue FROM found WHERE queue IS NOT NULL`,
+      (rows) => rows.map((r) => r.queue)
+    )
+
+  /**
+   * The first `head` runnable jobs of each queue, in claim order (what its workers would
+   * claim next): the jobs of a name no claim takes stay there, while the others are claimed.
+   */
+  const headOf = (head: number, now: string) =>
+    sql`
+      SELECT h.id, h.name FROM ${t.jobs} h
+      WHERE h.state = 'available' AND h.queue = q.queue AND h.run_at <= ${now}::timestamptz
+      ORDER BY h.priority, h.run_at, h.id
+      LIMIT ${head}`
+
+  const jobUnhandledHead = (
+    queues: ReadonlyArray<{ readonly queue: string; readonly offered: ReadonlyArray<string> }>,
+    nowMillis: number,
+    head: number
+  ) =>
+    queues.length === 0 ? Effect.succeed([]) : sql<{ readonly queue: string; readonly name: string; readonly n: number }>`
+      SELECT q.queue, h.name, count(*)::int AS n
+      FROM jsonb_to_recordset(${json(queues)}::jsonb) AS q(queue text, offered jsonb)
+      CROSS JOIN LATERAL (${headOf(head, iso(nowMillis))}) h
+      WHERE NOT q.offered ? h.name
+      GROUP BY q.queue, h.name
+      ORDER BY q.queue, h.name`
+
+  const jobDeadLetterUnhandled = (
+    messages: Readonly<Record<string, Readonly<Record<string, string>>>>,
+    nowMillis: number,
+    head: number
+  ) => {
+    if (Object.keys(messages).length === 0) return Effect.succeed([])
+    const now = iso(nowMillis)
+    const byQueue = json(messages)
+    const errors = sql.literal(`(CASE WHEN jsonb_typeof(j.errors) = 'array' THEN j.errors ELSE '[]'::jsonb END)`)
+    return sql<DeadLetteredRow>`
+      UPDATE ${t.jobs} j SET
+        state = 'dead',
+        finalized_at = ${now}::timestamptz,
+        prune_at = CASE WHEN j.retention_ms IS NOT NULL
+                        THEN ${now}::timestamptz + LEAST(j.retention_ms, 3153600000000000) * interval '1 millisecond' END,
+        errors = (
+          SELECT COALESCE(jsonb_agg(e ORDER BY o), '[]'::jsonb)
+          FROM jsonb_array_elements(${errors} || jsonb_build_array(jsonb_build_object(
+            'attempt', j.attempt, 'at', ${now}::text, 'kind', 'NoHandler',
+            'message', ${byQueue}::jsonb -> j.queue ->> j.name
+          ))) WITH ORDINALITY AS t(e, o)
+          WHERE o > jsonb_array_length(${errors}) + 1 - j.max_errors)
+      -- (id = ANY(ARRAY(...)): looked up in the primary key, see jobClaim.) The state is checked
+      -- again on each row as it is updated: a job a worker claimed meanwhile is not touched.
+      WHERE j.id = ANY(ARRAY(
+          SELECT h.id FROM jsonb_each(${byQueue}::jsonb) AS q(queue, names)
+          CROSS JOIN LATERAL (${headOf(head, now)}) h
+          WHERE q.names ? h.name))
+        AND j.state = 'available'
+      RETURNING j.id::text, j.name, j.queue, j.attempt, j.max_attempts, pg_notify(${channels.done}, '')::text AS done`
+  }
+
+  const jobCountAvailable = (queues: ReadonlyArray<string>) =>
+    queues.length === 0 ? Effect.succeed([]) : sql<{ readonly queue: string; readonly name: string; readonly n: number }>`
+      SELECT queue, name, count(*)::int AS n FROM ${t.jobs}
+      WHERE state = 'available' AND queue IN (SELECT jsonb_array_elements_text(${json(queues)}::jsonb))
+      GROUP BY queue, name ORDER BY queue, name`
 
   // -- the dashboard's periodic and bundles pages --
 
@@ -1459,6 +1615,12 @@ export const makeManagement = (sql: SqlClient.SqlClient, schema: string): Manage
     bundleList,
     workerRegister,
     workerList,
+    workerOffers,
+    jobQueuesHeldUnregistered,
+    jobAvailableQueues,
+    jobUnhandledHead,
+    jobDeadLetterUnhandled,
+    jobCountAvailable,
     adminCountByQueueState,
     adminList,
     adminGet,

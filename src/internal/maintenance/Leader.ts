@@ -1,5 +1,6 @@
 /**
- * Leader election for the work only one node should do at a time (today, pruning).
+ * Leader election for the work only one node should do at a time: pruning (Pruner.ts) and
+ * the no-handler check (NoHandler.ts).
  *
  * Leadership is a Postgres session advisory lock (`pg_try_advisory_lock`) taken
  * on a connection reserved for it and held as long as that connection lives.
@@ -42,6 +43,8 @@ export const make = Effect.fnUntraced(function*<E>(options: {
   readonly electionMillis: number
   readonly intervalMillis: number
   readonly round: Effect.Effect<void, E>
+  /** Run each time this node is elected, before its first round. */
+  readonly onElected?: Effect.Effect<void> | undefined
   readonly onError: (cause: unknown) => Effect.Effect<void>
 }) {
   const store = yield* JobStore
@@ -63,6 +66,7 @@ export const make = Effect.fnUntraced(function*<E>(options: {
     if (session === undefined) return
     yield* Effect.addFinalizer(() => setLeader(false))
     yield* setLeader(true)
+    if (options.onElected !== undefined) yield* options.onElected
     yield* Effect.logDebug("maintenance leader", { pid: session.pid })
     while (true) {
       // A connection that died took the lock with it: stop leading, compete again.

@@ -71,7 +71,9 @@ export const none: Pruner = {
  */
 export const make = Effect.fnUntraced(function*(
   options: Options,
-  onError: (message: string, cause: unknown) => Effect.Effect<void>
+  onError: (message: string, cause: unknown) => Effect.Effect<void>,
+  /** More work of the leader's (the no-handler check): run each round after pruning, and when elected. */
+  alongside?: { readonly round: Effect.Effect<void>; readonly elected: Effect.Effect<void> }
 ) {
   const config = yield* validate(options)
   const store = yield* JobStore
@@ -92,7 +94,8 @@ export const make = Effect.fnUntraced(function*(
   const leadership = yield* Leader.make({
     electionMillis: config.electionMillis,
     intervalMillis: config.intervalMillis,
-    round: pruneDue,
+    round: alongside === undefined ? pruneDue : Effect.andThen(pruneDue, alongside.round),
+    onElected: alongside?.elected,
     onError: (cause) => onError("maintenance (pruning) failed", cause)
   })
 

@@ -30,6 +30,24 @@ export interface Resolved {
   readonly listen: boolean
   readonly maxCompletionBatch: number
   readonly maxPendingOutcomes: number
+  /** `noHandlerTimeout`; `Infinity`: jobs are never sent to dead for want of a handler. */
+  readonly noHandlerMillis: number
+}
+
+/** The default `noHandlerTimeout` (docs/workers.md says why): 10 minutes. */
+export const defaultNoHandlerMillis = 600_000
+
+/** `noHandlerTimeout`: a positive duration, or `Duration.infinity` (never). */
+const noHandlerMillis = (input: Duration.Input | undefined): number => {
+  if (input === undefined) return defaultNoHandlerMillis
+  const d = Duration.fromInput(input)
+  const ms = Option.isSome(d) ? Duration.toMillis(d.value) : NaN
+  if (!(ms > 0)) {
+    throw new InvalidWorkerConfig({
+      message: `noHandlerTimeout must be a positive duration or Duration.infinity, got ${String(input)}`
+    })
+  }
+  return ms
 }
 
 const millis = (label: string, input: Duration.Input | undefined, fallback: number, min = 0): number => {
@@ -106,7 +124,8 @@ export const validate = (options: Options): Effect.Effect<Resolved, InvalidWorke
         maintenanceMillis: millis("maintenanceInterval", options.maintenanceInterval, 1000),
         listen: options.listen ?? true,
         maxCompletionBatch,
-        maxPendingOutcomes
+        maxPendingOutcomes,
+        noHandlerMillis: noHandlerMillis(options.noHandlerTimeout)
       }
     },
     catch: (e) => (e instanceof InvalidWorkerConfig ? e : new InvalidWorkerConfig({ message: String(e) }))

@@ -14,13 +14,14 @@
  *   Controls.ts    reconfigure, setConcurrency, pause/resume, status, the control poll
  *   TestSignals.ts points in the worker's life a test can wait on (River's test signals)
  *   ../Completer.ts          outcomes written in batches
- *   ../maintenance/          promoter and rescuer (every worker), pruner (the leader)
+ *   ../maintenance/          promoter and rescuer (every worker), pruner and no-handler check (the leader)
  *
  * @internal
  */
 import { Cause, Clock, Duration, Effect, Fiber } from "effect"
 import { PgClient } from "@effect/sql-pg"
 import * as Completer from "../Completer.ts"
+import * as NoHandler from "../maintenance/NoHandler.ts"
 import * as Promoter from "../maintenance/Promoter.ts"
 import * as Pruner from "../maintenance/Pruner.ts"
 import * as Rescuer from "../maintenance/Rescuer.ts"
@@ -29,7 +30,7 @@ import { JobStore } from "../Store.ts"
 import { Observer } from "../../Observer.ts"
 import type { Options, Service } from "../../Worker.ts"
 import * as Cancel from "./Cancel.ts"
-import { checkPool, jitter, type Resolved, validate } from "./Config.ts"
+import { checkPool, defaultNoHandlerMillis, jitter, type Resolved, validate } from "./Config.ts"
 import * as Controls from "./Controls.ts"
 import * as Executor from "./Executor.ts"
 import { HeldJobs } from "./Held.ts"
@@ -121,7 +122,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   // On the real clock, whatever clock the worker runs on: the registration says whether this
   // process's database session lives, which is real time (a TestClock jump of a day would
   // otherwise run 172,800 beats and 864,000 fence checks, and fence every held job).
-  yield* Registration.start({ config, store, observer, held, producers, running, completer }).pipe(
+  yield* Registration.start({ config, store, observer, held, producers, running, completer, names: executor.names }).pipe(
     Effect.provideService(Clock.Clock, Clock.Clock.defaultValue())
   )
   for (const queue of config.queues) yield* producers.start(queue)
@@ -139,13 +140,20 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     Effect.forever(Effect.andThen(maintenance, Effect.suspend(() => Effect.sleep(jitter(config.maintenanceMillis)))))
   )
   const controls = yield* Controls.make({ options, config, store, observer, held, producers, paused, cancel })
-  // Pruning finished jobs past their retention (one leader among all workers).
+  const signals = yield* TestSignals
+  // Pruning finished jobs past their retention (one leader among all workers); the no-handler
+  // check runs on the same leader, after each round of pruning.
+  const noHandler = NoHandler.make(store, observer, {
+    onRound: signals.noHandlerChecked,
+    timeoutMillis: config.noHandlerMillis,
+    warnMillis: Number.isFinite(config.noHandlerMillis) ? config.noHandlerMillis : defaultNoHandlerMillis,
+    self: () => ({ queues: producers.served(), names: executor.names })
+  })
   const pruner = options.pruner === false
     ? Pruner.none
-    : yield* Pruner.make(options.pruner ?? {}, (message, cause) => observer.workerError("*", message, cause, "Warn"))
+    : yield* Pruner.make(options.pruner ?? {}, (message, cause) => observer.workerError("*", message, cause, "Warn"), noHandler)
 
   // Added last, so it runs first when the scope closes.
-  const signals = yield* TestSignals
   yield* Effect.addFinalizer(() => shutdown(config, producers, running, completer, signals))
 
   return {

@@ -44,12 +44,21 @@ export const start = Effect.fnUntraced(function*(deps: {
   readonly producers: Producers
   readonly running: Running
   readonly completer: Completer
+  /** The job names this worker has handlers for, aliases included (listed in its row: migrations/0008). */
+  readonly names: ReadonlyArray<string>
 }) {
   const { completer, config, held, observer, producers, running, store } = deps
   if (!config.listen) return
+  const configured = config.queues.map((q) => q.name)
   const worker = {
     id: config.workerId,
-    queues: config.queues.map((q) => q.name),
+    // The queues served now, at every confirmation (`reconfigure` changes them); the configured
+    // ones at the first, which comes before the producers start (a worker serves one at least).
+    queues: () => {
+      const served = producers.served()
+      return served.length === 0 ? configured : served
+    },
+    names: deps.names,
     concurrency: config.queues.reduce((sum, q) => sum + q.concurrency, 0)
   }
   /** When the last confirmation that succeeded was sent (undefined: not registered). */

@@ -10,6 +10,8 @@ import { Context, Effect } from "effect"
 export interface Signals {
   /** Shutdown: every claim loop has been told to stop (not yet awaited). */
   readonly producersInterrupted: Effect.Effect<void>
+  /** The maintenance leader finished a round of the no-handler check that it started at `now` (its Clock). */
+  readonly noHandlerChecked?: ((now: number) => Effect.Effect<void>) | undefined
 }
 
 export const TestSignals = Context.Reference<Signals>("effect-jobs/internal/TestSignals", {

@@ -1,0 +1,13 @@
+-- effect-jobs schema, version 8: the job names each registered worker has handlers for.
+--
+-- A worker claims only the names it handles (their aliases included), on every queue it
+-- serves; it lists them here, and moves `queues` to the queues it serves now (a
+-- `reconfigure` changes them) every time it confirms its registration. From these rows the
+-- maintenance leader tells a job that no live worker of its queue can run (it goes `dead`
+-- with kind `NoHandler` once that has lasted the worker option `noHandlerTimeout`) from a
+-- queue that no live worker serves (an outage: its jobs are kept, and it is logged).
+--
+-- NULL: the worker did not say (a version older than this column): it is taken to handle
+-- every name on its queues, so that no job of those queues is sent to dead for want of a
+-- handler while it runs.
+ALTER TABLE effect_jobs.workers ADD COLUMN names text[];
