@@ -123,9 +123,9 @@ export interface FinishRow {
   readonly id: string
   readonly token: number
   readonly state: "completed" | "available" | "scheduled" | "dead" | "cancelled"
-  /** For `available`/`scheduled`: when to run next (ISO). */
+  /** For `available`/`scheduled`: when to run next (ISO); null keeps the run time (a buffered job given back). */
   readonly run_at: string | null
-  /** -1 gives the attempt back (snooze, graceful-shutdown release); 0 otherwise. */
+  /** -1 gives the attempt back (snooze, graceful-shutdown release, a buffered job given back); 0 otherwise. */
   readonly attempt_delta: number
   readonly result: unknown
   /** Appended to the job's errors, which are trimmed to its last `max_errors`. */
@@ -243,6 +243,19 @@ export class JobStore extends Context.Service<JobStore, {
      * any name when absent. An empty list claims nothing.
      */
     readonly names?: ReadonlyArray<string> | undefined
+  }) => Effect.Effect<ReadonlyArray<ClaimedJobRow>, SqlError.SqlError>
+  /**
+   * `jobClaim` of only the jobs that run before `priority` (a lower number): a producer whose
+   * buffer holds jobs of that priority looks for better ones that arrived since (Producer.ts).
+   */
+  readonly jobClaimAhead: (options: {
+    readonly queue: string
+    readonly priority: number
+    readonly limit: number
+    readonly now: number
+    readonly leaseMillis: number
+    readonly workerId: string
+    readonly names: ReadonlyArray<string>
   }) => Effect.Effect<ReadonlyArray<ClaimedJobRow>, SqlError.SqlError>
   readonly jobFinishMany: (
     rows: ReadonlyArray<FinishRow>,
@@ -479,6 +492,48 @@ export class JobStore extends Context.Service<JobStore, {
           -- (metadata '{}', the usual, comes back NULL: nothing to parse; run_at is only for the order)
           -- The ORDER BY qualifies its columns: a bare id would be the output column id::text,
           -- and '1000' sorts before '999' as text.
+          SELECT id::text, name, queue, priority, attempt, max_attempts, claim_count, args,
+                 NULLIF(metadata, '{}'::jsonb) AS metadata, request_id, trace, created_at
+          FROM claimed ORDER BY claimed.priority, claimed.run_at, claimed.id`
+      })
+
+      /**
+       * The claim statement of `jobClaim` with one more condition, `priority < $priority`, for
+       * the buffer's probe (Producer.ts). A separate statement, so that the hot claim stays as
+       * it is; kept in step with it by hand. The range is read from the claim index
+       * (queue, priority, run_at, id): when nothing better is runnable, the scan ends at the
+       * first entry of the queue.
+       */
+      const jobClaimAhead = Effect.fnUntraced(function*(o: {
+        readonly queue: string
+        readonly priority: number
+        readonly limit: number
+        readonly now: number
+        readonly leaseMillis: number
+        readonly workerId: string
+        readonly names: ReadonlyArray<string>
+      }) {
+        const now = iso(o.now)
+        return yield* sql<ClaimedJobRow>`
+          WITH claimed AS (
+          UPDATE ${t.jobs} j
+          SET state = 'running',
+              attempt = CASE WHEN j.attempt >= 2147483647 THEN j.attempt ELSE j.attempt + 1 END,
+              claim_count = CASE WHEN j.claim_count >= 2147483647 THEN 1 ELSE j.claim_count + 1 END,
+              attempted_at = ${now}::timestamptz,
+              lease_expires_at = ${now}::timestamptz + ${o.leaseMillis} * interval '1 millisecond',
+              locked_by = ${o.workerId}
+          WHERE j.id = ANY(ARRAY(
+            SELECT id FROM ${t.jobs}
+            WHERE state = 'available' AND queue = ${o.queue} AND priority < ${o.priority}
+              AND run_at <= ${now}::timestamptz AND name = ANY(${textArray(o.names)}::text[])
+            ORDER BY priority, run_at, id
+            LIMIT ${o.limit}
+            FOR UPDATE SKIP LOCKED
+          ))
+          RETURNING j.id, j.name, j.queue, j.priority, j.attempt, j.max_attempts, j.claim_count,
+                    j.args, j.metadata, j.request_id, j.trace, j.run_at, j.created_at
+          )
           SELECT id::text, name, queue, priority, attempt, max_attempts, claim_count, args,
                  NULLIF(metadata, '{}'::jsonb) AS metadata, request_id, trace, created_at
           FROM claimed ORDER BY claimed.priority, claimed.run_at, claimed.id`
@@ -782,6 +837,7 @@ export class JobStore extends Context.Service<JobStore, {
         listenOn: (kind) => pg.listen(channels[kind]),
         jobInsertMany,
         jobClaim,
+        jobClaimAhead,
         jobFinishMany,
         jobHeartbeatMany,
         jobPromoteScheduled,
