@@ -267,6 +267,12 @@ export class JobStore extends Context.Service<JobStore, {
     leaseMillis: number
   ) => Effect.Effect<Heartbeat, SqlError.SqlError>
   readonly jobPromoteScheduled: (now: number, limit: number) => Effect.Effect<number, SqlError.SqlError>
+  /** `jobPromoteScheduled` of the given queues only (a worker's short retries and snoozes: DueTimers.ts). */
+  readonly jobPromoteDue: (
+    queues: ReadonlyArray<string>,
+    now: number,
+    limit: number
+  ) => Effect.Effect<number, SqlError.SqlError>
   readonly jobRescueExpired: (now: number, limit: number) => Effect.Effect<number, SqlError.SqlError>
   readonly notifyQueues: (queues: ReadonlyArray<string>) => Effect.Effect<void, SqlError.SqlError>
   /** State, result and errors of the given jobs (missing ids are absent). */
@@ -671,6 +677,25 @@ export class JobStore extends Context.Service<JobStore, {
         return rows.reduce((sum, r) => sum + r.n, 0)
       })
 
+      /** Due `scheduled` jobs of some queues to `available`, with the NOTIFY of `jobPromoteScheduled`. */
+      const jobPromoteDue = Effect.fnUntraced(function*(queues: ReadonlyArray<string>, nowMillis: number, limit: number) {
+        const rows = yield* sql<{ readonly queue: string; readonly n: number }>`
+          WITH due AS (
+            SELECT id FROM ${t.jobs}
+            WHERE state = 'scheduled' AND run_at <= ${iso(nowMillis)}::timestamptz
+              AND queue = ANY(${textArray(queues)}::text[])
+            ORDER BY run_at
+            LIMIT ${limit}
+            FOR UPDATE SKIP LOCKED
+          ),
+          promoted AS (
+            UPDATE ${t.jobs} j SET state = 'available' FROM due WHERE j.id = due.id RETURNING j.queue
+          )
+          SELECT queue, count(*)::int AS n, pg_notify(${channels.new}, queue)::text AS notified
+          FROM promoted GROUP BY queue`
+        return rows.reduce((sum, r) => sum + r.n, 0)
+      })
+
       /**
        * Rescues jobs whose lease lapsed (their worker died or lost the database), and jobs
        * held by a registered worker whose session lock is gone (it died: `WorkerDied`):
@@ -841,6 +866,7 @@ export class JobStore extends Context.Service<JobStore, {
         jobFinishMany,
         jobHeartbeatMany,
         jobPromoteScheduled,
+        jobPromoteDue,
         jobRescueExpired,
         notifyQueues,
         listen: pg.listen(channels.new)
