@@ -103,6 +103,17 @@ export const released = (job: ClaimedJobRow, now: number): Outcome => ({
   event: { _tag: "rescheduled", delayMillis: 0, reason: "worker shut down" }
 })
 
+/**
+ * A buffered job given back before it started (shutdown, pause, a queue no longer served, a
+ * probe that made room for better jobs: Producer.ts): runnable again at once, the attempt
+ * given back, and in its place in line. Its run time is left as it was (a claim does not
+ * change it), so it stays ahead of the jobs of its priority enqueued after it.
+ */
+export const returned = (job: ClaimedJobRow): Outcome => ({
+  row: { ...base(job), state: "available", attempt_delta: -1 },
+  event: { _tag: "rescheduled", delayMillis: 0, reason: "given back before it started" }
+})
+
 /** Cancelled while running (an operator's `cancel`): the handler was interrupted. */
 export const cancelledByRequest = (job: ClaimedJobRow, now: number, reason: string): Outcome => ({
   // by_request: the store puts the operator's reason (if they gave one) in place of `reason`

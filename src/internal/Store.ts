@@ -140,9 +140,9 @@ export interface FinishRow {
   readonly id: string
   readonly token: number
   readonly state: "completed" | "available" | "scheduled" | "dead" | "cancelled"
-  /** For `available`/`scheduled`: when to run next (ISO). */
+  /** For `available`/`scheduled`: when to run next (ISO); null keeps the run time (a buffered job given back). */
   readonly run_at: string | null
-  /** -1 gives the attempt back (snooze, graceful-shutdown release); 0 otherwise. */
+  /** -1 gives the attempt back (snooze, graceful-shutdown release, a buffered job given back); 0 otherwise. */
   readonly attempt_delta: number
   readonly result: unknown
   /** Appended to the job's errors, which are trimmed to its last `max_errors`. */
@@ -269,6 +269,19 @@ export class JobStore extends Context.Service<JobStore, {
      */
     readonly names?: ReadonlyArray<string> | undefined
   }) => Effect.Effect<ReadonlyArray<ClaimedJobRow>, SqlError.SqlError>
+  /**
+   * `jobClaim` of only the jobs that run before `priority` (a lower number): a producer whose
+   * buffer holds jobs of that priority looks for better ones that arrived since (Producer.ts).
+   */
+  readonly jobClaimAhead: (options: {
+    readonly queue: string
+    readonly priority: number
+    readonly limit: number
+    readonly now: number
+    readonly leaseMillis: number
+    readonly workerId: string
+    readonly names: ReadonlyArray<string>
+  }) => Effect.Effect<ReadonlyArray<ClaimedJobRow>, SqlError.SqlError>
   readonly jobFinishMany: (
     rows: ReadonlyArray<FinishRow>,
     now: number
@@ -279,6 +292,12 @@ export class JobStore extends Context.Service<JobStore, {
     leaseMillis: number
   ) => Effect.Effect<Heartbeat, SqlError.SqlError>
   readonly jobPromoteScheduled: (now: number, limit: number) => Effect.Effect<number, SqlError.SqlError>
+  /** `jobPromoteScheduled` of the given queues only (a worker's short retries and snoozes: DueTimers.ts). */
+  readonly jobPromoteDue: (
+    queues: ReadonlyArray<string>,
+    now: number,
+    limit: number
+  ) => Effect.Effect<number, SqlError.SqlError>
   readonly jobRescueExpired: (now: number, limit: number) => Effect.Effect<number, SqlError.SqlError>
   readonly notifyQueues: (queues: ReadonlyArray<string>) => Effect.Effect<void, SqlError.SqlError>
   /** State, result and errors of the given jobs (missing ids are absent). */
@@ -545,6 +564,48 @@ export class JobStore extends Context.Service<JobStore, {
       })
 
       /**
+       * The claim statement of `jobClaim` with one more condition, `priority < $priority`, for
+       * the buffer's probe (Producer.ts). A separate statement, so that the hot claim stays as
+       * it is; kept in step with it by hand. The range is read from the claim index
+       * (queue, priority, run_at, id): when nothing better is runnable, the scan ends at the
+       * first entry of the queue.
+       */
+      const jobClaimAhead = Effect.fnUntraced(function*(o: {
+        readonly queue: string
+        readonly priority: number
+        readonly limit: number
+        readonly now: number
+        readonly leaseMillis: number
+        readonly workerId: string
+        readonly names: ReadonlyArray<string>
+      }) {
+        const now = iso(o.now)
+        return yield* sql<ClaimedJobRow>`
+          WITH claimed AS (
+          UPDATE ${t.jobs} j
+          SET state = 'running',
+              attempt = CASE WHEN j.attempt >= 2147483647 THEN j.attempt ELSE j.attempt + 1 END,
+              claim_count = CASE WHEN j.claim_count >= 2147483647 THEN 1 ELSE j.claim_count + 1 END,
+              attempted_at = ${now}::timestamptz,
+              lease_expires_at = ${now}::timestamptz + ${o.leaseMillis} * interval '1 millisecond',
+              locked_by = ${o.workerId}
+          WHERE j.id = ANY(ARRAY(
+            SELECT id FROM ${t.jobs}
+            WHERE state = 'available' AND queue = ${o.queue} AND priority < ${o.priority}
+              AND run_at <= ${now}::timestamptz AND name = ANY(${textArray(o.names)}::text[])
+            ORDER BY priority, run_at, id
+            LIMIT ${o.limit}
+            FOR UPDATE SKIP LOCKED
+          ))
+          RETURNING j.id, j.name, j.queue, j.priority, j.attempt, j.max_attempts, j.claim_count,
+                    j.args, j.metadata, j.request_id, j.trace, j.run_at, j.created_at
+          )
+          SELECT id::text, name, queue, priority, attempt, max_attempts, claim_count, args,
+                 NULLIF(metadata, '{}'::jsonb) AS metadata, request_id, trace, created_at
+          FROM claimed ORDER BY claimed.priority, claimed.run_at, claimed.id`
+      })
+
+      /**
        * Applies the outcomes of many runs in one statement. A row is changed only if
        * it is still `running` under the same fencing token; the jobs changed are
        * returned with the state they ended in (a cancel request turns a retry into
@@ -664,6 +725,25 @@ export class JobStore extends Context.Service<JobStore, {
           WITH due AS (
             SELECT id FROM ${t.jobs}
             WHERE state = 'scheduled' AND run_at <= ${iso(nowMillis)}::timestamptz
+            ORDER BY run_at
+            LIMIT ${limit}
+            FOR UPDATE SKIP LOCKED
+          ),
+          promoted AS (
+            UPDATE ${t.jobs} j SET state = 'available' FROM due WHERE j.id = due.id RETURNING j.queue
+          )
+          SELECT queue, count(*)::int AS n, pg_notify(${channels.new}, queue)::text AS notified
+          FROM promoted GROUP BY queue`
+        return rows.reduce((sum, r) => sum + r.n, 0)
+      })
+
+      /** Due `scheduled` jobs of some queues to `available`, with the NOTIFY of `jobPromoteScheduled`. */
+      const jobPromoteDue = Effect.fnUntraced(function*(queues: ReadonlyArray<string>, nowMillis: number, limit: number) {
+        const rows = yield* sql<{ readonly queue: string; readonly n: number }>`
+          WITH due AS (
+            SELECT id FROM ${t.jobs}
+            WHERE state = 'scheduled' AND run_at <= ${iso(nowMillis)}::timestamptz
+              AND queue = ANY(${textArray(queues)}::text[])
             ORDER BY run_at
             LIMIT ${limit}
             FOR UPDATE SKIP LOCKED
@@ -844,9 +924,11 @@ export class JobStore extends Context.Service<JobStore, {
         channels,
         jobInsertMany,
         jobClaim,
+        jobClaimAhead,
         jobFinishMany,
         jobHeartbeatMany,
         jobPromoteScheduled,
+        jobPromoteDue,
         jobRescueExpired,
         notifyQueues
       })

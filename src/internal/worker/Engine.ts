@@ -5,7 +5,8 @@
  *
  *   Config.ts      the options checked and resolved (`validate`)
  *   Held.ts        one record per claim held: token, lease deadline, phase, lost, cancelling
- *   Producer.ts    per queue: the claim loop, the buffer, the adaptive prefetch
+ *   Producer.ts    per queue: the claim loop, the buffer (ClaimBuffer.ts), the adaptive prefetch
+ *   DueTimers.ts   short retries and snoozes promoted when due, not at the next maintenance round
  *   Executor.ts    runs one job, classifies its exit, hands the outcome to the completer
  *   Lease.ts       the heartbeat and the lease watch
  *   Cancel.ts      cancel requests for held jobs
@@ -32,6 +33,7 @@ import type { Options, Service } from "../../Worker.ts"
 import * as Cancel from "./Cancel.ts"
 import { checkPool, defaultNoHandlerMillis, jitter, type Resolved, validate } from "./Config.ts"
 import * as Controls from "./Controls.ts"
+import * as DueTimers from "./DueTimers.ts"
 import * as Executor from "./Executor.ts"
 import { HeldJobs } from "./Held.ts"
 import * as Lease from "./Lease.ts"
@@ -97,9 +99,19 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   })
   const held = new HeldJobs()
   const running = yield* Running.make
+  // The clock of the worker's fibers (a TestClock in tests), read synchronously on the hot path.
+  const clock = yield* Clock.Clock
+  const dueTimers = yield* DueTimers.make({
+    store,
+    observer,
+    clock,
+    horizonMillis: config.maintenanceMillis,
+    // (called only once a run's outcome is written, long after `producers` is made below)
+    wake: (queue) => producers.get(queue)?.notify()
+  })
   const executor = Executor.make({
-    // The clock of the worker's fibers (a TestClock in tests), read synchronously on the hot path.
-    clock: yield* Clock.Clock,
+    clock,
+    scheduled: dueTimers.scheduled,
     observer,
     completer,
     held,

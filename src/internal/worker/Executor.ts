@@ -230,8 +230,10 @@ export const make = (deps: {
   readonly handlers: ReadonlyMap<string, Job.RegisteredHandler>
   readonly middleware: ReadonlyArray<Middleware>
   readonly defaultMiddleware: boolean
+  /** An outcome was written `scheduled` (a retry or snooze with a delay): DueTimers.ts. */
+  readonly scheduled: (queue: string, runAt: number) => void
 }): Executor => {
-  const { clock, completer, handlers, held, observer } = deps
+  const { clock, completer, handlers, held, observer, scheduled } = deps
   const nowNanos = () => clock.currentTimeNanosUnsafe()
   const execute = makeExecute({ middleware: deps.middleware, defaultMiddleware: deps.defaultMiddleware, nowNanos })
 
@@ -271,8 +273,10 @@ export const make = (deps: {
             h.phase = "writing"
             completer.submitUnsafe(o.row, (applied) => {
               held.remove(h) // written (or given up): no longer ours to hold
+              if (applied === undefined) return Effect.void
+              if (applied.state === "scheduled" && o.row.run_at !== null) scheduled(row.queue, Date.parse(o.row.run_at))
               // the run's duration: from its start until its outcome was written (now)
-              return applied ? report(observer, job, o, clock.currentTimeMillisUnsafe() - started, applied) : Effect.void
+              return report(observer, job, o, clock.currentTimeMillisUnsafe() - started, applied)
             })
           }
           if (Effect.isEffect(outcome)) return Effect.map(outcome, submit)

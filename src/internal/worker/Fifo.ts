@@ -22,6 +22,10 @@ export class Fifo<A> {
     }
     return a
   }
+  /** Takes the last element (the one pushed most recently). */
+  pop(): A | undefined {
+    return this.head < this.items.length ? this.items.pop() : undefined
+  }
   /** Removes and returns the first element that matches. */
   remove(f: (a: A) => boolean): A | undefined {
     for (let i = this.head; i < this.items.length; i++) {

@@ -12,18 +12,37 @@
  * held (leased and heartbeated) like running ones, and are returned to the
  * queue, attempt given back, when the producer stops.
  *
+ * Priority with a buffer. The buffer starts its jobs by priority, then in claim order
+ * (ClaimBuffer.ts), so a claim that brings better jobs than those buffered puts them
+ * first. A producer whose buffer is above its low water does not claim, though, and a
+ * better job enqueued meanwhile would wait in the table until the buffer drained. So a
+ * NOTIFY (or a poll) that comes while the buffer holds jobs something could beat (of a
+ * priority above the lowest there is) makes the producer *probe*, `probeDelayMillis`
+ * later: one claim of only jobs strictly better than its worst buffered ones
+ * (`jobClaimAhead`), at most as many as it buffers of that worst priority, even with the
+ * buffer full; then it gives back as many of those worst jobs as it is now over its room
+ * (attempt not spent, their place in line kept). A probe that came back full is followed
+ * by another at once (there may be more).
+ *
+ * The delay does two things. It throttles: NOTIFYs that come meanwhile are answered by the
+ * same probe, so a producer probes at most once per delay, and a probe is one statement
+ * per NOTIFY at most, never one per job (a sated producer already claims once per NOTIFY;
+ * a producer that hears none, as in the bench's drain, never probes). And it lets idle
+ * workers go first: they claim at once on the NOTIFY, and a job they can start now should
+ * not be taken into a buffer behind busy slots; the probe finds only what they left.
+ *
  * @internal
  */
-import { Cause, Clock, Effect, Fiber, Latch, type Scope } from "effect"
+import { Cause, Clock, Effect, Exit, Fiber, Latch, type Scope } from "effect"
 import type { Events } from "../../Observer.ts"
 import type { Completer } from "../Completer.ts"
-import { released } from "../Outcome.ts"
+import { returned } from "../Outcome.ts"
 import type { Running } from "../Running.ts"
 import type { JobStore } from "../Store.ts"
 import { jitter, type Resolved, type ResolvedQueue } from "./Config.ts"
 import type { Executor } from "./Executor.ts"
 import { info } from "./Executor.ts"
-import { Fifo } from "./Fifo.ts"
+import { ClaimBuffer } from "./ClaimBuffer.ts"
 import type { Held, HeldJobs } from "./Held.ts"
 
 /** Adaptive prefetch: buffer about this much work (at the measured run rate) ... */
@@ -36,6 +55,14 @@ const prefetchHorizonMillis = 100
 const rateWindowMillis = 20
 /** ... but never more than this many jobs. */
 const maxAdaptivePrefetch = 1000
+/**
+ * A probe for better jobs than those buffered runs this long after the NOTIFY that asked for
+ * it (see the header): at most 100 probes a second per queue, each at most this much later
+ * than it could have been.
+ */
+const probeDelayMillis = 10
+/** The lowest priority there is (a smallint): nothing can run before a job of this priority. */
+const minPriority = -32768
 
 export interface Producer {
   /** A NOTIFY for this queue arrived: there may be jobs. */
@@ -109,18 +136,17 @@ class Prefetch {
   }
 }
 
-/** Buffered jobs never started: give them back (attempt not spent). */
+/** Buffered jobs never started: give them back (attempt not spent, place in line kept). */
 const giveBack = (taken: ReadonlyArray<Held>, { completer, held, observer }: Deps) =>
-  Effect.flatMap(Clock.currentTimeMillis, (now) =>
-    Effect.forEach(taken, (h) => {
-      held.remove(h)
-      const row = h.row
-      // (a job an operator cancelled meanwhile ends `cancelled` instead: report that)
-      return completer.submit(released(row, now).row, (applied) =>
-        applied?.state === "cancelled"
-          ? observer.cancelled(info(row), applied.cancelReason ?? "cancelled before it started")
-          : Effect.void)
-    }, { discard: true }))
+  Effect.forEach(taken, (h) => {
+    held.remove(h)
+    const row = h.row
+    // (a job an operator cancelled meanwhile ends `cancelled` instead: report that)
+    return completer.submit(returned(row).row, (applied) =>
+      applied?.state === "cancelled"
+        ? observer.cancelled(info(row), applied.cancelReason ?? "cancelled before it started")
+        : Effect.void)
+  }, { discard: true })
 
 /** Makes the producer of one queue and its loop (to be forked; it gives back its buffer when it ends). */
 export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: Deps) {
@@ -128,16 +154,21 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
   let queue = initial // replaced by `update` (reconfigure, setConcurrency)
   let stopped = false
   const signal = yield* Latch.make(false)
-  const buffer = new Fifo<Held>()
+  const buffer = new ClaimBuffer<Held>((h) => h.row.priority)
   let inFlight = 0
   let hungry = true
   let wakes = 0
+  /** A NOTIFY or poll came since the last claim: better jobs than the buffered may be waiting. */
+  let probeWanted = false
+  /** The next probe: none planned, its delay running, or due at the next turn of the loop. */
+  let probePlan: "none" | "waiting" | "ready" = "none"
   let waitingForOutcomes = false
   const prefetch = new Prefetch(initial)
   const producer: Producer = {
     notify: () => {
       wakes++
       hungry = true
+      probeWanted = true
       signal.openUnsafe()
     },
     release: () => {
@@ -146,7 +177,7 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
       signal.openUnsafe()
     },
     takeBuffered: (held) => {
-      const found = buffer.remove((h) => h === held) !== undefined
+      const found = buffer.remove(held)
       if (found) signal.openUnsafe()
       return found
     },
@@ -192,6 +223,7 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
     const limit = room()
     if (limit <= 0) return
     const wakesBefore = wakes
+    probeWanted = false // this claim takes the best jobs there are now
     const rows = yield* store.jobClaim({
       queue: queue.name,
       limit,
@@ -200,7 +232,7 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
       workerId: config.workerId,
       names: executor.names // only the jobs this worker can run (rolling deploys: docs/workers.md)
     })
-    for (const row of rows) buffer.push(held.claim(row, now + config.leaseMillis)) // in claim order (the statement sorts them)
+    for (const row of rows) buffer.push(held.claim(row, now + config.leaseMillis)) // by priority, then claim order
     // A short claim means the queue is drained, unless a NOTIFY came in meanwhile.
     if (rows.length < limit && wakes === wakesBefore) hungry = false
   })).pipe(
@@ -214,7 +246,64 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
   const waitForPoll = Effect.suspend(() => Effect.sleep(jitter(queue.pollMillis))).pipe(
     Effect.andThen(Effect.sync(() => {
       hungry = true
+      probeWanted = true
     }))
+  )
+
+  /**
+   * Whether a probe is wanted (see the header): a NOTIFY or poll came since the last claim,
+   * the buffer holds jobs that something could beat, and the completer has room for what
+   * the probe may give back. A plan made ready for a wish that is gone is dropped.
+   */
+  const probeWantedNow = () => {
+    if (probeWanted && (buffer.length === 0 || buffer.worst()! <= minPriority)) {
+      probeWanted = false // nothing buffered could be overtaken: the next claim takes the best
+    }
+    if (!probeWanted) {
+      if (probePlan === "ready") probePlan = "none"
+      return false
+    }
+    return completer.hasRoom()
+  }
+
+  /**
+   * The probe's delay: a child of the loop's fiber, so it ends with the loop (and then leaves
+   * no plan behind, so that a restarted producer can probe again).
+   */
+  const probeLater = Effect.forkChild(Effect.sleep(probeDelayMillis).pipe(Effect.onExit((exit) =>
+    Effect.sync(() => {
+      probePlan = Exit.isSuccess(exit) ? "ready" : "none"
+      signal.openUnsafe()
+    })
+  )))
+
+  // Uninterruptible like `claim`: what it claims is in the buffer before a stop can end the loop.
+  const probe = Effect.uninterruptible(Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    probeWanted = false
+    probePlan = "none"
+    const limit = buffer.worstCount()
+    const rows = yield* store.jobClaimAhead({
+      queue: queue.name,
+      priority: buffer.worst()!,
+      limit,
+      now,
+      leaseMillis: config.leaseMillis,
+      workerId: config.workerId,
+      names: executor.names
+    })
+    for (const row of rows) buffer.push(held.claim(row, now + config.leaseMillis)) // ahead of the worst
+    // Over its room now by at most what it claimed: as many of the worst go back (all from
+    // the worst priority, as the probe claimed no more than the buffer held of it).
+    const over = Math.min(rows.length, -room())
+    if (over > 0) yield* giveBack(buffer.popWorst(over), deps)
+    if (rows.length === limit) {
+      // There may be more: look again at once.
+      probeWanted = true
+      probePlan = "ready"
+    }
+  })).pipe(
+    Effect.catchCause((cause) => observer.workerError(queue.name, "claim failed", Cause.squash(cause), "Warn"))
   )
 
   const loop = Effect.gen(function*() {
@@ -239,6 +328,16 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
         }
         yield* claim
         continue
+      }
+      if (probeWantedNow()) {
+        if (probePlan === "ready") {
+          yield* probe
+          continue
+        }
+        if (probePlan === "none") {
+          probePlan = "waiting"
+          yield* probeLater
+        }
       }
       if (hungry) yield* signal.await // full: wait for a slot
       else yield* Effect.raceFirst(signal.await, waitForPoll)
