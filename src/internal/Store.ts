@@ -523,8 +523,11 @@ export class JobStore extends Context.Service<JobStore, {
         readonly leaseMillis: number
         readonly workerId: string
         readonly names?: ReadonlyArray<string> | undefined
+        /** Only jobs of a better priority than this (the buffer's probe: `jobClaimAhead`). */
+        readonly priorityBelow?: number | undefined
       }) {
         const now = iso(o.now)
+        const ahead = o.priorityBelow === undefined ? sql.literal("") : sql`AND priority < ${o.priorityBelow}`
         // The name filter is checked on the rows the claim index yields, in its order: the
         // index (queue, priority, run_at, id) is still the plan, and jobs of names the worker
         // cannot run are passed over (left `available` for a worker that can), not claimed.
@@ -547,7 +550,7 @@ export class JobStore extends Context.Service<JobStore, {
               locked_by = ${o.workerId}
           WHERE j.id = ANY(ARRAY(
             SELECT id FROM ${t.jobs}
-            WHERE state = 'available' AND queue = ${o.queue} AND run_at <= ${now}::timestamptz ${byName}
+            WHERE state = 'available' AND queue = ${o.queue} ${ahead} AND run_at <= ${now}::timestamptz ${byName}
             ORDER BY priority, run_at, id
             LIMIT ${o.limit}
             FOR UPDATE SKIP LOCKED
@@ -564,13 +567,11 @@ export class JobStore extends Context.Service<JobStore, {
       })
 
       /**
-       * The claim statement of `jobClaim` with one more condition, `priority < $priority`, for
-       * the buffer's probe (Producer.ts). A separate statement, so that the hot claim stays as
-       * it is; kept in step with it by hand. The range is read from the claim index
-       * (queue, priority, run_at, id): when nothing better is runnable, the scan ends at the
-       * first entry of the queue.
+       * `jobClaim` with one more condition, `priority < $priority`, for the buffer's probe
+       * (Producer.ts). The range is read from the claim index (queue, priority, run_at, id):
+       * when nothing better is runnable, the scan ends at the first entry of the queue.
        */
-      const jobClaimAhead = Effect.fnUntraced(function*(o: {
+      const jobClaimAhead = (o: {
         readonly queue: string
         readonly priority: number
         readonly limit: number
@@ -578,32 +579,7 @@ export class JobStore extends Context.Service<JobStore, {
         readonly leaseMillis: number
         readonly workerId: string
         readonly names: ReadonlyArray<string>
-      }) {
-        const now = iso(o.now)
-        return yield* sql<ClaimedJobRow>`
-          WITH claimed AS (
-          UPDATE ${t.jobs} j
-          SET state = 'running',
-              attempt = CASE WHEN j.attempt >= 2147483647 THEN j.attempt ELSE j.attempt + 1 END,
-              claim_count = CASE WHEN j.claim_count >= 2147483647 THEN 1 ELSE j.claim_count + 1 END,
-              attempted_at = ${now}::timestamptz,
-              lease_expires_at = ${now}::timestamptz + ${o.leaseMillis} * interval '1 millisecond',
-              locked_by = ${o.workerId}
-          WHERE j.id = ANY(ARRAY(
-            SELECT id FROM ${t.jobs}
-            WHERE state = 'available' AND queue = ${o.queue} AND priority < ${o.priority}
-              AND run_at <= ${now}::timestamptz AND name = ANY(${textArray(o.names)}::text[])
-            ORDER BY priority, run_at, id
-            LIMIT ${o.limit}
-            FOR UPDATE SKIP LOCKED
-          ))
-          RETURNING j.id, j.name, j.queue, j.priority, j.attempt, j.max_attempts, j.claim_count,
-                    j.args, j.metadata, j.request_id, j.trace, j.run_at, j.created_at
-          )
-          SELECT id::text, name, queue, priority, attempt, max_attempts, claim_count, args,
-                 NULLIF(metadata, '{}'::jsonb) AS metadata, request_id, trace, created_at
-          FROM claimed ORDER BY claimed.priority, claimed.run_at, claimed.id`
-      })
+      }) => jobClaim({ ...o, priorityBelow: o.priority })
 
       /**
        * Applies the outcomes of many runs in one statement. A row is changed only if
