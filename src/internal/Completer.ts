@@ -77,6 +77,8 @@ const lingerBelow = 256
 const lingerTurns = 8
 
 export const make = Effect.fnUntraced(function*(options: {
+  /** The worker's id: its outcomes are counted in its own `throughput` rows (migrations/0009). */
+  readonly workerId: string
   readonly maxBatch: number
   /** Outcomes waiting to be written above which `room` waits. */
   readonly maxPending: number
@@ -97,7 +99,7 @@ export const make = Effect.fnUntraced(function*(options: {
 
   /** One statement for `rows`, retried while the failure is not the data's fault. */
   const write = (rows: ReadonlyArray<FinishRow>) =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) => store.jobFinishMany(rows, now)).pipe(
+    Effect.flatMap(Clock.currentTimeMillis, (now) => store.jobFinishMany(rows, now, options.workerId)).pipe(
       Effect.tapError((e) =>
         isDataError(e) ? Effect.void : options.onError("could not record job outcomes; retrying", e, "Warn")
       ),

@@ -90,6 +90,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const store = yield* JobStore
   const observer = yield* Observer
   const completer = yield* Completer.make({
+    workerId: config.workerId,
     maxBatch: config.maxCompletionBatch,
     maxPending: config.maxPendingOutcomes,
     onError: (message, cause, level) => observer.workerError("*", message, cause, level)
