@@ -1,17 +1,18 @@
 /**
- * Throughput per minute (migrations/0009), for the dashboard's charts: what the finish
- * statement counts (completed, retried, dead, cancelled; snoozes and releases not) in one
- * row per (minute, queue, worker), one update per flush; the rescuer's and an operator's
- * cancels under their own names; `JobsAdmin.throughput` summing the workers' rows into a
+ * Throughput per minute (migrations/0009), for the dashboard's charts: what a worker tallies
+ * (completed, retried, dead, cancelled; snoozes and releases not) and writes to one row per
+ * (minute, queue, worker), adding up across writes and keeping what a failed write did not
+ * store; the rescuer's and an operator's cancels under their own names; `JobsAdmin.throughput` summing the workers' rows into a
  * zero-filled window, and refusing a bad window; a real worker counting under its
  * `workerId`; the maintenance leader deleting rows older than 6 hours.
  */
 import { assert, layer } from "@effect/vitest"
-import { Effect, Exit, Layer, Option, Schema } from "effect"
+import { Effect, Exit, Layer, Option, Schema, Scope } from "effect"
 import { SqlClient } from "effect/sql"
 import { Job, Jobs, JobsAdmin } from "../src/index.ts"
 import * as Pruner from "../src/internal/maintenance/Pruner.ts"
-import { type ClaimedJobRow, type FinishRow, JobStore } from "../src/internal/Store.ts"
+import { type Applied, type ClaimedJobRow, type FinishRow, JobStore } from "../src/internal/Store.ts"
+import * as Throughput from "../src/internal/Throughput.ts"
 import * as TestDb from "./support/db.ts"
 import { startWorker } from "./support/harness.ts"
 import { makeProbe, waitFor, withTestClock } from "./support/probes.ts"
@@ -58,42 +59,54 @@ const outcome = (job: ClaimedJobRow, now: number, o: Partial<FinishRow> & Pick<F
 })
 
 layer(TestLayer, { excludeTestServices: true })("throughput", (it) => {
-  it.effect("a flush counts its outcomes in one row per minute, queue and worker; throughput sums them, zero-filled", () =>
+  it.effect("a worker's tallies go to one row per minute, queue and worker; throughput sums them, zero-filled", () =>
     Effect.gen(function*() {
       const store = yield* JobStore
       const admin = yield* JobsAdmin.JobsAdmin
       const minute = aMinute()
       const now = minute + 10_000
-      const a = yield* claimed("tp-a", 8, now)
-      const later = new Date(now + 60_000).toISOString()
-      yield* store.jobFinishMany([
-        outcome(a[0]!, now, { state: "completed" }),
-        outcome(a[1]!, now, { state: "completed" }),
-        outcome(a[2]!, now, { state: "scheduled", run_at: later }), // a failure, retried later
-        outcome(a[3]!, now, { state: "available", run_at: new Date(now).toISOString() }), // retried at once
-        outcome(a[4]!, now, { state: "scheduled", run_at: later, attempt_delta: -1, error: null }), // snoozed: not counted
-        outcome(a[5]!, now, { state: "dead" }),
-        outcome(a[6]!, now, { state: "cancelled" })
-      ], now, "worker-1")
-      // A second flush of the same worker in the same minute adds to its row.
-      yield* store.jobFinishMany([outcome(a[7]!, now + 1000, { state: "completed" })], now + 1000, "worker-1")
-      const b = yield* claimed("tp-b", 2, now)
-      yield* store.jobFinishMany([outcome(b[0]!, now, { state: "completed" })], now, "worker-2")
-      yield* store.jobFinishMany([outcome(b[1]!, now, { state: "dead" })], now, "worker-3")
-      // A flush of nothing countable (a shutdown release) writes no row.
-      const c = yield* claimed("tp-c", 1, now)
-      yield* store.jobFinishMany([outcome(c[0]!, now, { state: "available", attempt_delta: -1, error: null })], now, "worker-1")
+      /** A written outcome as the completer sees it: the row it sent, the state it ended in. */
+      const written = (queue: string, state: Applied["state"], attemptDelta = 0) =>
+        [{ ...outcome({ id: "1", claim_count: 1, attempt: 1 } as ClaimedJobRow, now, { state: "completed" }), attempt_delta: attemptDelta },
+         { state, cancelReason: null, queue }] as const
+      const errors: Array<string> = []
+      const scope = yield* Scope.make()
+      const worker1 = yield* Throughput.make({ workerId: "worker-1", store, onError: (m) => Effect.sync(() => errors.push(m)) })
+        .pipe(Scope.provide(scope))
+      for (const [row, applied] of [
+        written("tp-a", "completed"),
+        written("tp-a", "completed"),
+        written("tp-a", "scheduled"), // a failure, retried later
+        written("tp-a", "available"), // retried at once
+        written("tp-a", "scheduled", -1), // snoozed: not counted
+        written("tp-a", "available", -1), // released at shutdown: not counted
+        written("tp-a", "dead"),
+        written("tp-a", "cancelled"),
+        written("tp-b", "completed")
+      ]) worker1.tally(row, applied, now)
+      yield* worker1.flush
+      // A second write adds to the rows; nothing tallied writes nothing.
+      worker1.tally(...written("tp-a", "completed"), now + 1000)
+      yield* worker1.flush
+      yield* worker1.flush
+      // Another worker's outcomes go to its own row; its last ones are written when it stops.
+      const scope2 = yield* Scope.make()
+      const worker2 = yield* Throughput.make({ workerId: "worker-2", store, onError: () => Effect.void }).pipe(Scope.provide(scope2))
+      worker2.tally(...written("tp-b", "dead"), now)
+      yield* Scope.close(scope2, Exit.void)
 
       assert.deepStrictEqual(yield* rowsOf(minute), [
         { queue: "tp-a", worker: "worker-1", completed: 3, retried: 2, dead: 1, cancelled: 1 },
-        { queue: "tp-b", worker: "worker-2", completed: 1, retried: 0, dead: 0, cancelled: 0 },
-        { queue: "tp-b", worker: "worker-3", completed: 0, retried: 0, dead: 1, cancelled: 0 }
+        { queue: "tp-b", worker: "worker-1", completed: 1, retried: 0, dead: 0, cancelled: 0 },
+        { queue: "tp-b", worker: "worker-2", completed: 0, retried: 0, dead: 1, cancelled: 0 }
       ])
+      yield* Scope.close(scope, Exit.void)
+      assert.deepStrictEqual(errors, [])
 
       // Read a minute later: the window of 3 minutes ends with the current (empty) minute.
       const window = yield* withTestClock(minute + 60_000 + 5_000, admin.throughput({ minutes: 3 }))
       const zero = { completed: 0, retried: 0, dead: 0, cancelled: 0 }
-      assert.deepStrictEqual(window.filter((m) => m.queue !== "tp-c"), [
+      assert.deepStrictEqual(window, [
         { at: new Date(minute - 60_000), queue: "tp-a", ...zero },
         { at: new Date(minute - 60_000), queue: "tp-b", ...zero },
         { at: new Date(minute), queue: "tp-a", completed: 3, retried: 2, dead: 1, cancelled: 1 },
@@ -101,7 +114,6 @@ layer(TestLayer, { excludeTestServices: true })("throughput", (it) => {
         { at: new Date(minute + 60_000), queue: "tp-a", ...zero },
         { at: new Date(minute + 60_000), queue: "tp-b", ...zero }
       ])
-      assert.isFalse(window.some((m) => m.queue === "tp-c"), "a queue with nothing counted in the window is not listed")
       // One queue: every minute of the window, even with nothing in it.
       assert.deepStrictEqual(
         yield* withTestClock(minute + 5_000, admin.throughput({ queue: "tp-b", minutes: 2 })),
@@ -115,6 +127,25 @@ layer(TestLayer, { excludeTestServices: true })("throughput", (it) => {
       const hour = yield* withTestClock(minute + 5_000, admin.throughput({ queue: "tp-a" }))
       assert.strictEqual(hour.length, 60)
       assert.deepStrictEqual(hour[59], { at: new Date(minute), queue: "tp-a", completed: 3, retried: 2, dead: 1, cancelled: 1 })
+    }))
+
+  it.effect("a write that fails keeps the tallies for the next one, and is reported", () =>
+    Effect.gen(function*() {
+      const store = yield* JobStore
+      const sql = yield* SqlClient.SqlClient
+      const minute = aMinute() + 60_000
+      const errors: Array<string> = []
+      const recorder = yield* Throughput.make({ workerId: "tp-failing", store, onError: (m) => Effect.sync(() => errors.push(m)) })
+      const row = outcome({ id: "1", claim_count: 1, attempt: 1 } as ClaimedJobRow, minute, { state: "completed" })
+      recorder.tally(row, { state: "completed", cancelReason: null, queue: "tp-fail" }, minute)
+      yield* sql`ALTER TABLE effect_jobs.throughput ADD CONSTRAINT tp_test_refuse CHECK (queue <> 'tp-fail') NOT VALID`
+      assert.isTrue(Exit.isFailure(yield* Effect.exit(recorder.flush)))
+      recorder.tally(row, { state: "dead", cancelReason: null, queue: "tp-fail" }, minute)
+      yield* sql`ALTER TABLE effect_jobs.throughput DROP CONSTRAINT tp_test_refuse`
+      yield* recorder.flush
+      assert.deepStrictEqual((yield* rowsOf(minute)).filter((r) => r.queue === "tp-fail"), [
+        { queue: "tp-fail", worker: "tp-failing", completed: 1, retried: 0, dead: 1, cancelled: 0 }
+      ])
     }))
 
   it.effect("a bad window or queue is an InvalidAdminRequest", () =>
@@ -135,8 +166,9 @@ layer(TestLayer, { excludeTestServices: true })("throughput", (it) => {
       const sql = yield* SqlClient.SqlClient
       const minute = aMinute()
       const now = minute + 10_000
-      // Claimed now with a lease of 60 s: lapsed at `now`, which is at least 70 s ahead.
-      const lost = yield* claimed("tp-rescue", 2, Date.now())
+      // Claimed a second ahead (the jobs are due by then) with a lease of 60 s: lapsed at
+      // `now`, which is at least 70 s ahead.
+      const lost = yield* claimed("tp-rescue", 2, Date.now() + 1000)
       // The second one was on its last attempt: rescued to dead.
       yield* sql`UPDATE effect_jobs.jobs SET max_attempts = attempt WHERE id = ${lost[1]!.id}::bigint`
       assert.strictEqual(yield* store.jobRescueExpired(now, 100), 2)
@@ -153,12 +185,15 @@ layer(TestLayer, { excludeTestServices: true })("throughput", (it) => {
       const jobs = yield* Jobs.Jobs
       const Work = Job.make("tp-work", { args: Schema.Struct({ fail: Schema.Boolean }), queue: "tp-worker", maxAttempts: 1 })
       const probe = yield* makeProbe
+      const scope = yield* Scope.make()
       yield* startWorker(
         { queues: { "tp-worker": { concurrency: 2 } }, workerId: "tp-worker-1", pruner: false },
         Layer.merge(Job.toLayer(Work, ({ fail }) => (fail ? Effect.fail("boom") : Effect.void)), probe.layer)
-      )
+      ).pipe(Scope.provide(scope))
       const ids = yield* jobs.enqueueMany(Work, [{ fail: false }, { fail: false }, { fail: true }])
       for (const id of ids) yield* probe.next(id)
+      // Written once a second, and once more at shutdown: stop it, then every outcome is in.
+      yield* Scope.close(scope, Exit.void)
       const sql = yield* SqlClient.SqlClient
       const rows = yield* sql<{ readonly worker: string; readonly completed: number; readonly dead: number }>`
         SELECT worker, sum(completed)::int AS completed, sum(dead)::int AS dead FROM effect_jobs.throughput

@@ -77,11 +77,14 @@ const lingerBelow = 256
 const lingerTurns = 8
 
 export const make = Effect.fnUntraced(function*(options: {
-  /** The worker's id: its outcomes are counted in its own `throughput` rows (migrations/0009). */
-  readonly workerId: string
   readonly maxBatch: number
   /** Outcomes waiting to be written above which `room` waits. */
   readonly maxPending: number
+  /**
+   * Called for each outcome written, before its report, with the time the flush started
+   * (the worker's throughput counts, internal/Throughput.ts). Must not throw.
+   */
+  readonly tally?: ((row: FinishRow, applied: Applied, now: number) => void) | undefined
   /** A failure: `Warn` if it is retried, `Error` if something was given up. */
   readonly onError: (message: string, cause: unknown, level: "Warn" | "Error") => Effect.Effect<void>
 }) {
@@ -99,7 +102,7 @@ export const make = Effect.fnUntraced(function*(options: {
 
   /** One statement for `rows`, retried while the failure is not the data's fault. */
   const write = (rows: ReadonlyArray<FinishRow>) =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) => store.jobFinishMany(rows, now, options.workerId)).pipe(
+    Effect.flatMap(Clock.currentTimeMillis, (now) => store.jobFinishMany(rows, now)).pipe(
       Effect.tapError((e) =>
         isDataError(e) ? Effect.void : options.onError("could not record job outcomes; retrying", e, "Warn")
       ),
@@ -140,6 +143,7 @@ export const make = Effect.fnUntraced(function*(options: {
 
   const flush = Effect.fnUntraced(function*(batch: ReadonlyArray<Pending>) {
     const rows = batch.map((p) => p.row)
+    const startedAt = yield* Clock.currentTimeMillis
     const changed = abandoned ? none : yield* Effect.raceFirst(
       Effect.interruptible(writeAll(rows)),
       Effect.as(giveUp.await, none)
@@ -149,6 +153,13 @@ export const make = Effect.fnUntraced(function*(options: {
     }
     // Reports run here, after the write. A failing (or throwing) observer must not stop the
     // writer: every later outcome, and graceful shutdown, wait for this loop.
+    const tally = options.tally
+    if (tally !== undefined) {
+      for (const p of batch) {
+        const applied = changed.get(p.row.id)
+        if (applied !== undefined) tally(p.row, applied, startedAt)
+      }
+    }
     for (const p of batch) {
       let report: Effect.Effect<void>
       try {

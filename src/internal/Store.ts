@@ -61,11 +61,11 @@ const minuteOf = (millis: number): string => new Date(millis - (((millis % 60_00
 
 /**
  * SQL: adds the outcomes of one statement to the `throughput` rows of (`minute`, queue, `worker`)
- * (migrations/0009). `rows` names a row set with `queue`, `state` (the job's state after the
- * write: `available` or `scheduled` is a retry) and `counted` (false for a snooze or a shutdown
- * release that left the job waiting: it gave its attempt back, nothing failed). One row per
- * queue, none at all when nothing is counted: a flush of outcomes costs one row update per
- * queue, whatever its size.
+ * (migrations/0009), for the statements outside the worker's hot path that end jobs (the
+ * rescuer's, an operator's cancel; a worker tallies its own outcomes and writes them once a
+ * second, internal/Throughput.ts). `rows` names a row set with `queue`, `state` (the job's
+ * state after the write: `available` or `scheduled` is a retry) and `counted`. One row per
+ * queue, none at all when nothing is counted.
  */
 const countThroughput = (
   sql: SqlClient.SqlClient,
@@ -181,6 +181,18 @@ export interface FinishRow {
 export interface Applied {
   readonly state: JobState
   readonly cancelReason: string | null
+  readonly queue: string
+}
+
+/** A worker's outcomes of one minute and queue, not yet in its `throughput` row. */
+export interface ThroughputTally {
+  /** The minute's start, epoch milliseconds. */
+  readonly minute: number
+  readonly queue: string
+  readonly completed: number
+  readonly retried: number
+  readonly dead: number
+  readonly cancelled: number
 }
 
 /**
@@ -284,12 +296,18 @@ export class JobStore extends Context.Service<JobStore, {
      */
     readonly names?: ReadonlyArray<string> | undefined
   }) => Effect.Effect<ReadonlyArray<ClaimedJobRow>, SqlError.SqlError>
-  /** `worker`: the `workerId` whose `throughput` row counts the outcomes (migrations/0009). */
   readonly jobFinishMany: (
     rows: ReadonlyArray<FinishRow>,
-    now: number,
-    worker?: string
+    now: number
   ) => Effect.Effect<ReadonlyMap<string, Applied>, SqlError.SqlError>
+  /**
+   * Adds a worker's tallied outcomes to its `throughput` rows (migrations/0009), one row per
+   * (minute, queue) of `rows` (each pair at most once).
+   */
+  readonly throughputAdd: (
+    worker: string,
+    rows: ReadonlyArray<ThroughputTally>
+  ) => Effect.Effect<void, SqlError.SqlError>
   readonly jobHeartbeatMany: (
     held: ReadonlyArray<HeldJob>,
     now: number,
@@ -532,7 +550,7 @@ export class JobStore extends Context.Service<JobStore, {
        * returned with the state they ended in (a cancel request turns a retry into
        * `cancelled`). A completed job whose retention is 0 is deleted instead.
        */
-      const jobFinishMany = Effect.fnUntraced(function*(rows: ReadonlyArray<FinishRow>, nowMillis: number, worker = "") {
+      const jobFinishMany = Effect.fnUntraced(function*(rows: ReadonlyArray<FinishRow>, nowMillis: number) {
         const now = iso(nowMillis)
         // The outcomes as one JSON object keyed by job id. Each row is looked up in it by
         // its id (a binary search in the jsonb object), not joined with a row set: the rows
@@ -551,7 +569,9 @@ export class JobStore extends Context.Service<JobStore, {
             `THEN jsonb_set(${"(SELECT o FROM x) -> j.id::text"} -> 'error', '{message}', to_jsonb(j.cancel_reason)) ` +
             `ELSE ${"(SELECT o FROM x) -> j.id::text"} -> 'error' END`
         )
-        const changed = yield* sql<{ readonly id: string; readonly state: JobState; readonly cancel_reason: string | null }>`
+        const changed = yield* sql<
+          { readonly id: string; readonly state: JobState; readonly cancel_reason: string | null; readonly queue: string }
+        >`
           WITH x AS (SELECT ${outcomes}::jsonb AS o),
           deleted AS (
             DELETE FROM ${t.jobs} j
@@ -588,22 +608,10 @@ export class JobStore extends Context.Service<JobStore, {
               AND j.claim_count = (${o} ->> 'token')::int AND j.state = 'running'
               -- IS NOT DISTINCT FROM: a NULL retention (kept forever) must not make this NULL (no update)
               AND NOT (${o} ->> 'state' = 'completed' AND j.retention_ms IS NOT DISTINCT FROM 0 AND j.bundle_id IS NULL)
-            RETURNING j.id, j.state, j.cancel_reason, j.queue,
-                      j.state IN ('completed', 'dead', 'cancelled') OR (${o} ->> 'attempt_delta')::int = 0 AS counted
-          ),
-          -- the flush's outcomes per queue into this minute's throughput row of this worker
-          -- (migrations/0009): one row update per queue per statement, not one per job
-          counted AS (${
-          countThroughput(
-            sql,
-            t.throughput,
-            "(SELECT queue, state, true AS counted FROM deleted UNION ALL SELECT queue, state, counted FROM updated)",
-            minuteOf(nowMillis),
-            worker
+            RETURNING j.id, j.state, j.cancel_reason, j.queue
           )
-        })
-          SELECT c.id::text, c.state, c.cancel_reason
-          FROM (SELECT id, state, cancel_reason FROM deleted UNION ALL SELECT id, state, cancel_reason FROM updated) c
+          SELECT c.id::text, c.state, c.cancel_reason, c.queue
+          FROM (SELECT * FROM deleted UNION ALL SELECT id, state, cancel_reason, queue FROM updated) c
           -- one notification per statement, for Jobs.await (evaluated once, not per row)
           CROSS JOIN (SELECT pg_notify(${channels.done}, '')::text AS n) notify
           -- A zero-delay retry or snooze and a shutdown release leave the job 'available': wake
@@ -613,7 +621,7 @@ export class JobStore extends Context.Service<JobStore, {
           -- (an unreferenced CTE would not be) and removes no result row.
           CROSS JOIN (SELECT count(pg_notify(${channels.new}, q.queue)) AS n
                       FROM (SELECT DISTINCT queue FROM updated WHERE state = 'available') q) wake`
-        return new Map(changed.map((r) => [r.id, { state: r.state, cancelReason: r.cancel_reason }]))
+        return new Map(changed.map((r) => [r.id, { state: r.state, cancelReason: r.cancel_reason, queue: r.queue }]))
       })
 
       /** Extends the leases of jobs still held under the given tokens; returns those still held. */
@@ -754,6 +762,16 @@ export class JobStore extends Context.Service<JobStore, {
         return rows.reduce((sum, r) => sum + r.n, 0)
       })
 
+      const throughputAdd = (worker: string, rows: ReadonlyArray<ThroughputTally>) =>
+        rows.length === 0 ? Effect.void : Effect.asVoid(sql`
+          INSERT INTO ${t.throughput} AS s (minute, queue, worker, completed, retried, dead, cancelled)
+          SELECT to_timestamp(r.minute / 1000.0), r.queue, ${worker}, r.completed, r.retried, r.dead, r.cancelled
+          FROM jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
+            AS r(minute bigint, queue text, completed integer, retried integer, dead integer, cancelled integer)
+          ON CONFLICT (minute, queue, worker) DO UPDATE SET
+            completed = s.completed + EXCLUDED.completed, retried = s.retried + EXCLUDED.retried,
+            dead = s.dead + EXCLUDED.dead, cancelled = s.cancelled + EXCLUDED.cancelled`)
+
       const notifyQueues = (queues: ReadonlyArray<string>) =>
         queues.length === 0
           ? Effect.void
@@ -847,6 +865,7 @@ export class JobStore extends Context.Service<JobStore, {
         jobInsertMany,
         jobClaim,
         jobFinishMany,
+        throughputAdd,
         jobHeartbeatMany,
         jobPromoteScheduled,
         jobRescueExpired,
