@@ -1,12 +1,13 @@
 -- effect-jobs schema, version 9: the dashboard on a table of millions of rows.
 --
--- Throughput per minute. The worker's finish statement (one per flush of outcomes, not one
--- per job) adds what the flush did to its row here: one row per (minute, queue, worker), so
--- two workers never update the same row and never wait for each other. Only the counters
--- change, and they are in no index: the update is HOT (no index entry), and `fillfactor`
--- leaves room on the page for it. The rescuer and an operator's cancel of a waiting job add
--- theirs under their own `worker` names. The maintenance leader deletes rows older than 6
--- hours. `JobsAdmin.throughput` sums the workers' rows.
+-- Throughput per minute. A worker tallies the outcomes it writes in memory and adds them to
+-- its rows here once a second (src/internal/Throughput.ts): no write per job, and nothing
+-- added to the finish statement. One row per (minute, queue, worker), so two workers never
+-- update the same row and never wait for each other. Only the counters change, and they are
+-- in no index: the update is HOT (no index entry), and `fillfactor` leaves room on the page
+-- for it. The rescuer and an operator's cancel of a waiting job add theirs under their own
+-- `worker` names. The maintenance leader deletes rows older than 6 hours.
+-- `JobsAdmin.throughput` sums the workers' rows.
 CREATE TABLE effect_jobs.throughput (
   -- the start of the minute (UTC) the outcomes were written in
   minute    timestamptz NOT NULL,
