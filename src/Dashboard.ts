@@ -94,6 +94,16 @@ const WorkerJson = Schema.Struct({
   jobsHeld: Schema.Number
 })
 
+/** One minute of one queue's outcomes (`JobsAdmin.throughput`); `at` is the minute's start, ISO. */
+const ThroughputMinuteJson = Schema.Struct({
+  at: Schema.String,
+  queue: Schema.String,
+  completed: Schema.Number,
+  retried: Schema.Number,
+  dead: Schema.Number,
+  cancelled: Schema.Number
+})
+
 const JobErrorEntry = Schema.Struct({
   attempt: Schema.Number,
   at: Schema.String,
@@ -185,6 +195,16 @@ export class DashboardApiGroup extends HttpApiGroup.make("dashboard")
     }),
     HttpApiEndpoint.get("queues", "/queues", {
       success: Schema.Struct({ queues: Schema.Array(Queue) }),
+      error: adminErrors
+    }),
+    HttpApiEndpoint.get("throughput", "/throughput", {
+      query: {
+        /** One queue; every queue when absent or empty. */
+        queue: Schema.optional(Schema.String),
+        /** The window, 1 to 360 minutes; default 60. */
+        minutes: Schema.optional(Schema.String)
+      },
+      success: Schema.Struct({ minutes: Schema.Array(ThroughputMinuteJson) }),
       error: adminErrors
     }),
     HttpApiEndpoint.get("workers", "/workers", {
@@ -510,6 +530,15 @@ const handlers = (options: Options) =>
         .handle("config", () =>
           Effect.succeed({ readOnly: options.readOnly === true, auth, hiddenQueues: Array.from(hidden) }))
         .handle("queues", () => toHttpError(Effect.map(admin.queues, (queues) => ({ queues }))))
+        .handle("throughput", ({ query }) =>
+          toHttpError(Effect.gen(function*() {
+            const minutes = query.minutes === undefined || query.minutes === "" ? undefined : Number(query.minutes)
+            if (minutes !== undefined && !Number.isInteger(minutes)) {
+              return yield* new BadRequest({ message: `minutes must be an integer in [1, 360], got ${JSON.stringify(query.minutes)}` })
+            }
+            const rows = yield* admin.throughput({ queue: query.queue === "" ? undefined : query.queue, minutes })
+            return { minutes: rows.map((m) => ({ ...m, at: m.at.toISOString() })) }
+          })))
         .handle("workers", () =>
           toHttpError(Effect.map(admin.workers, (workers) => ({
             workers: workers.map((w) => ({

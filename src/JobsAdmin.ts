@@ -36,7 +36,9 @@ import {
   JobNotRetryable,
   UniqueKeyNotFound
 } from "./Errors.ts"
+import { Observer } from "./Observer.ts"
 import type * as Job from "./Job.ts"
+import * as Counts from "./internal/Counts.ts"
 import { storable } from "./internal/Outcome.ts"
 import { cronSlots, everySlots, nextSlots, type Slots } from "./internal/slots.ts"
 import { type JobDetailRow, JobStore, type JobState, type PeriodicRow } from "./internal/Store.ts"
@@ -96,8 +98,8 @@ export interface ListOptions {
   /** The job's name (`Job.make(name, ...)`). */
   readonly name?: string | undefined
   /**
-   * Only jobs enqueued with this `uniqueKey` (of any name and state). No index covers
-   * it on its own: give a `state` or `queue` too on a large table.
+   * Only jobs enqueued with this `uniqueKey` (of any name and state). Found through the
+   * unique-key indexes (of unfinished jobs, and of finished ones since migration 0009).
    */
   readonly uniqueKey?: string | undefined
   /** Page size, 1 to 1000; default 50. */
@@ -126,6 +128,22 @@ export interface QueueSummary {
   readonly name: string
   readonly paused: boolean
   readonly counts: Readonly<Record<JobState, number>>
+}
+
+/**
+ * One minute of one queue's outcomes (`throughput`). Counted when the outcome was written: a
+ * run's, the rescuer's (a lost run back to the queue counts as `retried`, or `dead`), an
+ * operator's cancel of a waiting job.
+ */
+export interface ThroughputMinute {
+  /** The start of the minute. */
+  readonly at: Date
+  readonly queue: string
+  readonly completed: number
+  /** Failed runs that will run again (retry scheduled). Snoozes and shutdown releases are not counted. */
+  readonly retried: number
+  readonly dead: number
+  readonly cancelled: number
 }
 
 /**
@@ -256,10 +274,24 @@ export interface BundlePage {
 }
 
 export class JobsAdmin extends Context.Service<JobsAdmin, {
-  /** Jobs per queue and state (pairs with no jobs are absent). */
+  /**
+   * Jobs per queue and state (pairs with no jobs are absent). Unfinished states are exact;
+   * finished ones too while there are fewer than 50,000 finished jobs, beyond that they come
+   * from the last full count, at most `max(10 s, 100 × the time it took)` old (see
+   * docs/dashboard.md, "Counts").
+   */
   readonly counts: (options?: { readonly queue?: string | undefined }) => Effect.Effect<ReadonlyArray<StateCount>, SqlError.SqlError>
-  /** Every queue that has jobs or a pause flag, with its counts per state (0 where none). */
+  /** Every queue that has jobs or a pause flag, with its counts per state (0 where none), as `counts`. */
   readonly queues: Effect.Effect<ReadonlyArray<QueueSummary>, SqlError.SqlError>
+  /**
+   * Outcomes per minute over the last `minutes` (default 60, at most 360), of one queue or of
+   * each queue: zero-filled, one entry per minute per queue that had any outcome in the window
+   * (or the queue asked for), oldest minute first, the current minute last (still counting).
+   */
+  readonly throughput: (options?: {
+    readonly queue?: string | undefined
+    readonly minutes?: number | undefined
+  }) => Effect.Effect<ReadonlyArray<ThroughputMinute>, InvalidAdminRequest | SqlError.SqlError>
   /** The live workers, oldest first: id, queues, concurrency, started, last seen, jobs held. */
   readonly workers: Effect.Effect<ReadonlyArray<WorkerSummary>, SqlError.SqlError>
   /**
@@ -425,18 +457,38 @@ const periodicSummary = (r: PeriodicRow, now: number): PeriodicSummary => {
 /** Deleted per statement by `deleteFinished`: large enough to be quick, small enough not to hold locks long. */
 const deleteBatch = 5000
 
+/** The throughput window: 1 to this many minutes (the maintenance leader keeps 6 hours). */
+const throughputMaxMinutes = 360
+
+const byQueueThenState = (a: StateCount, b: StateCount) =>
+  a.queue < b.queue ? -1 : a.queue > b.queue ? 1 : a.state < b.state ? -1 : a.state > b.state ? 1 : 0
+
 const make = Effect.gen(function*() {
   const store = yield* JobStore
+  const observer = yield* Observer
+  const jobCounts = yield* Counts.make((cause) =>
+    observer.workerError("*", "could not recount the finished jobs for JobsAdmin.counts", cause, "Warn")
+  )
+
+  /** Unfinished (exact) and finished (see Counts.ts) jobs per queue and state, of one queue or all. */
+  const countRows = (queue: string | undefined) =>
+    Effect.map(
+      Effect.all([jobCounts.unfinished(queue), jobCounts.finished], { concurrency: 2 }),
+      ([unfinished, finished]): ReadonlyArray<StateCount> =>
+        [...unfinished, ...finished.counts.filter((r) => queue === undefined || r.queue === queue)]
+          .filter((r) => r.count > 0)
+          .sort(byQueueThenState)
+    )
 
   const counts = Effect.fn("JobsAdmin.counts")(function*(options?: { readonly queue?: string | undefined }) {
     const queue = options?.queue
     // A name no queue can have has no jobs (and must not reach SQL, which would refuse it).
     if (queue !== undefined && (typeof queue !== "string" || badText.test(queue))) return []
-    return yield* store.adminCountByQueueState(queue)
+    return yield* countRows(queue)
   })
 
   const queues = Effect.gen(function*() {
-    const [rows, flags] = yield* Effect.all([store.adminCountByQueueState(undefined), store.queueList], {
+    const [rows, flags] = yield* Effect.all([countRows(undefined), store.queueList], {
       concurrency: 2
     })
     const byName = new Map<string, { paused: boolean; counts: Record<JobState, number> }>()
@@ -453,6 +505,42 @@ const make = Effect.gen(function*() {
     return Array.from(byName, ([name, e]): QueueSummary => ({ name, paused: e.paused, counts: e.counts }))
       .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
   }).pipe(Effect.withSpan("JobsAdmin.queues"))
+
+  const throughput = Effect.fn("JobsAdmin.throughput")(function*(options?: {
+    readonly queue?: string | undefined
+    readonly minutes?: number | undefined
+  }) {
+    const minutes = options?.minutes ?? 60
+    if (!Number.isInteger(minutes) || minutes < 1 || minutes > throughputMaxMinutes) {
+      return yield* new InvalidAdminRequest({
+        message: `minutes must be an integer in [1, ${throughputMaxMinutes}], got ${String(options?.minutes)}`
+      })
+    }
+    const queue = options?.queue
+    if (queue !== undefined) yield* checkQueue(queue)
+    const now = yield* Clock.currentTimeMillis
+    const last = now - (now % 60_000)
+    const first = last - (minutes - 1) * 60_000
+    const rows = yield* store.throughputSince(first, queue)
+    // Zero-filled: every minute of the window for every queue seen in it (a chart needs no gaps).
+    const byKey = new Map(rows.map((r) => [`${r.minute.getTime()}\u0000${r.queue}`, r]))
+    const names = queue !== undefined ? [queue] : [...new Set(rows.map((r) => r.queue))].sort()
+    const out: Array<ThroughputMinute> = []
+    for (let at = first; at <= last; at += 60_000) {
+      for (const name of names) {
+        const r = byKey.get(`${at}\u0000${name}`)
+        out.push({
+          at: new Date(at),
+          queue: name,
+          completed: r?.completed ?? 0,
+          retried: r?.retried ?? 0,
+          dead: r?.dead ?? 0,
+          cancelled: r?.cancelled ?? 0
+        })
+      }
+    }
+    return out
+  })
 
   const workers = Effect.map(store.workerList, (rows) =>
     rows.map((r): WorkerSummary => ({
@@ -726,6 +814,7 @@ const make = Effect.gen(function*() {
     bundles,
     counts,
     queues,
+    throughput,
     workers,
     unserved,
     list,

@@ -32,6 +32,7 @@
  * @since 0.1.0
  */
 import { Cause, Clock, Context, Duration, Effect, Layer, LogLevel, Metric, Option } from "effect"
+import * as Counts from "./internal/Counts.ts"
 import { JobStore, type JobState } from "./internal/Store.ts"
 import * as Metrics from "./Metrics.ts"
 
@@ -207,9 +208,11 @@ export const replace = (events: Events) => Layer.succeed(Observer, events)
 export interface MetricsOptions {
   /**
    * How often jobs per queue and state are counted for the `effect_jobs_jobs`
-   * gauge; default 15 seconds. Each sample is one `GROUP BY` over the jobs table
-   * (a scan of the whole table: no index covers every state, to keep claims cheap):
-   * with millions of retained rows, sample less often. `false`: no gauge.
+   * gauge; default 15 seconds. `false`: no gauge. A sample counts the unfinished jobs
+   * (scheduled, available, running) exactly, through their partial indexes; finished
+   * ones (the history) exactly while fewer than 50,000, beyond that from the count the
+   * overview stores, recounted once it is `max(10 s, 100 × the time it took)` old, by one
+   * process at a time (docs/observing.md). Its cost does not grow with history.
    */
   readonly sampleInterval?: Duration.Input | false | undefined
 }
@@ -288,7 +291,6 @@ export const metricsEvents = (): Events => {
 /** Counts jobs per queue and state into the `effect_jobs_jobs` gauge, now and every `intervalMillis`. */
 const sampleStates = (intervalMillis: number) =>
   Effect.gen(function*() {
-    const store = yield* JobStore
     const queues = new Set<string>()
     const gauges = new Map<string, Metric.Gauge<number>>()
     const gauge = (queue: string, state: JobState) => {
@@ -297,10 +299,16 @@ const sampleStates = (intervalMillis: number) =>
       if (g === undefined) gauges.set(key, g = Metric.withAttributes(Metrics.jobs, { queue, state }))
       return g
     }
+    const observer = yield* Observer
+    const jobCounts = yield* Counts.make((cause) =>
+      observer.workerError("*", "could not recount the finished jobs for the jobs-per-state gauge", cause, "Warn")
+    )
     const sampleOnce = Effect.gen(function*() {
-      const rows = yield* store.adminCountByQueueState(undefined)
+      const [unfinished, finished] = yield* Effect.all([jobCounts.unfinished(undefined), jobCounts.finished], {
+        concurrency: 2
+      })
       const counts = new Map<string, number>()
-      for (const r of rows) {
+      for (const r of [...unfinished, ...finished.counts]) {
         queues.add(r.queue)
         counts.set(`${r.queue}\u0000${r.state}`, r.count)
       }

@@ -18,6 +18,9 @@ import { type ClaimedJobRow, JobStore } from "../src/internal/Store.ts"
 import { Greet } from "./fixtures/cli-work.ts"
 import { adminQuery, freshDatabase, withDatabase } from "./support/admin.ts"
 
+/** The migration files shipped, in order (`0001_create_jobs.sql`, ...). */
+const shipped = readdirSync(Migrations.directory).filter((f) => /^\d+_[^.]+\.sql$/.test(f)).sort()
+
 const root = fileURLToPath(new URL("..", import.meta.url))
 const bin = "dist/cli/bin.js"
 
@@ -192,8 +195,8 @@ describe("migrate", () => {
     expect(human).toMatch(/^VERSION\s+NAME\s+STATE\s+APPLIED AT\n0001\s+create_jobs\s+pending\s+-\n/)
     expect(human).toContain(`0 applied, ${shipped.length} pending in schema effect_jobs`)
 
-    expect(await ok(["migrate"], env)).toMatch(
-      new RegExp(`^applied ${shipped.length} migrations to schema effect_jobs: 0001_create_jobs, 0002_cancel_requests, .*${last}\n$`)
+    expect(await ok(["migrate"], env)).toBe(
+      `applied ${shipped.length} migrations to schema effect_jobs: ${shipped.map((f) => f.replace(/\.sql$/, "")).join(", ")}\n`
     )
     expect(await ok(["migrate"], env)).toBe("schema effect_jobs is up to date\n")
     expect(await okJson(["migrate"], env)).toEqual({ schema: "effect_jobs", applied: [] })

@@ -17,6 +17,7 @@ import { JobStore } from "../src/internal/Store.ts"
 import { call, claimAll, killAll, withDashboard } from "./support/dashboard.ts"
 import * as TestDb from "./support/db.ts"
 import { startWorker } from "./support/harness.ts"
+import { withTestClock } from "./support/probes.ts"
 
 const Email = Job.make("dash-email", { args: Schema.Struct({ to: Schema.String }), queue: "dash-mail" })
 const Other = Job.make("dash-other", { args: Schema.Struct({ n: Schema.Number }), queue: "dash-other" })
@@ -171,6 +172,42 @@ layer(TestLayer, { excludeTestServices: true })("Dashboard API", (it) => {
             assert.strictEqual(reply.body._tag, "BadRequest")
           }
         }))
+    }))
+
+  it.effect("throughput: outcomes per minute as { minutes: [...] }, of one queue or all; a bad window is 400", () =>
+    Effect.gen(function*() {
+      const store = yield* JobStore
+      const now = Date.now()
+      // A worker's counts of this minute, as it writes them (internal/Throughput.ts).
+      yield* store.throughputAdd("dash-worker", [{ minute: now - (now % 60_000), queue: "dash-tp", completed: 0, retried: 0, dead: 2, cancelled: 0 }])
+      yield* withTestClock(now, withDashboard({}, (base) =>
+        Effect.gen(function*() {
+          const reply = yield* call(`${base}/api/throughput?queue=dash-tp&minutes=5`)
+          assert.strictEqual(reply.status, 200)
+          const minutes: ReadonlyArray<any> = reply.body.minutes
+          assert.lengthOf(minutes, 5, "zero-filled: every minute of the window")
+          for (const m of minutes) {
+            assert.deepStrictEqual(Object.keys(m), ["at", "queue", "completed", "retried", "dead", "cancelled"])
+            assert.strictEqual(m.queue, "dash-tp")
+          }
+          const times = minutes.map((m) => Date.parse(m.at))
+          assert.deepStrictEqual(times.slice(1).map((t, i) => t - times[i]!), [60_000, 60_000, 60_000, 60_000], "oldest first, a minute apart")
+          assert.strictEqual(times[0]! % 60_000, 0, "minute starts")
+          assert.deepStrictEqual(minutes[4], { at: new Date(now - (now % 60_000)).toISOString(), queue: "dash-tp", completed: 0, retried: 0, dead: 2, cancelled: 0 })
+          assert.strictEqual(minutes.slice(0, 4).reduce((sum, m) => sum + m.completed + m.retried + m.dead + m.cancelled, 0), 0)
+
+          const all = yield* call(`${base}/api/throughput`)
+          assert.strictEqual(all.status, 200)
+          assert.lengthOf(all.body.minutes.filter((m: any) => m.queue === "dash-tp"), 60, "the last hour by default")
+
+          for (const bad of ["minutes=0", "minutes=361", "minutes=abc", "minutes=1.5"]) {
+            const refused = yield* call(`${base}/api/throughput?${bad}`)
+            assert.strictEqual(refused.status, 400, bad)
+            assert.strictEqual(refused.body._tag, "BadRequest")
+          }
+          const openapi = yield* call(`${base}/api/openapi.json`)
+          assert.containsAllKeys(openapi.body.paths, ["/api/throughput"])
+        })))
     }))
 
   it.effect("queues, jobs (filters, search, pages), one job, and the typed errors as JSON", () =>

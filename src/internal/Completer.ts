@@ -80,6 +80,11 @@ export const make = Effect.fnUntraced(function*(options: {
   readonly maxBatch: number
   /** Outcomes waiting to be written above which `room` waits. */
   readonly maxPending: number
+  /**
+   * Called for each outcome written, before its report, with the time the flush started
+   * (the worker's throughput counts, internal/Throughput.ts). Must not throw.
+   */
+  readonly tally?: ((row: FinishRow, applied: Applied, now: number) => void) | undefined
   /** A failure: `Warn` if it is retried, `Error` if something was given up. */
   readonly onError: (message: string, cause: unknown, level: "Warn" | "Error") => Effect.Effect<void>
 }) {
@@ -138,6 +143,7 @@ export const make = Effect.fnUntraced(function*(options: {
 
   const flush = Effect.fnUntraced(function*(batch: ReadonlyArray<Pending>) {
     const rows = batch.map((p) => p.row)
+    const startedAt = yield* Clock.currentTimeMillis
     const changed = abandoned ? none : yield* Effect.raceFirst(
       Effect.interruptible(writeAll(rows)),
       Effect.as(giveUp.await, none)
@@ -147,6 +153,13 @@ export const make = Effect.fnUntraced(function*(options: {
     }
     // Reports run here, after the write. A failing (or throwing) observer must not stop the
     // writer: every later outcome, and graceful shutdown, wait for this loop.
+    const tally = options.tally
+    if (tally !== undefined) {
+      for (const p of batch) {
+        const applied = changed.get(p.row.id)
+        if (applied !== undefined) tally(p.row, applied, startedAt)
+      }
+    }
     for (const p of batch) {
       let report: Effect.Effect<void>
       try {

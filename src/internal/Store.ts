@@ -16,7 +16,7 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Exit, Layer, Scope } from "effect"
-import { SqlClient, type SqlError } from "effect/sql"
+import { SqlClient, type SqlError, type Statement } from "effect/sql"
 import { PgSchema } from "../PgSchema.ts"
 import { assertValid, qualify } from "./schemaName.ts"
 import * as UniqueBatch from "./uniqueBatch.ts"
@@ -53,14 +53,54 @@ const tablesOf = (sql: SqlClient.SqlClient, schema: string) => ({
   queues: sql.literal(qualify(schema, "queues")),
   periodic: sql.literal(qualify(schema, "periodic")),
   bundles: sql.literal(qualify(schema, "bundles")),
-  workers: sql.literal(qualify(schema, "workers"))
+  workers: sql.literal(qualify(schema, "workers")),
+  throughput: sql.literal(qualify(schema, "throughput")),
+  finishedCounts: sql.literal(qualify(schema, "finished_counts"))
 })
+
+/** The start of the minute `millis` falls in, as ISO text: the key of a `throughput` row. */
+const minuteOf = (millis: number): string => new Date(millis - (((millis % 60_000) + 60_000) % 60_000)).toISOString()
+
+/**
+ * SQL: adds the outcomes of one statement to the `throughput` rows of (`minute`, queue, `worker`)
+ * (migrations/0009), for the statements outside the worker's hot path that end jobs (the
+ * rescuer's, an operator's cancel; a worker tallies its own outcomes and writes them once a
+ * second, internal/Throughput.ts). `rows` names a row set with `queue`, `state` (the job's
+ * state after the write: `available` or `scheduled` is a retry) and `counted`. One row per
+ * queue, none at all when nothing is counted.
+ */
+const countThroughput = (
+  sql: SqlClient.SqlClient,
+  table: Statement.Fragment,
+  rows: string,
+  minute: string,
+  worker: string
+) =>
+  sql`
+    INSERT INTO ${table} AS s (minute, queue, worker, completed, retried, dead, cancelled)
+    SELECT ${minute}::timestamptz, c.queue, ${worker},
+           count(*) FILTER (WHERE c.state = 'completed'),
+           count(*) FILTER (WHERE c.state IN ('available', 'scheduled')),
+           count(*) FILTER (WHERE c.state = 'dead'),
+           count(*) FILTER (WHERE c.state = 'cancelled')
+    FROM ${sql.literal(rows)} c
+    WHERE c.counted
+    GROUP BY c.queue
+    ON CONFLICT (minute, queue, worker) DO UPDATE SET
+      completed = s.completed + EXCLUDED.completed, retried = s.retried + EXCLUDED.retried,
+      dead = s.dead + EXCLUDED.dead, cancelled = s.cancelled + EXCLUDED.cancelled`
 
 /**
  * The constant mixed into a worker's advisory lock key (migrations/0006):
  * `hashtextextended(<schema> || ':' || <worker id>, 6)`.
  */
 const workerLockSeed = 6
+
+/**
+ * The key of the transaction-level advisory lock under which one session at a time recounts
+ * the finished jobs (`countsSnapshotRefresh`), mixed with the schema's name ("ej-count").
+ */
+const finishedCountsLockKey = 0x656a2d636f756e74n
 
 /**
  * SQL: whether the session lock of the worker whose id is the expression `id` is held by
@@ -158,6 +198,18 @@ export interface FinishRow {
 export interface Applied {
   readonly state: JobState
   readonly cancelReason: string | null
+  readonly queue: string
+}
+
+/** A worker's outcomes of one minute and queue, not yet in its `throughput` row. */
+export interface ThroughputTally {
+  /** The minute's start, epoch milliseconds. */
+  readonly minute: number
+  readonly queue: string
+  readonly completed: number
+  readonly retried: number
+  readonly dead: number
+  readonly cancelled: number
 }
 
 /**
@@ -286,6 +338,14 @@ export class JobStore extends Context.Service<JobStore, {
     rows: ReadonlyArray<FinishRow>,
     now: number
   ) => Effect.Effect<ReadonlyMap<string, Applied>, SqlError.SqlError>
+  /**
+   * Adds a worker's tallied outcomes to its `throughput` rows (migrations/0009), one row per
+   * (minute, queue) of `rows` (each pair at most once).
+   */
+  readonly throughputAdd: (
+    worker: string,
+    rows: ReadonlyArray<ThroughputTally>
+  ) => Effect.Effect<void, SqlError.SqlError>
   readonly jobHeartbeatMany: (
     held: ReadonlyArray<HeldJob>,
     now: number,
@@ -606,14 +666,16 @@ export class JobStore extends Context.Service<JobStore, {
             `THEN jsonb_set(${"(SELECT o FROM x) -> j.id::text"} -> 'error', '{message}', to_jsonb(j.cancel_reason)) ` +
             `ELSE ${"(SELECT o FROM x) -> j.id::text"} -> 'error' END`
         )
-        const changed = yield* sql<{ readonly id: string; readonly state: JobState; readonly cancel_reason: string | null }>`
+        const changed = yield* sql<
+          { readonly id: string; readonly state: JobState; readonly cancel_reason: string | null; readonly queue: string }
+        >`
           WITH x AS (SELECT ${outcomes}::jsonb AS o),
           deleted AS (
             DELETE FROM ${t.jobs} j
             WHERE j.id = ANY(ARRAY(SELECT k::bigint FROM x, jsonb_each(x.o) AS e(k, v) WHERE v ->> 'state' = 'completed'))
               AND j.claim_count = (${o} ->> 'token')::int AND j.state = 'running'
               AND j.retention_ms = 0 AND j.bundle_id IS NULL
-            RETURNING j.id, 'completed'::text AS state, NULL::text AS cancel_reason
+            RETURNING j.id, 'completed'::text AS state, NULL::text AS cancel_reason, j.queue
           ),
           updated AS (
             UPDATE ${t.jobs} j SET
@@ -645,8 +707,8 @@ export class JobStore extends Context.Service<JobStore, {
               AND NOT (${o} ->> 'state' = 'completed' AND j.retention_ms IS NOT DISTINCT FROM 0 AND j.bundle_id IS NULL)
             RETURNING j.id, j.state, j.cancel_reason, j.queue
           )
-          SELECT c.id::text, c.state, c.cancel_reason
-          FROM (SELECT * FROM deleted UNION ALL SELECT id, state, cancel_reason FROM updated) c
+          SELECT c.id::text, c.state, c.cancel_reason, c.queue
+          FROM (SELECT * FROM deleted UNION ALL SELECT id, state, cancel_reason, queue FROM updated) c
           -- one notification per statement, for Jobs.await (evaluated once, not per row)
           CROSS JOIN (SELECT pg_notify(${channels.done}, '')::text AS n) notify
           -- A zero-delay retry or snooze and a shutdown release leave the job 'available': wake
@@ -656,7 +718,7 @@ export class JobStore extends Context.Service<JobStore, {
           -- (an unreferenced CTE would not be) and removes no result row.
           CROSS JOIN (SELECT count(pg_notify(${channels.new}, q.queue)) AS n
                       FROM (SELECT DISTINCT queue FROM updated WHERE state = 'available') q) wake`
-        return new Map(changed.map((r) => [r.id, { state: r.state, cancelReason: r.cancel_reason }]))
+        return new Map(changed.map((r) => [r.id, { state: r.state, cancelReason: r.cancel_reason, queue: r.queue }]))
       })
 
       /** Extends the leases of jobs still held under the given tokens; returns those still held. */
@@ -799,12 +861,32 @@ export class JobStore extends Context.Service<JobStore, {
                 WHERE o > jsonb_array_length(${validErrors}) + 1 - j.max_errors)
             FROM gone WHERE j.id = gone.id
             RETURNING j.queue, j.state
+          ),
+          -- a lost run is a failure: back to available counts as a retry (migrations/0009)
+          counted AS (${
+          countThroughput(
+            sql,
+            t.throughput,
+            "(SELECT queue, state, true AS counted FROM rescued)",
+            minuteOf(nowMillis),
+            "(rescuer)"
           )
+        })
           SELECT queue, count(*)::int AS n, pg_notify(${channels.new}, queue)::text AS notified,
                  pg_notify(${channels.done}, '')::text AS done
           FROM rescued GROUP BY queue`
         return rows.reduce((sum, r) => sum + r.n, 0)
       })
+
+      const throughputAdd = (worker: string, rows: ReadonlyArray<ThroughputTally>) =>
+        rows.length === 0 ? Effect.void : Effect.asVoid(sql`
+          INSERT INTO ${t.throughput} AS s (minute, queue, worker, completed, retried, dead, cancelled)
+          SELECT to_timestamp(r.minute / 1000.0), r.queue, ${worker}, r.completed, r.retried, r.dead, r.cancelled
+          FROM jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
+            AS r(minute bigint, queue text, completed integer, retried integer, dead integer, cancelled integer)
+          ON CONFLICT (minute, queue, worker) DO UPDATE SET
+            completed = s.completed + EXCLUDED.completed, retried = s.retried + EXCLUDED.retried,
+            dead = s.dead + EXCLUDED.dead, cancelled = s.cancelled + EXCLUDED.cancelled`)
 
       const notifyQueues = (queues: ReadonlyArray<string>) =>
         queues.length === 0
@@ -902,6 +984,7 @@ export class JobStore extends Context.Service<JobStore, {
         jobClaim,
         jobClaimAhead,
         jobFinishMany,
+        throughputAdd,
         jobHeartbeatMany,
         jobPromoteScheduled,
         jobPromoteDue,
@@ -925,6 +1008,25 @@ export interface QueueStateCountRow {
   readonly queue: string
   readonly state: JobState
   readonly count: number
+}
+
+/** The stored count of finished jobs (`finished_counts`, migrations/0009). */
+export interface FinishedCountsSnapshot {
+  readonly counts: ReadonlyArray<QueueStateCountRow>
+  /** Every finished job of every queue. */
+  readonly total: number
+  readonly countedAt: number
+  readonly tookMillis: number
+}
+
+/** One minute of one queue's outcomes, summed over the workers that wrote them. */
+export interface ThroughputRow {
+  readonly minute: Date
+  readonly queue: string
+  readonly completed: number
+  readonly retried: number
+  readonly dead: number
+  readonly cancelled: number
 }
 
 /** Every column of a job, as the management API shows it. */
@@ -996,9 +1098,37 @@ export interface LeaderSession {
 
 export interface ManagementStore {
   /** Jobs per queue and state (one queue, or all). */
-  readonly adminCountByQueueState: (
+  /**
+   * Unfinished jobs (scheduled, available, running) per queue and state, exactly: each state
+   * through its partial index, so the cost follows the jobs waiting and running, never history.
+   */
+  readonly countsUnfinished: (
     queue: string | undefined
   ) => Effect.Effect<ReadonlyArray<QueueStateCountRow>, SqlError.SqlError>
+  /** Finished jobs (completed, dead, cancelled) per queue and state, counted now: reads every finished row. */
+  readonly countsFinished: Effect.Effect<ReadonlyArray<QueueStateCountRow>, SqlError.SqlError>
+  /** The stored count of finished jobs (migrations/0009), if any. */
+  readonly countsSnapshotRead: Effect.Effect<FinishedCountsSnapshot | undefined, SqlError.SqlError>
+  /** Replaces the stored count of finished jobs. */
+  readonly countsSnapshotWrite: (snapshot: FinishedCountsSnapshot) => Effect.Effect<void, SqlError.SqlError>
+  /**
+   * Recounts the finished jobs and stores the count, unless another session is doing it right
+   * now (a transaction-level advisory lock, tried, not waited for) or has stored a count
+   * taken after `staleBefore` (it recounted meanwhile). `measure` wraps the count and gives how long it took (Effect's `Clock`).
+   * Returns the snapshot stored, or `undefined` if this call left it to the other session.
+   */
+  readonly countsSnapshotRefresh: (
+    now: number,
+    staleBefore: number,
+    measure: <A, E>(count: Effect.Effect<A, E>) => Effect.Effect<readonly [A, number], E>
+  ) => Effect.Effect<FinishedCountsSnapshot | undefined, SqlError.SqlError>
+  /** The `throughput` rows since `since` (a minute start), summed over workers, by minute and queue. */
+  readonly throughputSince: (
+    since: number,
+    queue: string | undefined
+  ) => Effect.Effect<ReadonlyArray<ThroughputRow>, SqlError.SqlError>
+  /** Deletes the `throughput` rows of minutes before `before`; returns how many. */
+  readonly throughputPrune: (before: number) => Effect.Effect<number, SqlError.SqlError>
   /** One page of jobs, keyset-paged by id. */
   readonly adminList: (filter: JobListFilter) => Effect.Effect<ReadonlyArray<JobDetailRow>, SqlError.SqlError>
   /** One job with everything stored about it. */
@@ -1193,6 +1323,26 @@ export interface WorkerRow {
   readonly held: number
 }
 
+const allJobStates: ReadonlyArray<JobState> = ["scheduled", "available", "running", "completed", "dead", "cancelled"]
+const finishedJobStates: ReadonlyArray<JobState> = ["completed", "dead", "cancelled"]
+
+/**
+ * SQL: `state` is one of `states`, as an OR of one branch per partial index that holds jobs in
+ * those states: each unfinished state its own (`claim`, `scheduled`, and `lease`, whose
+ * predicate is `lease_expires_at IS NOT NULL`: a running job always has a lease), the
+ * finished ones together (the finished-only indexes). The states are our own words: no
+ * parameters needed.
+ */
+const stateBranches = (states: ReadonlyArray<JobState>): string => {
+  const branches: Array<string> = []
+  if (states.includes("available")) branches.push("state = 'available'")
+  if (states.includes("scheduled")) branches.push("state = 'scheduled'")
+  if (states.includes("running")) branches.push("(state = 'running' AND lease_expires_at IS NOT NULL)")
+  const finished = finishedJobStates.filter((s) => states.includes(s))
+  if (finished.length > 0) branches.push(`state IN (${finished.map((s) => `'${s}'`).join(", ")})`)
+  return branches.length === 0 ? "FALSE" : `(${branches.join(" OR ")})`
+}
+
 /** (Statements that select these order by `jobs.id`: a bare `id` is the text column.) */
 const detailColumns = `id::text, name, queue, state, priority, attempt, max_attempts, run_at, args, result, errors,
   unique_key, metadata, request_id, locked_by, lease_expires_at, created_at, attempted_at, finalized_at, prune_at,
@@ -1204,24 +1354,122 @@ export const makeManagement = (sql: SqlClient.SqlClient, schema: string): Manage
   const channels = channelsOf(schema)
   const json = (value: unknown) => JSON.stringify(value)
 
-  const adminCountByQueueState = (queue: string | undefined) =>
-    sql<QueueStateCountRow>`
-      SELECT queue, state, count(*)::int AS count FROM ${t.jobs}
-      WHERE ${queue === undefined ? sql.literal("TRUE") : sql`queue = ${queue}`}
-      GROUP BY queue, state ORDER BY queue, state`
+  const byQueue = (queue: string | undefined) => (queue === undefined ? sql.literal("") : sql`AND queue = ${queue}`)
 
+  // One branch per state, each with its partial index's predicate (the lease index's is
+  // `lease_expires_at IS NOT NULL`: every running job has a lease, migrations/0001's CHECK).
+  const countsUnfinished = (queue: string | undefined) =>
+    sql<QueueStateCountRow>`
+      SELECT queue, 'available' AS state, count(*)::int AS count FROM ${t.jobs}
+      WHERE state = 'available' ${byQueue(queue)} GROUP BY queue
+      UNION ALL
+      SELECT queue, 'scheduled', count(*)::int FROM ${t.jobs}
+      WHERE state = 'scheduled' ${byQueue(queue)} GROUP BY queue
+      UNION ALL
+      SELECT queue, 'running', count(*)::int FROM ${t.jobs}
+      WHERE state = 'running' AND lease_expires_at IS NOT NULL ${byQueue(queue)} GROUP BY queue`
+
+  const countsFinished = sql<QueueStateCountRow>`
+    SELECT queue, state, count(*)::int AS count FROM ${t.jobs}
+    WHERE state IN ('completed', 'dead', 'cancelled') GROUP BY queue, state`
+
+  const snapshotOf = (row: {
+    readonly counts: unknown
+    readonly total: string | number
+    readonly counted_at: Date
+    readonly took_ms: number
+  }): FinishedCountsSnapshot => ({
+    counts: Array.isArray(row.counts) ? (row.counts as ReadonlyArray<QueueStateCountRow>) : [],
+    total: Number(row.total),
+    countedAt: row.counted_at.getTime(),
+    tookMillis: row.took_ms
+  })
+
+  const countsSnapshotRead = Effect.map(
+    sql<{ readonly counts: unknown; readonly total: string; readonly counted_at: Date; readonly took_ms: number }>`
+      SELECT counts, total, counted_at, took_ms FROM ${t.finishedCounts}`,
+    (rows) => (rows[0] === undefined ? undefined : snapshotOf(rows[0]))
+  )
+
+  const countsSnapshotWrite = (snapshot: FinishedCountsSnapshot) =>
+    Effect.asVoid(sql`
+      INSERT INTO ${t.finishedCounts} (only_row, counts, total, counted_at, took_ms)
+      VALUES (true, ${json(snapshot.counts)}::jsonb, ${snapshot.total}, ${iso(snapshot.countedAt)}::timestamptz,
+              ${Math.min(2_000_000_000, Math.max(0, Math.round(snapshot.tookMillis)))})
+      ON CONFLICT (only_row) DO UPDATE SET counts = EXCLUDED.counts, total = EXCLUDED.total,
+        counted_at = EXCLUDED.counted_at, took_ms = EXCLUDED.took_ms`)
+
+  const countsSnapshotRefresh = (
+    now: number,
+    staleBefore: number,
+    measure: <A, E>(count: Effect.Effect<A, E>) => Effect.Effect<readonly [A, number], E>
+  ) =>
+    sql.withTransaction(Effect.gen(function*() {
+      const [lock] = yield* sql<{ readonly locked: boolean }>`
+        SELECT pg_try_advisory_xact_lock(hashtextextended(${schema}, ${finishedCountsLockKey.toString()}::bigint)) AS locked`
+      if (lock?.locked !== true) return undefined
+      const current = yield* countsSnapshotRead
+      if (current !== undefined && current.countedAt > staleBefore) return undefined
+      const [counts, took] = yield* measure(countsFinished)
+      const snapshot: FinishedCountsSnapshot = {
+        counts,
+        total: counts.reduce((sum, r) => sum + r.count, 0),
+        countedAt: now,
+        tookMillis: took
+      }
+      yield* countsSnapshotWrite(snapshot)
+      return snapshot
+    }))
+
+  const throughputSince = (since: number, queue: string | undefined) =>
+    sql<ThroughputRow>`
+      SELECT minute, queue, sum(completed)::int AS completed, sum(retried)::int AS retried,
+             sum(dead)::int AS dead, sum(cancelled)::int AS cancelled
+      FROM ${t.throughput}
+      WHERE minute >= ${iso(since)}::timestamptz ${byQueue(queue)}
+      GROUP BY minute, queue ORDER BY minute, queue`
+
+  const throughputPrune = (before: number) =>
+    Effect.map(
+      sql<{ readonly n: number }>`
+        WITH deleted AS (DELETE FROM ${t.throughput} WHERE minute < ${iso(before)}::timestamptz RETURNING 1)
+        SELECT count(*)::int AS n FROM deleted`,
+      (rows) => rows[0]?.n ?? 0
+    )
+
+  /**
+   * A page of jobs. The filter on state is written as one branch per index that holds those
+   * jobs (`stateBranches`), so that for a filter no index covers on its own (a job name, a
+   * unique key, a queue without a state), the planner can combine the partial indexes, each
+   * proved usable by its branch, instead of reading the table: finished history through the
+   * finished-only indexes (state with queue, name or unique key, migrations/0004 and 0009),
+   * unfinished jobs through their own (claim, scheduled, lease), which hold only them. When the
+   * filter matches many jobs, walking the primary key in id order is cheaper, and it does that.
+   *
+   * Oldest first among unfinished states only, the primary key is not walked: unfinished jobs
+   * sit at the newest end of the ids (a job waits behind the history finished before it was
+   * enqueued), and the walk from the oldest id would read the whole history before the first
+   * of them. Ordering by `id + 0` makes the planner read those jobs from their partial
+   * indexes and sort them (a read of the jobs in those states, never of history).
+   */
   const adminList = (f: JobListFilter) => {
     const where = [sql.literal("TRUE")]
-    if (f.states !== undefined) where.push(sql`state IN ${sql.in(f.states)}`)
+    const filtered = f.queue !== undefined || f.name !== undefined || f.uniqueKey !== undefined
+    if (f.states !== undefined || filtered) where.push(sql.literal(stateBranches(f.states ?? allJobStates)))
     if (f.queue !== undefined) where.push(sql`queue = ${f.queue}`)
     if (f.name !== undefined) where.push(sql`name = ${f.name}`)
     if (f.uniqueKey !== undefined) where.push(sql`unique_key = ${f.uniqueKey}`)
     if (f.after !== undefined) {
       where.push(f.order === "newest" ? sql`id < ${f.after}::bigint` : sql`id > ${f.after}::bigint`)
     }
+    const onlyUnfinished = f.states !== undefined && f.states.every((s) => !finishedJobStates.includes(s))
+    const key = f.order === "oldest" && onlyUnfinished ? "jobs.id + 0" : "jobs.id"
+    // Unprepared: planned for this call's values. The driver prepares statements by name, and
+    // after five runs Postgres may keep a generic plan made for an average value: for
+    // `name = $1` that is the walk of the primary key, which a rare name reads to its end.
     return sql<JobDetailRow>`
       SELECT ${sql.literal(detailColumns)} FROM ${t.jobs} WHERE ${sql.and(where)}
-      ORDER BY jobs.id ${sql.literal(f.order === "newest" ? "DESC" : "ASC")} LIMIT ${f.limit}`
+      ORDER BY ${sql.literal(key)} ${sql.literal(f.order === "newest" ? "DESC" : "ASC")} LIMIT ${f.limit}`.unprepared
   }
 
   const adminGet = (id: string) =>
@@ -1315,6 +1563,7 @@ export const makeManagement = (sql: SqlClient.SqlClient, schema: string): Manage
         case "available": {
           const entry = json({ attempt: 0, at: now, kind: "Cancelled", message: reason })
           yield* sql`
+            WITH cancelled AS (
             UPDATE ${t.jobs} SET
               state = 'cancelled', finalized_at = ${now}::timestamptz,
               prune_at = CASE WHEN retention_ms IS NOT NULL
@@ -1325,7 +1574,12 @@ export const makeManagement = (sql: SqlClient.SqlClient, schema: string): Manage
                   WITH ORDINALITY AS t(e, o)
                 WHERE o > jsonb_array_length(errors) + 1 - max_errors)
             WHERE id = ${id}::bigint
-            RETURNING pg_notify(${channels.done}, '')::text`
+            RETURNING queue, state, pg_notify(${channels.done}, '')::text AS notified
+            ),
+            counted AS (${
+            countThroughput(sql, t.throughput, "(SELECT queue, state, true AS counted FROM cancelled)", minuteOf(nowMillis), "(operator)")
+          })
+            SELECT notified FROM cancelled`
           return { _tag: "Cancelled", queue: found.queue } as CancelRow
         }
         case "running": {
@@ -1679,7 +1933,13 @@ export const makeManagement = (sql: SqlClient.SqlClient, schema: string): Manage
     jobUnhandledHead,
     jobDeadLetterUnhandled,
     jobCountAvailable,
-    adminCountByQueueState,
+    countsUnfinished,
+    countsFinished,
+    countsSnapshotRead,
+    countsSnapshotWrite,
+    countsSnapshotRefresh,
+    throughputSince,
+    throughputPrune,
     adminList,
     adminGet,
     jobRetry,

@@ -1,6 +1,7 @@
 /**
- * The pruner: deletes finished jobs whose retention ran out. One node at a time does it,
- * the leader (internal/maintenance/Leader.ts).
+ * The pruner: deletes finished jobs whose retention ran out, and the dashboard's per-minute
+ * throughput rows older than 6 hours. One node at a time does it, the leader
+ * (internal/maintenance/Leader.ts).
  *
  * Two leaders at once (the old one has not noticed yet) are harmless: pruning
  * deletes with `SKIP LOCKED`, and deleting what is already gone does nothing.
@@ -56,6 +57,9 @@ export const validate = (options: Options): Effect.Effect<Resolved, InvalidWorke
     catch: (e) => (e instanceof InvalidWorkerConfig ? e : new InvalidWorkerConfig({ message: String(e) }))
   })
 
+/** How long the per-minute `throughput` rows are kept: `JobsAdmin.throughput` reads up to 6 hours back. */
+export const throughputKeptMillis = 6 * 60 * 60 * 1000
+
 /** What `Worker.pruner` is on a worker built with `pruner: false`. */
 export const none: Pruner = {
   isLeader: Effect.succeed(false),
@@ -82,6 +86,8 @@ export const make = Effect.fnUntraced(function*(
 
   const pruneDue = Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
+    // The dashboard's per-minute throughput (migrations/0009): a few rows per minute.
+    yield* store.throughputPrune(now - throughputKeptMillis)
     while (true) {
       const n = yield* store.jobPruneExpired(now, config.batchSize)
       pruned += n

@@ -15,6 +15,7 @@
  *   Controls.ts    reconfigure, setConcurrency, pause/resume, status, the control poll
  *   TestSignals.ts points in the worker's life a test can wait on (River's test signals)
  *   ../Completer.ts          outcomes written in batches
+ *   ../Throughput.ts         outcomes counted per minute, written once a second
  *   ../maintenance/          promoter and rescuer (every worker), pruner and no-handler check (the leader)
  *
  * @internal
@@ -27,6 +28,7 @@ import * as Promoter from "../maintenance/Promoter.ts"
 import * as Pruner from "../maintenance/Pruner.ts"
 import * as Rescuer from "../maintenance/Rescuer.ts"
 import * as Running from "../Running.ts"
+import * as Throughput from "../Throughput.ts"
 import { JobStore } from "../Store.ts"
 import { Observer } from "../../Observer.ts"
 import type { Options, Service } from "../../Worker.ts"
@@ -92,7 +94,15 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   yield* checkPool(config, options.pruner !== false, pool.maxConnections ?? 10)
   const store = yield* JobStore
   const observer = yield* Observer
+  // Before the completer: its finalizer (the last counts written) then runs after the
+  // completer's last outcomes are in.
+  const throughput = yield* Throughput.make({
+    workerId: config.workerId,
+    store,
+    onError: (message, cause) => observer.workerError("*", message, cause, "Warn")
+  })
   const completer = yield* Completer.make({
+    tally: throughput.tally,
     maxBatch: config.maxCompletionBatch,
     maxPending: config.maxPendingOutcomes,
     onError: (message, cause, level) => observer.workerError("*", message, cause, level)
