@@ -12,7 +12,7 @@
  * (`apt-get install chromium`).
  */
 import { assert, layer } from "@effect/vitest"
-import { Deferred, Effect, Layer, Option, Schema } from "effect"
+import { Deferred, Effect, Layer, Option, Schedule, Schema } from "effect"
 import { existsSync, mkdirSync } from "node:fs"
 // Imported once, when the file loads: importing playwright-core takes about a second of
 // synchronous work, which in the middle of a test would stall the worker's registration
@@ -127,7 +127,15 @@ layer(TestLayer, { excludeTestServices: true })("Dashboard UI in Chromium", (it)
               yield* ui(() => row.locator(`td[data-state="completed"]`).filter({ hasText: /^5$/ }).waitFor())
               assert.strictEqual(yield* ui(() => row.locator(`td[data-state="dead"]`).innerText()), "1")
               assert.strictEqual(yield* ui(() => row.locator(`td[data-state="running"]`).innerText()), "1")
-              const throughput = yield* call(`${base}/api/throughput?minutes=60`)
+              // Workers write their outcome tallies once a second (internal/Throughput.ts): wait
+              // until this test's five completions are in, then draw the page again.
+              const completedIn = (reply: any) =>
+                reply.status === 200 ? reply.body.minutes.reduce((n: number, m: any) => n + m.completed, 0) : Infinity
+              const throughput = yield* call(`${base}/api/throughput?minutes=60`).pipe(
+                Effect.repeat({ until: (reply) => completedIn(reply) >= 5, schedule: Schedule.spaced("100 millis") }),
+                Effect.timeoutOrElse({ duration: "10 seconds", orElse: () => Effect.die(new Error("throughput never counted the 5 completed jobs")) })
+              )
+              yield* ui(() => page.reload())
               if (throughput.status === 404) {
                 // a server without the endpoint: the page says so, and works on
                 yield* ui(() => page.locator(".charts .no-data").filter({ hasText: "no data" }).waitFor())
