@@ -7,9 +7,18 @@
  * `jsonb_to_recordset`, so a 5,000-row batch is one statement with a constant
  * number of parameters.
  *
- * Times come from Effect's `Clock` and are passed in (`now`), so every process
- * and every test agrees on one clock, and `TestClock` controls delays, retries
- * and lease expiry in tests.
+ * Times come from Effect's `Clock` and are passed in (`now`): when a job is due
+ * (`run_at`: delays, retries, snoozes, promotion), when it was attempted and
+ * finished, when it is pruned, the timestamps of its errors. So `TestClock`
+ * controls delays and retries in tests (src/Testing.ts's drains rely on it).
+ *
+ * Lease deadlines are the exception: `lease_expires_at` is set (claim, heartbeat)
+ * and compared (rescue) on the database's clock, `now()`, never on a process's.
+ * A lease is written by one process and judged by another, and two processes'
+ * clocks need not agree: a rescuer whose clock ran 10 s ahead took live jobs of
+ * others. The worker watches its own leases as durations on its own clock
+ * (src/internal/worker/Lease.ts). The registry's `last_seen_at` is on the
+ * database's clock too.
  *
  * Ids are `bigint` in the table and strings in JavaScript (cast with `::text`),
  * so they survive JSON and never lose precision.
@@ -248,9 +257,9 @@ export class JobStore extends Context.Service<JobStore, {
     rows: ReadonlyArray<FinishRow>,
     now: number
   ) => Effect.Effect<ReadonlyMap<string, Applied>, SqlError.SqlError>
+  /** Extends the leases (to the database's `now() + leaseMillis`) of the jobs still held under these tokens. */
   readonly jobHeartbeatMany: (
     held: ReadonlyArray<HeldJob>,
-    now: number,
     leaseMillis: number
   ) => Effect.Effect<Heartbeat, SqlError.SqlError>
   readonly jobPromoteScheduled: (now: number, limit: number) => Effect.Effect<number, SqlError.SqlError>
@@ -434,8 +443,8 @@ export class JobStore extends Context.Service<JobStore, {
 
       /**
        * Claims up to `limit` runnable jobs of a queue in one statement. Each claim
-       * starts an attempt, takes a lease until `now + lease`, and bumps the fencing
-       * token. `SKIP LOCKED` lets any number of workers claim side by side.
+       * starts an attempt, takes a lease until the database's `now() + lease`, and bumps
+       * the fencing token. `SKIP LOCKED` lets any number of workers claim side by side.
        */
       const jobClaim = Effect.fnUntraced(function*(o: {
         readonly queue: string
@@ -464,7 +473,8 @@ export class JobStore extends Context.Service<JobStore, {
               attempt = CASE WHEN j.attempt >= 2147483647 THEN j.attempt ELSE j.attempt + 1 END,
               claim_count = CASE WHEN j.claim_count >= 2147483647 THEN 1 ELSE j.claim_count + 1 END,
               attempted_at = ${now}::timestamptz,
-              lease_expires_at = ${now}::timestamptz + ${o.leaseMillis} * interval '1 millisecond',
+              -- the database's clock: the rescuer of another process compares it (see the top of this file)
+              lease_expires_at = now() + ${o.leaseMillis} * interval '1 millisecond',
               locked_by = ${o.workerId}
           WHERE j.id = ANY(ARRAY(
             SELECT id FROM ${t.jobs}
@@ -565,7 +575,6 @@ export class JobStore extends Context.Service<JobStore, {
       /** Extends the leases of jobs still held under the given tokens; returns those still held. */
       const jobHeartbeatMany = Effect.fnUntraced(function*(
         held: ReadonlyArray<HeldJob>,
-        nowMillis: number,
         leaseMillis: number
       ) {
         const tokens: Record<string, number> = {}
@@ -586,7 +595,7 @@ export class JobStore extends Context.Service<JobStore, {
           ),
           extended AS (
             UPDATE ${t.jobs} j
-            SET lease_expires_at = ${iso(nowMillis)}::timestamptz + ${leaseMillis} * interval '1 millisecond'
+            SET lease_expires_at = now() + ${leaseMillis} * interval '1 millisecond' -- the database's clock, as the claim
             WHERE j.id = ANY(ARRAY(SELECT id FROM locked))
             RETURNING j.id
           )
@@ -621,9 +630,11 @@ export class JobStore extends Context.Service<JobStore, {
        * held by a registered worker whose session lock is gone (it died: `WorkerDied`):
        * back to `available` to run again, or to `dead` if that was their last attempt.
        * The claim already counted the lost attempt (a job that was only buffered spends one
-       * too: the row does not say whether its run started). Also deletes the rows of
-       * workers dead for a while. The fencing token is not touched
-       * here: the next claim bumps it, which is what locks the old holder out.
+       * too: the row does not say whether its run started). Leases are judged by the
+       * database's clock; `nowMillis` (the caller's Clock) times the `run_at`, the error
+       * entries and the finish. Also deletes the rows of workers dead for a while. The
+       * fencing token is not touched here: the next claim bumps it, which is what locks the
+       * old holder out.
        */
       const jobRescueExpired = Effect.fnUntraced(function*(nowMillis: number, limit: number) {
         const now = iso(nowMillis)
@@ -636,7 +647,7 @@ export class JobStore extends Context.Service<JobStore, {
           ),
           lapsed AS (
             SELECT id, false AS orphaned FROM ${t.jobs}
-            WHERE state = 'running' AND lease_expires_at < ${now}::timestamptz
+            WHERE state = 'running' AND lease_expires_at < now()
             ORDER BY lease_expires_at
             LIMIT ${limit}
             FOR UPDATE SKIP LOCKED
@@ -644,7 +655,7 @@ export class JobStore extends Context.Service<JobStore, {
           orphaned AS (
             SELECT id, true AS orphaned FROM ${t.jobs}
             WHERE lease_expires_at IS NOT NULL AND state = 'running'
-              AND lease_expires_at >= ${now}::timestamptz
+              AND lease_expires_at >= now()
               AND locked_by IN (SELECT id FROM dead_workers
                                 WHERE last_seen_at < now() - ${workerGraceMillis} * interval '1 millisecond')
             LIMIT ${limit}
@@ -655,7 +666,7 @@ export class JobStore extends Context.Service<JobStore, {
             -- rows of workers dead for a while, with no running job left under their name
             DELETE FROM ${t.workers} w
             WHERE w.id IN (SELECT id FROM dead_workers)
-              AND w.last_seen_at < ${iso(nowMillis - deadWorkerRowMillis)}::timestamptz
+              AND w.last_seen_at < now() - ${deadWorkerRowMillis} * interval '1 millisecond'
               AND NOT EXISTS (SELECT 1 FROM ${t.jobs} r WHERE r.lease_expires_at IS NOT NULL AND r.state = 'running' AND r.locked_by = w.id)
           ),
           rescued AS (
@@ -1302,7 +1313,7 @@ export const makeManagement = (sql: SqlClient.SqlClient, schema: string): Manage
       )
       return {
         pid: row.pid,
-        // a row deleted meanwhile (dead for a minute by the rescuer's clock) comes back
+        // a row deleted meanwhile (dead for a minute by the rescuer) comes back
         check: Effect.asVoid(run(
           `INSERT INTO ${qualify(schema, "workers")} (id, queues, concurrency)
            SELECT $1, ARRAY(SELECT jsonb_array_elements_text($2::jsonb)), $3

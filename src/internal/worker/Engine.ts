@@ -125,11 +125,15 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const cancel = Cancel.make({ held, producers, completer, observer, running })
   if (config.listen) yield* Listener.start({ store, observer, producers, cancel })
   yield* Lease.start({ config, store, observer, held, producers, running })
+  const signals = yield* TestSignals
   const maintenance = Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
     yield* Promoter.runOnce(store, now)
     yield* Rescuer.runOnce(store, now)
-  }).pipe(Effect.catchCause((cause) => observer.workerError("*", "maintenance failed", Cause.squash(cause), "Warn")))
+  }).pipe(
+    Effect.catchCause((cause) => observer.workerError("*", "maintenance failed", Cause.squash(cause), "Warn")),
+    Effect.andThen(signals.maintained)
+  )
   yield* Effect.forkScoped(
     Effect.forever(Effect.andThen(maintenance, Effect.suspend(() => Effect.sleep(jitter(config.maintenanceMillis)))))
   )
@@ -140,7 +144,6 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     : yield* Pruner.make(options.pruner ?? {}, (message, cause) => observer.workerError("*", message, cause, "Warn"))
 
   // Added last, so it runs first when the scope closes.
-  const signals = yield* TestSignals
   yield* Effect.addFinalizer(() => shutdown(config, producers, running, completer, signals))
 
   return {

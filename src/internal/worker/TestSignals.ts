@@ -10,8 +10,10 @@ import { Context, Effect } from "effect"
 export interface Signals {
   /** Shutdown: every claim loop has been told to stop (not yet awaited). */
   readonly producersInterrupted: Effect.Effect<void>
+  /** A maintenance round (promotion, then rescue) has ended, well or not. */
+  readonly maintained: Effect.Effect<void>
 }
 
 export const TestSignals = Context.Reference<Signals>("effect-jobs/internal/TestSignals", {
-  defaultValue: () => ({ producersInterrupted: Effect.void })
+  defaultValue: () => ({ producersInterrupted: Effect.void, maintained: Effect.void })
 })
