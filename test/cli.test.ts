@@ -182,12 +182,12 @@ describe("migrate", () => {
     await fails(["status"], /schema "effect_jobs" has no effect-jobs tables in this database: run `effect-jobs migrate`/, env)
     const before = await okJson(["migrate", "--status"], env)
     expect(before.applied).toEqual([])
-    expect(before.pending.map((m: { id: number }) => m.id)).toEqual([1, 2, 3, 4, 5, 6])
+    expect(before.pending.map((m: { id: number }) => m.id)).toEqual([1, 2, 3, 4, 5, 6, 7])
     const human = await ok(["migrate", "--status"], env)
     expect(human).toMatch(/^VERSION\s+NAME\s+STATE\s+APPLIED AT\n0001\s+create_jobs\s+pending\s+-\n/)
-    expect(human).toContain("0 applied, 6 pending in schema effect_jobs")
+    expect(human).toContain("0 applied, 7 pending in schema effect_jobs")
 
-    expect(await ok(["migrate"], env)).toMatch(/^applied 6 migrations to schema effect_jobs: 0001_create_jobs, 0002_cancel_requests, .*0006_workers\n$/)
+    expect(await ok(["migrate"], env)).toMatch(/^applied 7 migrations to schema effect_jobs: 0001_create_jobs, 0002_cancel_requests, .*0006_workers, 0007_buffered\n$/)
     expect(await ok(["migrate"], env)).toBe("schema effect_jobs is up to date\n")
     expect(await okJson(["migrate"], env)).toEqual({ schema: "effect_jobs", applied: [] })
     const after = await okJson(["migrate", "--status"], env)
@@ -196,7 +196,7 @@ describe("migrate", () => {
     expect(Number.isNaN(Date.parse(after.applied[0].appliedAt))).toBe(false)
 
     // Another schema in the same database is a queue of its own, migrated apart.
-    expect(await ok(["migrate", "--schema", "other_jobs"], env)).toMatch(/^applied 6 migrations to schema other_jobs/)
+    expect(await ok(["migrate", "--schema", "other_jobs"], env)).toMatch(/^applied 7 migrations to schema other_jobs/)
     expect(await okJson(["status", "--schema", "other_jobs"], env)).toEqual({ schema: "other_jobs", queues: [] })
     await fails(["migrate", "--status", "--print-sql"], /cannot be used together/, env)
   })

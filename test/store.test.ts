@@ -6,7 +6,7 @@ import { assert, layer } from "@effect/vitest"
 import { Deferred, Effect, Fiber, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { Job, Jobs } from "../src/index.ts"
-import { JobStore } from "../src/internal/Store.ts"
+import { JobStore, maxFreeReturns } from "../src/internal/Store.ts"
 import * as TestDb from "./support/db.ts"
 import { getJob, toPowerOfTen } from "./support/harness.ts"
 import { leaseLapsed } from "./support/probes.ts"
@@ -117,6 +117,52 @@ layer(TestLayer, { excludeTestServices: true })("store", (it) => {
       // Once the lock is gone, a is extended again.
       const again = yield* store.jobHeartbeatMany([{ id: a, token: 1 }], 600_000)
       assert.deepStrictEqual([...again.extended], [a])
+    }))
+
+  it.effect("a dead worker's buffered job gets its attempt back, at most maxFreeReturns times; a job claimed to start at once spends it", () =>
+    Effect.gen(function*() {
+      const store = yield* JobStore
+      const sql = yield* SqlClient.SqlClient
+      const jobs = yield* Jobs.Jobs
+      // A registered worker that died: its row, last seen 10 s ago, and nobody holds its lock.
+      yield* sql`INSERT INTO effect_jobs.workers (id, queues, concurrency, last_seen_at)
+                 VALUES ('ghost', '{s-poison}', 1, now() - interval '10 seconds')`
+      const claimAs = (queue: string, workerId: string, startNow: number, leaseMillis = 60_000) =>
+        store.jobClaim({ queue, limit: 1, now: Date.now(), leaseMillis, workerId, startNow })
+      const rescued = (id: string) =>
+        Effect.gen(function*() {
+          assert.strictEqual(yield* store.jobRescueExpired(Date.now(), 100), 1)
+          const r = (yield* getJob(id))!
+          return [r.state, r.attempt, r.errors.at(-1)!.message.includes("died before the job started")] as const
+        })
+
+      // A job that kills its worker each time it starts from the buffer, before the beat that
+      // would clear its mark: given back maxFreeReturns times, then its attempts are spent.
+      const poison = yield* jobs.enqueue(Fenced, {}, { queue: "s-poison", maxAttempts: 2 })
+      const seen: Array<readonly [string, number, boolean]> = []
+      for (let claims = 0; claims < maxFreeReturns + 5 && seen.at(-1)?.[0] !== "dead"; claims++) {
+        const [claimed] = yield* claimAs("s-poison", "ghost", 0)
+        assert.strictEqual(claimed?.id, poison)
+        seen.push(yield* rescued(poison))
+      }
+      assert.deepStrictEqual(seen, [
+        ...Array.from({ length: maxFreeReturns }, () => ["available", 0, true] as const),
+        ["available", 1, false],
+        ["dead", 2, false]
+      ])
+
+      // Claimed among the free slots (not marked): the attempt is spent at once.
+      const started = yield* jobs.enqueue(Fenced, {}, { queue: "s-poison-started" })
+      yield* claimAs("s-poison-started", "ghost", 1)
+      assert.deepStrictEqual(yield* rescued(started), ["available", 1, false])
+
+      // A worker that is not registered (listen: false) has no beat to clear its marks: they
+      // are not trusted, its lapsed jobs spend their attempt.
+      const unregistered = yield* jobs.enqueue(Fenced, {}, { queue: "s-poison-unregistered" })
+      yield* claimAs("s-poison-unregistered", "nobody", 0, 1)
+      yield* leaseLapsed(unregistered)
+      assert.deepStrictEqual(yield* rescued(unregistered), ["available", 1, false])
+      assert.strictEqual((yield* getJob(unregistered))?.errors.at(-1)?.kind, "LeaseExpired")
     }))
 
   it.effect("claims come back in id order when the ids cross a power of ten (999, 1000, ...)", () =>

@@ -192,15 +192,20 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
     const limit = room()
     if (limit <= 0) return
     const wakesBefore = wakes
+    // The first `startNow` rows start at once (dispatch ran just before: the buffer is empty
+    // if any slot is free); the rest wait in the buffer and are marked so (migrations/0007).
+    const startNow = Math.max(0, queue.concurrency - inFlight - buffer.length)
     const rows = yield* store.jobClaim({
       queue: queue.name,
       limit,
       now,
       leaseMillis: config.leaseMillis,
       workerId: config.workerId,
-      names: executor.names // only the jobs this worker can run (rolling deploys: docs/workers.md)
+      names: executor.names, // only the jobs this worker can run (rolling deploys: docs/workers.md)
+      startNow
     })
-    for (const row of rows) buffer.push(held.claim(row, now + config.leaseMillis)) // in claim order (the statement sorts them)
+    // in claim order (the statement sorts them)
+    for (let i = 0; i < rows.length; i++) buffer.push(held.claim(rows[i]!, now + config.leaseMillis, i >= startNow))
     // A short claim means the queue is drained, unless a NOTIFY came in meanwhile.
     if (rows.length < limit && wakes === wakesBefore) hungry = false
   })).pipe(
