@@ -304,7 +304,7 @@ layer(Layer.mergeAll(Jobs.layer).pipe(Layer.provideMerge(TestDb.layer())), { exc
           assert.strictEqual(attemptRun.get(id), 1)
           assert.strictEqual(r.claim_count, 2, "claimed twice")
           assert.deepStrictEqual(r.errors.map((e) => [e.attempt, e.kind]), [[1, "WorkerDied"]])
-          assert.include(r.errors[0]!.message, "(doomed) died before the job started")
+          assert.include(r.errors[0]!.message, "(doomed) died before it was seen to start the job")
         }
         for (const id of ids.slice(0, 2)) assert.deepStrictEqual([byId.get(id)!.attempt, byId.get(id)!.errors], [1, []])
       }), { timeout: 60_000 })

@@ -133,7 +133,7 @@ layer(TestLayer, { excludeTestServices: true })("store", (it) => {
         Effect.gen(function*() {
           assert.strictEqual(yield* store.jobRescueExpired(Date.now(), 100), 1)
           const r = (yield* getJob(id))!
-          return [r.state, r.attempt, r.errors.at(-1)!.message.includes("died before the job started")] as const
+          return [r.state, r.attempt, r.errors.at(-1)!.message.includes("died before it was seen to start the job")] as const
         })
 
       // A job that kills its worker each time it starts from the buffer, before the beat that

@@ -723,8 +723,8 @@ export class JobStore extends Context.Service<JobStore, {
                   'message', CASE
                     WHEN gone.gives_back
                     THEN CASE WHEN gone.orphaned THEN '' ELSE 'lease expired: ' END ||
-                         'the worker holding the job (' || j.locked_by || ') died before the job started ' ||
-                         '(it was in its buffer): the attempt is given back'
+                         'the worker holding the job (' || j.locked_by || ') died before it was seen to start the job ' ||
+                         '(claimed into its buffer; or started less than a beat, 500 ms, before): the attempt is given back'
                     WHEN gone.orphaned
                     THEN 'the worker holding the job (' || j.locked_by || ') died: its database session ended'
                     ELSE 'lease expired: the worker holding the job (' || COALESCE(j.locked_by, '?') || ') stopped heartbeating' END

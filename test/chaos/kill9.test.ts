@@ -180,7 +180,7 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
         WHERE e->>'kind' IN ('LeaseExpired', 'WorkerDied')`
       const rescuedAt = new Map(rescues.map((r) => [
         `${r.id}/${r.attempt}/${/\(([^)]*)\)/.exec(r.message)?.[1] ?? "?"}`,
-        { at: Date.parse(r.at), kind: r.kind, givenBack: r.message.includes("died before the job started") }
+        { at: Date.parse(r.at), kind: r.kind, givenBack: r.message.includes("died before it was seen to start the job") }
       ]))
       const rescueMs: Array<number> = []
       const workerDiedMs: Array<number> = []
