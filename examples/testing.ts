@@ -105,8 +105,8 @@ const onTestClock = Testing.withTestClock(
 )
 
 // 3b. A worker you run yourself on the TestClock, and `advanceUntil` to move the clock until the
-//     reminder (due in 1 day) has completed. Steps stay under the lease (30 s by default): a worker
-//     that sees a whole lease pass between heartbeats stops the job it runs.
+//     reminder (due in 1 day) has completed. (Leases and heartbeats run in real time, so any step
+//     is safe while a job runs.)
 const ownWorker = Testing.withTestClock(
   start,
   Effect.gen(function*() {

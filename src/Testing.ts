@@ -368,9 +368,10 @@ const requireTestClock = (what: string): Effect.Effect<TestClock.TestClock> =>
  * `Worker.layer` inside `self`) shuts down there, on the same clock.
  *
  * Only Effect's `Clock` is virtual: the database, its connections and their
- * SQL run in real time. Everything the library writes is timed by the `Clock`
- * (`run_at`, leases, error timestamps), so a worker on the TestClock sees jobs
- * fall due as the TestClock moves, not as real time passes. Jobs enqueued
+ * SQL run in real time. What the library writes is timed by the `Clock`
+ * (`run_at`, error timestamps), so a worker on the TestClock sees jobs fall due
+ * as the TestClock moves, not as real time passes. Lease deadlines are on the
+ * database's clock (real time). Jobs enqueued
  * outside `self` (on the real clock) are due by real time: give them a `start`
  * later than that, or enqueue inside `self`.
  *

@@ -13,7 +13,7 @@ import { type ClaimedJobRow, JobStore } from "../src/internal/Store.ts"
 import type { ListOptions } from "../src/JobsAdmin.ts"
 import * as TestDb from "./support/db.ts"
 import { startWorker, toPowerOfTen } from "./support/harness.ts"
-import { makeProbe, row } from "./support/probes.ts"
+import { leaseLapsed, makeProbe, row } from "./support/probes.ts"
 
 const Task = Job.make("admin-task", { args: Schema.Struct({ n: Schema.Number }), queue: "adm" })
 const Keyed = Job.make("admin-keyed", { args: Schema.Struct({}), queue: "adm-key" })
@@ -386,7 +386,7 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
       const store = yield* JobStore
       const [a, b] = yield* jobs.enqueueMany(Task, [{ n: 1 }, { n: 2 }], { queue: "adm-cancel-race" })
       const now = Date.now()
-      const claimed = yield* store.jobClaim({ queue: "adm-cancel-race", limit: 2, now, leaseMillis: 1000, workerId: "test" })
+      const claimed = yield* store.jobClaim({ queue: "adm-cancel-race", limit: 2, now, leaseMillis: 50, workerId: "test" })
       assert.strictEqual(claimed.length, 2)
       assert.strictEqual(yield* admin.cancel(a!), "cancelRequested")
       assert.strictEqual(yield* admin.cancel(b!), "cancelRequested")
@@ -403,6 +403,7 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
       }], now)
       assert.strictEqual((yield* row(a!)).state, "cancelled")
       // b: its worker died; the rescue of the lapsed lease ends it cancelled, not available
+      yield* leaseLapsed(b!)
       yield* store.jobRescueExpired(now + 5000, 100)
       assert.strictEqual((yield* row(b!)).state, "cancelled")
       assert.lengthOf(yield* store.jobClaim({ queue: "adm-cancel-race", limit: 10, now: now + 10_000, leaseMillis: 1000, workerId: "test" }), 0)

@@ -12,9 +12,12 @@ import { assert, layer } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
 import { Clock, Effect, Exit, Layer, Option, Redacted, Schema, Scope } from "effect"
 import { SqlClient } from "effect/sql"
+import { spawn } from "node:child_process"
+import { createInterface } from "node:readline"
 import { Job, Jobs, JobsAdmin, Worker } from "../src/index.ts"
 import { JobStore } from "../src/internal/Store.ts"
 import * as TestDb from "./support/db.ts"
+import { startWorker } from "./support/harness.ts"
 import { waitFor } from "./support/probes.ts"
 
 /** Waits on the database's state: `waitFor` of test/support/probes.ts at 20 ms, for at most 12 s. */
@@ -215,5 +218,95 @@ layer(Layer.mergeAll(Jobs.layer, JobStore.layer).pipe(Layer.provideMerge(TestDb.
         assert.strictEqual(row?.locked_by, "keeper")
         assert.deepStrictEqual(row?.errors, [])
       }), { timeout: 15_000 })
+  }
+)
+
+interface MarkedRow {
+  readonly id: string
+  readonly state: string
+  readonly attempt: number
+  readonly claim_count: number
+  readonly buffered: boolean
+  readonly locked_by: string | null
+  readonly errors: ReadonlyArray<{ readonly attempt: number; readonly kind: string; readonly message: string }>
+}
+
+const markedRows = (queue: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql<MarkedRow>`SELECT id::text, state, attempt, claim_count, buffered, locked_by, errors FROM effect_jobs.jobs
+                   WHERE queue = ${queue} ORDER BY id`)
+
+layer(Layer.mergeAll(Jobs.layer).pipe(Layer.provideMerge(TestDb.layer())), { excludeTestServices: true })(
+  "a worker process killed (SIGKILL) with jobs in its buffer (migrations/0007)",
+  (it) => {
+    it.effect("its never-started jobs come back with their attempt given back; its started ones spend theirs (WorkerDied); all complete", () =>
+      Effect.gen(function*() {
+        const { url } = yield* TestDb.TestDb
+        const queue = "rescue-buffer"
+        const Sleepy = Job.make("sleepy", { args: Schema.Struct({ n: Schema.Number, quick: Schema.optional(Schema.Boolean) }), queue })
+        // Jobs 1 and 2 complete at once; 3 and 4 then start from the buffer and never end; 5 to 8 wait in the buffer.
+        const ids = yield* (yield* Jobs.Jobs).enqueueMany(Sleepy, Array.from({ length: 8 }, (_, i) => ({ n: i + 1, quick: i < 2 })))
+        // Concurrency 2, prefetch 4: the first claim takes 1-6 (1 and 2 start at once: not marked), the
+        // next one 7 and 8 (no slot free: marked). The default 30 s lease: the rescue is by the lock.
+        const child = spawn(process.execPath, ["test/support/worker-process.ts", url, queue, "30000", "2", "4", "doomed"], {
+          stdio: ["ignore", "pipe", "inherit"]
+        })
+        yield* Effect.addFinalizer(() => Effect.sync(() => child.kill("SIGKILL")))
+        const startedThere = new Set<string>()
+        createInterface({ input: child.stdout! }).on("line", (line) => {
+          const m = /^started (\d+)$/.exec(line)
+          if (m !== null) startedThere.add(m[1]!)
+        })
+        const [s1, s2] = [ids[2]!, ids[3]!] // started from the buffer
+        const buffered = ids.slice(4)
+        // On the database: 1 and 2 completed; 3 and 4 running, their mark cleared by the worker's beat
+        // (it saw them started); 5 to 8 running, still marked.
+        const held = yield* waitFor("3 and 4 running (seen started), 5-8 buffered, on the doomed worker", Effect.map(markedRows(queue), (rs) => {
+          const byId = new Map(rs.map((r) => [r.id, r]))
+          const ok = ids.slice(0, 2).every((id) => byId.get(id)?.state === "completed") &&
+            [s1, s2].every((id) => byId.get(id)?.state === "running" && byId.get(id)?.buffered === false) &&
+            buffered.every((id) => byId.get(id)?.state === "running" && byId.get(id)?.buffered === true) &&
+            ids.slice(2).every((id) => byId.get(id)?.locked_by === "doomed")
+          return ok ? Option.some(rs) : Option.none()
+        }), { every: "20 millis", timeout: "20 seconds" })
+        assert.deepStrictEqual([...startedThere].sort(), [s1, s2].sort(), "only 3 and 4 started there")
+        for (const r of held.slice(2)) assert.strictEqual(r.attempt, 1, "the claim counted an attempt")
+
+        // The process dies: no shutdown, no release.
+        const exited = Effect.callback<void>((resume) => {
+          child.once("exit", () => resume(Effect.void))
+        })
+        child.kill("SIGKILL")
+        yield* exited
+
+        // A worker of this process rescues them (the dead worker's lock is gone) and runs them.
+        const attemptRun = new Map<string, number>()
+        yield* startWorker(
+          { queues: { [queue]: { concurrency: 8, pollInterval: "100 millis" } }, maintenanceInterval: "100 millis", pruner: false },
+          Job.toLayer(Sleepy, (_args, ctx) => Effect.sync(() => void attemptRun.set(ctx.id, ctx.attempt)))
+        )
+        const done = yield* waitFor("the 8 jobs completed", Effect.map(markedRows(queue), (rs) =>
+          rs.length === 8 && rs.every((r) => r.state === "completed") ? Option.some(rs) : Option.none()), {
+          every: "20 millis",
+          timeout: "15 seconds"
+        })
+        const byId = new Map(done.map((r) => [r.id, r]))
+        for (const id of [s1, s2]) {
+          const r = byId.get(id)!
+          assert.strictEqual(r.attempt, 2, `job ${id} started there: that attempt is spent`)
+          assert.strictEqual(attemptRun.get(id), 2)
+          assert.deepStrictEqual(r.errors.map((e) => [e.attempt, e.kind]), [[1, "WorkerDied"]])
+          assert.include(r.errors[0]!.message, "(doomed) died: its database session ended")
+        }
+        for (const id of buffered) {
+          const r = byId.get(id)!
+          assert.strictEqual(r.attempt, 1, `job ${id} never started there: its attempt was given back`)
+          assert.strictEqual(attemptRun.get(id), 1)
+          assert.strictEqual(r.claim_count, 2, "claimed twice")
+          assert.deepStrictEqual(r.errors.map((e) => [e.attempt, e.kind]), [[1, "WorkerDied"]])
+          assert.include(r.errors[0]!.message, "(doomed) died before it was seen to start the job")
+        }
+        for (const id of ids.slice(0, 2)) assert.deepStrictEqual([byId.get(id)!.attempt, byId.get(id)!.errors], [1, []])
+      }), { timeout: 60_000 })
   }
 )

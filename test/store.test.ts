@@ -6,9 +6,10 @@ import { assert, layer } from "@effect/vitest"
 import { Deferred, Effect, Fiber, Layer, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { Job, Jobs } from "../src/index.ts"
-import { JobStore } from "../src/internal/Store.ts"
+import { JobStore, maxFreeReturns } from "../src/internal/Store.ts"
 import * as TestDb from "./support/db.ts"
 import { getJob, toPowerOfTen } from "./support/harness.ts"
+import { leaseLapsed } from "./support/probes.ts"
 
 const Fenced = Job.make("fenced", { args: Schema.Struct({}), queue: "s-fence" })
 const claim = (queue: string, now: number, leaseMillis = 1000) =>
@@ -22,26 +23,27 @@ layer(TestLayer, { excludeTestServices: true })("store", (it) => {
       const store = yield* JobStore
       const id = yield* (yield* Jobs.Jobs).enqueue(Fenced, {})
       const now = Date.now()
-      const [first] = yield* claim("s-fence", now)
+      const [first] = yield* claim("s-fence", now, 50)
       assert.strictEqual(first?.claim_count, 1)
       assert.lengthOf(yield* claim("s-fence", now), 0, "held: nobody else can claim it")
 
       // The first worker goes silent; its lease lapses and the job is rescued and claimed again.
+      yield* leaseLapsed(id)
       assert.strictEqual(yield* store.jobRescueExpired(now + 5000, 100), 1)
-      const [second] = yield* claim("s-fence", now + 5000)
+      const [second] = yield* claim("s-fence", now + 5000, 60_000)
       assert.strictEqual(second?.claim_count, 2)
       assert.strictEqual(second?.attempt, 2)
 
       // The first worker comes back: its heartbeat and its outcome are refused.
       const stale = { id, token: 1 }
-      const refused = yield* store.jobHeartbeatMany([stale], now + 6000, 1000)
+      const refused = yield* store.jobHeartbeatMany([stale], 1000)
       assert.isFalse(refused.extended.has(id) || refused.busy.has(id))
       const applied = yield* store.jobFinishMany([{ ...stale, state: "dead", run_at: null, attempt_delta: 0, result: null, error: null }], now + 6000)
       assert.isFalse(applied.has(id))
       assert.strictEqual((yield* getJob(id))?.state, "running")
 
       // The current holder's outcome is applied.
-      assert.isTrue((yield* store.jobHeartbeatMany([{ id, token: 2 }], now + 6000, 1000)).extended.has(id))
+      assert.isTrue((yield* store.jobHeartbeatMany([{ id, token: 2 }], 1000)).extended.has(id))
       const done = yield* store.jobFinishMany([{ id, token: 2, state: "completed", run_at: null, attempt_delta: 0, result: null, error: null }], now + 6000)
       assert.isTrue(done.has(id))
       const row = yield* getJob(id)
@@ -57,7 +59,8 @@ layer(TestLayer, { excludeTestServices: true })("store", (it) => {
       const store = yield* JobStore
       const id = yield* (yield* Jobs.Jobs).enqueue(Fenced, {}, { queue: "s-last", maxAttempts: 1 })
       const now = Date.now()
-      yield* claim("s-last", now)
+      yield* claim("s-last", now, 1)
+      yield* leaseLapsed(id)
       assert.strictEqual(yield* store.jobRescueExpired(now + 5000, 100), 1)
       assert.strictEqual((yield* getJob(id))?.state, "dead")
     }))
@@ -97,7 +100,8 @@ layer(TestLayer, { excludeTestServices: true })("store", (it) => {
 
       // The heartbeat does not wait for that lock: b's lease is extended, a is reported busy
       // (still ours, not extended). (The timeout only turns a hang into a failure.)
-      const beat = yield* store.jobHeartbeatMany([{ id: a, token: 1 }, { id: b, token: 1 }], now + 500, 1000).pipe(
+      // (A lease of 10 minutes, against the claim's 1 s: which leases moved is plain to see.)
+      const beat = yield* store.jobHeartbeatMany([{ id: a, token: 1 }, { id: b, token: 1 }], 600_000).pipe(
         Effect.timeout("20 seconds")
       )
       assert.deepStrictEqual([...beat.extended], [b])
@@ -106,11 +110,59 @@ layer(TestLayer, { excludeTestServices: true })("store", (it) => {
       yield* Fiber.join(holder)
       const leases = yield* sql<{ readonly id: string; readonly lease: Date }>`
         SELECT id::text, lease_expires_at AS lease FROM effect_jobs.jobs WHERE id IN (${a}, ${b}) ORDER BY id`
-      assert.deepStrictEqual(leases.map((r) => [r.id, r.lease.getTime()]), [[a, now + 1000], [b, now + 1500]])
+      assert.deepStrictEqual(leases.map((r) => r.id), [a, b])
+      const [leaseA, leaseB] = leases.map((r) => r.lease.getTime())
+      assert.isAbove(leaseB! - leaseA!, 500_000, "b's lease was extended (by the database's clock), a's was not")
 
       // Once the lock is gone, a is extended again.
-      const again = yield* store.jobHeartbeatMany([{ id: a, token: 1 }], now + 600, 1000)
+      const again = yield* store.jobHeartbeatMany([{ id: a, token: 1 }], 600_000)
       assert.deepStrictEqual([...again.extended], [a])
+    }))
+
+  it.effect("a dead worker's buffered job gets its attempt back, at most maxFreeReturns times; a job claimed to start at once spends it", () =>
+    Effect.gen(function*() {
+      const store = yield* JobStore
+      const sql = yield* SqlClient.SqlClient
+      const jobs = yield* Jobs.Jobs
+      // A registered worker that died: its row, last seen 10 s ago, and nobody holds its lock.
+      yield* sql`INSERT INTO effect_jobs.workers (id, queues, concurrency, last_seen_at)
+                 VALUES ('ghost', '{s-poison}', 1, now() - interval '10 seconds')`
+      const claimAs = (queue: string, workerId: string, startNow: number, leaseMillis = 60_000) =>
+        store.jobClaim({ queue, limit: 1, now: Date.now(), leaseMillis, workerId, startNow })
+      const rescued = (id: string) =>
+        Effect.gen(function*() {
+          assert.strictEqual(yield* store.jobRescueExpired(Date.now(), 100), 1)
+          const r = (yield* getJob(id))!
+          return [r.state, r.attempt, r.errors.at(-1)!.message.includes("died before it was seen to start the job")] as const
+        })
+
+      // A job that kills its worker each time it starts from the buffer, before the beat that
+      // would clear its mark: given back maxFreeReturns times, then its attempts are spent.
+      const poison = yield* jobs.enqueue(Fenced, {}, { queue: "s-poison", maxAttempts: 2 })
+      const seen: Array<readonly [string, number, boolean]> = []
+      for (let claims = 0; claims < maxFreeReturns + 5 && seen.at(-1)?.[0] !== "dead"; claims++) {
+        const [claimed] = yield* claimAs("s-poison", "ghost", 0)
+        assert.strictEqual(claimed?.id, poison)
+        seen.push(yield* rescued(poison))
+      }
+      assert.deepStrictEqual(seen, [
+        ...Array.from({ length: maxFreeReturns }, () => ["available", 0, true] as const),
+        ["available", 1, false],
+        ["dead", 2, false]
+      ])
+
+      // Claimed among the free slots (not marked): the attempt is spent at once.
+      const started = yield* jobs.enqueue(Fenced, {}, { queue: "s-poison-started" })
+      yield* claimAs("s-poison-started", "ghost", 1)
+      assert.deepStrictEqual(yield* rescued(started), ["available", 1, false])
+
+      // A worker that is not registered (listen: false) has no beat to clear its marks: they
+      // are not trusted, its lapsed jobs spend their attempt.
+      const unregistered = yield* jobs.enqueue(Fenced, {}, { queue: "s-poison-unregistered" })
+      yield* claimAs("s-poison-unregistered", "nobody", 0, 1)
+      yield* leaseLapsed(unregistered)
+      assert.deepStrictEqual(yield* rescued(unregistered), ["available", 1, false])
+      assert.strictEqual((yield* getJob(unregistered))?.errors.at(-1)?.kind, "LeaseExpired")
     }))
 
   it.effect("claims come back in id order when the ids cross a power of ten (999, 1000, ...)", () =>

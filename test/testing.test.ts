@@ -4,9 +4,9 @@
  * (a real worker until nothing runnable is left).
  */
 import { assert, describe, expect, it, layer } from "@effect/vitest"
-import { Cause, Clock, Effect, Exit, Layer, Option, Schedule, Schema } from "effect"
+import { Cause, Clock, Deferred, Effect, Exit, Layer, Option, Schedule, Schema } from "effect"
 import { TestClock } from "effect/testing"
-import { InlineJobFailed, Job, Jobs, Testing } from "../src/index.ts"
+import { InlineJobFailed, Job, Jobs, Testing, Worker } from "../src/index.ts"
 import * as TestDb from "./support/db.ts"
 import { countByState, getJob } from "./support/harness.ts"
 
@@ -256,6 +256,34 @@ layer(Jobs.layer.pipe(Layer.provideMerge(TestDb.layer())), { excludeTestServices
       const advanced = yield* Effect.exit(Testing.advanceUntil(Effect.succeed(Option.some(1))))
       expect(String(Exit.isFailure(advanced) ? Cause.squash(advanced.cause) : "")).toContain("needs a TestClock")
     }))
+
+  // The worker's registration (its session lock and the fence that stops its runs when it cannot
+  // confirm it) is about real time. On the TestClock, a jump of a day woke the 500 ms beat and the
+  // 100 ms fence check for every virtual step (examples/testing.ts ran past its 60 s timeout), and
+  // the fence, seeing a day without confirmation, stopped the job running across the jump.
+  it.effect("a worker on a TestClock keeps running its job across a jump of a day", () => {
+    const t0 = Date.parse("2030-03-01T00:00:00.000Z")
+    const Long = Job.make("testing-long", { args: Schema.Struct({}), queue: "testing-jump" })
+    return Testing.withTestClock(
+      t0,
+      Effect.gen(function*() {
+        const started = yield* Deferred.make<void>()
+        const release = yield* Deferred.make<void>()
+        const handler = Job.toLayer(Long, () => Deferred.succeed(started, undefined).pipe(Effect.andThen(Deferred.await(release))))
+        yield* Layer.build(Worker.layer({ queues: { "testing-jump": {} } }).pipe(Layer.provide(handler)))
+        const jobs = yield* Jobs.Jobs
+        const id = yield* jobs.enqueue(Long, {})
+        yield* Deferred.await(started)
+        yield* TestClock.setTime(t0 + 24 * hour)
+        yield* Deferred.succeed(release, undefined)
+        yield* jobs.await(Long, id)
+        const row = yield* getJob(id)
+        assert.strictEqual(row?.state, "completed")
+        assert.strictEqual(row?.attempt, 1)
+        assert.deepStrictEqual(row?.errors, [])
+      }).pipe(Effect.scoped)
+    )
+  })
 
   it.effect("an empty queue drains at once", () =>
     Effect.gen(function*() {

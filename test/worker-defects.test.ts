@@ -185,7 +185,10 @@ layer(TestLayer, { excludeTestServices: true })("worker defects", (it) => {
         { queues: { "d-shutdown": { concurrency: 3 } }, pruner: false },
         Layer.mergeAll(
           Job.toLayer(Task, () => Effect.void),
-          Layer.succeed(TestSignals, { producersInterrupted: Deferred.succeed(interrupting, undefined).pipe(Effect.asVoid) })
+          Layer.succeed(TestSignals, {
+            producersInterrupted: Deferred.succeed(interrupting, undefined).pipe(Effect.asVoid),
+            maintained: Effect.void
+          })
         )
       ).pipe(Effect.provideService(Scope.Scope, scope))
 

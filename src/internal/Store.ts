@@ -7,9 +7,18 @@
  * `jsonb_to_recordset`, so a 5,000-row batch is one statement with a constant
  * number of parameters.
  *
- * Times come from Effect's `Clock` and are passed in (`now`), so every process
- * and every test agrees on one clock, and `TestClock` controls delays, retries
- * and lease expiry in tests.
+ * Times come from Effect's `Clock` and are passed in (`now`): when a job is due
+ * (`run_at`: delays, retries, snoozes, promotion), when it was attempted and
+ * finished, when it is pruned, the timestamps of its errors. So `TestClock`
+ * controls delays and retries in tests (src/Testing.ts's drains rely on it).
+ *
+ * Lease deadlines are the exception: `lease_expires_at` is set (claim, heartbeat)
+ * and compared (rescue) on the database's clock, `now()`, never on a process's.
+ * A lease is written by one process and judged by another, and two processes'
+ * clocks need not agree: a rescuer whose clock ran 10 s ahead took live jobs of
+ * others. The worker watches its own leases as durations on its own clock
+ * (src/internal/worker/Lease.ts). The registry's `last_seen_at` is on the
+ * database's clock too.
  *
  * Ids are `bigint` in the table and strings in JavaScript (cast with `::text`),
  * so they survive JSON and never lose precision.
@@ -125,6 +134,17 @@ export const workerGraceMillis = 1500
 
 /** After how long without being seen a dead worker's row is deleted by the rescuer. */
 const deadWorkerRowMillis = 60_000
+
+/**
+ * How many times over its life a job its dead worker had only buffered (`buffered`,
+ * migrations/0011) gets the attempt of that claim back at its rescue. `claim_count - attempt`
+ * counts the claims that spent no attempt (these returns, snoozes, shutdown releases). The
+ * mark of a job started from the buffer is cleared by the worker's next beat (every 500 ms):
+ * a job that kills its worker as it starts, before that beat, is taken for never started.
+ * Bounded, it spends its attempts after a few crashes and ends `dead`, instead of coming back
+ * for ever.
+ */
+export const maxFreeReturns = 3
 
 export type JobState = "scheduled" | "available" | "running" | "completed" | "dead" | "cancelled"
 
@@ -320,6 +340,11 @@ export class JobStore extends Context.Service<JobStore, {
      * any name when absent. An empty list claims nothing.
      */
     readonly names?: ReadonlyArray<string> | undefined
+    /**
+     * How many of the rows returned (the first, in claim order) start at once: the free
+     * slots. The others are marked `buffered` (migrations/0011). All start at once when absent.
+     */
+    readonly startNow?: number | undefined
   }) => Effect.Effect<ReadonlyArray<ClaimedJobRow>, SqlError.SqlError>
   /**
    * `jobClaim` of only the jobs that run before `priority` (a lower number): a producer whose
@@ -346,9 +371,9 @@ export class JobStore extends Context.Service<JobStore, {
     worker: string,
     rows: ReadonlyArray<ThroughputTally>
   ) => Effect.Effect<void, SqlError.SqlError>
+  /** Extends the leases (to the database's `now() + leaseMillis`) of the jobs still held under these tokens. */
   readonly jobHeartbeatMany: (
     held: ReadonlyArray<HeldJob>,
-    now: number,
     leaseMillis: number
   ) => Effect.Effect<Heartbeat, SqlError.SqlError>
   readonly jobPromoteScheduled: (now: number, limit: number) => Effect.Effect<number, SqlError.SqlError>
@@ -573,8 +598,10 @@ export class JobStore extends Context.Service<JobStore, {
 
       /**
        * Claims up to `limit` runnable jobs of a queue in one statement. Each claim
-       * starts an attempt, takes a lease until `now + lease`, and bumps the fencing
-       * token. `SKIP LOCKED` lets any number of workers claim side by side.
+       * starts an attempt, takes a lease until the database's `now() + lease`, and bumps
+       * the fencing token. `SKIP LOCKED` lets any number of workers claim side by side.
+       * Rows past the first `startNow` (in claim order) are marked `buffered`: they wait in
+       * the worker's buffer, and a rescue gives their attempt back (jobRescueExpired).
        */
       const jobClaim = Effect.fnUntraced(function*(o: {
         readonly queue: string
@@ -585,6 +612,7 @@ export class JobStore extends Context.Service<JobStore, {
         readonly names?: ReadonlyArray<string> | undefined
         /** Only jobs of a better priority than this (the buffer's probe: `jobClaimAhead`). */
         readonly priorityBelow?: number | undefined
+        readonly startNow?: number | undefined
       }) {
         const now = iso(o.now)
         const ahead = o.priorityBelow === undefined ? sql.literal("") : sql`AND priority < ${o.priorityBelow}`
@@ -596,8 +624,20 @@ export class JobStore extends Context.Service<JobStore, {
         // may hash the whole table to find a few hundred rows (a sequential scan per claim,
         // which grows with history); an array of ids is always looked up in the primary key.
         // Returned in claim order (RETURNING alone has none), so the buffer starts them in order.
+        // The ids in claim order, once (an InitPlan): the first `startNow` of them start at once,
+        // the rest are `buffered`. Same order as the final ORDER BY: the keys are not changed.
+        const startNow = Math.max(0, Math.min(o.startNow ?? o.limit, o.limit))
         return yield* sql<ClaimedJobRow>`
-          WITH claimed AS (
+          WITH picked AS (
+            SELECT ARRAY(
+              SELECT id FROM ${t.jobs}
+              WHERE state = 'available' AND queue = ${o.queue} ${ahead} AND run_at <= ${now}::timestamptz ${byName}
+              ORDER BY priority, run_at, id
+              LIMIT ${o.limit}
+              FOR UPDATE SKIP LOCKED
+            ) AS ids
+          ),
+          claimed AS (
           UPDATE ${t.jobs} j
           -- Saturate (attempt) and wrap (the fencing token) instead of overflowing: a count set
           -- absurdly high by hand must not fail every claim of its queue. The worker sends a job
@@ -606,15 +646,11 @@ export class JobStore extends Context.Service<JobStore, {
               attempt = CASE WHEN j.attempt >= 2147483647 THEN j.attempt ELSE j.attempt + 1 END,
               claim_count = CASE WHEN j.claim_count >= 2147483647 THEN 1 ELSE j.claim_count + 1 END,
               attempted_at = ${now}::timestamptz,
-              lease_expires_at = ${now}::timestamptz + ${o.leaseMillis} * interval '1 millisecond',
-              locked_by = ${o.workerId}
-          WHERE j.id = ANY(ARRAY(
-            SELECT id FROM ${t.jobs}
-            WHERE state = 'available' AND queue = ${o.queue} ${ahead} AND run_at <= ${now}::timestamptz ${byName}
-            ORDER BY priority, run_at, id
-            LIMIT ${o.limit}
-            FOR UPDATE SKIP LOCKED
-          ))
+              -- the database's clock: the rescuer of another process compares it (see the top of this file)
+              lease_expires_at = now() + ${o.leaseMillis} * interval '1 millisecond',
+              locked_by = ${o.workerId},
+              buffered = j.id <> ALL((SELECT ids[1:${startNow}] FROM picked)::bigint[])
+          WHERE j.id = ANY((SELECT ids FROM picked)::bigint[])
           RETURNING j.id, j.name, j.queue, j.priority, j.attempt, j.max_attempts, j.claim_count,
                     j.args, j.metadata, j.request_id, j.trace, j.run_at, j.created_at
           )
@@ -639,7 +675,7 @@ export class JobStore extends Context.Service<JobStore, {
         readonly leaseMillis: number
         readonly workerId: string
         readonly names: ReadonlyArray<string>
-      }) => jobClaim({ ...o, priorityBelow: o.priority })
+      }) => jobClaim({ ...o, priorityBelow: o.priority, startNow: 0 }) // into a full buffer: every row is buffered
 
       /**
        * Applies the outcomes of many runs in one statement. A row is changed only if
@@ -724,7 +760,6 @@ export class JobStore extends Context.Service<JobStore, {
       /** Extends the leases of jobs still held under the given tokens; returns those still held. */
       const jobHeartbeatMany = Effect.fnUntraced(function*(
         held: ReadonlyArray<HeldJob>,
-        nowMillis: number,
         leaseMillis: number
       ) {
         const tokens: Record<string, number> = {}
@@ -745,7 +780,7 @@ export class JobStore extends Context.Service<JobStore, {
           ),
           extended AS (
             UPDATE ${t.jobs} j
-            SET lease_expires_at = ${iso(nowMillis)}::timestamptz + ${leaseMillis} * interval '1 millisecond'
+            SET lease_expires_at = now() + ${leaseMillis} * interval '1 millisecond' -- the database's clock, as the claim
             WHERE j.id = ANY(ARRAY(SELECT id FROM locked))
             RETURNING j.id
           )
@@ -798,13 +833,23 @@ export class JobStore extends Context.Service<JobStore, {
        * Rescues jobs whose lease lapsed (their worker died or lost the database), and jobs
        * held by a registered worker whose session lock is gone (it died: `WorkerDied`):
        * back to `available` to run again, or to `dead` if that was their last attempt.
-       * The claim already counted the lost attempt (a job that was only buffered spends one
-       * too: the row does not say whether its run started). Also deletes the rows of
-       * workers dead for a while. The fencing token is not touched
-       * here: the next claim bumps it, which is what locks the old holder out.
+       * The claim already counted the lost attempt. A job its dead worker had only buffered
+       * (marked `buffered`, migrations/0011: claimed ahead, and not seen started by the
+       * worker's last beat) gets that attempt back, at most `maxFreeReturns` times. Leases
+       * are judged by the database's clock; `nowMillis` (the caller's Clock) times the
+       * `run_at`, the error entries and the finish. Also deletes the rows of workers dead for
+       * a while. The fencing token is not touched here: the next claim bumps it, which is
+       * what locks the old holder out.
        */
       const jobRescueExpired = Effect.fnUntraced(function*(nowMillis: number, limit: number) {
         const now = iso(nowMillis)
+        // Only a registered worker's mark is trusted: its beat clears the mark of every job it
+        // started (Registration.ts). An unregistered worker (`listen: false`) never does.
+        const givesBack = sql.literal(
+          `(buffered AND claim_count::bigint - attempt BETWEEN 0 AND ${maxFreeReturns - 1} ` +
+            `AND locked_by IN (SELECT id FROM dead_workers))`
+        )
+        const final = sql.literal("(j.cancel_requested_at IS NOT NULL OR (NOT gone.gives_back AND j.attempt >= j.max_attempts))")
         const rows = yield* sql<{ readonly queue: string; readonly n: number }>`
           WITH dead_workers AS (
             -- registered workers whose session lock nobody holds: their process (or its
@@ -813,16 +858,16 @@ export class JobStore extends Context.Service<JobStore, {
             SELECT w.id, w.last_seen_at FROM ${t.workers} w WHERE NOT ${sql.literal(workerLockHeld(schema, "w.id"))}
           ),
           lapsed AS (
-            SELECT id, false AS orphaned FROM ${t.jobs}
-            WHERE state = 'running' AND lease_expires_at < ${now}::timestamptz
+            SELECT id, false AS orphaned, ${givesBack} AS gives_back FROM ${t.jobs}
+            WHERE state = 'running' AND lease_expires_at < now()
             ORDER BY lease_expires_at
             LIMIT ${limit}
             FOR UPDATE SKIP LOCKED
           ),
           orphaned AS (
-            SELECT id, true AS orphaned FROM ${t.jobs}
+            SELECT id, true AS orphaned, ${givesBack} AS gives_back FROM ${t.jobs}
             WHERE lease_expires_at IS NOT NULL AND state = 'running'
-              AND lease_expires_at >= ${now}::timestamptz
+              AND lease_expires_at >= now()
               AND locked_by IN (SELECT id FROM dead_workers
                                 WHERE last_seen_at < now() - ${workerGraceMillis} * interval '1 millisecond')
             LIMIT ${limit}
@@ -833,28 +878,32 @@ export class JobStore extends Context.Service<JobStore, {
             -- rows of workers dead for a while, with no running job left under their name
             DELETE FROM ${t.workers} w
             WHERE w.id IN (SELECT id FROM dead_workers)
-              AND w.last_seen_at < ${iso(nowMillis - deadWorkerRowMillis)}::timestamptz
+              AND w.last_seen_at < now() - ${deadWorkerRowMillis} * interval '1 millisecond'
               AND NOT EXISTS (SELECT 1 FROM ${t.jobs} r WHERE r.lease_expires_at IS NOT NULL AND r.state = 'running' AND r.locked_by = w.id)
           ),
           rescued AS (
             UPDATE ${t.jobs} j SET
               -- a job an operator cancelled while its worker was dying ends cancelled (migration 0002)
               state = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
-                           WHEN j.attempt >= j.max_attempts THEN 'dead' ELSE 'available' END,
+                           WHEN ${final} THEN 'dead' ELSE 'available' END,
+              attempt = CASE WHEN gone.gives_back THEN j.attempt - 1 ELSE j.attempt END,
               run_at = ${now}::timestamptz,
               lease_expires_at = NULL,
               locked_by = NULL,
-              finalized_at = CASE WHEN j.attempt >= j.max_attempts OR j.cancel_requested_at IS NOT NULL
-                                  THEN ${now}::timestamptz END,
-              prune_at = CASE WHEN (j.attempt >= j.max_attempts OR j.cancel_requested_at IS NOT NULL)
-                                   AND j.retention_ms IS NOT NULL
-                              THEN ${now}::timestamptz + ${retention} END,
+              finalized_at = CASE WHEN ${final} THEN ${now}::timestamptz END,
+              prune_at = CASE WHEN ${final} AND j.retention_ms IS NOT NULL THEN ${now}::timestamptz + ${retention} END,
+              -- (the entry names the attempt the claim counted, also when it is given back)
               errors = (
                 SELECT COALESCE(jsonb_agg(e ORDER BY o), '[]'::jsonb)
                 FROM jsonb_array_elements(${validErrors} || jsonb_build_array(jsonb_build_object(
                   'attempt', j.attempt, 'at', ${now}::text,
                   'kind', CASE WHEN gone.orphaned THEN 'WorkerDied' ELSE 'LeaseExpired' END,
-                  'message', CASE WHEN gone.orphaned
+                  'message', CASE
+                    WHEN gone.gives_back
+                    THEN CASE WHEN gone.orphaned THEN '' ELSE 'lease expired: ' END ||
+                         'the worker holding the job (' || j.locked_by || ') died before it was seen to start the job ' ||
+                         '(claimed into its buffer; or started less than a beat, 500 ms, before): the attempt is given back'
+                    WHEN gone.orphaned
                     THEN 'the worker holding the job (' || j.locked_by || ') died: its database session ended'
                     ELSE 'lease expired: the worker holding the job (' || COALESCE(j.locked_by, '?') || ') stopped heartbeating' END
                 ))) WITH ORDINALITY AS t(e, o)
@@ -1096,6 +1145,19 @@ export interface LeaderSession {
   readonly check: Effect.Effect<void, SqlError.SqlError>
 }
 
+/** A worker's registration (`workerRegister`): its session lock, held on a reserved connection. */
+export interface WorkerSession {
+  /** The backend pid of the reserved connection (what `pg_locks` shows). */
+  readonly pid: number
+  /**
+   * The beat, one statement on the locked session: moves `last_seen_at` forward, and clears
+   * the `buffered` mark (migrations/0011) of the given jobs, started from the buffer and still
+   * held under these tokens. Returns the ids cleared (a row locked by another transaction
+   * just then is not: send it again). Fails once the session is gone.
+   */
+  readonly check: (started: ReadonlyArray<HeldJob>) => Effect.Effect<ReadonlySet<string>, SqlError.SqlError>
+}
+
 export interface ManagementStore {
   /** Jobs per queue and state (one queue, or all). */
   /**
@@ -1205,10 +1267,10 @@ export interface ManagementStore {
    * Registers a worker (migrations/0006): reserves a connection, takes the worker's session
    * lock on it, then writes its row. Not taken (another live session holds it: the same
    * `workerId` in two processes): nothing registered, `undefined`. Taken: until the scope
-   * closes, when the row is deleted and then the lock released. `check` moves `last_seen_at`
-   * forward on the locked session, and fails once that session is gone.
+   * closes, when the row is deleted and then the lock released. `check` (the beat) moves
+   * `last_seen_at` forward on the locked session, and fails once that session is gone.
    */
-  readonly workerRegister: (worker: RegisteredWorker) => Effect.Effect<LeaderSession | undefined, SqlError.SqlError, Scope.Scope>
+  readonly workerRegister: (worker: RegisteredWorker) => Effect.Effect<WorkerSession | undefined, SqlError.SqlError, Scope.Scope>
   /** The registered workers whose session lock is held (live), with the jobs each holds. */
   readonly workerList: Effect.Effect<ReadonlyArray<WorkerRow>, SqlError.SqlError>
   /**
@@ -1782,20 +1844,41 @@ export const makeManagement = (sql: SqlClient.SqlClient, schema: string): Manage
            concurrency = EXCLUDED.concurrency, started_at = now(), last_seen_at = now()`,
         [worker.id, json(worker.queues()), names, worker.concurrency]
       )
+      const beat = `
+        WITH h AS (SELECT $4::jsonb AS o),
+        started AS (
+          -- jobs started from the buffer since the last beat: no longer only buffered
+          -- (migrations/0011). Rows locked by another transaction (a finish, a rescue) are
+          -- skipped, not waited for: tried again at the next beat if still running.
+          UPDATE ${qualify(schema, "jobs")} j SET buffered = false
+          WHERE j.id = ANY(ARRAY(
+            SELECT r.id FROM ${qualify(schema, "jobs")} r
+            WHERE r.id = ANY(ARRAY(SELECT k::bigint FROM h, jsonb_object_keys(h.o) AS k))
+              AND r.claim_count = ((SELECT o FROM h) ->> r.id::text)::int AND r.state = 'running' AND r.buffered
+            FOR UPDATE SKIP LOCKED))
+          RETURNING j.id
+        ),
+        seen AS (
+          -- a row deleted meanwhile (dead for a minute by the rescuer) comes back; the queues served now are written. (Run though
+          -- the query below does not read it: a data-modifying WITH always runs.)
+          INSERT INTO ${qualify(schema, "workers")} (id, queues, names, concurrency)
+          SELECT $1, ARRAY(SELECT jsonb_array_elements_text($2::jsonb)), ARRAY(SELECT jsonb_array_elements_text($5::jsonb)), $3
+          ON CONFLICT (id) DO UPDATE SET last_seen_at = now(), queues = EXCLUDED.queues
+        )
+        SELECT COALESCE(string_agg(id::text, ','), '') AS started FROM started`
       return {
         pid: row.pid,
-        // A row deleted meanwhile (dead for a minute by the rescuer's clock) comes back. The
-        // queues are the ones served now: the maintenance leader reads them to tell which
+        // The queues are the ones served now: the maintenance leader reads them to tell which
         // queues and names a live worker serves (migrations/0008).
-        check: Effect.suspend(() =>
-          Effect.asVoid(run(
-            `INSERT INTO ${qualify(schema, "workers")} (id, queues, names, concurrency)
-             SELECT $1, ARRAY(SELECT jsonb_array_elements_text($2::jsonb)), ARRAY(SELECT jsonb_array_elements_text($3::jsonb)), $4
-             ON CONFLICT (id) DO UPDATE SET last_seen_at = now(), queues = EXCLUDED.queues`,
-            [worker.id, json(worker.queues()), names, worker.concurrency]
-          ))
-        )
-      } satisfies LeaderSession
+        check: (started) => {
+          const tokens: Record<string, number> = {}
+          for (const h of started) tokens[h.id] = h.token
+          return Effect.map(
+            run<{ readonly started: string }>(beat, [worker.id, json(worker.queues()), worker.concurrency, json(tokens), names]),
+            (rows) => new Set(rows[0]?.started ? rows[0].started.split(",") : [])
+          )
+        }
+      } satisfies WorkerSession
     })
 
   const workerList = sql<WorkerRow>`

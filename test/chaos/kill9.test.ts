@@ -17,7 +17,9 @@
  * settings (lease 30 s, heartbeat 10 s, maintenance 1 s), where every job a killed worker
  * held must come back by `WorkerDied`, long before its lease (the time from the kill to the
  * rescue is measured and recorded, not asserted). Jobs that were only buffered (claimed, not
- * started) by the killed worker come back the same way; their attempt is counted.
+ * started) by the killed worker come back the same way, with their attempt given back
+ * (migrations/0011); how many, and how many of those had in fact started (in the last beat
+ * before the kill), is recorded.
  */
 import { assert, layer } from "@effect/vitest"
 import { Clock, Effect, Fiber, Layer } from "effect"
@@ -95,7 +97,14 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
         /** The lease the dead worker last wrote (null: already rescued as `WorkerDied` when read). */
         readonly leaseExpiresAt: number | null
       }
-      const kills: Array<{ pid: number; at: number; inFlight: ReadonlyArray<InFlight>; completedBefore: number; sessionsGoneMs: number }> = []
+      const kills: Array<{
+        pid: number
+        workerId: string
+        at: number
+        inFlight: ReadonlyArray<InFlight>
+        completedBefore: number
+        sessionsGoneMs: number
+      }> = []
       // Replacements start in the background (a process takes 1-3 s to be ready on a busy
       // machine): the kills keep to their own schedule, and join the workers once ready.
       const replacements: Array<Fiber.Fiber<void>> = []
@@ -129,6 +138,7 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
           WHERE e->>'kind' = 'WorkerDied' AND e->>'message' LIKE ${`%(${victim.workerId})%`}`
         kills.push({
           pid: victim.pid,
+          workerId: victim.workerId,
           at,
           inFlight: inFlight.map((r) => ({ id: r.id, attempt: r.attempt, leaseExpiresAt: r.lease_expires_at?.getTime() ?? null })),
           completedBefore: yield* completed,
@@ -162,11 +172,16 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
       // attempt it held says when and how): by its lease only after the lease the dead worker
       // last wrote had lapsed, and never before the kill. Both times come from the workers'
       // clocks (one machine), in whole milliseconds.
-      const rescues = yield* sql<{ readonly id: string; readonly attempt: number; readonly at: string; readonly kind: string }>`
-        SELECT id::text, (e->>'attempt')::int AS attempt, e->>'at' AS at, e->>'kind' AS kind
+      // (Keyed by the worker the entry names too: a job given its attempt back is claimed again
+      // under the same attempt number, and may be in flight in a second killed worker.)
+      const rescues = yield* sql<{ readonly id: string; readonly attempt: number; readonly at: string; readonly kind: string; readonly message: string }>`
+        SELECT id::text, (e->>'attempt')::int AS attempt, e->>'at' AS at, e->>'kind' AS kind, e->>'message' AS message
         FROM effect_jobs.jobs, jsonb_array_elements(errors) e
         WHERE e->>'kind' IN ('LeaseExpired', 'WorkerDied')`
-      const rescuedAt = new Map(rescues.map((r) => [`${r.id}/${r.attempt}`, { at: Date.parse(r.at), kind: r.kind }]))
+      const rescuedAt = new Map(rescues.map((r) => [
+        `${r.id}/${r.attempt}/${/\(([^)]*)\)/.exec(r.message)?.[1] ?? "?"}`,
+        { at: Date.parse(r.at), kind: r.kind, givenBack: r.message.includes("died before it was seen to start the job") }
+      ]))
       const rescueMs: Array<number> = []
       const workerDiedMs: Array<number> = []
       const afterLeaseMs: Array<number> = []
@@ -174,9 +189,14 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
       const byLease: Array<string> = []
       const early: Array<{ id: string; kind: string; rescuedAt: string; notBefore: string }> = []
       let buffered = 0
+      // given back (migrations/0011): in all; of those, started there after all (in the last beat
+      // before the kill); never started there but spent an attempt all the same
+      let givenBack = 0
+      let givenBackButStarted = 0
+      let bufferedButSpent = 0
       for (const k of kills) {
         for (const j of k.inFlight) {
-          const rescue = rescuedAt.get(`${j.id}/${j.attempt}`)
+          const rescue = rescuedAt.get(`${j.id}/${j.attempt}/${k.workerId}`)
           if (rescue === undefined) {
             notRescued.push(j.id)
             continue
@@ -186,7 +206,11 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
           if (kind === "WorkerDied") workerDiedMs.push(at - k.at)
           else byLease.push(j.id)
           // claimed by the killed worker but never started there: it was in its buffer
-          if (!(byJob.get(j.id) ?? []).some((r) => r.pid === k.pid && r.attempt === j.attempt)) buffered++
+          const startedThere = (byJob.get(j.id) ?? []).some((r) => r.pid === k.pid && r.attempt === j.attempt)
+          if (!startedThere) buffered++
+          if (rescue.givenBack) givenBack++
+          if (rescue.givenBack && startedThere) givenBackButStarted++
+          if (!rescue.givenBack && !startedThere) bufferedButSpent++
           const notBefore = kind === "LeaseExpired" ? (j.leaseExpiresAt ?? k.at) : k.at
           if (kind === "LeaseExpired" && j.leaseExpiresAt !== null) afterLeaseMs.push(at - j.leaseExpiresAt)
           if (at < notBefore) {
@@ -230,6 +254,12 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
         rescuedByLease: byLease.length,
         // of the jobs in flight in killed workers, those only buffered there (never started)
         bufferedInKilledWorkers: buffered,
+        // of the jobs in flight in killed workers, those whose attempt the rescue gave back
+        // (migrations/0011); of those, started there (less than a beat before the kill); and
+        // jobs never started there that spent an attempt all the same
+        attemptGivenBack: givenBack,
+        attemptGivenBackButStarted: givenBackButStarted,
+        bufferedButAttemptSpent: bufferedButSpent,
         // the lease the dead worker last wrote -> the rescue (up to a maintenance interval)
         rescuedAfterLeaseExpiryMs: Chaos_.summary(afterLeaseMs),
         // kill -> its rerun started (rescued jobs queue behind the backlog: FIFO by run_at)

@@ -185,3 +185,15 @@ export const waitFor = <A, E, R>(
       yield* Effect.sleep(options.every ?? "10 millis")
     }
   })
+
+/**
+ * Waits until the lease of job `id` has run out by the database's clock, the one the rescue
+ * judges leases by (src/internal/Store.ts): claim it with a lease of a few milliseconds, and
+ * this returns almost at once. Polls the row every 10 ms.
+ */
+export const leaseLapsed = (id: string) =>
+  waitFor(`the lease of job ${id} to lapse`, Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.map(
+      sql<{ readonly lapsed: boolean }>`SELECT lease_expires_at < now() AS lapsed FROM effect_jobs.jobs WHERE id = ${id}::bigint`,
+      (rows) => (rows[0]?.lapsed === true ? Option.some(true) : Option.none())
+    ))).pipe(Effect.orDie)

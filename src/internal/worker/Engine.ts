@@ -152,17 +152,24 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   // -- background fibers; each is interrupted when the scope closes --------------------
   const cancel = Cancel.make({ held, producers, completer, observer, running })
   if (config.listen) yield* Listener.start({ store, producers, cancel })
-  yield* Lease.start({ config, store, observer, held, producers, running })
+  // Leases are real time too: their deadlines are the database's (claim and heartbeat set
+  // `now() + lease`), so a TestClock jump must not make this worker think they lapsed.
+  yield* Lease.start({ config, store, observer, held, producers, running }).pipe(
+    Effect.provideService(Clock.Clock, Clock.Clock.defaultValue())
+  )
+  const signals = yield* TestSignals
   const maintenance = Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
     yield* Promoter.runOnce(store, now)
     yield* Rescuer.runOnce(store, now)
-  }).pipe(Effect.catchCause((cause) => observer.workerError("*", "maintenance failed", Cause.squash(cause), "Warn")))
+  }).pipe(
+    Effect.catchCause((cause) => observer.workerError("*", "maintenance failed", Cause.squash(cause), "Warn")),
+    Effect.andThen(signals.maintained ?? Effect.void)
+  )
   yield* Effect.forkScoped(
     Effect.forever(Effect.andThen(maintenance, Effect.suspend(() => Effect.sleep(jitter(config.maintenanceMillis)))))
   )
   const controls = yield* Controls.make({ options, config, store, observer, held, producers, paused, cancel })
-  const signals = yield* TestSignals
   // Pruning finished jobs past their retention (one leader among all workers); the no-handler
   // check runs on the same leader, after each round of pruning.
   const noHandler = NoHandler.make(store, observer, {

@@ -36,9 +36,17 @@ export class Held {
    * by each heartbeat that reached the database.
    */
   leaseUntil: number
-  constructor(row: ClaimedJobRow, leaseUntil: number) {
+  /**
+   * The row is marked `buffered` (migrations/0011): claimed past the free slots, and not yet
+   * reported started. Cleared by the registration beat once the job started from the buffer
+   * (Registration.ts), so a rescue after this worker's death gives back only the attempts
+   * of jobs it never started (give or take one beat).
+   */
+  markedBuffered: boolean
+  constructor(row: ClaimedJobRow, leaseUntil: number, markedBuffered: boolean) {
     this.row = row
     this.leaseUntil = leaseUntil
+    this.markedBuffered = markedBuffered
   }
   get id(): string {
     return this.row.id
@@ -66,10 +74,19 @@ export class HeldJobs {
   ids(): Array<string> {
     return Array.from(this.byId.keys())
   }
+  /** The jobs started from the buffer whose row still says `buffered`: for the next beat. */
+  startedMarked(): Array<Held> {
+    const started: Array<Held> = []
+    for (const h of this.byId.values()) if (h.markedBuffered && h.phase === "running" && !h.lost) started.push(h)
+    return started
+  }
 
-  /** A claim: the job is held, buffered, until `leaseUntil` unless a heartbeat extends it. */
-  claim(row: ClaimedJobRow, leaseUntil: number): Held {
-    const h = new Held(row, leaseUntil)
+  /**
+   * A claim: the job is held, buffered, until `leaseUntil` unless a heartbeat extends it;
+   * `markedBuffered` as the claim set the row (not among the jobs that start at once).
+   */
+  claim(row: ClaimedJobRow, leaseUntil: number, markedBuffered = false): Held {
+    const h = new Held(row, leaseUntil, markedBuffered)
     // A record of an older claim still here: the job was taken from this worker before the
     // heartbeat noticed. That run's writes are refused by its token; it must write nothing.
     const older = this.byId.get(row.id)

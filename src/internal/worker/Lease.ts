@@ -28,7 +28,9 @@ const heartbeat = ({ config, held, observer, producers, running, store }: Deps) 
     if (held.size === 0) return
     const snapshot = held.all()
     const now = yield* Clock.currentTimeMillis
-    const { busy, extended } = yield* store.jobHeartbeatMany(snapshot, now, config.leaseMillis)
+    // The database extends each lease to its own now() + lease; here the lease is counted from
+    // `now`, read before the statement was sent: it runs out here no later than there.
+    const { busy, extended } = yield* store.jobHeartbeatMany(snapshot, config.leaseMillis)
     for (const h of snapshot) {
       if (extended.has(h.id)) {
         if (held.isCurrent(h)) h.leaseUntil = now + config.leaseMillis

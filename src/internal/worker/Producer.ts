@@ -224,15 +224,20 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
     if (limit <= 0) return
     const wakesBefore = wakes
     probeWanted = false // this claim takes the best jobs there are now
+    // The first `startNow` rows start at once (dispatch ran just before: the buffer is empty
+    // if any slot is free); the rest wait in the buffer and are marked so (migrations/0011).
+    const startNow = Math.max(0, queue.concurrency - inFlight - buffer.length)
     const rows = yield* store.jobClaim({
       queue: queue.name,
       limit,
       now,
       leaseMillis: config.leaseMillis,
       workerId: config.workerId,
-      names: executor.names // only the jobs this worker can run (rolling deploys: docs/workers.md)
+      names: executor.names, // only the jobs this worker can run (rolling deploys: docs/workers.md)
+      startNow
     })
-    for (const row of rows) buffer.push(held.claim(row, now + config.leaseMillis)) // by priority, then claim order
+    // by priority, then claim order (the statement sorts them)
+    for (let i = 0; i < rows.length; i++) buffer.push(held.claim(rows[i]!, now + config.leaseMillis, i >= startNow))
     // A short claim means the queue is drained, unless a NOTIFY came in meanwhile.
     if (rows.length < limit && wakes === wakesBefore) hungry = false
   })).pipe(
@@ -292,7 +297,7 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
       workerId: config.workerId,
       names: executor.names
     })
-    for (const row of rows) buffer.push(held.claim(row, now + config.leaseMillis)) // ahead of the worst
+    for (const row of rows) buffer.push(held.claim(row, now + config.leaseMillis, true)) // ahead of the worst; buffered (startNow 0)
     // Over its room now by at most what it claimed: as many of the worst go back (all from
     // the worst priority, as the probe claimed no more than the buffer held of it).
     const over = Math.min(rows.length, -room())

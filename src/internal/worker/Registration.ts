@@ -6,7 +6,9 @@
  * its running jobs back at once (`WorkerDied`), instead of waiting for their leases to lapse.
  *
  * Every `checkMillis` the worker moves its `last_seen_at` forward on that session, which also
- * checks it. A session found gone (cut while the process lives on, or the server restarted) is
+ * checks it (the beat). The same statement clears the `buffered` mark (migrations/0011) of the
+ * jobs started from the buffer since the last beat and still running, so that the rescue of a
+ * dead worker's jobs can give back the attempts of those it never started. A session found gone (cut while the process lives on, or the server restarted) is
  * registered again on a new connection as soon as it can be. A worker that could not confirm
  * its registration for `fenceMillis` must assume the rescuers take it for dead: like the lease
  * watch, it stops the runs it holds and drops its buffer, so that no job runs in two places at
@@ -87,7 +89,13 @@ export const start = Effect.fnUntraced(function*(deps: {
     }
     while (true) {
       yield* Effect.sleep(jitter(checkMillis))
-      yield* confirm(session.check)
+      // The beat also tells the database which buffered jobs have started since the last one
+      // (migrations/0011): a job marked `buffered` is given its attempt back if this process
+      // dies. Only the jobs still running when the beat is sent are written: a short job that
+      // starts and ends between two beats costs nothing here.
+      const started = held.startedMarked()
+      const cleared = yield* confirm(session.check(started))
+      for (const h of started) if (cleared.has(h.id)) h.markedBuffered = false
     }
   }))
   const loop = Effect.forever(Effect.andThen(

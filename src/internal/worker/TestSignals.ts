@@ -12,8 +12,10 @@ export interface Signals {
   readonly producersInterrupted: Effect.Effect<void>
   /** The maintenance leader finished a round of the no-handler check that it started at `now` (its Clock). */
   readonly noHandlerChecked?: ((now: number) => Effect.Effect<void>) | undefined
+  /** A maintenance round (promotion, then rescue) has ended, well or not. */
+  readonly maintained?: Effect.Effect<void> | undefined
 }
 
 export const TestSignals = Context.Reference<Signals>("effect-jobs/internal/TestSignals", {
-  defaultValue: () => ({ producersInterrupted: Effect.void })
+  defaultValue: () => ({ producersInterrupted: Effect.void, maintained: Effect.void })
 })

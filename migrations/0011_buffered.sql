@@ -1,0 +1,13 @@
+-- effect-jobs schema, version 11: whether a running job had only been buffered by its worker,
+-- so that a job claimed ahead and never started gets its attempt back when its worker dies.
+--
+-- A worker claims more jobs than it has free slots and keeps the rest in a local buffer. The
+-- claim sets `buffered` on the rows past its free slots (the first ones start at once: false).
+-- The worker's registration beat (every 500 ms, migrations/0006) clears it for the jobs it has
+-- started from the buffer since, in one statement: jobs that start and finish between two
+-- beats are never written for it. The rescuer gives the attempt back to a job still marked
+-- whose worker is registered and dead, a few times at most over the job's life (a job that
+-- kills its worker as it starts would otherwise come back for ever). Meaningful only while the
+-- job is `running`: the next claim sets it again; other states leave what it was.
+-- Instant on Postgres 11 and later (a constant default: no table rewrite).
+ALTER TABLE effect_jobs.jobs ADD COLUMN buffered boolean NOT NULL DEFAULT false;
