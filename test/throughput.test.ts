@@ -15,7 +15,7 @@ import { type Applied, type ClaimedJobRow, type FinishRow, JobStore } from "../s
 import * as Throughput from "../src/internal/Throughput.ts"
 import * as TestDb from "./support/db.ts"
 import { startWorker } from "./support/harness.ts"
-import { makeProbe, waitFor, withTestClock } from "./support/probes.ts"
+import { leaseLapsed, makeProbe, waitFor, withTestClock } from "./support/probes.ts"
 
 const Task = Job.make("tp-task", { args: Schema.Struct({ n: Schema.Number }), queue: "tp" })
 
@@ -40,12 +40,12 @@ const rowsOf = (minute: number) =>
              WHERE minute = ${new Date(minute).toISOString()}::timestamptz ORDER BY queue, worker`)
 
 /** Enqueues `n` jobs on `queue` and claims them at `now`, as a worker would. */
-const claimed = (queue: string, n: number, now: number) =>
+const claimed = (queue: string, n: number, now: number, leaseMillis = 60_000) =>
   Effect.gen(function*() {
     const jobs = yield* Jobs.Jobs
     const store = yield* JobStore
     yield* jobs.enqueueMany(Task, Array.from({ length: n }, (_, i) => ({ n: i })), { queue })
-    return yield* store.jobClaim({ queue, limit: n, now, leaseMillis: 60_000, workerId: "tp" })
+    return yield* store.jobClaim({ queue, limit: n, now, leaseMillis, workerId: "tp" })
   })
 
 const outcome = (job: ClaimedJobRow, now: number, o: Partial<FinishRow> & Pick<FinishRow, "state">): FinishRow => ({
@@ -166,9 +166,10 @@ layer(TestLayer, { excludeTestServices: true })("throughput", (it) => {
       const sql = yield* SqlClient.SqlClient
       const minute = aMinute()
       const now = minute + 10_000
-      // Claimed a second ahead (the jobs are due by then) with a lease of 60 s: lapsed at
-      // `now`, which is at least 70 s ahead.
-      const lost = yield* claimed("tp-rescue", 2, Date.now() + 1000)
+      // Claimed a second ahead (the jobs are due by then) with a lease of 1 ms: lease deadlines
+      // are the database's clock, so wait until it says they lapsed.
+      const lost = yield* claimed("tp-rescue", 2, Date.now() + 1000, 1)
+      for (const job of lost) yield* leaseLapsed(job.id)
       // The second one was on its last attempt: rescued to dead.
       yield* sql`UPDATE effect_jobs.jobs SET max_attempts = attempt WHERE id = ${lost[1]!.id}::bigint`
       assert.strictEqual(yield* store.jobRescueExpired(now, 100), 2)
