@@ -223,6 +223,25 @@ layer(TestLayer, { excludeTestServices: true })("Dashboard UI in Chromium", (it)
     60_000
   )
 
+  it.effect.skipIf(!haveChromium)("bulk actions on the job list: the selected jobs are cancelled, the others left alone", () =>
+    Effect.gen(function*() {
+      const jobs = yield* Jobs.Jobs
+      const ids = yield* jobs.enqueueMany(Email, [{ to: "b1" }, { to: "b2" }, { to: "b3" }], { queue: "ui-bulk" })
+      yield* withDashboard({}, (base) =>
+        withPage((page) =>
+          Effect.gen(function*() {
+            yield* ui(() => page.goto(`${base}/#/jobs?queue=ui-bulk`))
+            for (const id of [ids[0]!, ids[2]!]) yield* ui(() => page.locator(`tr[data-id="${id}"] input.select`).check())
+            yield* ui(() => page.locator("button.bulk.cancel").click())
+            yield* untilState(ids[0]!, "cancelled")
+            yield* untilState(ids[2]!, "cancelled")
+            yield* ui(() => page.locator(`tr[data-id="${ids[0]}"] .state`, { hasText: "cancelled" }).waitFor())
+          })
+        ))
+      const admin = yield* JobsAdmin.JobsAdmin
+      assert.strictEqual((yield* admin.get(ids[1]!)).state, "available", "not selected: untouched")
+    }))
+
   it.effect.skipIf(!haveChromium)("a token in #token= opens a dashboard that needs one, the API refuses a request without it; read-only disables the buttons", () =>
     Effect.gen(function*() {
       const jobs = yield* Jobs.Jobs

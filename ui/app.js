@@ -362,10 +362,43 @@ async function jobList(params) {
     h("button", { type: "submit" }, "Filter")
   )
 
+  // Bulk actions: the selected jobs, one request each (the API's single-job calls, so each
+  // gets the same checks and errors as from its own page).
+  const selected = new Set()
+  const bulk = (label, cls, action) =>
+    actionButton(label, async () => {
+      const ids = [...selected]
+      if (ids.length === 0) return `${label}: select jobs first`
+      const failed = []
+      for (const id of ids) {
+        try {
+          await action(id)
+        } catch (e) {
+          failed.push(`${id} (${e.message})`)
+        }
+      }
+      if (failed.length) throw new Error(`${ids.length - failed.length} of ${ids.length} done; failed: ${failed.join(", ")}`)
+      return `${label}: ${ids.length} jobs`
+    }, { class: `bulk ${cls}` })
+  const bulkBar = h(
+    "p",
+    { class: "bulk-actions" },
+    bulk("Retry selected", "retry", (id) => api("POST", `jobs/${id}/retry`)),
+    " ",
+    bulk("Cancel selected", "cancel", (id) => api("POST", `jobs/${id}/cancel`)),
+    " ",
+    bulk("Delete selected", "delete", (id) => api("DELETE", `jobs/${id}`))
+  )
   const rows = page.jobs.map((j) =>
     h(
       "tr",
       { "data-id": j.id },
+      h("td", {}, h("input", {
+        type: "checkbox",
+        class: "select",
+        "aria-label": `select job ${j.id}`,
+        onchange: (event) => (event.target.checked ? selected.add(j.id) : selected.delete(j.id))
+      })),
       h("td", {}, jobLink(j.id)),
       h("td", {}, j.name),
       h("td", {}, j.queue),
@@ -378,7 +411,8 @@ async function jobList(params) {
   main.replaceChildren(
     h("h1", {}, "Jobs"),
     form,
-    table("jobs", ["id", "name", "queue", "state", "attempt", "time", "last error"], rows, "No jobs match."),
+    bulkBar,
+    table("jobs", ["", "id", "name", "queue", "state", "attempt", "time", "last error"], rows, "No jobs match."),
     pager("#/jobs", params, page.next)
   )
 }
