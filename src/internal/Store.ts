@@ -792,12 +792,16 @@ export class JobStore extends Context.Service<JobStore, {
         return { extended, busy }
       })
 
-      /** Moves due `scheduled` jobs to `available` and wakes the workers of their queues. */
-      const jobPromoteScheduled = Effect.fnUntraced(function*(nowMillis: number, limit: number) {
+      /**
+       * Moves due `scheduled` jobs (of `queues` only, when given) to `available` and wakes
+       * the workers of their queues; how many.
+       */
+      const promote = Effect.fnUntraced(function*(nowMillis: number, limit: number, queues?: ReadonlyArray<string>) {
+        const ofQueues = queues === undefined ? sql.literal("") : sql`AND queue = ANY(${textArray(queues)}::text[])`
         const rows = yield* sql<{ readonly queue: string; readonly n: number }>`
           WITH due AS (
             SELECT id FROM ${t.jobs}
-            WHERE state = 'scheduled' AND run_at <= ${iso(nowMillis)}::timestamptz
+            WHERE state = 'scheduled' AND run_at <= ${iso(nowMillis)}::timestamptz ${ofQueues}
             ORDER BY run_at
             LIMIT ${limit}
             FOR UPDATE SKIP LOCKED
@@ -809,25 +813,9 @@ export class JobStore extends Context.Service<JobStore, {
           FROM promoted GROUP BY queue`
         return rows.reduce((sum, r) => sum + r.n, 0)
       })
-
+      const jobPromoteScheduled = (nowMillis: number, limit: number) => promote(nowMillis, limit)
       /** Due `scheduled` jobs of some queues to `available`, with the NOTIFY of `jobPromoteScheduled`. */
-      const jobPromoteDue = Effect.fnUntraced(function*(queues: ReadonlyArray<string>, nowMillis: number, limit: number) {
-        const rows = yield* sql<{ readonly queue: string; readonly n: number }>`
-          WITH due AS (
-            SELECT id FROM ${t.jobs}
-            WHERE state = 'scheduled' AND run_at <= ${iso(nowMillis)}::timestamptz
-              AND queue = ANY(${textArray(queues)}::text[])
-            ORDER BY run_at
-            LIMIT ${limit}
-            FOR UPDATE SKIP LOCKED
-          ),
-          promoted AS (
-            UPDATE ${t.jobs} j SET state = 'available' FROM due WHERE j.id = due.id RETURNING j.queue
-          )
-          SELECT queue, count(*)::int AS n, pg_notify(${channels.new}, queue)::text AS notified
-          FROM promoted GROUP BY queue`
-        return rows.reduce((sum, r) => sum + r.n, 0)
-      })
+      const jobPromoteDue = (queues: ReadonlyArray<string>, nowMillis: number, limit: number) => promote(nowMillis, limit, queues)
 
       /**
        * Rescues jobs whose lease lapsed (their worker died or lost the database), and jobs
