@@ -87,6 +87,9 @@ const shutdown = (
   }).pipe(Effect.ignore)
 
 /** Builds the worker inside the current scope. */
+/** Runs `effect`, and the fibers it forks, on the real clock whatever clock is in context (a TestClock). */
+const onRealClock = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.provideService(effect, Clock.Clock, Clock.Clock.defaultValue())
+
 export const make = Effect.fnUntraced(function*(options: Options) {
   const config = yield* validate(options)
   if (options.pruner !== false) yield* Pruner.validate(options.pruner ?? {})
@@ -144,9 +147,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   // On the real clock, whatever clock the worker runs on: the registration says whether this
   // process's database session lives, which is real time (a TestClock jump of a day would
   // otherwise run 172,800 beats and 864,000 fence checks, and fence every held job).
-  yield* Registration.start({ config, store, observer, held, producers, running, completer, names: executor.names }).pipe(
-    Effect.provideService(Clock.Clock, Clock.Clock.defaultValue())
-  )
+  yield* onRealClock(Registration.start({ config, store, observer, held, producers, running, completer, names: executor.names }))
   for (const queue of config.queues) yield* producers.start(queue)
 
   // -- background fibers; each is interrupted when the scope closes --------------------
@@ -154,9 +155,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   if (config.listen) yield* Listener.start({ store, producers, cancel })
   // Leases are real time too: their deadlines are the database's (claim and heartbeat set
   // `now() + lease`), so a TestClock jump must not make this worker think they lapsed.
-  yield* Lease.start({ config, store, observer, held, producers, running }).pipe(
-    Effect.provideService(Clock.Clock, Clock.Clock.defaultValue())
-  )
+  yield* onRealClock(Lease.start({ config, store, observer, held, producers, running }))
   const signals = yield* TestSignals
   const maintenance = Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
