@@ -450,6 +450,17 @@ export class JobStore extends Context.Service<JobStore, {
         "ON CONFLICT (name, unique_key) WHERE unique_key IS NOT NULL AND state IN ('scheduled', 'available', 'running') DO NOTHING"
       )
       const conflictOnAny = sql.literal("ON CONFLICT DO NOTHING")
+      /**
+       * Keyed rows are written in the keys' order, not the batch's: two batches that meet the
+       * same keys in opposite orders would otherwise each hold one key (a row lock, or an
+       * insert in progress that the other's ON CONFLICT waits for) and wait for the other's,
+       * a deadlock (test/unique-deadlock.test.ts). The ids are still drawn in batch order
+       * (`nextval` in a SELECT with ORDER BY runs after the sort), so they follow enqueue order.
+       */
+      const withIds = sql.literal(
+        `ids AS (SELECT x.*, nextval(pg_get_serial_sequence('${qualify(schema, "jobs")}', 'id')) AS id FROM x ORDER BY x.ord)`
+      )
+      const keyOrder = sql.literal("ORDER BY ids.name, ids.unique_key, ids.ord")
 
       /**
        * One statement for the batch. Rows with a key that a job holds are skipped (and found by
@@ -460,12 +471,18 @@ export class JobStore extends Context.Service<JobStore, {
         const input = JSON.stringify(rows.map((row, ord) => ({ ...row, ord })))
         const conflict = rows.some((r) => r.unique_window != null) ? conflictOnAny : conflictOnKey
         if (!rows.some((r) => r.replace != null)) {
+          // Returned by id: the rows without a key in the order sent (see `withIds`).
           return sql<Returned>`
-            INSERT INTO ${t.jobs} (${insertColumns})
-            SELECT ${insertColumns} FROM jsonb_to_recordset(${input}::jsonb) AS ${rowType}
-            ORDER BY ord
-            ${conflict}
-            RETURNING id::text, name, unique_key, false AS replaced`
+            WITH x AS (SELECT * FROM jsonb_to_recordset(${input}::jsonb) AS ${rowType}),
+            ${withIds},
+            inserted AS (
+              INSERT INTO ${t.jobs} (id, ${insertColumns})
+              SELECT id, ${insertColumns} FROM ids
+              ${keyOrder}
+              ${conflict}
+              RETURNING id, name, unique_key
+            )
+            SELECT id::text, name, unique_key, false AS replaced FROM inserted ORDER BY inserted.id`
         }
         // The waiting job (scheduled or available: a running one is not touched) takes the
         // enqueue's values; it keeps its id, attempts, errors, created_at and unique window. Two
@@ -474,6 +491,13 @@ export class JobStore extends Context.Service<JobStore, {
         // first makes it running, and this UPDATE then passes it over.
         return sql<Returned>`
           WITH x AS (SELECT * FROM jsonb_to_recordset(${input}::jsonb) AS ${rowType}),
+          -- the waiting jobs to replace, locked in the keys' order (see \`withIds\`)
+          locked AS (
+            SELECT j.id FROM ${t.jobs} j JOIN x ON j.name = x.name AND j.unique_key = x.unique_key
+            WHERE x.replace IS NOT NULL AND j.state IN ('scheduled', 'available')
+            ORDER BY j.name, j.unique_key
+            FOR UPDATE OF j
+          ),
           replaced AS (
             UPDATE ${t.jobs} j SET
               args = x.args, queue = x.queue, priority = x.priority, metadata = x.metadata,
@@ -484,17 +508,18 @@ export class JobStore extends Context.Service<JobStore, {
               state = CASE WHEN x.replace = 'keepRunAt' THEN j.state ELSE x.state END
             FROM x
             WHERE x.replace IS NOT NULL AND j.name = x.name AND j.unique_key = x.unique_key
-              AND j.state IN ('scheduled', 'available')
+              AND j.id IN (SELECT id FROM locked) AND j.state IN ('scheduled', 'available')
             RETURNING j.id, j.name, j.unique_key, j.state, j.queue, x.ord
           ),
+          ${withIds},
           inserted AS (
-            INSERT INTO ${t.jobs} (${insertColumns})
-            SELECT ${insertColumns} FROM x WHERE x.ord NOT IN (SELECT ord FROM replaced)
-            ORDER BY x.ord
+            INSERT INTO ${t.jobs} (id, ${insertColumns})
+            SELECT id, ${insertColumns} FROM ids WHERE ids.ord NOT IN (SELECT ord FROM replaced)
+            ${keyOrder}
             ${conflict}
             RETURNING id, name, unique_key
           )
-          SELECT id::text, name, unique_key, false AS replaced, NULL::text AS notified FROM inserted
+          (SELECT id::text, name, unique_key, false AS replaced, NULL::text AS notified FROM inserted ORDER BY inserted.id)
           UNION ALL
           -- A job made available now wakes the workers of its queue (the insert trigger does
           -- that for new rows only); the NOTIFY is delivered at commit.
