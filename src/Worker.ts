@@ -64,6 +64,29 @@ export interface QueueConfig {
    * fixes it; 0 claims only for free slots (fairest across workers).
    */
   readonly prefetch?: number | undefined
+  /**
+   * Fleet-wide flow control (docs/flow-control.md). A queue with any of these is claimed
+   * through the gated claim: claims of the queue are serialized across the fleet, count the
+   * jobs running on every worker, and go round the groups that have work (`EnqueueOptions.group`),
+   * one job per group per turn. Every worker serving the queue must be given the same `flow`.
+   * Such a queue claims only for free slots (`prefetch` must be 0 or unset: a buffered job
+   * would hold a fleet-wide slot without running).
+   */
+  readonly flow?: FlowOptions | undefined
+}
+
+/** `QueueConfig.flow`. Limits are integers of at least 1. */
+export interface FlowOptions {
+  /** At most this many jobs of the queue run at once across every worker serving it. */
+  readonly global?: number | undefined
+  /** At most this many jobs of one group run at once across every worker. */
+  readonly perGroup?: number | undefined
+  /**
+   * Jobs of a group run one at a time in enqueue order. `true` = `{ onDead: "block" }`:
+   * a dead job holds its group until an operator retries or deletes it; `"continue"`: the
+   * next job of the group runs once one is dead.
+   */
+  readonly sequence?: boolean | { readonly onDead?: "block" | "continue" | undefined } | undefined
 }
 
 export interface Options {

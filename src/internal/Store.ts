@@ -157,6 +157,8 @@ export interface NewJobRow {
   readonly max_attempts: number
   readonly args: unknown
   readonly unique_key: string | null
+  /** The job's group (`EnqueueOptions.group`, migrations/0012); null: none. */
+  readonly group_key?: string | null | undefined
   readonly metadata: Readonly<Record<string, unknown>>
   readonly request_id: string | null
   readonly trace: unknown
@@ -178,6 +180,14 @@ export interface NewJobRow {
 export interface InsertOutcome {
   readonly id: string
   readonly outcome: "inserted" | "duplicate" | "replaced"
+}
+
+/** The limits a gated claim enforces (`QueueConfig.flow`, resolved); undefined: none. */
+export interface GatedFlow {
+  readonly global: number | undefined
+  readonly perGroup: number | undefined
+  readonly sequence: boolean
+  readonly onDead: "block" | "continue"
 }
 
 export interface ClaimedJobRow {
@@ -359,6 +369,21 @@ export class JobStore extends Context.Service<JobStore, {
     readonly workerId: string
     readonly names: ReadonlyArray<string>
   }) => Effect.Effect<ReadonlyArray<ClaimedJobRow>, SqlError.SqlError>
+  /**
+   * `jobClaim` of a queue with flow control (`QueueConfig.flow`): the function
+   * `claim_gated` of migrations/0012, one statement. Fleet-wide limits, round robin over
+   * the groups, sequences; the rows come back in the order picked.
+   */
+  readonly jobClaimGated: (options: {
+    readonly queue: string
+    readonly limit: number
+    readonly now: number
+    readonly leaseMillis: number
+    readonly workerId: string
+    readonly names?: ReadonlyArray<string> | undefined
+    readonly startNow?: number | undefined
+    readonly flow: GatedFlow
+  }) => Effect.Effect<ReadonlyArray<ClaimedJobRow>, SqlError.SqlError>
   readonly jobFinishMany: (
     rows: ReadonlyArray<FinishRow>,
     now: number
@@ -436,13 +461,13 @@ export class JobStore extends Context.Service<JobStore, {
 
       const insertColumns = sql.literal(
         "name, queue, state, priority, run_at, max_attempts, args, unique_key, metadata, request_id, trace, " +
-          "retention_ms, max_errors, bundle_id, unique_states, unique_window"
+          "retention_ms, max_errors, bundle_id, unique_states, unique_window, group_key"
       )
       const rowType = sql.literal(`x(
             name text, queue text, state text, priority smallint, run_at timestamptz, max_attempts integer,
             args jsonb, unique_key text, metadata jsonb, request_id text, trace jsonb, retention_ms bigint,
             max_errors smallint, bundle_id bigint, unique_states text[], unique_window timestamptz, replace text,
-            ord bigint)`)
+            group_key text, ord bigint)`)
       // Rows whose key only unfinished jobs hold can only conflict on the index of migration 0001:
       // name it, as every version before 0010 did. A row with a window (migration 0010) may also
       // conflict on jobs_unique_window_idx; with no target, a conflict on either is skipped.
@@ -501,7 +526,7 @@ export class JobStore extends Context.Service<JobStore, {
           replaced AS (
             UPDATE ${t.jobs} j SET
               args = x.args, queue = x.queue, priority = x.priority, metadata = x.metadata,
-              request_id = x.request_id, trace = x.trace,
+              request_id = x.request_id, trace = x.trace, group_key = x.group_key,
               -- at least one attempt more than it has spent: a replaced job runs again
               max_attempts = GREATEST(x.max_attempts, LEAST(j.attempt, 2147483646) + 1),
               run_at = CASE WHEN x.replace = 'keepRunAt' THEN j.run_at ELSE x.run_at END,
@@ -565,7 +590,7 @@ export class JobStore extends Context.Service<JobStore, {
             r.run_at !== first.run_at || r.max_attempts !== first.max_attempts || r.unique_key !== null ||
             r.metadata !== first.metadata || r.request_id !== first.request_id || r.trace !== first.trace ||
             r.retention_ms !== first.retention_ms || r.max_errors !== first.max_errors ||
-            (r.bundle_id ?? null) !== (first.bundle_id ?? null)
+            (r.bundle_id ?? null) !== (first.bundle_id ?? null) || (r.group_key ?? null) !== (first.group_key ?? null)
           ) return false
         }
         return true
@@ -580,11 +605,11 @@ export class JobStore extends Context.Service<JobStore, {
         return sql<{ readonly ids: string | null }>`
           WITH inserted AS (
           INSERT INTO ${t.jobs} (name, queue, state, priority, run_at, max_attempts, args, metadata, request_id,
-                                   trace, retention_ms, max_errors, bundle_id)
+                                   trace, retention_ms, max_errors, bundle_id, group_key)
           SELECT ${f.name}, ${f.queue}, ${f.state}, ${f.priority}, ${f.run_at}::timestamptz, ${f.max_attempts},
                  a.value, ${JSON.stringify(f.metadata)}::jsonb, ${f.request_id},
                  ${f.trace === null || f.trace === undefined ? null : JSON.stringify(f.trace)}::jsonb,
-                 ${f.retention_ms}::bigint, ${f.max_errors}, ${f.bundle_id ?? null}::bigint
+                 ${f.retention_ms}::bigint, ${f.max_errors}, ${f.bundle_id ?? null}::bigint, ${f.group_key ?? null}::text
           FROM jsonb_array_elements(${JSON.stringify(rows.map((r) => r.args))}::jsonb) WITH ORDINALITY AS a(value, ord)
           ORDER BY a.ord
           RETURNING id
@@ -701,6 +726,23 @@ export class JobStore extends Context.Service<JobStore, {
         readonly workerId: string
         readonly names: ReadonlyArray<string>
       }) => jobClaim({ ...o, priorityBelow: o.priority, startNow: 0 }) // into a full buffer: every row is buffered
+
+      const jobClaimGated = (o: {
+        readonly queue: string
+        readonly limit: number
+        readonly now: number
+        readonly leaseMillis: number
+        readonly workerId: string
+        readonly names?: ReadonlyArray<string> | undefined
+        readonly startNow?: number | undefined
+        readonly flow: GatedFlow
+      }) =>
+        sql<ClaimedJobRow>`
+          SELECT * FROM ${sql.literal(qualify(schema, "claim_gated"))}(
+            ${o.queue}, ${o.limit}, ${iso(o.now)}::timestamptz, ${o.leaseMillis}::bigint, ${o.workerId},
+            ${o.names === undefined ? null : textArray(o.names)}::text[], ${Math.max(0, Math.min(o.startNow ?? o.limit, o.limit))},
+            ${o.flow.global ?? null}::integer, ${o.flow.perGroup ?? null}::integer,
+            ${o.flow.sequence}, ${o.flow.onDead === "block"})`
 
       /**
        * Applies the outcomes of many runs in one statement. A row is changed only if
@@ -1044,6 +1086,7 @@ export class JobStore extends Context.Service<JobStore, {
         channels,
         jobInsertMany,
         jobClaim,
+        jobClaimGated,
         jobClaimAhead,
         jobFinishMany,
         throughputAdd,

@@ -6,7 +6,8 @@
  */
 import { Duration, Effect, Option } from "effect"
 import { InvalidWorkerConfig } from "../../Errors.ts"
-import type { Options } from "../../Worker.ts"
+import type { GatedFlow } from "../Store.ts"
+import type { FlowOptions, Options } from "../../Worker.ts"
 
 /** One queue as the worker serves it. */
 export interface ResolvedQueue {
@@ -17,6 +18,8 @@ export interface ResolvedQueue {
   /** No prefetch was configured: it follows the queue's run rate (see `QueueConfig.prefetch`). */
   readonly adaptive: boolean
   readonly pollMillis: number
+  /** `QueueConfig.flow`: the queue is claimed through the gated claim; undefined: the plain one. */
+  readonly flow: GatedFlow | undefined
 }
 
 /** `Worker.Options` with every default filled in and every duration in milliseconds. */
@@ -60,6 +63,42 @@ const millis = (label: string, input: Duration.Input | undefined, fallback: numb
   return ms
 }
 
+/** A flow limit: an integer in [1, 1000000], or absent. */
+const flowLimit = (name: string, label: string, value: unknown): number | undefined => {
+  if (value === undefined) return undefined
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > 1_000_000) {
+    throw new InvalidWorkerConfig({
+      message: `queue "${name}": flow.${label} must be an integer in [1, 1000000], got ${String(value)}`
+    })
+  }
+  return value
+}
+
+/** `QueueConfig.flow`, checked; undefined when no limit is set (the queue keeps the plain claim). */
+const resolveFlow = (name: string, flow: FlowOptions | undefined): GatedFlow | undefined => {
+  if (flow === undefined) return undefined
+  if (typeof flow !== "object" || flow === null) {
+    throw new InvalidWorkerConfig({ message: `queue "${name}": flow must be an object` })
+  }
+  const global = flowLimit(name, "global", flow.global)
+  const perGroup = flowLimit(name, "perGroup", flow.perGroup)
+  const s = flow.sequence
+  let onDead: "block" | "continue" = "block"
+  if (typeof s === "object" && s !== null) {
+    if (s.onDead !== undefined && s.onDead !== "block" && s.onDead !== "continue") {
+      throw new InvalidWorkerConfig({
+        message: `queue "${name}": flow.sequence.onDead must be "block" or "continue", got ${String(s.onDead)}`
+      })
+    }
+    onDead = s.onDead ?? "block"
+  } else if (s !== undefined && typeof s !== "boolean") {
+    throw new InvalidWorkerConfig({ message: `queue "${name}": flow.sequence must be a boolean or { onDead }` })
+  }
+  const sequence = s !== undefined && s !== false
+  if (global === undefined && perGroup === undefined && !sequence) return undefined
+  return { global, perGroup, sequence, onDead }
+}
+
 const resolveQueue = (name: string, options: Options): ResolvedQueue => {
   if (name.length === 0 || name.length > 255 || /\u0000|\p{Surrogate}/u.test(name)) {
     throw new InvalidWorkerConfig({
@@ -73,18 +112,26 @@ const resolveQueue = (name: string, options: Options): ResolvedQueue => {
       message: `queue "${name}": concurrency must be an integer in [1, 10000], got ${String(concurrency)}`
     })
   }
-  const prefetch = config.prefetch ?? concurrency
+  const flow = resolveFlow(name, config.flow)
+  // With flow, only free slots are claimed: a buffered job would hold a fleet-wide slot idle.
+  const prefetch = config.prefetch ?? (flow === undefined ? concurrency : 0)
   if (!Number.isInteger(prefetch) || prefetch < 0 || prefetch > 100_000) {
     throw new InvalidWorkerConfig({
       message: `queue "${name}": prefetch must be an integer in [0, 100000], got ${String(prefetch)}`
+    })
+  }
+  if (flow !== undefined && prefetch !== 0) {
+    throw new InvalidWorkerConfig({
+      message: `queue "${name}": a queue with flow claims only for free slots: prefetch must be 0 or unset, got ${prefetch}`
     })
   }
   return {
     name,
     concurrency,
     prefetch,
-    adaptive: config.prefetch === undefined,
-    pollMillis: millis(`queue "${name}": pollInterval`, config.pollInterval, 1000)
+    adaptive: config.prefetch === undefined && flow === undefined,
+    pollMillis: millis(`queue "${name}": pollInterval`, config.pollInterval, 1000),
+    flow
   }
 }
 
