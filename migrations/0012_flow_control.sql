@@ -61,7 +61,7 @@ DECLARE
   v_start text;        -- where the cursor was
   v_pos text;          -- the group visited last (NULL: the ungrouped jobs)
   v_group text;
-  v_want integer;
+  v_cand bigint;
   v_ids bigint[];
   v_head record;
   v_mark text;
@@ -88,7 +88,10 @@ BEGIN
   IF p_global IS NOT NULL THEN
     -- The running rows are the slots (buffered ones too): a slot of a dead worker comes back
     -- when the rescuer returns its job, one that completed when its outcome is written.
-    SELECT count(*) INTO v_running FROM effect_jobs.jobs j WHERE j.state = 'running' AND j.queue = p_queue;
+    -- (Read from jobs_lease_idx, whose rows are exactly the running jobs of every queue: the
+    -- cost is that of the jobs running fleet-wide, never of the table's history.)
+    SELECT count(*) INTO v_running FROM effect_jobs.jobs j
+    WHERE j.lease_expires_at IS NOT NULL AND j.state = 'running' AND j.queue = p_queue;
     v_free := least(v_free, p_global - v_running);
   END IF;
   -- rate limits: granted here (see rate_grant, migration 0013)
@@ -98,15 +101,16 @@ BEGIN
   IF p_per_group IS NOT NULL AND NOT p_sequence THEN
     SELECT coalesce(jsonb_object_agg(c.g, c.n), '{}') INTO v_counts
     FROM (SELECT j.group_key AS g, count(*) AS n FROM effect_jobs.jobs j
-          WHERE j.state = 'running' AND j.queue = p_queue AND j.group_key IS NOT NULL
+          WHERE j.lease_expires_at IS NOT NULL AND j.state = 'running' AND j.queue = p_queue AND j.group_key IS NOT NULL
           GROUP BY j.group_key) c;
   END IF;
 
   SELECT c.last_group INTO v_start FROM effect_jobs.flow_cursors c WHERE c.queue = p_queue;
   v_pos := v_start;
   -- Is there any group with runnable jobs? (Without one, the ungrouped jobs take every slot.)
-  v_any_group := EXISTS (SELECT 1 FROM effect_jobs.jobs j
-                         WHERE j.queue = p_queue AND j.state = 'available' AND j.group_key IS NOT NULL);
+  -- (min(), not EXISTS: min() is always read from the start of jobs_group_claim_idx)
+  v_any_group := (SELECT min(j.group_key) FROM effect_jobs.jobs j
+                  WHERE j.queue = p_queue AND j.state = 'available' AND j.group_key IS NOT NULL) IS NOT NULL;
 
   -- The round: the groups with runnable jobs in group order after the cursor, then the
   -- ungrouped jobs, then from the first group again. One job per group per visit (fairness);
@@ -114,14 +118,22 @@ BEGIN
   v_mark := v_start; -- where the last job was taken (at first: where the cursor was)
   WHILE v_free > 0 AND v_visits < v_max_visits LOOP
     v_visits := v_visits + 1;
-    -- the next group after v_pos (a loose index scan on jobs_group_claim_idx); none: the
-    -- ungrouped jobs' turn (NULL)
-    IF v_pos IS NULL THEN
+    -- The next group after v_pos, read from jobs_group_claim_idx at the first entry past
+    -- v_pos (a loose index scan: one probe per group, however deep its backlog). None: the
+    -- ungrouped jobs' turn (NULL). Without sequences, the same probe yields the group's next
+    -- job (its first runnable entry), locked: one statement per group visited.
+    v_cand := NULL;
+    IF p_sequence THEN
       SELECT min(j.group_key) INTO v_group FROM effect_jobs.jobs j
-      WHERE j.queue = p_queue AND j.state = 'available' AND j.group_key IS NOT NULL;
+      WHERE j.queue = p_queue AND j.state = 'available' AND j.group_key IS NOT NULL AND j.group_key > coalesce(v_pos, '');
     ELSE
-      SELECT min(j.group_key) INTO v_group FROM effect_jobs.jobs j
-      WHERE j.queue = p_queue AND j.state = 'available' AND j.group_key IS NOT NULL AND j.group_key > v_pos;
+      SELECT j.group_key, j.id INTO v_group, v_cand FROM effect_jobs.jobs j
+      WHERE j.queue = p_queue AND j.state = 'available' AND j.group_key IS NOT NULL AND j.group_key > coalesce(v_pos, '')
+        AND j.run_at <= p_now AND (p_names IS NULL OR j.name = ANY (p_names)) AND j.id <> ALL (v_picked)
+      ORDER BY j.group_key, j.priority, j.run_at, j.id
+      LIMIT 1
+      FOR UPDATE SKIP LOCKED;
+      -- (a locked row left unclaimed, its group at its limit, is only locked until commit)
     END IF;
     -- Does this step (v_pos -> v_group, in the round's order, ungrouped first) reach or pass
     -- v_mark? Then a whole round has gone by since the last job was taken.
@@ -164,20 +176,8 @@ BEGIN
                          FOR UPDATE SKIP LOCKED);
         END IF;
       END IF;
-    ELSE
-      v_want := 1;
-      IF p_per_group IS NOT NULL THEN
-        v_want := least(v_want, p_per_group - coalesce((v_counts ->> v_group)::integer, 0));
-      END IF;
-      IF v_want > 0 THEN
-        v_ids := ARRAY(
-          SELECT j.id FROM effect_jobs.jobs j
-          WHERE j.state = 'available' AND j.queue = p_queue AND j.group_key = v_group AND j.run_at <= p_now
-            AND (p_names IS NULL OR j.name = ANY (p_names)) AND j.id <> ALL (v_picked)
-          ORDER BY j.priority, j.run_at, j.id
-          LIMIT v_want
-          FOR UPDATE SKIP LOCKED);
-      END IF;
+    ELSIF p_per_group IS NULL OR coalesce((v_counts ->> v_group)::integer, 0) < p_per_group THEN
+      v_ids := ARRAY[v_cand]; -- one per group per visit: the round goes on to the next group
     END IF;
 
     IF cardinality(v_ids) > 0 THEN

@@ -69,8 +69,9 @@ export interface QueueConfig {
    * through the gated claim: claims of the queue are serialized across the fleet, count the
    * jobs running on every worker, and go round the groups that have work (`EnqueueOptions.group`),
    * one job per group per turn. Every worker serving the queue must be given the same `flow`.
-   * Such a queue claims only for free slots (`prefetch` must be 0 or unset: a buffered job
-   * would hold a fleet-wide slot without running).
+   * Such a queue claims only for free slots by default (`prefetch` 0, not adaptive): a
+   * buffered job counts as running for every limit, holding a fleet-wide slot without
+   * running. A `prefetch` set explicitly is kept (faster short jobs, at that price).
    */
   readonly flow?: FlowOptions | undefined
 }

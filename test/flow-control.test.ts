@@ -300,10 +300,6 @@ layer(TestLayer, { excludeTestServices: true })("flow control", (it) => {
         }, Job.toLayer(B, () => Effect.void)))
         assert.instanceOf(e, InvalidWorkerConfig, JSON.stringify(flow))
       }
-      const prefetch = yield* Effect.flip(worker({
-        queues: { "flow-bad-config": { prefetch: 5, flow: { global: 2 } } }
-      }, Job.toLayer(B, () => Effect.void)))
-      assert.instanceOf(prefetch, InvalidWorkerConfig)
       assert.strictEqual(yield* countWhere("flow-bad-config", "available"), 1)
     }))
 })

@@ -113,16 +113,12 @@ const resolveQueue = (name: string, options: Options): ResolvedQueue => {
     })
   }
   const flow = resolveFlow(name, config.flow)
-  // With flow, only free slots are claimed: a buffered job would hold a fleet-wide slot idle.
+  // With flow, only free slots are claimed unless a prefetch is set: a buffered job counts as
+  // running for the limits, a fleet-wide slot held idle.
   const prefetch = config.prefetch ?? (flow === undefined ? concurrency : 0)
   if (!Number.isInteger(prefetch) || prefetch < 0 || prefetch > 100_000) {
     throw new InvalidWorkerConfig({
       message: `queue "${name}": prefetch must be an integer in [0, 100000], got ${String(prefetch)}`
-    })
-  }
-  if (flow !== undefined && prefetch !== 0) {
-    throw new InvalidWorkerConfig({
-      message: `queue "${name}": a queue with flow claims only for free slots: prefetch must be 0 or unset, got ${prefetch}`
     })
   }
   return {

@@ -33,8 +33,8 @@
  *
  *
  * Flow control. A queue with `flow` (fleet-wide limits, groups, sequences) claims through
- * the gated claim (`jobClaimGated`, migrations/0012) instead, with prefetch 0: it claims only
- * for free slots, never buffers, and so never probes. A claim that comes back short there may
+ * the gated claim (`jobClaimGated`, migrations/0012) instead, by default with prefetch 0 (it
+ * claims only for free slots), and never probes (the probe's claim knows no limits). A claim that comes back short there may
  * mean the queue is at a fleet-wide limit rather than drained: the producer waits for a NOTIFY,
  * the poll, or one of its own slots to free (a run ending releases it and opens the signal).
  *
@@ -189,6 +189,7 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
       // The gated claim counts the job running until its outcome is written: only now may a
       // claim that came back short (at a limit) find room again.
       if (queue.flow === undefined) return
+      wakes++ // (a claim in flight that comes back short must not take the queue for drained)
       hungry = true
       signal.openUnsafe()
     },
@@ -253,8 +254,8 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
       startNow
     }
     // A queue with flow control claims through the gated claim (fleet-wide limits, round robin
-    // over groups, sequences: migrations/0012), for its free slots only (its prefetch is 0,
-    // Config.ts), so `limit` = `startNow` and nothing it claims waits in the buffer.
+    // over groups, sequences: migrations/0012), by default for its free slots only (prefetch 0,
+    // Config.ts): then `limit` = `startNow` and nothing it claims waits in the buffer.
     const rows = queue.flow === undefined
       ? yield* store.jobClaim(options)
       : yield* store.jobClaimGated({ ...options, flow: queue.flow })
@@ -283,6 +284,7 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
    * the probe may give back. A plan made ready for a wish that is gone is dropped.
    */
   const probeWantedNow = () => {
+    if (queue.flow !== undefined) return false // the probe's claim is the plain one: it knows no limits
     if (probeWanted && (buffer.length === 0 || buffer.worst()! <= minPriority)) {
       probeWanted = false // nothing buffered could be overtaken: the next claim takes the best
     }
