@@ -87,6 +87,17 @@ layer(TestLayer, { excludeTestServices: true })("flow control", (it) => {
       assert.strictEqual(gauge.maxTotal(), 3, "at most 3 at once, and 3 reached")
     }), { timeout: 60_000 })
 
+  it.effect("a worker at the global limit claims again as soon as its outcomes are written, not at the next poll", () =>
+    Effect.gen(function*() {
+      const W = Job.make("flow-written", { args: Args, queue: "flow-written", retention: "1 day" })
+      const jobs = yield* Jobs.Jobs
+      yield* jobs.enqueueMany(W, Array.from({ length: 50 }, (_, n) => ({ n })))
+      // Every claim comes back short (2 of the 4 free slots): the queue looks drained. Only the
+      // written outcomes (Executor -> Producer.written) make it claim again; the poll is an hour.
+      yield* worker({ queues: { "flow-written": { concurrency: 4, pollInterval: "1 hour", flow: { global: 2 } } } }, Job.toLayer(W, () => Effect.void))
+      yield* allDone("flow-written", 50)
+    }), { timeout: 60_000 })
+
   it.effect("perGroup: never more than N jobs of one group run at once across two workers", () =>
     Effect.gen(function*() {
       const P = Job.make("flow-per-group", { args: Schema.Struct({ g: Schema.String }), queue: "flow-pg", retention: "1 day" })
