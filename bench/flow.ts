@@ -3,11 +3,12 @@
  * fresh database, plain queue vs the same queue with a `flow` option. Prints one JSON line.
  *
  *   node --conditions=@effect-jobs/source bench/flow.ts <server url>
- *        [--mode plain|per-group|global] [--jobs 20000] [--concurrency 24] [--groups 10000]
+ *        [--mode plain|per-group|global] [--jobs 20000] [--concurrency 24] [--groups 10000] [--prefetch n]
  *
  * plain:     no flow (the plain claim, src/internal/Store.ts jobClaim);
  * per-group: `flow: { perGroup: 1 }`, the jobs spread over `--groups` distinct groups;
  * global:    `flow: { global: <concurrency> }`, no groups.
+ * --prefetch: set it explicitly (plain: adaptive by default; flow queues: 0 by default).
  * The rate is jobs / time from the worker's start until the last outcome was written.
  */
 import { Effect, Exit, Layer, Schema, Scope } from "effect"
