@@ -3,10 +3,11 @@
  * fresh database, plain queue vs the same queue with a `flow` option. Prints one JSON line.
  *
  *   node --conditions=@effect-jobs/source bench/flow.ts <server url>
- *        [--mode plain|per-group|global] [--jobs 20000] [--concurrency 24] [--groups 10000] [--prefetch n]
+ *        [--mode plain|per-group|sequence|global] [--jobs 20000] [--concurrency 24] [--groups 10000] [--prefetch n]
  *
  * plain:     no flow (the plain claim, src/internal/Store.ts jobClaim);
  * per-group: `flow: { perGroup: 1 }`, the jobs spread over `--groups` distinct groups;
+ * sequence:  `flow: { sequence: true }`, over `--groups` groups;
  * global:    `flow: { global: <concurrency> }`, no groups.
  * --prefetch: set it explicitly (plain: adaptive by default; flow queues: 0 by default).
  * The rate is jobs / time from the worker's start until the last outcome was written.
@@ -19,7 +20,7 @@ import { withDatabase, withSql } from "./sql.ts"
 const args = process.argv.slice(2)
 const url = args[0]
 if (url === undefined || url.startsWith("--")) {
-  console.error("usage: node bench/flow.ts <server url> [--mode plain|per-group|global] [--jobs n] [--concurrency n] [--groups n]")
+  console.error("usage: node bench/flow.ts <server url> [--mode plain|per-group|sequence|global] [--jobs n] [--concurrency n] [--groups n]")
   process.exit(2)
 }
 const flag = (name: string) => {
@@ -32,6 +33,8 @@ const concurrency = Number(flag("concurrency") ?? 24)
 const groups = Number(flag("groups") ?? 10_000)
 const flow: Worker.FlowOptions | undefined = mode === "per-group"
   ? { perGroup: 1 }
+  : mode === "sequence"
+  ? { sequence: true }
   : mode === "global"
   ? { global: concurrency }
   : undefined
@@ -46,7 +49,7 @@ try {
   await withSql(db, (sql) =>
     sql.unsafe(
       `INSERT INTO effect_jobs.jobs (name, queue, args, retention_ms, group_key)
-       SELECT 'noop', 'default', '{}', 0, ${mode === "per-group" ? `'g' || (g % ${groups})` : "NULL"}
+       SELECT 'noop', 'default', '{}', 0, ${mode === "per-group" || mode === "sequence" ? `'g' || (g % ${groups})` : "NULL"}
        FROM generate_series(1, ${jobs}) AS g`
     ))
   await withSql(db, (sql) => sql.unsafe("VACUUM ANALYZE effect_jobs.jobs"))
@@ -76,7 +79,7 @@ try {
   await allWritten
   await Effect.runPromise(Scope.close(scope, Exit.void))
   const wallMs = endedAt - startedAt
-  console.log(JSON.stringify({ mode, jobs, concurrency, ...(mode === "per-group" ? { groups } : {}), wallMs: Math.round(wallMs), perSecond: Math.round(jobs / (wallMs / 1000)) }))
+  console.log(JSON.stringify({ mode, jobs, concurrency, ...(mode === "per-group" || mode === "sequence" ? { groups } : {}), wallMs: Math.round(wallMs), perSecond: Math.round(jobs / (wallMs / 1000)) }))
 } finally {
   await withSql(url, (sql) => sql.unsafe(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`))
 }
