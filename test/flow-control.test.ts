@@ -98,6 +98,35 @@ layer(TestLayer, { excludeTestServices: true })("flow control", (it) => {
       yield* allDone("flow-written", 50)
     }), { timeout: 60_000 })
 
+  it.effect("a slot held by a job of a dead worker comes back when the rescuer returns the job", () =>
+    Effect.gen(function*() {
+      const store = yield* JobStore
+      const D = Job.make("flow-rescued", { args: Args, queue: "flow-rescued", retention: "1 day" })
+      const jobs = yield* Jobs.Jobs
+      const [first] = yield* jobs.enqueueMany(D, [{ n: 1 }, { n: 2 }])
+      // A worker that dies right after its claim: its job holds the only slot, on a 1 ms lease.
+      const ghost = yield* store.jobClaimGated({
+        queue: "flow-rescued",
+        limit: 1,
+        now: Date.now(),
+        leaseMillis: 1,
+        workerId: "ghost",
+        flow: { global: 1, perGroup: undefined, sequence: false, onDead: "block" }
+      })
+      assert.deepStrictEqual(ghost.map((r) => r.id), [first])
+      const again = yield* store.jobClaimGated({
+        queue: "flow-rescued",
+        limit: 1,
+        now: Date.now(),
+        leaseMillis: 30_000,
+        workerId: "other",
+        flow: { global: 1, perGroup: undefined, sequence: false, onDead: "block" }
+      })
+      assert.strictEqual(again.length, 0, "the slot is taken")
+      yield* worker({ queues: { "flow-rescued": { concurrency: 2, flow: { global: 1 } } }, maintenanceInterval: "50 millis" }, Job.toLayer(D, () => Effect.void))
+      yield* allDone("flow-rescued", 2)
+    }), { timeout: 60_000 })
+
   it.effect("perGroup: never more than N jobs of one group run at once across two workers", () =>
     Effect.gen(function*() {
       const P = Job.make("flow-per-group", { args: Schema.Struct({ g: Schema.String }), queue: "flow-pg", retention: "1 day" })
@@ -283,10 +312,17 @@ layer(TestLayer, { excludeTestServices: true })("flow control", (it) => {
       }
       const counted = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM effect_jobs.jobs WHERE queue = 'flow-bad'`
       assert.strictEqual(counted[0]!.n, 0)
-      // a good group is stored
-      const id = yield* jobs.enqueue(B, { n: 1 }, { group: "tenant-1" })
-      const [row] = yield* sql<{ group_key: string }>`SELECT group_key FROM effect_jobs.jobs WHERE id = ${id}::bigint`
-      assert.strictEqual(row!.group_key, "tenant-1")
+      // a good group is stored, by every path of the enqueue
+      const ids = [
+        yield* jobs.enqueue(B, { n: 1 }, { group: "t1" }),
+        ...(yield* jobs.enqueueMany(B, [{ n: 2 }, { n: 3 }], { group: "t2" })), // one statement for the batch
+        ...(yield* jobs.insertAll([Jobs.entry(B, { n: 4 }, { group: "t3", uniqueKey: "k" })])).map((r) => r.id),
+        yield* sql.withTransaction(jobs.enqueue(B, { n: 5 }, { group: "t4" })),
+        yield* jobs.enqueue(B, { n: 6 })
+      ]
+      const rows = yield* sql<{ group_key: string | null }>`
+        SELECT group_key FROM effect_jobs.jobs WHERE id = ANY(${ids.map(Number)}::bigint[]) ORDER BY id`
+      assert.deepStrictEqual(rows.map((r) => r.group_key), ["t1", "t2", "t2", "t3", "t4", null])
     }))
 
   it.effect("bad flow options: InvalidWorkerConfig, nothing claimed", () =>
