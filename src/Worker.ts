@@ -38,7 +38,7 @@
  * those are not middleware and stay on. `middleware` adds your own wrappers.
  *
  * Settings that change at run time: a queue's `concurrency` and the worker's `retention`
- * may be given as an Effect (a `Setting`: a `Ref.get`, a `Config.number(...)`, a read of
+ * may be given as an Effect (a `Setting`: a `Ref.get`, a `Config.Int(...)`, a read of
  * your own store) instead of a value. The worker reads it at startup (a read that fails,
  * or a value that is invalid, fails the layer with `InvalidWorkerConfig`) and again every
  * `settingsInterval`, applying a changed value as `setConcurrency` would; a later read that
@@ -62,7 +62,7 @@ import type * as Job from "./Job.ts"
 /**
  * A setting that may change while the worker runs: a value, or an Effect the worker reads at
  * startup and again every `settingsInterval` (a `Ref.get(ref)`, an `effect/Config` such as
- * `Config.number("CONCURRENCY")`, a read of your own store). Its failures are reported, never
+ * `Config.Int("CONCURRENCY")`, a read of your own store). Its failures are reported, never
  * fatal once the worker runs: the value in force is kept. It needs no services (provide them
  * to the Effect first); it runs in the worker's context (its `ConfigProvider`, say).
  */
