@@ -231,6 +231,12 @@ layer(TestLayer, { excludeTestServices: true })("settings that change at run tim
       yield* Ref.set(retention, Duration.infinity)
       yield* signals.settled
       assert.strictEqual((yield* runOne).kept, null, "kept forever: no prune_at")
+
+      // Beyond the bigint range of the statement: capped at 100,000 years, as a job's own is
+      // (uncapped, the finish statement was refused and the outcome given up: the run hung).
+      yield* Ref.set(retention, Duration.days(1e12))
+      yield* signals.settled
+      assert.strictEqual((yield* runOne).kept, 3_153_600_000_000_000)
     }))
 
   it.effect("the reader runs on Effect's Clock: on a TestClock, a change is read when the clock moves", () =>

@@ -46,7 +46,11 @@ export interface Resolved {
  */
 export type RetentionOverride = number | null | undefined
 
-/** `retention`: a duration of 0 or more (whole milliseconds, rounded up), or `Duration.infinity`. */
+/**
+ * `retention`: a duration of 0 or more (whole milliseconds, rounded up), or `Duration.infinity`.
+ * Capped at 100,000 years, as the finish statement caps each job's own: beyond the `bigint`
+ * range the statement would fail, and with it the outcomes it carries.
+ */
 export const retentionOverride = (input: unknown): RetentionOverride => {
   if (input === undefined) return undefined
   const d = Duration.fromInput(input as Duration.Input)
@@ -54,8 +58,11 @@ export const retentionOverride = (input: unknown): RetentionOverride => {
   if (!(ms >= 0)) {
     throw new InvalidWorkerConfig({ message: `retention must be a duration of 0 or more, or Duration.infinity, got ${String(input)}` })
   }
-  return Number.isFinite(ms) ? Math.ceil(ms) : null
+  return Number.isFinite(ms) ? Math.min(Math.ceil(ms), maxRetentionMillis) : null
 }
+
+/** 100,000 years (Store.ts caps a job's own `retention_ms` the same). */
+const maxRetentionMillis = 3_153_600_000_000_000
 
 /** The default `noHandlerTimeout` (docs/workers.md says why): 10 minutes. */
 export const defaultNoHandlerMillis = 600_000

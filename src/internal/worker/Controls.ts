@@ -49,6 +49,8 @@ export const make = Effect.fnUntraced(function*(deps: {
   const { cancel, config, held, observer, options, paused, producers, store } = deps
   /** The queue configs as last given (`reconfigure` replaces them). */
   let queueConfigs: Readonly<Record<string, QueueConfig>> = options.queues
+  /** How many times `reconfigure` replaced them (a settings read of older configs is stale). */
+  let generation = 0
   /** One reconfiguration at a time; pause flags change under their own lock. */
   const reconfiguring = yield* Semaphore.make(1)
   const pausing = yield* Semaphore.make(1)
@@ -64,6 +66,7 @@ export const make = Effect.fnUntraced(function*(deps: {
       else yield* producers.start(queue)
     }
     queueConfigs = queues
+    generation++
   }, reconfiguring.withPermits(1))
 
   const setConcurrency = Effect.fn("Worker.setConcurrency")(function*(queue: string, concurrency: number) {
@@ -135,11 +138,11 @@ export const make = Effect.fnUntraced(function*(deps: {
   )
 
   // The settings reader: a queue's settings as read now take effect in place, as with
-  // `reconfigure`, under its lock, and only if the config read is still the queue's.
-  const applyRead = (name: string, given: QueueConfig, next: ResolvedQueue) =>
+  // `reconfigure`, under its lock, and only if no `reconfigure` came since they were read.
+  const applyRead = (name: string, readFrom: number, next: ResolvedQueue) =>
     reconfiguring.withPermits(1)(Effect.suspend(() => {
       const producer = producers.get(name)
-      if (queueConfigs[name] !== given || producer === undefined || !producers.isServed(name)) return Effect.void
+      if (readFrom !== generation || producer === undefined || !producers.isServed(name)) return Effect.void
       const before = producer.config()
       if (JSON.stringify(before) === JSON.stringify(next)) return Effect.void
       producer.update(next)
@@ -148,7 +151,7 @@ export const make = Effect.fnUntraced(function*(deps: {
   const reader = yield* Settings.start({
     options,
     config,
-    queueConfigs: () => queueConfigs,
+    queueConfigs: () => ({ configs: queueConfigs, generation }),
     apply: applyRead,
     setRetention: deps.setRetention,
     report: (queue, message) => observer.workerError(queue, message, undefined, "Warn"),

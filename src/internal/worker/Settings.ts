@@ -92,13 +92,16 @@ export const resolveQueues = (options: Options, queues: Readonly<Record<string, 
 export interface ReaderDeps {
   readonly options: Options
   readonly config: Resolved
-  /** The queue configs as last given (`reconfigure` replaces them). */
-  readonly queueConfigs: () => Readonly<Record<string, QueueConfig>>
   /**
-   * Applies a queue's settings as read (and checked) from `given`, unless `given` is no longer
-   * the queue's config (a `reconfigure` replaced it meanwhile: the newer config rules).
+   * The queue configs as last given, and how many times they were given (`reconfigure`
+   * replaces them, and reads their settings itself).
    */
-  readonly apply: (name: string, given: QueueConfig, next: ResolvedQueue) => Effect.Effect<void>
+  readonly queueConfigs: () => { readonly configs: Readonly<Record<string, QueueConfig>>; readonly generation: number }
+  /**
+   * Applies a queue's settings as read (and checked) from the configs of `generation`, unless
+   * a `reconfigure` came since (the newer configs rule: a value read before it is stale).
+   */
+  readonly apply: (name: string, generation: number, next: ResolvedQueue) => Effect.Effect<void>
   /** The finish statement's retention from now on. */
   readonly setRetention: (retention: RetentionOverride) => void
   readonly report: (queue: string, message: string) => Effect.Effect<void>
@@ -122,13 +125,14 @@ export const start = (deps: ReaderDeps) => {
     })
 
   const round = Effect.gen(function*() {
-    for (const [name, given] of Object.entries(deps.queueConfigs())) {
+    const { configs, generation } = deps.queueConfigs()
+    for (const [name, given] of Object.entries(configs)) {
       if (!hasSettings(given)) continue
       yield* check(
         `queue:${name}`,
         name,
         Effect.flatMap(readQueue(name, given), (plain) => validateQueue(name, plain)),
-        (next) => deps.apply(name, given, next)
+        (next) => deps.apply(name, generation, next)
       )
     }
     if (isEffect(deps.options.retention)) {
