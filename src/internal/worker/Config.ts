@@ -119,10 +119,14 @@ const resolveQueue = (name: string, options: Options): ResolvedQueue => {
   }
 }
 
-/** One queue's config (its settings read), checked and resolved as `validate` does. */
-export const validateQueue = (name: string, config: QueueConfig): Effect.Effect<ResolvedQueue, InvalidWorkerConfig> =>
+/** One queue's config (its settings read), checked and resolved as `validate` does within `options`. */
+export const validateQueue = (
+  options: Options,
+  name: string,
+  config: QueueConfig
+): Effect.Effect<ResolvedQueue, InvalidWorkerConfig> =>
   Effect.try({
-    try: () => resolveQueue(name, { queues: { [name]: config } }),
+    try: () => resolveQueue(name, { ...options, queues: { [name]: config } }),
     catch: (e) => (e instanceof InvalidWorkerConfig ? e : new InvalidWorkerConfig({ message: String(e) }))
   })
 

@@ -131,7 +131,7 @@ export const start = (deps: ReaderDeps) => {
       yield* check(
         `queue:${name}`,
         name,
-        Effect.flatMap(readQueue(name, given), (plain) => validateQueue(name, plain)),
+        Effect.flatMap(readQueue(name, given), (plain) => validateQueue(deps.options, name, plain)),
         (next) => deps.apply(name, generation, next)
       )
     }
