@@ -37,6 +37,7 @@ const expected: Record<string, RegExp> = {
   "periodic.ts": /3 slots, 2000 and 2000 ms apart; jobs per slot: 1(, 1)+\n/,
   "await-result.ts": /job \d+: JobDead: no carrier ships to AQ\n/,
   "cancel-running.ts": /await\(\d+\) -> JobCancelled \(export no longer needed\)\n/,
+  "runtime-settings.ts": /concurrency set to 3 in the settings store: 3 exports running \(status: 3\)\n[\s\S]*the exports are kept 10, 10, 10, 10 minutes\n/,
   "testing.ts": /TestClock: charge-card completed on attempt 3 at \+30 min, trial-reminder at \+1440 min; the virtual clock moved 24 h\n/
 }
 

@@ -384,9 +384,14 @@ export class JobStore extends Context.Service<JobStore, {
     readonly startNow?: number | undefined
     readonly flow: GatedFlow
   }) => Effect.Effect<ReadonlyArray<ClaimedJobRow>, SqlError.SqlError>
+  /**
+   * `retentionMillis` replaces each job's `retention_ms` for these outcomes (the worker's
+   * `retention`; null: kept forever); undefined: each job's own.
+   */
   readonly jobFinishMany: (
     rows: ReadonlyArray<FinishRow>,
-    now: number
+    now: number,
+    retentionMillis?: number | null | undefined
   ) => Effect.Effect<ReadonlyMap<string, Applied>, SqlError.SqlError>
   /**
    * Adds a worker's tallied outcomes to its `throughput` rows (migrations/0009), one row per
@@ -748,10 +753,19 @@ export class JobStore extends Context.Service<JobStore, {
        * Applies the outcomes of many runs in one statement. A row is changed only if
        * it is still `running` under the same fencing token; the jobs changed are
        * returned with the state they ended in (a cancel request turns a retry into
-       * `cancelled`). A completed job whose retention is 0 is deleted instead.
+       * `cancelled`). A completed job whose retention is 0 is deleted instead. The retention is
+       * the job's own (`retention_ms`) unless `retentionMillis` replaces it (the worker's).
        */
-      const jobFinishMany = Effect.fnUntraced(function*(rows: ReadonlyArray<FinishRow>, nowMillis: number) {
+      const jobFinishMany = Effect.fnUntraced(function*(
+        rows: ReadonlyArray<FinishRow>,
+        nowMillis: number,
+        retentionMillis?: number | null | undefined
+      ) {
         const now = iso(nowMillis)
+        // The retention in force, in ms (NULL: kept forever). The worker's is a whole number of
+        // milliseconds of 0 or more (worker/Config.ts), bound as a parameter.
+        const keep = retentionMillis === undefined ? sql.literal("j.retention_ms") : sql`${retentionMillis}::bigint`
+        const keepFor = sql`LEAST(${keep}, 3153600000000000) * interval '1 millisecond'`
         // The outcomes as one JSON object keyed by job id. Each row is looked up in it by
         // its id (a binary search in the jsonb object), not joined with a row set: the rows
         // are found by primary key (`id = ANY(...)`, see jobClaim), and no join can turn
@@ -777,7 +791,7 @@ export class JobStore extends Context.Service<JobStore, {
             DELETE FROM ${t.jobs} j
             WHERE j.id = ANY(ARRAY(SELECT k::bigint FROM x, jsonb_each(x.o) AS e(k, v) WHERE v ->> 'state' = 'completed'))
               AND j.claim_count = (${o} ->> 'token')::int AND j.state = 'running'
-              AND j.retention_ms = 0 AND j.bundle_id IS NULL
+              AND ${keep} = 0 AND j.bundle_id IS NULL
             RETURNING j.id, 'completed'::text AS state, NULL::text AS cancel_reason, j.queue
           ),
           updated AS (
@@ -801,13 +815,13 @@ export class JobStore extends Context.Service<JobStore, {
               finalized_at = CASE WHEN ${o} ->> 'state' IN ('completed', 'dead', 'cancelled') OR j.cancel_requested_at IS NOT NULL
                                   THEN ${now}::timestamptz END,
               prune_at = CASE WHEN (${o} ->> 'state' IN ('completed', 'dead', 'cancelled') OR j.cancel_requested_at IS NOT NULL)
-                                   AND j.retention_ms IS NOT NULL
-                              THEN ${now}::timestamptz + ${retention} END
+                                   AND ${keep} IS NOT NULL
+                              THEN ${now}::timestamptz + ${keepFor} END
             -- every outcome not deleted above (usually none: a batch of completions that are not kept)
             WHERE j.id = ANY(ARRAY(SELECT k::bigint FROM x, jsonb_object_keys(x.o) AS k EXCEPT ALL SELECT id FROM deleted))
               AND j.claim_count = (${o} ->> 'token')::int AND j.state = 'running'
               -- IS NOT DISTINCT FROM: a NULL retention (kept forever) must not make this NULL (no update)
-              AND NOT (${o} ->> 'state' = 'completed' AND j.retention_ms IS NOT DISTINCT FROM 0 AND j.bundle_id IS NULL)
+              AND NOT (${o} ->> 'state' = 'completed' AND ${keep} IS NOT DISTINCT FROM 0 AND j.bundle_id IS NULL)
             RETURNING j.id, j.state, j.cancel_reason, j.queue
           )
           SELECT c.id::text, c.state, c.cancel_reason, c.queue

@@ -1,13 +1,15 @@
 /**
  * The worker's configuration: `validate` checks `Worker.Options` and resolves the
  * defaults; `checkPool` refuses a pool too small for the connections a worker keeps.
+ * Settings given as Effects (`Worker.Setting`) are read before (Settings.ts `resolve`):
+ * everything here sees plain values.
  *
  * @internal
  */
 import { Duration, Effect, Option } from "effect"
 import { InvalidWorkerConfig } from "../../Errors.ts"
 import type { GatedFlow } from "../Store.ts"
-import type { FlowOptions, Options } from "../../Worker.ts"
+import type { FlowOptions, Options, QueueConfig } from "../../Worker.ts"
 
 /** One queue as the worker serves it. */
 export interface ResolvedQueue {
@@ -35,7 +37,35 @@ export interface Resolved {
   readonly maxPendingOutcomes: number
   /** `noHandlerTimeout`; `Infinity`: jobs are never sent to dead for want of a handler. */
   readonly noHandlerMillis: number
+  /** `retention` as read at startup (see `RetentionOverride`). */
+  readonly retention: RetentionOverride
+  /** `settingsInterval`: how often the settings given as Effects are read again. */
+  readonly settingsMillis: number
 }
+
+/**
+ * The worker's `retention` over each job's own: milliseconds, `null` (kept forever), or
+ * `undefined` (none: each job's own applies). The finish statement takes it as it is.
+ */
+export type RetentionOverride = number | null | undefined
+
+/**
+ * `retention`: a duration of 0 or more (whole milliseconds, rounded up), or `Duration.infinity`.
+ * Capped at 100,000 years, as the finish statement caps each job's own: beyond the `bigint`
+ * range the statement would fail, and with it the outcomes it carries.
+ */
+export const retentionOverride = (input: unknown): RetentionOverride => {
+  if (input === undefined) return undefined
+  const d = Duration.fromInput(input as Duration.Input)
+  const ms = Option.isSome(d) ? Duration.toMillis(d.value) : NaN
+  if (!(ms >= 0)) {
+    throw new InvalidWorkerConfig({ message: `retention must be a duration of 0 or more, or Duration.infinity, got ${String(input)}` })
+  }
+  return Number.isFinite(ms) ? Math.min(Math.ceil(ms), maxRetentionMillis) : null
+}
+
+/** 100,000 years (Store.ts caps a job's own `retention_ms` the same). */
+const maxRetentionMillis = 3_153_600_000_000_000
 
 /** The default `noHandlerTimeout` (docs/workers.md says why): 10 minutes. */
 export const defaultNoHandlerMillis = 600_000
@@ -106,7 +136,8 @@ const resolveQueue = (name: string, options: Options): ResolvedQueue => {
     })
   }
   const config = options.queues[name] ?? {}
-  const concurrency = config.concurrency ?? 1
+  // (read already if it was an Effect: Settings.ts; one that was not fails the check below)
+  const concurrency = (config.concurrency ?? 1) as number
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 10_000) {
     throw new InvalidWorkerConfig({
       message: `queue "${name}": concurrency must be an integer in [1, 10000], got ${String(concurrency)}`
@@ -130,6 +161,17 @@ const resolveQueue = (name: string, options: Options): ResolvedQueue => {
     flow
   }
 }
+
+/** One queue's config (its settings read), checked and resolved as `validate` does within `options`. */
+export const validateQueue = (
+  options: Options,
+  name: string,
+  config: QueueConfig
+): Effect.Effect<ResolvedQueue, InvalidWorkerConfig> =>
+  Effect.try({
+    try: () => resolveQueue(name, { ...options, queues: { [name]: config } }),
+    catch: (e) => (e instanceof InvalidWorkerConfig ? e : new InvalidWorkerConfig({ message: String(e) }))
+  })
 
 /** Checks a worker configuration; every mistake is an `InvalidWorkerConfig` with a message saying which. */
 export const validate = (options: Options): Effect.Effect<Resolved, InvalidWorkerConfig> =>
@@ -168,7 +210,9 @@ export const validate = (options: Options): Effect.Effect<Resolved, InvalidWorke
         listen: options.listen ?? true,
         maxCompletionBatch,
         maxPendingOutcomes,
-        noHandlerMillis: noHandlerMillis(options.noHandlerTimeout)
+        noHandlerMillis: noHandlerMillis(options.noHandlerTimeout),
+        retention: retentionOverride(options.retention),
+        settingsMillis: millis("settingsInterval", options.settingsInterval, 1000)
       }
     },
     catch: (e) => (e instanceof InvalidWorkerConfig ? e : new InvalidWorkerConfig({ message: String(e) }))
