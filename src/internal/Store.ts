@@ -2094,3 +2094,64 @@ export const migrationsApplied = (
     return yield* sql<AppliedMigrationRow>`
       SELECT migration_id, name, created_at FROM ${sql.literal(table)} ORDER BY migration_id`
   })
+
+// ===========================================================================================
+// Rate limits: the state of `RateLimiterStore.layer` (src/RateLimiterStore.ts).
+//
+// Each method is one call of a function of migrations/0013, which locks the key's row, reads
+// the database's clock and writes the new state, so concurrent callers of every process are
+// serialised per key. The algorithms themselves are in that migration (the worker's claim
+// calls `rate_grant` there on the same rows).
+// ===========================================================================================
+
+/** A fixed window's count after a take (above the limit when refused) and milliseconds to its end. */
+export interface RateWindowRow {
+  readonly count: number
+  readonly ttl_ms: number
+}
+
+/** A token bucket's count after a take (negative when it did not fit) and milliseconds into its refill interval. */
+export interface RateBucketRow {
+  readonly remaining: number
+  readonly elapsed_ms: number
+}
+
+export interface RateLimitStore {
+  readonly rateFixedWindow: (
+    key: string,
+    tokens: number,
+    refillMillis: number,
+    limit: number | undefined
+  ) => Effect.Effect<RateWindowRow, SqlError.SqlError>
+  readonly rateTokenBucket: (
+    key: string,
+    tokens: number,
+    limit: number,
+    refillMillis: number,
+    allowOverflow: boolean
+  ) => Effect.Effect<RateBucketRow, SqlError.SqlError>
+}
+
+/** The rate-limit statements on `sql` (a client without name transforms) for `schema`. */
+export const makeRateLimits = (sql: SqlClient.SqlClient, schema: string): RateLimitStore => {
+  const fixedWindow = sql.literal(qualify(schema, "rate_fixed_window"))
+  const tokenBucket = sql.literal(qualify(schema, "rate_token_bucket"))
+  // Each function returns exactly one row.
+  const one = <A>(rows: ReadonlyArray<A>): A => rows[0]!
+  return {
+    rateFixedWindow: (key, tokens, refillMillis, limit) =>
+      Effect.map(
+        sql<RateWindowRow>`
+          SELECT count, ttl_ms FROM ${fixedWindow}(${key}, ${tokens}::float8, ${refillMillis}::float8,
+            ${limit ?? null}::float8)`,
+        one
+      ),
+    rateTokenBucket: (key, tokens, limit, refillMillis, allowOverflow) =>
+      Effect.map(
+        sql<RateBucketRow>`
+          SELECT remaining, elapsed_ms FROM ${tokenBucket}(${key}, ${tokens}::float8, ${limit}::float8,
+            ${refillMillis}::float8, ${allowOverflow})`,
+        one
+      )
+  }
+}
