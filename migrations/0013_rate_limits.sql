@@ -1,219 +1,177 @@
--- effect-jobs schema, version 13: rate limits shared by every process on the database.
+-- effect-jobs schema, version 13: rate limits shared by every process of the database.
 --
--- The state of Effect's `RateLimiter` (effect/persistence) kept in Postgres, for the store of
--- src/RateLimiterStore.ts, and `rate_grant`, the same fixed window for the worker's claim: a
--- queue's rate limit and a handler's `RateLimiter.consume` on the same key count against one
--- budget. The functions reproduce Effect's memory store (and its Redis store's Lua scripts)
--- step by step; test/rate-limiter.test.ts compares them call by call.
+-- Two tables hold the state of Effect's `RateLimiter` algorithms (effect/persistence/RateLimiter,
+-- whose memory and Redis stores are the reference for these semantics), one row per key:
 --
--- Times are milliseconds since 1970 as float8, read from the database's clock
--- (`clock_timestamp()`, after the key's row is locked): every process judges a window on one
--- clock, and a caller that waited for the lock sees the time at which it got it. float8, not
--- timestamptz, because the refill interval is `window / limit` and need not be a whole number
--- of microseconds (1 second / 3); the arithmetic is the JavaScript stores' own (IEEE doubles).
--- Each function takes an optional last argument `now_ms` that replaces the clock: for tests
--- only (the store never passes it).
+--   rate_windows  fixed window: `tokens` taken since the window started; the window ends at
+--                 `expires_at`, which every take pushes back by `refill_ms * tokens` (refill_ms
+--                 = window / limit), so a window that is used up ends one window after it began;
+--   rate_buckets  token bucket: `tokens` left (negative when a delayed caller reserved ahead),
+--                 `refilled_at` the start of the current refill interval, `expires_at` the time
+--                 the bucket is full again.
 --
--- Each function is one statement for its caller, atomic: the key's row is locked (created
--- first if missing) for the rest of the caller's transaction, so callers of one key queue up
--- and none sees a half-done update. Keys of different algorithms are kept apart (two tables):
--- a key used with both is two budgets.
+-- A key used with both algorithms is two budgets (one row in each table).
 --
--- Expired rows: a row that has expired says nothing an absent row would not (a fixed window
--- that is over, a token bucket that has refilled to full), so it may be deleted at any time.
--- Whenever a call creates a row, it deletes up to two expired rows of other keys (SKIP LOCKED,
--- through the `*_expires_idx` index): the tables hold at most a couple of rows more than the
--- most keys ever live at once. The indexes also serve any other pruner
--- (`DELETE ... WHERE ends_ms < <now>`).
+-- A row whose `expires_at` has passed reads exactly as no row (an empty window; a full bucket),
+-- so expired rows can be deleted at any time. Whenever a call creates a row, it first deletes up
+-- to 10 expired rows of other keys of that table (oldest first, through the `expires_at` index,
+-- skipping rows another session holds, so it never waits): rows are removed faster than they
+-- are created, and no separate cleaner is needed. Calls on a live key touch no other row.
+--
+-- Times are on the database's clock (`clock_timestamp()`, read once the row is locked), never a
+-- process's, so all processes agree on when a window ends. Each function is one statement for
+-- its caller and takes the key's row lock: calls on one key are serialised across processes.
+--
+-- The store behind `RateLimiterStore.layer` calls rate_fixed_window and rate_token_bucket; the
+-- worker's claim calls rate_grant on the same rate_windows keys (`queue:<name>`,
+-- `queue-group:<characters in name>:<name>:<group>`: src/RateLimiterStore.ts), so a queue's rate
+-- limit and a handler's `RateLimiter.consume` on that key share one budget.
+-- Keys are at most 1000 characters (longer ones are refused before they get here).
 CREATE TABLE effect_jobs.rate_windows (
-  key      text PRIMARY KEY,
-  -- Tokens taken in the current window (more than the limit after delay-mode reservations).
-  count    float8 NOT NULL,
-  -- When the window ends: its start plus `count` refill intervals; '-Infinity' for a new row.
-  ends_ms  float8 NOT NULL
+  key text PRIMARY KEY CHECK (length(key) <= 1000),
+  tokens double precision NOT NULL,
+  expires_at timestamptz NOT NULL
 );
 -- statement-breakpoint
 
-CREATE INDEX rate_windows_expires_idx ON effect_jobs.rate_windows (ends_ms);
+CREATE INDEX rate_windows_expires_idx ON effect_jobs.rate_windows (expires_at);
 -- statement-breakpoint
 
 CREATE TABLE effect_jobs.rate_buckets (
-  key          text PRIMARY KEY,
-  -- Tokens left (negative after delay-mode overdrafts).
-  tokens       float8 NOT NULL,
-  -- The start of the current refill interval.
-  refilled_ms  float8 NOT NULL,
-  -- When the bucket is full again: from then on the row is the same as no row.
-  expires_ms   float8 NOT NULL
+  key text PRIMARY KEY CHECK (length(key) <= 1000),
+  tokens double precision NOT NULL,
+  refilled_at timestamptz NOT NULL,
+  expires_at timestamptz NOT NULL
 );
 -- statement-breakpoint
 
-CREATE INDEX rate_buckets_expires_idx ON effect_jobs.rate_buckets (expires_ms);
+CREATE INDEX rate_buckets_expires_idx ON effect_jobs.rate_buckets (expires_at);
 -- statement-breakpoint
 
--- The database's clock, in milliseconds since 1970.
-CREATE FUNCTION effect_jobs.rate_clock_ms() RETURNS float8 LANGUAGE sql VOLATILE AS $$
-  SELECT extract(epoch FROM clock_timestamp())::float8 * 1000
-$$;
--- statement-breakpoint
-
--- The fixed window of `p_key`, locked; inserted as a new (already ended) window if missing.
--- `created` says whether this call inserted it. The loop: a row deleted by a pruner between the
--- two statements is inserted again.
-CREATE FUNCTION effect_jobs.rate_window_lock(p_key text, OUT w effect_jobs.rate_windows, OUT created boolean)
-LANGUAGE plpgsql AS $$
+-- Locks the window row of `p_key` and returns its state at `locked_at`, read once the lock is
+-- held: an expired window reads as empty, starting then. A missing row is created empty (after
+-- pruning, see the top of this file); one deleted by a prune while this call waited for it is
+-- found missing and created again (the loop). The row this call inserts is invisible to other
+-- sessions until the caller commits, so no prune can take it.
+CREATE FUNCTION effect_jobs.rate_window_lock(p_key text, OUT tokens double precision, OUT expires_at timestamptz,
+  OUT locked_at timestamptz) LANGUAGE plpgsql AS $$
 BEGIN
-  created := false;
   LOOP
-    SELECT * INTO w FROM effect_jobs.rate_windows t WHERE t.key = p_key FOR UPDATE;
-    IF FOUND THEN RETURN; END IF;
-    INSERT INTO effect_jobs.rate_windows (key, count, ends_ms) VALUES (p_key, 0, '-Infinity')
+    SELECT w.tokens, w.expires_at INTO tokens, expires_at FROM effect_jobs.rate_windows w WHERE w.key = p_key FOR UPDATE;
+    EXIT WHEN FOUND;
+    DELETE FROM effect_jobs.rate_windows WHERE key = ANY (ARRAY(
+      SELECT w.key FROM effect_jobs.rate_windows w
+      WHERE w.expires_at < clock_timestamp() AND w.key <> p_key
+      ORDER BY w.expires_at LIMIT 10 FOR UPDATE SKIP LOCKED));
+    INSERT INTO effect_jobs.rate_windows AS w (key, tokens, expires_at) VALUES (p_key, 0, clock_timestamp())
       ON CONFLICT (key) DO NOTHING;
-    created := FOUND;
   END LOOP;
-END;
-$$;
--- statement-breakpoint
-
-CREATE FUNCTION effect_jobs.rate_bucket_lock(p_key text, OUT b effect_jobs.rate_buckets, OUT created boolean)
-LANGUAGE plpgsql AS $$
-BEGIN
-  created := false;
-  LOOP
-    SELECT * INTO b FROM effect_jobs.rate_buckets t WHERE t.key = p_key FOR UPDATE;
-    IF FOUND THEN RETURN; END IF;
-    INSERT INTO effect_jobs.rate_buckets (key, tokens, refilled_ms, expires_ms) VALUES (p_key, 0, '-Infinity', '-Infinity')
-      ON CONFLICT (key) DO NOTHING;
-    created := FOUND;
-  END LOOP;
-END;
-$$;
--- statement-breakpoint
-
--- Deletes up to two expired rows of keys other than `p_key` (see the top of this file).
-CREATE FUNCTION effect_jobs.rate_prune(p_key text, p_now_ms float8) RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-  DELETE FROM effect_jobs.rate_windows WHERE key IN (
-    SELECT t.key FROM effect_jobs.rate_windows t WHERE t.ends_ms <= p_now_ms AND t.key <> p_key
-    ORDER BY t.ends_ms LIMIT 2 FOR UPDATE SKIP LOCKED);
-  DELETE FROM effect_jobs.rate_buckets WHERE key IN (
-    SELECT t.key FROM effect_jobs.rate_buckets t WHERE t.expires_ms <= p_now_ms AND t.key <> p_key
-    ORDER BY t.expires_ms LIMIT 2 FOR UPDATE SKIP LOCKED);
-END;
-$$;
--- statement-breakpoint
-
--- `RateLimiterStore.fixedWindow` (Effect's memory store, step by step): takes `p_tokens` from the
--- window of `p_key` and returns the count after taking them and the time left in the window
--- (ms). With a limit (not NULL nor 0, as the memory store reads it), a take that would pass it
--- takes nothing and returns what the count would have been. Each token taken pushes the end of
--- the window out by `p_refill_ms` (window / limit), so a full window lasts `window`, and
--- delay-mode reservations past the limit (no limit given) keep the window going.
-CREATE FUNCTION effect_jobs.rate_fixed_window(
-  p_key text, p_tokens float8, p_refill_ms float8, p_limit float8, p_now_ms float8 DEFAULT NULL,
-  OUT count float8, OUT ttl_ms float8
-) LANGUAGE plpgsql AS $$
-DECLARE
-  locked record;
-  w effect_jobs.rate_windows;
-  now_ms float8;
-BEGIN
-  locked := effect_jobs.rate_window_lock(p_key);
-  w := locked.w;
-  now_ms := coalesce(p_now_ms, effect_jobs.rate_clock_ms());
-  IF locked.created THEN PERFORM effect_jobs.rate_prune(p_key, now_ms); END IF;
-  IF w.ends_ms <= now_ms THEN -- the window is over (or new): one starts now
-    w.count := 0;
-    w.ends_ms := now_ms;
+  locked_at := clock_timestamp();
+  IF expires_at <= locked_at THEN
+    tokens := 0;
+    expires_at := locked_at;
   END IF;
-  IF p_limit IS NOT NULL AND p_limit <> 0 AND w.count + p_tokens > p_limit THEN
-    count := w.count + p_tokens;
-    ttl_ms := w.ends_ms - now_ms;
+END $$;
+-- statement-breakpoint
+
+-- `RateLimiterStore.fixedWindow`: takes `p_tokens` from the window of `p_key`, unless `p_limit`
+-- is given (not NULL, not 0, as Effect's memory store reads it) and the window would then hold
+-- more than `p_limit`: then nothing is taken. Returns the window's count after the take (or the
+-- count it would have had, above the limit) and the milliseconds until the window ends.
+CREATE FUNCTION effect_jobs.rate_fixed_window(p_key text, p_tokens double precision, p_refill_ms double precision,
+  p_limit double precision, OUT count double precision, OUT ttl_ms double precision) LANGUAGE plpgsql AS $$
+DECLARE
+  s record;
+BEGIN
+  SELECT * INTO s FROM effect_jobs.rate_window_lock(p_key);
+  count := s.tokens + p_tokens;
+  IF p_limit IS NOT NULL AND p_limit <> 0 AND count > p_limit THEN
+    ttl_ms := extract(epoch FROM s.expires_at - s.locked_at) * 1000;
     RETURN;
   END IF;
-  UPDATE effect_jobs.rate_windows t SET count = w.count + p_tokens, ends_ms = w.ends_ms + p_refill_ms * p_tokens
-    WHERE t.key = p_key
-    RETURNING t.count, t.ends_ms - now_ms INTO count, ttl_ms;
-END;
-$$;
+  UPDATE effect_jobs.rate_windows
+    SET tokens = count, expires_at = s.expires_at + p_refill_ms * p_tokens * interval '1 millisecond'
+    WHERE key = p_key
+    RETURNING extract(epoch FROM rate_windows.expires_at - s.locked_at) * 1000 INTO ttl_ms;
+END $$;
 -- statement-breakpoint
 
--- `RateLimiterStore.tokenBucket` (Effect's memory store, step by step): refills the bucket of
--- `p_key` (one token per `p_refill_ms`, up to `p_limit`; a missing or expired bucket is full),
--- takes `p_tokens`, and returns the tokens left after taking them (negative: not enough; the
--- take is kept only with `p_allow_overflow`) and the time since the current refill interval
--- began (ms; 0 when the bucket was full).
-CREATE FUNCTION effect_jobs.rate_token_bucket(
-  p_key text, p_tokens float8, p_limit float8, p_refill_ms float8, p_allow_overflow boolean,
-  p_now_ms float8 DEFAULT NULL,
-  OUT remaining float8, OUT elapsed_ms float8
-) LANGUAGE plpgsql AS $$
+-- For the worker's claim: takes up to `want` whole tokens from the fixed window of `key` and
+-- returns how many it took: least(want, what is left), 0 when the window is used up (or when
+-- `want`, `lim` or `window_ms` is not positive). The window is `RateLimiter.consume`'s with
+-- `limit: lim` and `window: window_ms` (refill interval window_ms / lim): called with the same
+-- limit and window, the two count against one budget. Same rows and rules as rate_fixed_window.
+CREATE FUNCTION effect_jobs.rate_grant(key text, want integer, lim integer, window_ms bigint) RETURNS integer
+LANGUAGE plpgsql AS $$
 DECLARE
-  locked record;
-  b effect_jobs.rate_buckets;
-  now_ms float8;
-  refills float8;
-BEGIN
-  locked := effect_jobs.rate_bucket_lock(p_key);
-  b := locked.b;
-  now_ms := coalesce(p_now_ms, effect_jobs.rate_clock_ms());
-  IF locked.created THEN PERFORM effect_jobs.rate_prune(p_key, now_ms); END IF;
-  IF b.expires_ms <= now_ms THEN -- full again (or new)
-    b.tokens := p_limit;
-    b.refilled_ms := now_ms;
-  END IF;
-  refills := floor((now_ms - b.refilled_ms) / p_refill_ms);
-  IF refills > 0 THEN
-    b.tokens := least(p_limit, b.tokens + refills);
-    b.refilled_ms := b.refilled_ms + refills * p_refill_ms;
-  END IF;
-  IF b.tokens >= p_limit THEN
-    b.refilled_ms := now_ms;
-  END IF;
-  remaining := b.tokens - p_tokens;
-  IF p_allow_overflow OR remaining >= 0 THEN
-    b.tokens := remaining;
-  END IF;
-  elapsed_ms := greatest(0, now_ms - b.refilled_ms);
-  -- Full again after ceil(limit - tokens) refills from the current interval's start (the TTL of
-  -- the Redis store's keys).
-  UPDATE effect_jobs.rate_buckets t
-    SET tokens = b.tokens, refilled_ms = b.refilled_ms, expires_ms = b.refilled_ms + ceil(p_limit - b.tokens) * p_refill_ms
-    WHERE t.key = p_key;
-END;
-$$;
--- statement-breakpoint
-
--- For the worker's claim: takes as many of `want` tokens as the fixed window of `key` has left
--- (`least(want, remaining)`) and returns how many it took: 0 when the window is exhausted (or
--- `want` or `lim` is not positive; nothing is written then). The window is the one of
--- `rate_fixed_window`, with the refill interval `RateLimiter.consume` uses (greatest(window, 1 ms)
--- / limit): `rate_grant(k, n, 100, 1000)` and `consume({ key: k, limit: 100, window: "1 second" })`
--- share one budget (call them with the same limit and window). Queue keys: `queue:<name>` and
--- `queue-group:<length of name>:<name>:<group>` (src/RateLimiterStore.ts).
-CREATE FUNCTION effect_jobs.rate_grant(key text, want integer, lim integer, window_ms bigint, now_ms float8 DEFAULT NULL)
-RETURNS integer LANGUAGE plpgsql AS $$
-DECLARE
-  locked record;
-  w effect_jobs.rate_windows;
-  at_ms float8;
+  s record;
   granted integer;
 BEGIN
-  IF want IS NULL OR lim IS NULL OR window_ms IS NULL OR want <= 0 OR lim <= 0 THEN RETURN 0; END IF;
-  locked := effect_jobs.rate_window_lock(rate_grant.key);
-  w := locked.w;
-  at_ms := coalesce(rate_grant.now_ms, effect_jobs.rate_clock_ms());
-  IF locked.created THEN PERFORM effect_jobs.rate_prune(rate_grant.key, at_ms); END IF;
-  IF w.ends_ms <= at_ms THEN
-    w.count := 0;
-    w.ends_ms := at_ms;
+  IF want IS NULL OR lim IS NULL OR window_ms IS NULL OR want <= 0 OR lim <= 0 OR window_ms <= 0 THEN
+    RETURN 0;
   END IF;
-  granted := greatest(0, least(want::float8, floor(lim - w.count)))::integer;
+  SELECT * INTO s FROM effect_jobs.rate_window_lock(rate_grant.key);
+  granted := greatest(0, least(want, floor(lim - s.tokens)))::integer;
   IF granted > 0 THEN
-    UPDATE effect_jobs.rate_windows t
-      SET count = w.count + granted, ends_ms = w.ends_ms + (greatest(window_ms, 1)::float8 / lim) * granted
-      WHERE t.key = rate_grant.key;
+    UPDATE effect_jobs.rate_windows w
+      SET tokens = s.tokens + granted,
+          expires_at = s.expires_at + (window_ms::double precision / lim) * granted * interval '1 millisecond'
+      WHERE w.key = rate_grant.key;
   END IF;
   RETURN granted;
-END;
-$$;
+END $$;
+-- statement-breakpoint
+
+-- `RateLimiterStore.tokenBucket`: refills the bucket of `p_key` (`p_limit` tokens, one more every
+-- `p_refill_ms`), then takes `p_tokens` if that leaves it at 0 or more, or if `p_overflow` (a
+-- delayed caller reserving ahead: the count goes negative). Returns the count after the take
+-- (negative when it did not fit, whether or not it was stored) and the milliseconds since the
+-- current refill interval started. An absent or expired row is a full bucket; as in Effect's
+-- stores, a bucket found full restarts its interval now. Rows are locked, created and pruned
+-- as by rate_window_lock.
+CREATE FUNCTION effect_jobs.rate_token_bucket(p_key text, p_tokens double precision, p_limit double precision,
+  p_refill_ms double precision, p_overflow boolean, OUT remaining double precision, OUT elapsed_ms double precision)
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_tokens double precision;
+  v_refilled timestamptz;
+  v_expires timestamptz;
+  v_now timestamptz;
+  v_add double precision;
+BEGIN
+  LOOP
+    SELECT b.tokens, b.refilled_at, b.expires_at INTO v_tokens, v_refilled, v_expires
+      FROM effect_jobs.rate_buckets b WHERE b.key = p_key FOR UPDATE;
+    EXIT WHEN FOUND;
+    DELETE FROM effect_jobs.rate_buckets WHERE key = ANY (ARRAY(
+      SELECT b.key FROM effect_jobs.rate_buckets b
+      WHERE b.expires_at < clock_timestamp() AND b.key <> p_key
+      ORDER BY b.expires_at LIMIT 10 FOR UPDATE SKIP LOCKED));
+    INSERT INTO effect_jobs.rate_buckets AS b (key, tokens, refilled_at, expires_at)
+      VALUES (p_key, p_limit, clock_timestamp(), clock_timestamp()) ON CONFLICT (key) DO NOTHING;
+  END LOOP;
+  v_now := clock_timestamp();
+  IF v_expires <= v_now THEN
+    v_tokens := p_limit;
+    v_refilled := v_now;
+  END IF;
+  v_add := floor(extract(epoch FROM v_now - v_refilled) * 1000 / p_refill_ms);
+  IF v_add > 0 THEN
+    v_tokens := least(p_limit, v_tokens + v_add);
+    v_refilled := v_refilled + v_add * p_refill_ms * interval '1 millisecond';
+  END IF;
+  IF v_tokens >= p_limit THEN
+    v_refilled := v_now;
+  END IF;
+  remaining := v_tokens - p_tokens;
+  IF remaining >= 0 OR p_overflow THEN
+    v_tokens := remaining;
+  END IF;
+  -- Full again ceil(limit - tokens) refill intervals after the current one started (the TTL
+  -- of the Redis store's keys).
+  UPDATE effect_jobs.rate_buckets b
+    SET tokens = v_tokens, refilled_at = v_refilled,
+        expires_at = v_refilled + ceil(p_limit - v_tokens) * p_refill_ms * interval '1 millisecond'
+    WHERE b.key = p_key;
+  elapsed_ms := greatest(0, extract(epoch FROM v_now - v_refilled) * 1000);
+END $$;
