@@ -10,7 +10,8 @@
 --                 `refilled_at` the start of the current refill interval, `expires_at` the time
 --                 the bucket is full again.
 --
--- A key used with both algorithms is two budgets (one row in each table).
+-- A key used with both algorithms is two budgets (one row in each table). A third table,
+-- rate_adaptive (at the end of this file), holds the state of adaptive limiting.
 --
 -- A row whose `expires_at` has passed reads exactly as no row (an empty window; a full bucket),
 -- so expired rows can be deleted at any time. Whenever a call creates a row, it first deletes up
@@ -174,4 +175,159 @@ BEGIN
         expires_at = v_refilled + ceil(p_limit - v_tokens) * p_refill_ms * interval '1 millisecond'
     WHERE b.key = p_key;
   elapsed_ms := greatest(0, extract(epoch FROM v_now - v_refilled) * 1000);
+END $$;
+-- statement-breakpoint
+
+-- Adaptive limiting (`RateLimiterStore.adaptiveConsume` / `adaptiveFeedback`): a limit learned
+-- from `429` responses, one row per key, ported step by step from the Redis store's Lua scripts.
+--   phase         'cooldown' (wait until `cooldown_until`), 'learning' (count the tokens used
+--                 until the next 429), 'learned' (a fixed window of `learned_limit` tokens per
+--                 `learned_window_ms`, counted in `observed_tokens` / `cooldown_until`);
+--   epoch         bumped on each move to learning and to learned, so feedback for a request
+--                 made in an earlier phase is ignored.
+-- Times here are milliseconds since 1970 on the database's clock, as float8 (the scripts'
+-- arithmetic, unchanged). A row past `expires_ms` is no state at all ("inactive"); it is pruned
+-- as the other tables' rows are, when a call creates a row.
+CREATE TABLE effect_jobs.rate_adaptive (
+  key text PRIMARY KEY CHECK (length(key) <= 1000),
+  phase text NOT NULL CHECK (phase IN ('cooldown', 'learning', 'learned')),
+  epoch integer NOT NULL,
+  cooldown_until double precision NOT NULL,
+  learning_started_at double precision NOT NULL,
+  observed_tokens double precision NOT NULL,
+  learned_limit double precision NOT NULL,
+  learned_window_ms double precision NOT NULL,
+  expires_ms double precision NOT NULL
+);
+-- statement-breakpoint
+
+CREATE INDEX rate_adaptive_expires_idx ON effect_jobs.rate_adaptive (expires_ms);
+-- statement-breakpoint
+
+-- `adaptiveConsume`: the delay before a request (ms), the epoch to report its response with, and
+-- the phase seen. No state (or expired): 0, 0, 'inactive', and nothing is written.
+CREATE FUNCTION effect_jobs.rate_adaptive_consume(p_key text, p_tokens double precision,
+  p_fallback_window_ms double precision, p_grace_ms double precision,
+  OUT delay_ms double precision, OUT epoch integer, OUT phase text) LANGUAGE plpgsql AS $$
+DECLARE
+  s effect_jobs.rate_adaptive;
+  now_ms double precision;
+  refill_ms double precision;
+  observed double precision;
+  until_ms double precision;
+  waited double precision;
+BEGIN
+  SELECT * INTO s FROM effect_jobs.rate_adaptive a WHERE a.key = p_key FOR UPDATE;
+  now_ms := extract(epoch FROM clock_timestamp()) * 1000;
+  delay_ms := 0;
+  IF NOT FOUND OR s.expires_ms <= now_ms THEN
+    epoch := 0;
+    phase := 'inactive';
+    RETURN;
+  END IF;
+  epoch := s.epoch;
+  phase := s.phase;
+  IF s.phase = 'cooldown' THEN
+    IF s.cooldown_until > now_ms THEN
+      delay_ms := ceil(s.cooldown_until - now_ms);
+      RETURN;
+    END IF;
+    -- The cooldown is over: learn how much the other side takes, starting with this request.
+    epoch := s.epoch + 1;
+    phase := 'learning';
+    UPDATE effect_jobs.rate_adaptive a
+      SET phase = 'learning', epoch = s.epoch + 1, cooldown_until = 0, learning_started_at = now_ms,
+          observed_tokens = p_tokens, learned_limit = 0, learned_window_ms = 0,
+          expires_ms = now_ms + p_fallback_window_ms + p_grace_ms
+      WHERE a.key = p_key;
+  ELSIF s.phase = 'learning' THEN
+    UPDATE effect_jobs.rate_adaptive a SET observed_tokens = s.observed_tokens + p_tokens WHERE a.key = p_key;
+  ELSIF s.phase = 'learned' THEN
+    -- The fixed window of rate_fixed_window, in delay mode, with the learned limit and window.
+    refill_ms := s.learned_window_ms / s.learned_limit;
+    observed := s.observed_tokens;
+    until_ms := s.cooldown_until;
+    IF until_ms <= now_ms THEN
+      observed := 0;
+      until_ms := now_ms;
+    END IF;
+    observed := observed + p_tokens;
+    until_ms := until_ms + refill_ms * p_tokens;
+    waited := floor((observed - 1) / s.learned_limit) * s.learned_window_ms - (observed * refill_ms - (until_ms - now_ms));
+    UPDATE effect_jobs.rate_adaptive a SET observed_tokens = observed, cooldown_until = until_ms WHERE a.key = p_key;
+    IF waited > 0 THEN
+      delay_ms := ceil(waited);
+    END IF;
+  END IF;
+END $$;
+-- statement-breakpoint
+
+-- `adaptiveFeedback` for a 429 response (the caller skips any other), `p_retry_after_ms` already
+-- clamped to 1 ms .. `p_max_window_ms`: starts or extends a cooldown, or, after learning, turns
+-- the tokens accepted before the 429 into the learned limit. Feedback of another epoch is ignored.
+CREATE FUNCTION effect_jobs.rate_adaptive_feedback(p_key text, p_epoch integer, p_tokens double precision,
+  p_retry_after_ms double precision, p_grace_ms double precision, p_max_window_ms double precision)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+  s effect_jobs.rate_adaptive;
+  now_ms double precision;
+  cooldown_ms double precision;
+  accepted double precision;
+  window_ms double precision;
+BEGIN
+  LOOP
+    SELECT * INTO s FROM effect_jobs.rate_adaptive a WHERE a.key = p_key FOR UPDATE;
+    now_ms := extract(epoch FROM clock_timestamp()) * 1000;
+    cooldown_ms := now_ms + p_retry_after_ms;
+    EXIT WHEN FOUND AND s.expires_ms > now_ms;
+    -- No state: only a response to a request made without any (epoch 0) starts a cooldown.
+    IF p_epoch <> 0 THEN
+      RETURN;
+    END IF;
+    IF FOUND THEN -- expired: the same as no row
+      UPDATE effect_jobs.rate_adaptive a
+        SET phase = 'cooldown', epoch = 0, cooldown_until = cooldown_ms, learning_started_at = 0,
+            observed_tokens = 0, learned_limit = 0, learned_window_ms = 0, expires_ms = cooldown_ms + p_grace_ms
+        WHERE a.key = p_key;
+      RETURN;
+    END IF;
+    DELETE FROM effect_jobs.rate_adaptive WHERE key = ANY (ARRAY(
+      SELECT a.key FROM effect_jobs.rate_adaptive a
+      WHERE a.expires_ms < now_ms AND a.key <> p_key
+      ORDER BY a.expires_ms LIMIT 10 FOR UPDATE SKIP LOCKED));
+    INSERT INTO effect_jobs.rate_adaptive AS a (key, phase, epoch, cooldown_until, learning_started_at,
+      observed_tokens, learned_limit, learned_window_ms, expires_ms)
+      VALUES (p_key, 'cooldown', 0, cooldown_ms, 0, 0, 0, 0, cooldown_ms + p_grace_ms)
+      ON CONFLICT (key) DO NOTHING;
+    IF FOUND THEN
+      RETURN;
+    END IF;
+    -- Another session created it meanwhile: judge against its row.
+  END LOOP;
+  IF s.epoch <> p_epoch THEN
+    RETURN;
+  END IF;
+  IF s.phase = 'cooldown' THEN
+    cooldown_ms := greatest(s.cooldown_until, cooldown_ms);
+    UPDATE effect_jobs.rate_adaptive a SET cooldown_until = cooldown_ms, expires_ms = cooldown_ms + p_grace_ms
+      WHERE a.key = p_key;
+    RETURN;
+  END IF;
+  IF s.phase = 'learning' THEN
+    accepted := s.observed_tokens - p_tokens;
+    IF accepted > 0 THEN
+      window_ms := least(greatest(now_ms - s.learning_started_at + p_retry_after_ms, 1), p_max_window_ms);
+      UPDATE effect_jobs.rate_adaptive a
+        SET phase = 'learned', epoch = s.epoch + 1, cooldown_until = s.learning_started_at + window_ms,
+            observed_tokens = accepted, learned_limit = accepted, learned_window_ms = window_ms,
+            expires_ms = now_ms + window_ms + p_grace_ms
+        WHERE a.key = p_key;
+      RETURN;
+    END IF;
+  END IF;
+  -- Learned (or learning with nothing accepted): back to a cooldown; the epoch stays.
+  UPDATE effect_jobs.rate_adaptive a
+    SET phase = 'cooldown', cooldown_until = cooldown_ms, learning_started_at = 0, observed_tokens = 0,
+        learned_limit = 0, learned_window_ms = 0, expires_ms = cooldown_ms + p_grace_ms
+    WHERE a.key = p_key;
 END $$;

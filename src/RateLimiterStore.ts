@@ -18,10 +18,9 @@
  * count on the same rows: `queueKey(name)` is a queue's key, so a handler that consumes
  * from it shares the queue's budget.
  *
- * Not supported: adaptive limiting (`adaptiveConsume`, `adaptiveFeedback`). This store keeps
- * no adaptive state: `adaptiveConsume` always answers a zero delay in the `"inactive"` phase
- * (what Effect's stores answer for a key without adaptive state) and `adaptiveFeedback`
- * records nothing.
+ * Adaptive limiting (`adaptiveConsume`, `adaptiveFeedback`: a limit learned from `429`
+ * responses) is the Redis store's, ported to SQL: the phases, epochs and delays of Effect's
+ * memory store for the same calls.
  *
  * Keys are at most `maxKeyLength` characters, without NUL or unpaired surrogates (Postgres
  * text cannot hold a NUL, and an unpaired surrogate would be stored as U+FFFD, mixing keys);
@@ -88,6 +87,13 @@ const guarded = <A>(
     return Effect.mapError(run(), (cause) => storeError(`${operation}: the rate limit statement failed`, cause))
   })
 
+// Effect's own constants for adaptive state (effect/persistence/RateLimiter, not exported):
+// a state outlives its phase by a minute, and no learned window or cooldown exceeds an hour.
+const adaptiveGraceMillis = 60_000
+const adaptiveMaxWindowMillis = 60 * 60 * 1000
+const clampAdaptiveMillis = (millis: number): number =>
+  Number.isNaN(millis) || millis <= 0 ? 1 : Math.min(millis, adaptiveMaxWindowMillis)
+
 /** The refill interval as milliseconds, which must be more than 0 (a zero one would divide by zero). */
 const refillMillis = (refillRate: Duration.Duration): number => {
   const millis = Duration.toMillis(refillRate)
@@ -124,10 +130,37 @@ export const make: Effect.Effect<RateLimiter.RateLimiterStore["Service"], never,
           () => store.rateTokenBucket(options.key, options.tokens, options.limit, refill, options.allowOverflow)
         ).pipe(Effect.map((row) => [row.remaining, row.elapsed_ms] as const))
       },
-      // No adaptive state is kept (see the module's documentation): what a store answers for a
-      // key without adaptive state.
-      adaptiveConsume: () => Effect.succeed({ delay: Duration.zero, epoch: 0, phase: "inactive" as const }),
-      adaptiveFeedback: () => Effect.void
+      adaptiveConsume: (options) =>
+        guarded(
+          "adaptiveConsume",
+          options.key,
+          { tokens: options.tokens, fallbackWindow: Duration.toMillis(options.fallbackWindow) },
+          () =>
+            store.rateAdaptiveConsume(options.key, options.tokens, Duration.toMillis(options.fallbackWindow), adaptiveGraceMillis)
+        ).pipe(Effect.map((row) => ({
+          delay: row.delay_ms <= 0 ? Duration.zero : Duration.millis(row.delay_ms),
+          epoch: row.epoch,
+          phase: row.phase
+        }))),
+      adaptiveFeedback: (options) => {
+        // Only a 429 with a Retry-After teaches anything (as in Effect's stores).
+        if (options.status !== 429 || options.retryAfter === undefined) return Effect.void
+        const retryAfterMillis = clampAdaptiveMillis(Duration.toMillis(options.retryAfter))
+        return guarded(
+          "adaptiveFeedback",
+          options.key,
+          { tokens: options.tokens, epoch: options.epoch },
+          () =>
+            store.rateAdaptiveFeedback({
+              key: options.key,
+              epoch: options.epoch,
+              tokens: options.tokens,
+              retryAfterMillis,
+              graceMillis: adaptiveGraceMillis,
+              maxWindowMillis: adaptiveMaxWindowMillis
+            })
+        )
+      }
     })
   })
 

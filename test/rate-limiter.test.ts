@@ -31,7 +31,7 @@ const limiterOnNewPool = Layer.provideMerge(
 
 const sqlOf = Effect.map(SqlClient.SqlClient, (sql) => sql.withoutTransforms())
 
-const rowCount = (table: "rate_windows" | "rate_buckets") =>
+const rowCount = (table: "rate_windows" | "rate_buckets" | "rate_adaptive") =>
   Effect.flatMap(sqlOf, (sql) =>
     Effect.map(sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM ${sql.literal(`effect_jobs.${table}`)}`, (r) => r[0]!.n))
 
@@ -113,6 +113,87 @@ const bucketSequences: ReadonlyArray<{ readonly limit: number; readonly calls: R
   }
 ]
 
+type AdaptiveStep =
+  | { readonly consume: number }
+  | {
+    readonly feedback: {
+      /** "last": the epoch the previous consume returned. */
+      readonly epoch: number | "last"
+      readonly tokens: number
+      readonly status: number
+      readonly retryAfter: Duration.Duration | undefined
+    }
+  }
+  /** Consumes (one token) until the phase is no longer "cooldown": the first call after the cooldown ends. */
+  | { readonly consumeAfterCooldown: true }
+
+/** [phase, epoch, delay in whole minutes] of each consume. */
+const runAdaptive = (store: Store, key: string, steps: ReadonlyArray<AdaptiveStep>) =>
+  Effect.gen(function*() {
+    const out: Array<readonly [string, number, number]> = []
+    let lastEpoch = 0
+    const consume = (tokens: number) =>
+      Effect.map(
+        store.adaptiveConsume({ key, tokens, fallbackLimit: 10, fallbackWindow: Duration.seconds(10) }),
+        (r) => {
+          lastEpoch = r.epoch
+          return [r.phase, r.epoch, Math.round(Duration.toMillis(r.delay) / 60_000)] as const
+        }
+      )
+    for (const step of steps) {
+      if ("consume" in step) out.push(yield* consume(step.consume))
+      else if ("feedback" in step) {
+        const f = step.feedback
+        yield* store.adaptiveFeedback({ key, ...f, epoch: f.epoch === "last" ? lastEpoch : f.epoch })
+      } else {
+        out.push(
+          yield* waitFor("the cooldown to end", Effect.map(Effect.orDie(consume(1)), (r) => r[0] === "cooldown" ? Option.none() : Option.some(r)), {
+            timeout: "10 seconds"
+          })
+        )
+      }
+    }
+    return out
+  })
+
+const too = (epoch: number | "last", retryAfter: Duration.Duration, tokens = 1) => ({
+  feedback: { epoch, tokens, status: 429, retryAfter }
+})
+
+const adaptiveSequences: ReadonlyArray<ReadonlyArray<AdaptiveStep>> = [
+  // no state; feedback that is not a 429, or of another epoch, is ignored; cooldowns only grow
+  [
+    { consume: 1 },
+    { feedback: { epoch: "last", tokens: 1, status: 200, retryAfter: hour } },
+    { feedback: { epoch: "last", tokens: 1, status: 429, retryAfter: undefined } },
+    { consume: 1 },
+    too(3, hour),
+    { consume: 1 },
+    too("last", hour),
+    { consume: 1 },
+    too(0, Duration.minutes(30)),
+    { consume: 1 }
+  ],
+  // cooldown, learning, learned (a window of the 2 accepted tokens per hour), back to cooldown
+  [
+    too(0, Duration.millis(300)),
+    { consume: 1 },
+    { consumeAfterCooldown: true },
+    { consume: 1 },
+    { consume: 1 },
+    too("last", hour),
+    { consume: 1 },
+    { consume: 1 },
+    { consume: 1 },
+    too(1, hour),
+    { consume: 1 },
+    too("last", hour),
+    { consume: 1 }
+  ],
+  // learning with nothing accepted before the 429: a cooldown again, same epoch
+  [too(0, Duration.millis(300)), { consumeAfterCooldown: true }, too("last", hour), { consume: 1 }]
+]
+
 layer(Layer.provideMerge(limiterOnNewPool, TestDb.database), { excludeTestServices: true })("RateLimiterStore", (it) => {
   it.effect("fixedWindow answers as Effect's memory store for the same calls", () =>
     Effect.gen(function*() {
@@ -136,6 +217,22 @@ layer(Layer.provideMerge(limiterOnNewPool, TestDb.database), { excludeTestServic
         const actual = yield* runBucket(pg, `tb-${i}`, limit, refill, calls)
         assert.deepStrictEqual(actual, expected, `sequence ${i}: ${JSON.stringify(calls)}`)
       }
+    }))
+
+  it.effect("adaptiveConsume / adaptiveFeedback answer as Effect's memory store for the same calls", () =>
+    Effect.gen(function*() {
+      const memory = yield* memoryStore
+      const pg = yield* pgStore
+      for (const [i, steps] of adaptiveSequences.entries()) {
+        const [expected, actual] = yield* Effect.all([
+          runAdaptive(memory, `ad-${i}`, steps),
+          runAdaptive(pg, `ad-${i}`, steps)
+        ], { concurrency: "unbounded" })
+        assert.deepStrictEqual(actual, expected, `sequence ${i}`)
+      }
+      // What the sequences went through, so that they show something.
+      const phases = new Set((yield* runAdaptive(memory, "ad-check", adaptiveSequences[1]!)).map((r) => r[0]))
+      assert.deepStrictEqual([...phases].sort(), ["cooldown", "learned", "learning"])
     }))
 
   it.effect("RateLimiter.consume: fail mode fails with RateLimitExceeded, delay mode returns the delay", () =>
@@ -284,6 +381,16 @@ layer(Layer.provideMerge(limiterOnNewPool, TestDb.database), { excludeTestServic
           assert.strictEqual(error.reason._tag, "RateLimitStoreError", `${algorithm} ${JSON.stringify(key.slice(0, 20))}`)
         }
       }
+      const adaptiveBefore = yield* rowCount("rate_adaptive")
+      for (const key of bad) {
+        const consumed = yield* Effect.flip(
+          limiter.adaptiveConsume({ key, tokens: 1, fallbackLimit: 5, fallbackWindow: hour })
+        )
+        assert.strictEqual(consumed.reason._tag, "RateLimitStoreError")
+        const fed = yield* Effect.flip(limiter.adaptiveFeedback({ key, epoch: 0, tokens: 1, status: 429, retryAfter: hour }))
+        assert.strictEqual(fed.reason._tag, "RateLimitStoreError")
+      }
+      assert.strictEqual(yield* rowCount("rate_adaptive"), adaptiveBefore)
       const negative = yield* Effect.flip(store.fixedWindow({ key: "neg", tokens: -1, refillRate: hour, limit: 5 }))
       assert.strictEqual(negative.reason._tag, "RateLimitStoreError")
       const zeroRefill = yield* Effect.flip(

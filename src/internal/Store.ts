@@ -2116,6 +2116,13 @@ export interface RateBucketRow {
   readonly elapsed_ms: number
 }
 
+/** What `rate_adaptive_consume` answers: the delay before the request, its epoch, the phase seen. */
+export interface RateAdaptiveRow {
+  readonly delay_ms: number
+  readonly epoch: number
+  readonly phase: "inactive" | "cooldown" | "learning" | "learned"
+}
+
 export interface RateLimitStore {
   readonly rateFixedWindow: (
     key: string,
@@ -2130,12 +2137,29 @@ export interface RateLimitStore {
     refillMillis: number,
     allowOverflow: boolean
   ) => Effect.Effect<RateBucketRow, SqlError.SqlError>
+  readonly rateAdaptiveConsume: (
+    key: string,
+    tokens: number,
+    fallbackWindowMillis: number,
+    graceMillis: number
+  ) => Effect.Effect<RateAdaptiveRow, SqlError.SqlError>
+  /** For a 429 response only; `retryAfterMillis` already clamped to 1 ms .. `maxWindowMillis`. */
+  readonly rateAdaptiveFeedback: (options: {
+    readonly key: string
+    readonly epoch: number
+    readonly tokens: number
+    readonly retryAfterMillis: number
+    readonly graceMillis: number
+    readonly maxWindowMillis: number
+  }) => Effect.Effect<void, SqlError.SqlError>
 }
 
 /** The rate-limit statements on `sql` (a client without name transforms) for `schema`. */
 export const makeRateLimits = (sql: SqlClient.SqlClient, schema: string): RateLimitStore => {
   const fixedWindow = sql.literal(qualify(schema, "rate_fixed_window"))
   const tokenBucket = sql.literal(qualify(schema, "rate_token_bucket"))
+  const adaptiveConsume = sql.literal(qualify(schema, "rate_adaptive_consume"))
+  const adaptiveFeedback = sql.literal(qualify(schema, "rate_adaptive_feedback"))
   // Each function returns exactly one row.
   const one = <A>(rows: ReadonlyArray<A>): A => rows[0]!
   return {
@@ -2152,6 +2176,17 @@ export const makeRateLimits = (sql: SqlClient.SqlClient, schema: string): RateLi
           SELECT remaining, elapsed_ms FROM ${tokenBucket}(${key}, ${tokens}::float8, ${limit}::float8,
             ${refillMillis}::float8, ${allowOverflow})`,
         one
-      )
+      ),
+    rateAdaptiveConsume: (key, tokens, fallbackWindowMillis, graceMillis) =>
+      Effect.map(
+        sql<RateAdaptiveRow>`
+          SELECT delay_ms, epoch, phase FROM ${adaptiveConsume}(${key}, ${tokens}::float8,
+            ${fallbackWindowMillis}::float8, ${graceMillis}::float8)`,
+        one
+      ),
+    rateAdaptiveFeedback: (o) =>
+      Effect.asVoid(sql`
+        SELECT ${adaptiveFeedback}(${o.key}, ${o.epoch}::integer, ${o.tokens}::float8, ${o.retryAfterMillis}::float8,
+          ${o.graceMillis}::float8, ${o.maxWindowMillis}::float8)`)
   }
 }
