@@ -188,6 +188,20 @@ export interface GatedFlow {
   readonly perGroup: number | undefined
   readonly sequence: boolean
   readonly onDead: "block" | "continue"
+  /** Starts per window of the queue, and of each group (migrations/0013's rate_windows). */
+  readonly rate: FlowRate | undefined
+  readonly groupRate: FlowRate | undefined
+}
+
+export interface FlowRate {
+  readonly limit: number
+  readonly windowMillis: number
+}
+
+/** What a gated claim took, and how long until a rate limit that held it back frees (if one did). */
+export interface GatedClaim {
+  readonly rows: ReadonlyArray<ClaimedJobRow>
+  readonly waitMillis: number | undefined
 }
 
 export interface ClaimedJobRow {
@@ -383,7 +397,7 @@ export class JobStore extends Context.Service<JobStore, {
     readonly names?: ReadonlyArray<string> | undefined
     readonly startNow?: number | undefined
     readonly flow: GatedFlow
-  }) => Effect.Effect<ReadonlyArray<ClaimedJobRow>, SqlError.SqlError>
+  }) => Effect.Effect<GatedClaim, SqlError.SqlError>
   /**
    * `retentionMillis` replaces each job's `retention_ms` for these outcomes (the worker's
    * `retention`; null: kept forever); undefined: each job's own.
@@ -742,12 +756,21 @@ export class JobStore extends Context.Service<JobStore, {
         readonly startNow?: number | undefined
         readonly flow: GatedFlow
       }) =>
-        sql<ClaimedJobRow>`
+        Effect.map(
+          sql<ClaimedJobRow & { readonly wait_ms: number | null }>`
           SELECT * FROM ${sql.literal(qualify(schema, "claim_gated"))}(
             ${o.queue}, ${o.limit}, ${iso(o.now)}::timestamptz, ${o.leaseMillis}::bigint, ${o.workerId},
             ${o.names === undefined ? null : textArray(o.names)}::text[], ${Math.max(0, Math.min(o.startNow ?? o.limit, o.limit))},
             ${o.flow.global ?? null}::integer, ${o.flow.perGroup ?? null}::integer,
-            ${o.flow.sequence}, ${o.flow.onDead === "block"})`
+            ${o.flow.sequence}, ${o.flow.onDead === "block"},
+            ${o.flow.rate?.limit ?? null}::integer, ${o.flow.rate?.windowMillis ?? null}::bigint,
+            ${o.flow.groupRate?.limit ?? null}::integer, ${o.flow.groupRate?.windowMillis ?? null}::bigint)`,
+          // A row without an id only says how long a rate limit holds the queue (nothing claimed).
+          (all): GatedClaim => ({
+            rows: all.filter((r) => r.id !== null),
+            waitMillis: all[0]?.wait_ms ?? undefined
+          })
+        )
 
       /**
        * Applies the outcomes of many runs in one statement. A row is changed only if
