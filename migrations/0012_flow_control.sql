@@ -57,7 +57,10 @@ CREATE FUNCTION effect_jobs.claim_gated(
   p_queue text, p_limit integer, p_now timestamptz, p_lease_ms bigint, p_worker text,
   p_names text[], p_start_now integer, p_global integer, p_per_group integer,
   p_sequence boolean, p_block_dead boolean,
-  p_rate_limit integer, p_rate_ms bigint, p_group_rate_limit integer, p_group_rate_ms bigint
+  p_rate_limit integer, p_rate_ms bigint, p_group_rate_limit integer, p_group_rate_ms bigint,
+  -- this worker's jobs of the queue whose runs have ended, outcomes not written yet: their
+  -- rows still say running, but they hold no slot (not counted against global / perGroup)
+  p_done bigint[]
 ) RETURNS TABLE (
   id text, name text, queue text, priority smallint, attempt integer, max_attempts integer,
   claim_count integer, args jsonb, metadata jsonb, request_id text, trace jsonb, created_at timestamptz,
@@ -109,7 +112,8 @@ BEGIN
     -- (Read from jobs_lease_idx, whose rows are exactly the running jobs of every queue: the
     -- cost is that of the jobs running fleet-wide, never of the table's history.)
     SELECT count(*) INTO v_running FROM effect_jobs.jobs j
-    WHERE j.lease_expires_at IS NOT NULL AND j.state = 'running' AND j.queue = p_queue;
+    WHERE j.lease_expires_at IS NOT NULL AND j.state = 'running' AND j.queue = p_queue
+      AND NOT (j.id = ANY (p_done) AND j.locked_by = p_worker);
     v_free := least(v_free, p_global - v_running);
   END IF;
   -- Rate limits (migration 0013's rate_windows, the keys of src/RateLimiterStore.ts): the
@@ -137,6 +141,7 @@ BEGIN
     SELECT coalesce(jsonb_object_agg(c.g, c.n), '{}') INTO v_counts
     FROM (SELECT j.group_key AS g, count(*) AS n FROM effect_jobs.jobs j
           WHERE j.lease_expires_at IS NOT NULL AND j.state = 'running' AND j.queue = p_queue AND j.group_key IS NOT NULL
+            AND NOT (j.id = ANY (p_done) AND j.locked_by = p_worker)
           GROUP BY j.group_key) c;
   END IF;
 

@@ -397,6 +397,8 @@ export class JobStore extends Context.Service<JobStore, {
     readonly names?: ReadonlyArray<string> | undefined
     readonly startNow?: number | undefined
     readonly flow: GatedFlow
+    /** This worker's jobs of the queue whose runs ended, outcomes not written: they hold no slot. */
+    readonly done?: ReadonlyArray<string> | undefined
   }) => Effect.Effect<GatedClaim, SqlError.SqlError>
   /**
    * `retentionMillis` replaces each job's `retention_ms` for these outcomes (the worker's
@@ -755,6 +757,7 @@ export class JobStore extends Context.Service<JobStore, {
         readonly names?: ReadonlyArray<string> | undefined
         readonly startNow?: number | undefined
         readonly flow: GatedFlow
+        readonly done?: ReadonlyArray<string> | undefined
       }) =>
         Effect.map(
           sql<ClaimedJobRow & { readonly wait_ms: number | null }>`
@@ -764,7 +767,8 @@ export class JobStore extends Context.Service<JobStore, {
             ${o.flow.global ?? null}::integer, ${o.flow.perGroup ?? null}::integer,
             ${o.flow.sequence}, ${o.flow.onDead === "block"},
             ${o.flow.rate?.limit ?? null}::integer, ${o.flow.rate?.windowMillis ?? null}::bigint,
-            ${o.flow.groupRate?.limit ?? null}::integer, ${o.flow.groupRate?.windowMillis ?? null}::bigint)`,
+            ${o.flow.groupRate?.limit ?? null}::integer, ${o.flow.groupRate?.windowMillis ?? null}::bigint,
+            ${`{${(o.done ?? []).join(",")}}`}::bigint[])`,
           // A row without an id only says how long a rate limit holds the queue (nothing claimed).
           (all): GatedClaim => ({
             rows: all.filter((r) => r.id !== null),

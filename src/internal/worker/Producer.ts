@@ -183,6 +183,12 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
     release: () => {
       inFlight--
       prefetch.finished++
+      if (queue.flow !== undefined) {
+        // The run's fleet-wide slot is free too (the gated claim does not count a run whose
+        // outcome is still being written): a claim that came back short may find room now.
+        wakes++
+        hungry = true
+      }
       signal.openUnsafe()
     },
     written: () => {
@@ -259,7 +265,9 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
     let rows: ReadonlyArray<ClaimedJobRow>
     if (queue.flow === undefined) rows = yield* store.jobClaim(options)
     else {
-      const gated = yield* store.jobClaimGated({ ...options, flow: queue.flow })
+      // Runs that ended here but whose outcomes are still being written hold no slot: the claim
+      // does not count them, so a slot is free as soon as a run ends, not one write later.
+      const gated = yield* store.jobClaimGated({ ...options, flow: queue.flow, done: held.writingOf(queue.name) })
       rows = gated.rows
       // A rate limit held the claim back: look again when its window frees, not at the poll.
       rateWaitMillis = gated.waitMillis
