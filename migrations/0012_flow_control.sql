@@ -66,7 +66,11 @@ CREATE FUNCTION effect_jobs.claim_gated(
   claim_count integer, args jsonb, metadata jsonb, request_id text, trace jsonb, created_at timestamptz,
   -- set when a rate limit held the claim back: how long until its window frees (on every
   -- row; with nothing claimed, one row with only this column set)
-  wait_ms integer
+  wait_ms integer,
+  -- true when a limit kept runnable jobs back that a run ending on another worker frees (the
+  -- global or a group's limit reached, a sequence's head running): no NOTIFY says when, so
+  -- the producer claims again soon (a short backoff), not at its poll. Set as wait_ms is.
+  limited boolean
 ) LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
@@ -93,6 +97,7 @@ DECLARE
   v_rate_key text := 'queue:' || p_queue;
   v_granted integer;
   v_left double precision;
+  v_limited boolean := false;
 BEGIN
   -- Claims of this queue are serialized fleet-wide: one claimer at a time counts and picks.
   -- The lock is the transaction's (the caller's statement runs in its own), so it is released
@@ -115,6 +120,10 @@ BEGIN
     WHERE j.lease_expires_at IS NOT NULL AND j.state = 'running' AND j.queue = p_queue
       AND NOT (j.id = ANY (p_done) AND j.locked_by = p_worker);
     v_free := least(v_free, p_global - v_running);
+    -- At the limit with jobs waiting: they start as runs of the fleet end (v_free is
+    -- checked again after the round: the limit may also cut the round short).
+    v_limited := v_free <= 0 AND EXISTS (
+      SELECT 1 FROM effect_jobs.jobs j WHERE j.state = 'available' AND j.queue = p_queue AND j.run_at <= p_now);
   END IF;
   -- Rate limits (migration 0013's rate_windows, the keys of src/RateLimiterStore.ts): the
   -- queue's window caps what may be picked (read here, taken once the jobs are picked, below);
@@ -131,9 +140,9 @@ BEGIN
     v_free := least(v_free, greatest(0, floor(v_left))::integer);
   END IF;
   IF v_free <= 0 THEN
-    IF v_wait IS NOT NULL THEN
+    IF v_wait IS NOT NULL OR v_limited THEN
       RETURN QUERY SELECT NULL::text, NULL::text, NULL::text, NULL::smallint, NULL::integer, NULL::integer,
-        NULL::integer, NULL::jsonb, NULL::jsonb, NULL::text, NULL::jsonb, NULL::timestamptz, v_wait;
+        NULL::integer, NULL::jsonb, NULL::jsonb, NULL::text, NULL::jsonb, NULL::timestamptz, v_wait, v_limited;
     END IF;
     RETURN;
   END IF;
@@ -214,10 +223,15 @@ BEGIN
         IF v_head.state = 'available' AND v_head.run_at <= p_now AND (p_names IS NULL OR v_head.name = ANY (p_names)) THEN
           v_ids := ARRAY(SELECT j.id FROM effect_jobs.jobs j WHERE j.id = v_head.id AND j.state = 'available'
                          FOR UPDATE SKIP LOCKED);
+          v_limited := v_limited OR cardinality(v_ids) = 0; -- locked a moment by someone else
+        ELSIF v_head.state = 'running' THEN
+          v_limited := true; -- the group goes on once that run's outcome is written
         END IF;
       END IF;
     ELSIF p_per_group IS NULL OR coalesce((v_counts ->> v_group)::integer, 0) < p_per_group THEN
       v_ids := ARRAY[v_cand]; -- one per group per visit: the round goes on to the next group
+    ELSIF v_cand IS NOT NULL THEN
+      v_limited := true; -- the group is at its limit, with a job waiting
     END IF;
 
     IF cardinality(v_ids) > 0 AND v_group IS NOT NULL AND p_group_rate_limit IS NOT NULL THEN
@@ -244,6 +258,10 @@ BEGIN
     END IF;
   END LOOP;
 
+  -- Slots left but groups not looked at (the visits' bound): the next claim goes on from the cursor.
+  -- At the global limit: what is left waits for runs to end.
+  v_limited := v_limited OR (v_free > 0 AND v_visits >= v_max_visits)
+    OR (v_free <= 0 AND p_global IS NOT NULL AND p_global - v_running < p_limit);
   -- The cursor: where this claim stopped, so that the next one (of any worker) starts after it.
   IF v_pos IS DISTINCT FROM v_start THEN
     INSERT INTO effect_jobs.flow_cursors AS c (queue, last_group) VALUES (p_queue, v_pos)
@@ -262,9 +280,9 @@ BEGIN
     END IF;
   END IF;
   IF cardinality(v_picked) = 0 THEN
-    IF v_wait IS NOT NULL THEN
+    IF v_wait IS NOT NULL OR v_limited THEN
       RETURN QUERY SELECT NULL::text, NULL::text, NULL::text, NULL::smallint, NULL::integer, NULL::integer,
-        NULL::integer, NULL::jsonb, NULL::jsonb, NULL::text, NULL::jsonb, NULL::timestamptz, v_wait;
+        NULL::integer, NULL::jsonb, NULL::jsonb, NULL::text, NULL::jsonb, NULL::timestamptz, v_wait, v_limited;
     END IF;
     RETURN;
   END IF;
@@ -285,7 +303,7 @@ BEGIN
               j.args, j.metadata, j.request_id, j.trace, j.created_at
   )
   SELECT c.id::text, c.name, c.queue, c.priority, c.attempt, c.max_attempts, c.claim_count, c.args,
-         NULLIF(c.metadata, '{}'::jsonb), c.request_id, c.trace, c.created_at, v_wait
+         NULLIF(c.metadata, '{}'::jsonb), c.request_id, c.trace, c.created_at, v_wait, v_limited
   FROM claimed c JOIN unnest(v_picked) WITH ORDINALITY AS p(id, ord) ON p.id = c.id
   ORDER BY p.ord;
 END;

@@ -98,6 +98,42 @@ layer(TestLayer, { excludeTestServices: true })("flow control", (it) => {
       yield* allDone("flow-written", 50)
     }), { timeout: 60_000 })
 
+  it.effect("a sequence's next job is claimed by an idle worker soon after another worker's run of its head ends, not at the poll", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const queue = "flow-limited"
+      // B alone can run the head, A alone the rest: the group's next job is A's to claim.
+      const First = Job.make("flow-limited-first", { args: Args, queue, retention: "1 day" })
+      const Next = Job.make("flow-limited-next", { args: Args, queue, retention: "1 day" })
+      const jobs = yield* Jobs.Jobs
+      const [head, next] = yield* jobs.enqueueAll([Jobs.entry(First, { n: 1 }, { group: "g" }), Jobs.entry(Next, { n: 2 }, { group: "g" })])
+      const stateOf = (id: string) =>
+        Effect.map(sql<{ state: string }>`SELECT state FROM effect_jobs.jobs WHERE id = ${id}::bigint`, (r) => r[0]?.state)
+      const reaches = (id: string, state: string) =>
+        waitFor(`job ${id} ${state}`, Effect.map(stateOf(id), (s) => s === state ? Option.some(s) : Option.none()))
+      const options = { queues: { [queue]: { concurrency: 2, pollInterval: "1 hour", flow: { sequence: true } } } } as const
+      const release = yield* Deferred.make<void>()
+      yield* worker(options, Job.toLayer(First, () => Deferred.await(release)))
+      yield* reaches(head!, "running")
+      // A: its claims find the group's head running on B (limited). The job of another group
+      // shows that A has claimed (and, once its outcome is written, claimed again: short).
+      yield* worker(options, Job.toLayer(Next, () => Effect.void))
+      // Both workers LISTEN (a LISTEN put in place wakes its worker's claims, which could
+      // otherwise come after B's outcome below and find the next job without any backoff).
+      yield* waitFor("two workers listening", Effect.map(
+        sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity
+                           WHERE datname = current_database() AND query ILIKE 'LISTEN%'`,
+        (r) => r[0]!.n >= 2 ? Option.some(true) : Option.none()
+      ))
+      const [other] = yield* jobs.enqueueAll([Jobs.entry(Next, { n: 3 }, { group: "h" })])
+      yield* reaches(other!, "completed")
+      assert.strictEqual(yield* stateOf(next!), "available")
+      // B's run of the head ends and its outcome is written: no NOTIFY, and B cannot run the
+      // next job. A claims it after a short backoff; with the poll alone, in an hour.
+      yield* Deferred.succeed(release, undefined)
+      yield* reaches(next!, "completed")
+    }), { timeout: 60_000 })
+
   it.effect("a slot held by a job of a dead worker comes back when the rescuer returns the job", () =>
     Effect.gen(function*() {
       const store = yield* JobStore

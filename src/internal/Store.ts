@@ -202,6 +202,12 @@ export interface FlowRate {
 export interface GatedClaim {
   readonly rows: ReadonlyArray<ClaimedJobRow>
   readonly waitMillis: number | undefined
+  /**
+   * A fleet-wide limit kept runnable jobs back (the global or a group's limit reached, a
+   * sequence's head running): they become claimable when runs end, possibly on another
+   * worker, with no NOTIFY to say so.
+   */
+  readonly limited: boolean
 }
 
 export interface ClaimedJobRow {
@@ -760,7 +766,7 @@ export class JobStore extends Context.Service<JobStore, {
         readonly done?: ReadonlyArray<string> | undefined
       }) =>
         Effect.map(
-          sql<ClaimedJobRow & { readonly wait_ms: number | null }>`
+          sql<ClaimedJobRow & { readonly wait_ms: number | null; readonly limited: boolean | null }>`
           SELECT * FROM ${sql.literal(qualify(schema, "claim_gated"))}(
             ${o.queue}, ${o.limit}, ${iso(o.now)}::timestamptz, ${o.leaseMillis}::bigint, ${o.workerId},
             ${o.names === undefined ? null : textArray(o.names)}::text[], ${Math.max(0, Math.min(o.startNow ?? o.limit, o.limit))},
@@ -769,10 +775,12 @@ export class JobStore extends Context.Service<JobStore, {
             ${o.flow.rate?.limit ?? null}::integer, ${o.flow.rate?.windowMillis ?? null}::bigint,
             ${o.flow.groupRate?.limit ?? null}::integer, ${o.flow.groupRate?.windowMillis ?? null}::bigint,
             ${`{${(o.done ?? []).join(",")}}`}::bigint[])`,
-          // A row without an id only says how long a rate limit holds the queue (nothing claimed).
+          // A row without an id only says how long a rate limit holds the queue, or that a limit
+          // does (nothing claimed).
           (all): GatedClaim => ({
             rows: all.filter((r) => r.id !== null),
-            waitMillis: all[0]?.wait_ms ?? undefined
+            waitMillis: all[0]?.wait_ms ?? undefined,
+            limited: all[0]?.limited === true
           })
         )
 

@@ -271,6 +271,13 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
       rows = gated.rows
       // A rate limit held the claim back: look again when its window frees, not at the poll.
       rateWaitMillis = gated.waitMillis
+      // A fleet-wide limit held jobs back: runs ending on other workers free them, and nothing
+      // tells this worker when. Look again soon, backing off (5, 10, 20 ms ... up to the poll)
+      // while it stays so: a worker with free slots beside a busy fleet does not wait a whole
+      // poll for a group's next job, and a group blocked for long costs a few claims.
+      if (gated.limited && rows.length < limit) {
+        limitedWaitMillis = limitedWaitMillis === undefined ? 5 : Math.min(limitedWaitMillis * 2, queue.pollMillis)
+      } else limitedWaitMillis = undefined
     }
     // by priority, then claim order (the statement sorts them)
     for (let i = 0; i < rows.length; i++) buffer.push(held.claim(rows[i]!, now + config.leaseMillis, i >= startNow))
@@ -286,9 +293,11 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
 
   /** How long until the rate window that held the last gated claim back frees (undefined: none did). */
   let rateWaitMillis: number | undefined = undefined
+  /** The backoff after gated claims a fleet-wide limit kept short (undefined: the last one was not). */
+  let limitedWaitMillis: number | undefined = undefined
   const waitForPoll = Effect.suspend(() => {
     const poll = jitter(queue.pollMillis)
-    const wait = rateWaitMillis === undefined ? poll : Math.min(poll, rateWaitMillis)
+    const wait = Math.min(poll, rateWaitMillis ?? poll, limitedWaitMillis ?? poll)
     rateWaitMillis = undefined
     return Effect.sleep(wait)
   }).pipe(
