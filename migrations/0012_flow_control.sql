@@ -212,11 +212,11 @@ BEGIN
       -- may run, and only once it is available and due. Taken by this claim already: not again.
       IF NOT v_counts ? v_group THEN
         IF p_block_dead THEN
-          SELECT j.id, j.state, j.run_at, j.name INTO v_head FROM effect_jobs.jobs j
+          SELECT j.id, j.state, j.run_at, j.name, j.locked_by INTO v_head FROM effect_jobs.jobs j
           WHERE j.queue = p_queue AND j.group_key = v_group AND j.state IN ('scheduled', 'available', 'running', 'dead')
           ORDER BY j.id LIMIT 1;
         ELSE
-          SELECT j.id, j.state, j.run_at, j.name INTO v_head FROM effect_jobs.jobs j
+          SELECT j.id, j.state, j.run_at, j.name, j.locked_by INTO v_head FROM effect_jobs.jobs j
           WHERE j.queue = p_queue AND j.group_key = v_group AND j.state IN ('scheduled', 'available', 'running')
           ORDER BY j.id LIMIT 1;
         END IF;
@@ -224,8 +224,10 @@ BEGIN
           v_ids := ARRAY(SELECT j.id FROM effect_jobs.jobs j WHERE j.id = v_head.id AND j.state = 'available'
                          FOR UPDATE SKIP LOCKED);
           v_limited := v_limited OR cardinality(v_ids) = 0; -- locked a moment by someone else
-        ELSIF v_head.state = 'running' THEN
-          v_limited := true; -- the group goes on once that run's outcome is written
+        ELSIF v_head.state = 'running' AND v_head.locked_by IS DISTINCT FROM p_worker THEN
+          -- the group goes on once that run's outcome is written, on another worker (this
+          -- worker's own runs wake its producer when they end and when they are written)
+          v_limited := true;
         END IF;
       END IF;
     ELSIF p_per_group IS NULL OR coalesce((v_counts ->> v_group)::integer, 0) < p_per_group THEN
