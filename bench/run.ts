@@ -1193,18 +1193,25 @@ const renderTable = (
     parts.push("")
   }
 
-  const load = machine.loadAverageDuringRun
-  const notes = [
+  const drainNotes = rows.length === 0 ? [] : [
     `${cfg.jobs.toLocaleString("en-US")} no-op jobs, median of ${cfg.runs} run(s); drain concurrency ${cfg.concurrency} ` +
     `(pg-boss: 4 workers x batch 100; effect-persisted-queue: 64 takers; pgbench-floor: 8 clients x 100 rows).`,
+    `pgbench-floor: pgbench -n -M prepared -c 8 -j 2, one statement per transaction claiming 100 rows FOR UPDATE SKIP LOCKED and deleting them.`,
+    `others' CPU: share of the machine's CPU used by other processes (not the worker, not Postgres) during the timed drains (median).`
+  ]
+  const measureNotes = rows.length === 0 && io.length === 0 ? [] : [
     `handlers: until the last handler returned; committed: until a count of the system's unfinished jobs, polled ` +
     `every 2 ms on the runner's own connection, read 0.`,
     `CPU µs/job: worker process (pgbench-floor: the pgbench process); DB CPU µs/job: all Postgres server processes, ` +
     `start -> committed; WAL B/job: pg_current_wal_lsn() over the same window (the whole server's WAL); ` +
     `stmts/job: top-level statements (pg_stat_statements${anyStatements ? "" : ": not loaded on this server"}); ` +
-    `xacts/job: xact_commit + xact_rollback of the bench database (pg_stat_database); both start -> after the workers' teardown, the runner's own excluded.`,
-    `pgbench-floor: pgbench -n -M prepared -c 8 -j 2, one statement per transaction claiming 100 rows FOR UPDATE SKIP LOCKED and deleting them.`,
-    `others' CPU: share of the machine's CPU used by other processes (not the worker, not Postgres) during the timed drains (median).`,
+    `xacts/job: xact_commit + xact_rollback of the bench database (pg_stat_database, autovacuum's included); ` +
+    `both start -> after the workers' teardown, the runner's own excluded.`
+  ]
+  const load = machine.loadAverageDuringRun
+  const notes = [
+    ...drainNotes,
+    ...measureNotes,
     `Postgres ${machine.postgres} (${machine.postgresSource}), Node ${machine.node}, ${machine.cpus} CPUs, ` +
     `load average at start ${machine.loadAverageAtStart.join(" ")}` +
     (load !== null ? `, 1-min load at each step min ${load.min} / median ${load.median} / max ${load.max}.` : ".")
