@@ -481,7 +481,7 @@ const runOnServer = async (server: Server): Promise<{ readonly report: Record<st
     }
     const pgbench = findPgbench()
 
-    log(`Postgres ${serverVersion} (${embedded !== undefined ? "embedded" : "DATABASE_URL"})` +
+    log(`Postgres ${serverVersion} (${server.kind === "embedded" ? "embedded" : server.label})` +
       `${pgPid !== null ? `, postmaster pid ${pgPid}` : ", server CPU not measurable"}`)
     log(`jobs=${config.jobs} runs=${config.runs} concurrency=${config.concurrency} ` +
       `wake samples=${config.wakeSamples} (budget ${config.wakeBudgetMs} ms) adapters=${selected.map((a) => a.name).join(",")}`)
@@ -608,7 +608,7 @@ const runOnServer = async (server: Server): Promise<{ readonly report: Record<st
         loadAverageDuringRun: loadStats(summaryLoads([...records.values()])),
         loadAverageAtEnd: loadavg().map((x) => round(x, 2)),
         postgres: serverVersion,
-        postgresSource: embedded !== undefined ? "embedded" : "DATABASE_URL",
+        postgresSource: server.kind === "embedded" ? "embedded" : server.label,
         postgresSettings: Object.fromEntries(settings.map((s) => [s.name, s.setting])),
         pgbench: pgbench ?? null,
         serverCpuMeasured: pgPid !== null,
