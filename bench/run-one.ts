@@ -100,7 +100,11 @@ const measuredDrain = async (
     running.catch(() => undefined)
     // The last handler returned (meter) or, for systems without a meter (pgbench), the drain ended.
     await Promise.race([running, meterStarted.then((m) => m.done)])
-    const committedAt = await Promise.race([watch.waitCommitted(COMMIT_TIMEOUT_MS), running.then(() => new Promise<never>(() => {}))])
+    // Poll until committed; if the drain fails meanwhile, its error wins (a resolved drain does not end the poll).
+    const committedAt = await Promise.race([
+      watch.waitCommitted(COMMIT_TIMEOUT_MS),
+      running.then(() => new Promise<never>(() => {}))
+    ])
     const result = await running
     CompletionMeter.onStart = undefined
     await adapter.teardown()
