@@ -114,8 +114,8 @@ export const runLongTx = async (adapter: Adapter, url: string, options: OneOptio
       const p99 = percentile(latencies, 99)
       return {
         name,
-        fromMs,
-        toMs,
+        fromMs: Math.round(fromMs),
+        toMs: Math.round(toMs),
         samples: mine.length,
         claimP50Ms: p50 === null ? null : round(p50, 2),
         claimP99Ms: p99 === null ? null : round(p99, 2),
