@@ -64,7 +64,8 @@ export const make = (variant: Variant): Adapter => {
   let url = ""
   let base: Base | undefined
   const Noop = Job.make("noop", {
-    args: Schema.Struct({}),
+    // `t`: performance.now() at the enqueue, for the longtx scenario's claim latency
+    args: Schema.Struct({ t: Schema.optional(Schema.Number) }),
     queue: QUEUE,
     ...(variant.deleteOnComplete ? { retention: 0 } : {})
   })
@@ -82,12 +83,17 @@ export const make = (variant: Variant): Adapter => {
     concurrency: number,
     onStart: () => void,
     onDurable?: () => void,
-    jobMillis = 0
+    jobMillis = 0,
+    onBegin?: (enqueuedAt: number | undefined) => void
   ): Promise<RunningWorkers> => {
     const scope = Effect.runSync(Scope.make())
     const handler = Job.toLayer(
       Noop,
-      jobMillis > 0 ? () => Effect.andThen(Effect.sleep(jobMillis), Effect.sync(onStart)) : () => Effect.sync(onStart)
+      onBegin !== undefined
+        ? (args) => Effect.andThen(Effect.sync(() => onBegin(args.t)), Effect.sync(onStart))
+        : jobMillis > 0
+        ? () => Effect.andThen(Effect.sleep(jobMillis), Effect.sync(onStart))
+        : () => Effect.sync(onStart)
     )
     const observer = onDurable === undefined
       ? Layer.empty
@@ -138,6 +144,22 @@ export const make = (variant: Variant): Adapter => {
       }))
     },
 
+    // The bench's jobs never fail or wait, so 'available' and 'running' are all their unfinished
+    // states (a finished one is deleted or 'completed'). Not 'scheduled': drain-future's filler
+    // rows are scheduled for tomorrow. Written so that each half uses a partial index
+    // (jobs_claim_idx; jobs_lease_idx, a running job always has a lease): with 1M filler rows a
+    // plain `state IN (...)` is a sequential scan, and the poll would measure that scan.
+    pendingQuery: `SELECT (SELECT count(*) FROM effect_jobs.jobs WHERE state = 'available')
+                        + (SELECT count(*) FROM effect_jobs.jobs WHERE state = 'running' AND lease_expires_at IS NOT NULL) AS n`,
+
+    async enqueueStamped(count) {
+      const t = performance.now()
+      await ready().runPromise(Effect.gen(function*() {
+        const jobs = yield* Jobs.Jobs
+        yield* jobs.enqueueMany(Noop, Array.from({ length: count }, () => ({ t })))
+      }))
+    },
+
     async drain(count, concurrency): Promise<DrainResult> {
       const meter = new CompletionMeter(count)
       let durable = 0
@@ -180,7 +202,7 @@ export const make = (variant: Variant): Adapter => {
     },
 
     startWorkers(concurrency, onComplete, options) {
-      return startWorker(concurrency, () => onComplete(1), undefined, options?.jobMillis ?? 0)
+      return startWorker(concurrency, () => onComplete(1), undefined, options?.jobMillis ?? 0, options?.onStart)
     },
 
     async addFiller(kind: FillerKind, count: number) {

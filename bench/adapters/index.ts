@@ -24,14 +24,15 @@ const effectJobs = (name: string, deleteOnComplete: boolean, prefetch: number | 
 export const adapters: ReadonlyArray<AdapterEntry> = [
   {
     name: "graphile-worker",
-    description: "graphile-worker 0.18.0, defaults (concurrency N, maxPoolSize N+1)",
-    load: async () => (await import("./graphile-worker.ts")).make({ batched: false })
+    description: "graphile-worker 0.18.0, defaults (concurrency N, maxPoolSize N+1, at most 50)",
+    load: async () => (await import("./graphile-worker.ts")).make({ batched: false }),
+    scenarios: ["drain", "enqueue", "wake", "io"]
   },
   {
     name: "graphile-worker-batched",
     description: "graphile-worker 0.18.0, localQueue.size 500, completeJobBatchDelay 0, failJobBatchDelay 0",
     load: async () => (await import("./graphile-worker.ts")).make({ batched: true }),
-    scenarios: ["drain", "enqueue", "wake", "scaleout", "soak"]
+    scenarios: ["drain", "enqueue", "wake", "scaleout", "soak", "io", "longtx"]
   },
   {
     name: "pg-boss",
@@ -52,7 +53,7 @@ export const adapters: ReadonlyArray<AdapterEntry> = [
     name: "effect-jobs",
     description: "effect-jobs (this library): retention 0 (completed jobs deleted), prefetch default (adaptive: concurrency up to ~100 ms of work, max 1000)",
     load: effectJobs("effect-jobs", true, undefined),
-    scenarios: ["drain", "enqueue", "wake", "drain-history", "drain-future", "scaleout", "soak"]
+    scenarios: ["drain", "enqueue", "wake", "drain-history", "drain-future", "scaleout", "soak", "io", "longtx"]
   },
   {
     name: "effect-jobs-prefetch500",
