@@ -107,6 +107,37 @@ layer(
   Layer.provideMerge(Jobs.layer, Chaos.layer()),
   { excludeTestServices: true }
 )(`chaos: fleet-wide flow control${FLOW_OFF ? " (CHAOS_FLOW_OFF: plain queues, the checks must fail)" : ""}`, (it) => {
+  it.effect("the checks themselves, on a hand-written log: overlaps, kills, sequence breaks, open runs", () =>
+    Effect.gen(function*() {
+      yield* Flow.createLog
+      const sql = yield* Chaos.sqlClient
+      const queue = "flow-selftest"
+      // [start, end] in ms from a base instant; end null: no end (pid 901 is then killed at 14).
+      const rows: ReadonlyArray<readonly [job: number, grp: string, pid: number, start: number, end: number | null]> = [
+        [101, "g1", 900, 0, 10],
+        [102, "g1", 900, 10, 20], // touches the run before: handed on, not an overlap
+        [103, "g2", 900, 5, 15],
+        [104, "g2", 901, 12, null], // killed at 14: overlaps job 103 by 3 ms
+        [100, "g1", 900, 25, 30], // a smaller id after a larger one: out of order
+        [105, "g3", 902, 40, null] // no end and no kill: open
+      ]
+      for (const [job, grp, pid, start, end] of rows) {
+        yield* sql`
+          INSERT INTO flow_log (queue, job_id, grp, pid, attempt, started_at, ended_at, outcome)
+          VALUES (${queue}, ${job}, ${grp}, ${pid}, 1, '2026-01-01T00:00:00Z'::timestamptz + ${start} * interval '1 ms',
+                  '2026-01-01T00:00:00Z'::timestamptz + ${end} * interval '1 ms', ${end === null ? null : "ok"})`.pipe(Effect.orDie)
+      }
+      yield* sql`INSERT INTO flow_kills (pid, killed_at) VALUES (901, '2026-01-01T00:00:00Z'::timestamptz + interval '14 ms')`.pipe(Effect.orDie)
+      const o = yield* Flow.overlap(queue)
+      // at 12 ms: jobs 102, 103 and 104
+      assert.deepStrictEqual(o, { max: 3, perGroup: { g1: 1, g2: 2 }, runs: 5 })
+      assert.deepStrictEqual(yield* Flow.sequenceBreaks(queue), [
+        { grp: "g1", job_id: "100", prev_job: "102", overlap_ms: -5 },
+        { grp: "g2", job_id: "104", prev_job: "103", overlap_ms: 3 }
+      ])
+      assert.deepStrictEqual((yield* Flow.openRuns(queue)).map((r) => r.job_id), ["105"])
+    }))
+
   it.effect("(a) global limit 5, three processes of concurrency 4: never more than 5 at once, every job once", () =>
     Effect.gen(function*() {
       yield* Flow.createLog
