@@ -223,6 +223,59 @@ layer(
       assert.deepStrictEqual(breaks.slice(0, 10), [], "within a group: runs in id order, one at a time")
     }))
 
+  for (const onDead of ["block", "continue"] as const) {
+    it.effect(`(c') sequence with onDead "${onDead}": a job of a group goes dead; the group ${onDead === "block" ? "stops behind it" : "goes on, in order"}`, () =>
+      Effect.gen(function*() {
+        yield* Flow.createLog
+        const jobs = yield* Jobs.Jobs
+        const queue = `flow-dead-${onDead}`
+        const PER_GROUP = SHORT ? 20 : 60
+        const DEAD_AT = 2
+        const good = yield* enqueue(queue, [{ grp: "good", sleepMs: between(5, 15) }], PER_GROUP)
+        // Enqueued one by one, in i order, so ids follow i: job DEAD_AT fails once with one attempt allowed.
+        const bad: Array<string> = []
+        for (let i = 0; i < PER_GROUP; i++) {
+          const failing = i === DEAD_AT
+          const args: FlowArgs = { i, grp: "bad", sleepMs: 5, ...(failing ? { failUntil: 1 } : {}) }
+          bad.push(yield* jobs.enqueue(FlowJob, args, { queue, group: "bad", ...(failing ? { maxAttempts: 1 } : {}) } as Jobs.EnqueueOptions))
+        }
+        const flow = { sequence: onDead === "block" ? true : { onDead } }
+        yield* spawnMany(2, queue, 4, flow)
+        const sql = yield* Chaos.sqlClient
+        const stateOf = (ids: ReadonlyArray<string>) =>
+          Effect.map(
+            sql<{ readonly state: string; readonly n: number }>`
+              SELECT state, count(*)::int AS n FROM effect_jobs.jobs WHERE id = ANY(${ids}::bigint[]) GROUP BY state`,
+            (rows) => Object.fromEntries(rows.map((r) => [r.state, r.n])) as Record<string, number>
+          ).pipe(Effect.orDie)
+        const after = bad.slice(DEAD_AT + 1)
+        // Blocked: the good group and the bad group's head finish; the rest of the bad group waits.
+        // Continuing: everything but the dead job completes.
+        const expectAfter = onDead === "block" ? { available: after.length } : { completed: after.length }
+        const settled = yield* Chaos.waitUntil(
+          `the good group done and the bad group settled (${onDead})`,
+          Effect.gen(function*() {
+            const g = yield* stateOf(good)
+            const head = yield* stateOf(bad.slice(0, DEAD_AT + 1))
+            const rest = yield* stateOf(after)
+            const done = g.completed === good.length && head.completed === DEAD_AT && head.dead === 1 &&
+              (onDead === "block" || rest.completed === after.length)
+            return done ? Option.some({ good: g, head, rest }) : Option.none()
+          }),
+          { timeout: "60 seconds" }
+        )
+        const breaks = yield* Flow.sequenceBreaks(queue)
+        const runsAfter = yield* Effect.map(
+          sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM flow_log WHERE job_id = ANY(${after}::bigint[])`,
+          (rows) => rows[0]!.n
+        ).pipe(Effect.orDie)
+        yield* Chaos.recordResult(`flow-sequence-dead-${onDead}`, { ...settled, runsAfterDead: runsAfter, breaks: breaks.length })
+        assert.deepStrictEqual(breaks, [], "both groups in id order, one at a time")
+        assert.deepStrictEqual(settled.rest, expectAfter)
+        if (onDead === "block") assert.strictEqual(runsAfter, 0, "nothing behind the dead job ran")
+      }))
+  }
+
   it.effect("(d) global limit 5, a process holding slots SIGKILLed: its slots come back with its jobs, none leaks", () =>
     Effect.gen(function*() {
       yield* Flow.createLog
