@@ -125,7 +125,7 @@ export const okRuns = (queue: string) =>
     const [row] = yield* sql<{ readonly none: number; readonly once: number; readonly more: number }>`
       WITH per AS (
         SELECT j.id, count(l.id) FILTER (WHERE l.outcome = 'ok') AS n
-        FROM effect_jobs.jobs j LEFT JOIN flow_log l ON l.job_id = j.id
+        FROM effect_jobs.jobs j LEFT JOIN flow_log l ON l.job_id = j.id AND l.queue = j.queue
         WHERE j.queue = ${queue} GROUP BY j.id
       )
       SELECT count(*) FILTER (WHERE n = 0)::int AS none, count(*) FILTER (WHERE n = 1)::int AS once,
@@ -143,7 +143,7 @@ export const waits = (queue: string, grp: string) =>
     const sql = yield* Chaos.sqlClient
     const rows = yield* sql<{ readonly wait_ms: number }>`
       SELECT (extract(epoch FROM (min(l.started_at) - j.created_at)) * 1000)::float8 AS wait_ms
-      FROM effect_jobs.jobs j JOIN flow_log l ON l.job_id = j.id
+      FROM effect_jobs.jobs j JOIN flow_log l ON l.job_id = j.id AND l.queue = j.queue
       WHERE j.queue = ${queue} AND l.grp = ${grp}
       GROUP BY j.id, j.created_at`.pipe(Effect.orDie)
     return rows.map((r) => r.wait_ms)
@@ -160,3 +160,14 @@ export const errorKinds = (queue: string) =>
         GROUP BY 1 ORDER BY 2 DESC`,
       (rows) => Object.fromEntries(rows.map((r) => [r.kind, r.n])) as Record<string, number>
     )).pipe(Effect.orDie)
+
+/** The first jobs of `queue` with more than one run, with their runs and errors (for the record when a check fails). */
+export const ranTwice = (queue: string) =>
+  Effect.flatMap(Chaos.sqlClient, (sql) =>
+    sql<{ readonly job_id: string; readonly runs: unknown; readonly errors: unknown }>`
+      SELECT l.job_id::text,
+             json_agg(json_build_object('pid', l.pid, 'attempt', l.attempt, 'started', l.started_at, 'ended', l.ended_at,
+                                        'outcome', l.outcome) ORDER BY l.started_at) AS runs,
+             (SELECT errors FROM effect_jobs.jobs j WHERE j.id = l.job_id) AS errors
+      FROM flow_log l WHERE l.queue = ${queue}
+      GROUP BY l.job_id HAVING count(*) > 1 ORDER BY l.job_id LIMIT 5`).pipe(Effect.orDie)

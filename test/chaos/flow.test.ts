@@ -77,26 +77,30 @@ const between = (min: number, max: number) => () => min + Math.floor(Math.random
 
 const groups = (n: number, prefix = "g") => Array.from({ length: n }, (_, i) => `${prefix}${i}`)
 
-/** Open runs (started, not ended) of `pid` in `queue` now. */
-const openRunsOf = (queue: string, pid: number) =>
+/** Open runs (started, not ended) in `queue` now, per pid. */
+const openRunsByPid = (queue: string) =>
   Effect.flatMap(Chaos.sqlClient, (sql) =>
     Effect.map(
-      sql<{ readonly n: number }>`
-        SELECT count(*)::int AS n FROM flow_log WHERE queue = ${queue} AND pid = ${pid} AND ended_at IS NULL`,
-      (rows) => rows[0]!.n
+      sql<{ readonly pid: number; readonly n: number }>`
+        SELECT pid, count(*)::int AS n FROM flow_log WHERE queue = ${queue} AND ended_at IS NULL GROUP BY pid`,
+      (rows) => new Map(rows.map((r) => [r.pid, r.n]))
     )).pipe(Effect.orDie)
 
 const completedCount = (queue: string) =>
   Effect.map(Chaos.countStates(queue), (c) => c.completed ?? 0)
 
-/** Waits until at least `done` jobs of the queue completed and `w` has at least `open` runs going. */
-const waitVictimBusy = (queue: string, w: Chaos.WorkerProcess, done: number, open: number) =>
+/**
+ * Waits until at least `done` jobs of the queue completed and one of `workers` is in the middle
+ * of at least `open` runs; returns that worker (the victim) and its open runs.
+ */
+const waitBusyWorker = (queue: string, workers: ReadonlyArray<Chaos.WorkerProcess>, done: number, open: number) =>
   Chaos.waitUntil(
-    `${w.workerId} running ${open}+ jobs of ${queue} after ${done} completed`,
+    `a worker running ${open}+ jobs of ${queue} after ${done} completed`,
     Effect.gen(function*() {
       if ((yield* completedCount(queue)) < done) return Option.none()
-      const n = yield* openRunsOf(queue, w.pid)
-      return n >= open ? Option.some(n) : Option.none()
+      const byPid = yield* openRunsByPid(queue)
+      const busy = workers.find((w) => (byPid.get(w.pid) ?? 0) >= open)
+      return busy === undefined ? Option.none() : Option.some({ victim: busy, openAtKill: byPid.get(busy.pid)! })
     }),
     { every: "5 millis", timeout: "60 seconds" }
   )
@@ -112,14 +116,15 @@ layer(
       yield* Flow.createLog
       const sql = yield* Chaos.sqlClient
       const queue = "flow-selftest"
-      // [start, end] in ms from a base instant; end null: no end (pid 901 is then killed at 14).
+      // [start, end] in ms from a base instant; end null: no end (pid -901 is then killed at 14).
+      // Pids below 0 and ids far above the real ones: no collision with the other scenarios' rows.
       const rows: ReadonlyArray<readonly [job: number, grp: string, pid: number, start: number, end: number | null]> = [
-        [101, "g1", 900, 0, 10],
-        [102, "g1", 900, 10, 20], // touches the run before: handed on, not an overlap
-        [103, "g2", 900, 5, 15],
-        [104, "g2", 901, 12, null], // killed at 14: overlaps job 103 by 3 ms
-        [100, "g1", 900, 25, 30], // a smaller id after a larger one: out of order
-        [105, "g3", 902, 40, null] // no end and no kill: open
+        [9_000_000_101, "g1", -900, 0, 10],
+        [9_000_000_102, "g1", -900, 10, 20], // touches the run before: handed on, not an overlap
+        [9_000_000_103, "g2", -900, 5, 15],
+        [9_000_000_104, "g2", -901, 12, null], // killed at 14: overlaps job 103 by 3 ms
+        [9_000_000_100, "g1", -900, 25, 30], // a smaller id after a larger one: out of order
+        [9_000_000_105, "g3", -902, 40, null] // no end and no kill: open
       ]
       for (const [job, grp, pid, start, end] of rows) {
         yield* sql`
@@ -127,15 +132,15 @@ layer(
           VALUES (${queue}, ${job}, ${grp}, ${pid}, 1, '2026-01-01T00:00:00Z'::timestamptz + ${start} * interval '1 ms',
                   '2026-01-01T00:00:00Z'::timestamptz + ${end} * interval '1 ms', ${end === null ? null : "ok"})`.pipe(Effect.orDie)
       }
-      yield* sql`INSERT INTO flow_kills (pid, killed_at) VALUES (901, '2026-01-01T00:00:00Z'::timestamptz + interval '14 ms')`.pipe(Effect.orDie)
+      yield* sql`INSERT INTO flow_kills (pid, killed_at) VALUES (-901, '2026-01-01T00:00:00Z'::timestamptz + interval '14 ms')`.pipe(Effect.orDie)
       const o = yield* Flow.overlap(queue)
       // at 12 ms: jobs 102, 103 and 104
       assert.deepStrictEqual(o, { max: 3, perGroup: { g1: 1, g2: 2 }, runs: 5 })
       assert.deepStrictEqual(yield* Flow.sequenceBreaks(queue), [
-        { grp: "g1", job_id: "100", prev_job: "102", overlap_ms: -5 },
-        { grp: "g2", job_id: "104", prev_job: "103", overlap_ms: 3 }
+        { grp: "g1", job_id: "9000000100", prev_job: "9000000102", overlap_ms: -5 },
+        { grp: "g2", job_id: "9000000104", prev_job: "9000000103", overlap_ms: 3 }
       ])
-      assert.deepStrictEqual((yield* Flow.openRuns(queue)).map((r) => r.job_id), ["105"])
+      assert.deepStrictEqual((yield* Flow.openRuns(queue)).map((r) => r.job_id), ["9000000105"])
     }))
 
   it.effect("(a) global limit 5, three processes of concurrency 4: never more than 5 at once, every job once", () =>
@@ -150,7 +155,16 @@ layer(
       const { counts } = yield* Chaos.waitAllTerminal(queue)
       const o = yield* Flow.overlap(queue)
       const ok = yield* Flow.okRuns(queue)
-      yield* Chaos.recordResult("flow-global", { jobs: ids.length, limit: LIMIT, overlap: o, ok, counts, workerErrors: Chaos.errorSummary() })
+      yield* Chaos.recordResult("flow-global", {
+        jobs: ids.length,
+        limit: LIMIT,
+        overlap: o,
+        ok,
+        counts,
+        jobErrorKinds: yield* Flow.errorKinds(queue),
+        twice: yield* Flow.ranTwice(queue),
+        workerErrors: Chaos.errorSummary()
+      })
       assert.deepStrictEqual(counts, { completed: ids.length })
       assert.deepStrictEqual(ok, { none: 0, once: ids.length, more: 0 }, "every job ran to its end exactly once")
       assert.deepStrictEqual(yield* Flow.openRuns(queue), [])
@@ -170,7 +184,16 @@ layer(
       const { counts } = yield* Chaos.waitAllTerminal(queue)
       const o = yield* Flow.overlap(queue)
       const ok = yield* Flow.okRuns(queue)
-      yield* Chaos.recordResult("flow-per-group", { jobs: ids.length, limit: LIMIT, overlap: o, ok, counts, workerErrors: Chaos.errorSummary() })
+      yield* Chaos.recordResult("flow-per-group", {
+        jobs: ids.length,
+        limit: LIMIT,
+        overlap: o,
+        ok,
+        counts,
+        jobErrorKinds: yield* Flow.errorKinds(queue),
+        twice: yield* Flow.ranTwice(queue),
+        workerErrors: Chaos.errorSummary()
+      })
       assert.deepStrictEqual(counts, { completed: ids.length })
       assert.deepStrictEqual(ok, { none: 0, once: ids.length, more: 0 })
       assert.deepStrictEqual(yield* Flow.openRuns(queue), [])
@@ -194,9 +217,8 @@ layer(
       const ids = yield* enqueue(queue, batches, PER_GROUP)
       const flow = { sequence: true }
       const workers = yield* spawnMany(3, queue, 4, flow)
-      const victim = workers[0]!
       // Mid-run: a third of the jobs done, and the victim in the middle of at least one.
-      const openAtKill = yield* waitVictimBusy(queue, victim, Math.floor(ids.length / 3), 1)
+      const { openAtKill, victim } = yield* waitBusyWorker(queue, workers, Math.floor(ids.length / 3), 1)
       yield* Flow.killAndRecord(victim)
       const replacement = yield* Effect.forkChild(spawn(queue, 4, flow))
       const { counts } = yield* Chaos.waitAllTerminal(queue)
@@ -266,7 +288,7 @@ layer(
         )
         const breaks = yield* Flow.sequenceBreaks(queue)
         const runsAfter = yield* Effect.map(
-          sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM flow_log WHERE job_id = ANY(${after}::bigint[])`,
+          sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM flow_log WHERE queue = ${queue} AND job_id = ANY(${after}::bigint[])`,
           (rows) => rows[0]!.n
         ).pipe(Effect.orDie)
         yield* Chaos.recordResult(`flow-sequence-dead-${onDead}`, { ...settled, runsAfterDead: runsAfter, breaks: breaks.length })
@@ -285,8 +307,7 @@ layer(
       const flow = { global: LIMIT }
       const ids = yield* enqueue(queue, [{ grp: "p1", grouped: false, sleepMs: between(80, 120) }], N)
       const workers = yield* spawnMany(3, queue, 4, flow)
-      const victim = workers[0]!
-      const openAtKill = yield* waitVictimBusy(queue, victim, 0, 2)
+      const { openAtKill, victim } = yield* waitBusyWorker(queue, workers, 0, 2)
       yield* Flow.killAndRecord(victim)
       const { counts } = yield* Chaos.waitAllTerminal(queue)
       const running = yield* runningCount(queue)
