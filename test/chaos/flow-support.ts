@@ -135,18 +135,27 @@ export const okRuns = (queue: string) =>
   })
 
 /**
- * For the jobs of `queue` in group `grp`: how long each waited, from its enqueue
- * (`created_at`) to the start of its first run (ms, database clock).
+ * For the jobs of `queue` in group `grp`, how long each waited, from its enqueue (`created_at`)
+ * to the start of its first run (`wait`), and that wait's two parts: in the table until a claim
+ * took it (`toClaim`), then from the claim to the start (`claimToStart`: the claim's round trip,
+ * any time in the worker's buffer, and the run's first statement). Milliseconds; the claim's
+ * time (`attempted_at`) is the claiming worker's clock, on the database's machine here.
  */
 export const waits = (queue: string, grp: string) =>
   Effect.gen(function*() {
     const sql = yield* Chaos.sqlClient
-    const rows = yield* sql<{ readonly wait_ms: number }>`
-      SELECT (extract(epoch FROM (min(l.started_at) - j.created_at)) * 1000)::float8 AS wait_ms
+    const rows = yield* sql<{ readonly wait_ms: number; readonly to_claim_ms: number; readonly claim_to_start_ms: number }>`
+      SELECT (extract(epoch FROM (min(l.started_at) - j.created_at)) * 1000)::float8 AS wait_ms,
+             (extract(epoch FROM (j.attempted_at - j.created_at)) * 1000)::float8 AS to_claim_ms,
+             (extract(epoch FROM (min(l.started_at) - j.attempted_at)) * 1000)::float8 AS claim_to_start_ms
       FROM effect_jobs.jobs j JOIN flow_log l ON l.job_id = j.id AND l.queue = j.queue
       WHERE j.queue = ${queue} AND l.grp = ${grp}
-      GROUP BY j.id, j.created_at`.pipe(Effect.orDie)
-    return rows.map((r) => r.wait_ms)
+      GROUP BY j.id, j.created_at, j.attempted_at`.pipe(Effect.orDie)
+    return {
+      wait: rows.map((r) => r.wait_ms),
+      toClaim: rows.map((r) => r.to_claim_ms),
+      claimToStart: rows.map((r) => r.claim_to_start_ms)
+    }
   })
 
 /** Error kinds in the `errors` of the jobs of `queue` (every failed attempt), with counts. */
