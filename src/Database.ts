@@ -57,7 +57,9 @@ export interface Options extends Omit<PgClient.PgPoolConfig, "url"> {
    * Wait for the database: after a failed check, try again `times` more times
    * (default: until it answers), `delay` apart (default 1 second; on Effect's
    * `Clock`), logging a warning each time. Default: no retry, the layer fails at
-   * the first failed check.
+   * the first failed check. An answer that waiting cannot change is not retried: the
+   * server refused the login (a wrong password, an unknown role) or has no such
+   * database; the layer fails at once with `DatabaseUnreachable` saying so.
    */
   readonly retry?: {
     readonly times?: number | undefined
@@ -88,6 +90,29 @@ const durationMillis = (label: string, input: Duration.Input | undefined, fallba
     ? Effect.succeed(ms)
     : Effect.fail(new InvalidDatabaseUrl({ message: `Database.layer: ${label} must be a non-negative duration, got ${String(input)}` }))
 }
+
+/**
+ * The SQLSTATE of the server's answer in an error's causes, if any (a `code` of five
+ * characters on the driver's error, under the SqlError and its reason).
+ */
+const sqlStateOf = (error: unknown): string | undefined => {
+  let e: unknown = error
+  for (let depth = 0; typeof e === "object" && e !== null && depth < 6; depth++) {
+    const code = (e as { readonly code?: unknown }).code
+    if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code)) return code
+    const next = e as { readonly cause?: unknown; readonly reason?: unknown }
+    e = next.reason !== undefined && next.reason !== e ? next.reason : next.cause
+  }
+  return undefined
+}
+
+/**
+ * Answers that waiting cannot change: the server refused the login (class 28: a wrong
+ * password, an unknown role, no pg_hba.conf entry) or has no such database (3D000). A
+ * database that is starting answers 57P03 or does not answer at all; those are retried.
+ */
+const isPermanent = (sqlState: string | undefined): boolean =>
+  sqlState !== undefined && (sqlState.startsWith("28") || sqlState === "3D000")
 
 /** The messages of an error and its causes, never an object dump (which could hold the configuration). */
 const messageOf = (error: unknown): string => {
@@ -131,11 +156,13 @@ export const layer = (url: string, options: Options = {}) =>
       const attempt = (n: number): Effect.Effect<void, DatabaseUnreachable> =>
         Effect.catch(once, (error) => {
           const reason = messageOf(error)
-          if (n > times) {
+          const permanent = isPermanent(sqlStateOf(error))
+          if (n > times || permanent) {
             return Effect.fail(new DatabaseUnreachable({
               ...target,
               attempts: n,
-              message: `cannot reach the database at ${where}${n > 1 ? ` (${n} attempts)` : ""}: ${reason}`,
+              message: `cannot reach the database at ${where}${n > 1 ? ` (${n} attempts)` : ""}: ${reason}` +
+                (permanent && n <= times ? " (not retried: the server refused the login or has no such database)" : ""),
               cause: error
             }))
           }

@@ -48,6 +48,13 @@ export interface EnqueueOptions {
   readonly unique?: UniqueOptions | undefined
   /** Free-form JSON stored with the job (origin, tenant, ...). */
   readonly metadata?: Readonly<Record<string, unknown>> | undefined
+  /**
+   * The job's group (a tenant, an account): 1 to 255 characters without NUL. Queues served
+   * with `flow` limit how many jobs of one group run at once, go round the groups fairly, or
+   * run a group's jobs one at a time in enqueue order (docs/flow-control.md). Ignored by
+   * queues without `flow`.
+   */
+  readonly group?: string | undefined
 }
 
 /**

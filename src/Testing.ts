@@ -30,7 +30,7 @@ import { Cancel, Discard, InlineJobFailed, InvalidJobOptions, InvalidResult, Job
 import * as Job from "./Job.ts"
 import { handlerKeyPrefix } from "./internal/handlerKey.ts"
 import { toRow } from "./internal/JobRow.ts"
-import { validate } from "./internal/worker/Config.ts"
+import { resolve as resolveWorkerOptions } from "./internal/worker/Settings.ts"
 import {
   type BundleProgress,
   type EnqueueError,
@@ -504,7 +504,7 @@ export const drain = Effect.fn("Testing.drain")(function*(options: DrainOptions)
     ...rest,
     queues
   }
-  const resolved = yield* validate(workerOptions)
+  const resolved = yield* resolveWorkerOptions(workerOptions)
   const pollMillis = Math.min(...resolved.queues.map((q) => q.pollMillis))
   const clock = yield* Clock.Clock
   const testClock = isTestClock(clock) ? clock : undefined

@@ -37,6 +37,14 @@
  * retried failure, and metrics come from the `Observer` (`Observer.layer`):
  * those are not middleware and stay on. `middleware` adds your own wrappers.
  *
+ * Settings that change at run time: a queue's `concurrency` and the worker's `retention`
+ * may be given as an Effect (a `Setting`: a `Ref.get`, a `Config.Int(...)`, a read of
+ * your own store) instead of a value. The worker reads it at startup (a read that fails,
+ * or a value that is invalid, fails the layer with `InvalidWorkerConfig`) and again every
+ * `settingsInterval`, applying a changed value as `setConcurrency` would; a later read that
+ * fails, or gives an invalid value, is reported as a worker error and the value in force
+ * is kept. See docs/workers.md, "Settings that change at run time".
+ *
  * One worker at a time also prunes finished jobs past their retention (the
  * `pruner`; leader elected with a Postgres advisory lock, see
  * internal/maintenance/Leader.ts).
@@ -51,9 +59,21 @@ import { JobStore } from "./internal/Store.ts"
 import type { SqlError } from "effect/sql"
 import type * as Job from "./Job.ts"
 
+/**
+ * A setting that may change while the worker runs: a value, or an Effect the worker reads at
+ * startup and again every `settingsInterval` (a `Ref.get(ref)`, an `effect/Config` such as
+ * `Config.Int("CONCURRENCY")`, a read of your own store). Its failures are reported, never
+ * fatal once the worker runs: the value in force is kept. It needs no services (provide them
+ * to the Effect first); it runs in the worker's context (its `ConfigProvider`, say).
+ */
+export type Setting<A> = A | Effect.Effect<A, unknown>
+
 export interface QueueConfig {
-  /** Jobs of this queue run at once on this worker; default 1. */
-  readonly concurrency?: number | undefined
+  /**
+   * Jobs of this queue run at once on this worker; default 1. A `Setting`: an Effect is
+   * re-read every `settingsInterval` (see `Setting`).
+   */
+  readonly concurrency?: Setting<number> | undefined
   /** How often to look for jobs when no NOTIFY arrives; default 1 second. */
   readonly pollInterval?: Duration.Input | undefined
   /**
@@ -64,6 +84,30 @@ export interface QueueConfig {
    * fixes it; 0 claims only for free slots (fairest across workers).
    */
   readonly prefetch?: number | undefined
+  /**
+   * Fleet-wide flow control (docs/flow-control.md). A queue with any of these is claimed
+   * through the gated claim: claims of the queue are serialized across the fleet, count the
+   * jobs running on every worker, and go round the groups that have work (`EnqueueOptions.group`),
+   * one job per group per turn. Every worker serving the queue must be given the same `flow`.
+   * Such a queue claims only for free slots by default (`prefetch` 0, not adaptive): a
+   * buffered job counts as running for every limit, holding a fleet-wide slot without
+   * running. A `prefetch` set explicitly is kept (faster short jobs, at that price).
+   */
+  readonly flow?: FlowOptions | undefined
+}
+
+/** `QueueConfig.flow`. Limits are integers of at least 1. */
+export interface FlowOptions {
+  /** At most this many jobs of the queue run at once across every worker serving it. */
+  readonly global?: number | undefined
+  /** At most this many jobs of one group run at once across every worker. */
+  readonly perGroup?: number | undefined
+  /**
+   * Jobs of a group run one at a time in enqueue order. `true` = `{ onDead: "block" }`:
+   * a dead job holds its group until an operator retries or deletes it; `"continue"`: the
+   * next job of the group runs once one is dead.
+   */
+  readonly sequence?: boolean | { readonly onDead?: "block" | "continue" | undefined } | undefined
 }
 
 export interface Options {
@@ -106,6 +150,16 @@ export interface Options {
    * job is ever sent to dead for want of a handler. See docs/workers.md, "Rolling deploys".
    */
   readonly noHandlerTimeout?: Duration.Input | undefined
+  /**
+   * Retention of the jobs this worker finishes, over each job's own (`Job.make(..., { retention })`):
+   * a finished job is deleted that long after it finished (0: a completed job is deleted at once;
+   * `Duration.infinity`: kept). Applies to the outcomes this worker writes from now on, not to jobs
+   * finished already, nor to jobs finished elsewhere (a rescue, `JobsAdmin.cancel`). Default: each
+   * job's own. A `Setting`: an Effect is re-read every `settingsInterval`.
+   */
+  readonly retention?: Setting<Duration.Input> | undefined
+  /** How often the settings given as Effects are read again (on Effect's `Clock`); default 1 second. */
+  readonly settingsInterval?: Duration.Input | undefined
   /** Your wrappers around every handler run, innermost first; they run inside the default stack. */
   readonly middleware?: ReadonlyArray<Middleware> | undefined
   /**
@@ -180,7 +234,10 @@ export interface Service {
    * `InvalidWorkerConfig`, changing nothing, if the new configs are invalid.
    */
   readonly reconfigure: (queues: Readonly<Record<string, QueueConfig>>) => Effect.Effect<void, InvalidWorkerConfig>
-  /** Changes one queue's concurrency (its prefetch follows unless set explicitly). */
+  /**
+   * Changes one queue's concurrency (its prefetch follows unless set explicitly). A concurrency
+   * given as an Effect is replaced by this number: it is no longer re-read (`reconfigure` can give one again).
+   */
   readonly setConcurrency: (queue: string, concurrency: number) => Effect.Effect<void, InvalidWorkerConfig>
   /** Stops claiming jobs of `queue` on this worker, or with `{ global: true }` on every worker. Running jobs finish. */
   readonly pause: (queue: string, options?: { readonly global?: boolean | undefined }) => Effect.Effect<void, PauseError>

@@ -131,6 +131,47 @@ describe("Database.layer on a server that is not there", () => {
     }))
 })
 
+describe("Database.layer refused by the server", () => {
+  it.live("a login the server refuses fails at once, even with retry forever: one attempt, no warning, the reason given", () =>
+    Effect.gen(function*() {
+      const logs = yield* withWarnings
+      // The test server, as a role that does not exist (class 28: "role does not exist" on a
+      // trust server, "password authentication failed" on one that wants a password).
+      const url = new URL(inject("databaseUrl"))
+      url.username = "no_such_role_here"
+      url.password = "not-the-password"
+      const exit = yield* Effect.exit(
+        Effect.provide(selectOne, Database.layer(url.href, { retry: { delay: "10 millis" } })).pipe(
+          Effect.provide(logs.layer),
+          Effect.timeout("20 seconds")
+        )
+      )
+      assert.isTrue(Exit.isFailure(exit))
+      if (!Exit.isFailure(exit)) return
+      const error = Cause.squash(exit.cause)
+      assert.instanceOf(error, DatabaseUnreachable)
+      assert.strictEqual((error as DatabaseUnreachable).attempts, 1)
+      assert.include((error as DatabaseUnreachable).message, "not retried")
+      assert.notInclude((error as DatabaseUnreachable).message, "not-the-password")
+      assert.deepStrictEqual(logs.warnings, [])
+    }))
+
+  it.live("a database that does not exist fails at once too", () =>
+    Effect.gen(function*() {
+      const url = new URL(inject("databaseUrl"))
+      url.pathname = "/no_such_database_here"
+      const exit = yield* Effect.exit(
+        Effect.provide(selectOne, Database.layer(url.href, { retry: { times: 50, delay: "10 millis" } })).pipe(Effect.timeout("20 seconds"))
+      )
+      assert.isTrue(Exit.isFailure(exit))
+      if (!Exit.isFailure(exit)) return
+      const error = Cause.squash(exit.cause)
+      assert.instanceOf(error, DatabaseUnreachable)
+      assert.strictEqual((error as DatabaseUnreachable).attempts, 1)
+      assert.include((error as DatabaseUnreachable).message, "no_such_database_here")
+    }))
+})
+
 layer(TestDb.layer())("Database.layer on the test database", (it) => {
   it.effect("builds, and its client works", () =>
     Effect.gen(function*() {

@@ -24,6 +24,9 @@ const expected: Record<string, RegExp> = {
   "outcomes.ts": /wait-for-export: completed, attempt 1\n/,
   "transactional-enqueue.ts": /job \d+ after the rollback: does not exist/,
   "unique-jobs.ts": /enqueue twice with key welcome:42 -> ids (\d+) and \1\n/,
+  "flow-global.ts": /8 exports on 2 workers of 3 slots each: at most 2 ran at once\n/,
+  "flow-per-group.ts": /36 webhooks of 3 tenants on 6 slots: at most 2\/2\/2 per tenant at once/,
+  "flow-sequence.ts": /account A: 1, 2 \(failed\), 2, 3, 4; account B: 1, 2, 3, 4\n/,
   "debounce.ts": /5 edits of doc 1 -> inserted, replaced, replaced, replaced, replaced: one run, with "rev 5"\n/,
   "priorities-and-delays.ts": /order: password reset, order shipped, weekly newsletter, meeting starts, trial ends soon/,
   "graceful-shutdown.ts": /yearly is available with 0 attempts spent/,
@@ -34,6 +37,7 @@ const expected: Record<string, RegExp> = {
   "periodic.ts": /3 slots, 2000 and 2000 ms apart; jobs per slot: 1(, 1)+\n/,
   "await-result.ts": /job \d+: JobDead: no carrier ships to AQ\n/,
   "cancel-running.ts": /await\(\d+\) -> JobCancelled \(export no longer needed\)\n/,
+  "runtime-settings.ts": /concurrency set to 3 in the settings store: 3 exports running \(status: 3\)\n[\s\S]*the exports are kept 10, 10, 10, 10 minutes\n/,
   "testing.ts": /TestClock: charge-card completed on attempt 3 at \+30 min, trial-reminder at \+1440 min; the virtual clock moved 24 h\n/
 }
 

@@ -25,6 +25,7 @@ import { Cause, Clock, Effect, Latch, Queue, Schedule } from "effect"
 import type { SqlError } from "effect/sql"
 import { storable } from "./Outcome.ts"
 import type { Applied, FinishRow } from "./Store.ts"
+import type { RetentionOverride } from "./worker/Config.ts"
 import { JobStore } from "./Store.ts"
 
 interface Pending {
@@ -78,6 +79,11 @@ const lingerTurns = 8
 
 export const make = Effect.fnUntraced(function*(options: {
   readonly maxBatch: number
+  /**
+   * The worker's `retention` over each job's own, read for every statement (it can change at
+   * run time: Worker.Setting); undefined, or a result of undefined: each job's own.
+   */
+  readonly retention?: (() => RetentionOverride) | undefined
   /** Outcomes waiting to be written above which `room` waits. */
   readonly maxPending: number
   /**
@@ -102,7 +108,7 @@ export const make = Effect.fnUntraced(function*(options: {
 
   /** One statement for `rows`, retried while the failure is not the data's fault. */
   const write = (rows: ReadonlyArray<FinishRow>) =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) => store.jobFinishMany(rows, now)).pipe(
+    Effect.flatMap(Clock.currentTimeMillis, (now) => store.jobFinishMany(rows, now, options.retention?.())).pipe(
       Effect.tapError((e) =>
         isDataError(e) ? Effect.void : options.onError("could not record job outcomes; retrying", e, "Warn")
       ),

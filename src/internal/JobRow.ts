@@ -125,6 +125,10 @@ export const rowOf = (
     if (typeof checked === "string") return invalid(checked)
     unique = checked
   }
+  const group = o.group ?? null
+  if (group !== null && (typeof group !== "string" || group.length === 0 || group.length > 255 || badText.test(group))) {
+    return invalid("group must be a string of 1 to 255 characters without NUL or unpaired surrogates")
+  }
   let metadata: unknown = noMetadata
   if (o.metadata !== undefined) {
     if (typeof o.metadata !== "object" || o.metadata === null || Array.isArray(o.metadata)) {
@@ -147,6 +151,7 @@ export const rowOf = (
     max_attempts: maxAttempts,
     args,
     unique_key: uniqueKey,
+    group_key: group,
     metadata: metadata as Readonly<Record<string, unknown>>,
     request_id: requestId,
     trace,

@@ -157,6 +157,8 @@ export interface NewJobRow {
   readonly max_attempts: number
   readonly args: unknown
   readonly unique_key: string | null
+  /** The job's group (`EnqueueOptions.group`, migrations/0012); null: none. */
+  readonly group_key?: string | null | undefined
   readonly metadata: Readonly<Record<string, unknown>>
   readonly request_id: string | null
   readonly trace: unknown
@@ -178,6 +180,14 @@ export interface NewJobRow {
 export interface InsertOutcome {
   readonly id: string
   readonly outcome: "inserted" | "duplicate" | "replaced"
+}
+
+/** The limits a gated claim enforces (`QueueConfig.flow`, resolved); undefined: none. */
+export interface GatedFlow {
+  readonly global: number | undefined
+  readonly perGroup: number | undefined
+  readonly sequence: boolean
+  readonly onDead: "block" | "continue"
 }
 
 export interface ClaimedJobRow {
@@ -359,9 +369,29 @@ export class JobStore extends Context.Service<JobStore, {
     readonly workerId: string
     readonly names: ReadonlyArray<string>
   }) => Effect.Effect<ReadonlyArray<ClaimedJobRow>, SqlError.SqlError>
+  /**
+   * `jobClaim` of a queue with flow control (`QueueConfig.flow`): the function
+   * `claim_gated` of migrations/0012, one statement. Fleet-wide limits, round robin over
+   * the groups, sequences; the rows come back in the order picked.
+   */
+  readonly jobClaimGated: (options: {
+    readonly queue: string
+    readonly limit: number
+    readonly now: number
+    readonly leaseMillis: number
+    readonly workerId: string
+    readonly names?: ReadonlyArray<string> | undefined
+    readonly startNow?: number | undefined
+    readonly flow: GatedFlow
+  }) => Effect.Effect<ReadonlyArray<ClaimedJobRow>, SqlError.SqlError>
+  /**
+   * `retentionMillis` replaces each job's `retention_ms` for these outcomes (the worker's
+   * `retention`; null: kept forever); undefined: each job's own.
+   */
   readonly jobFinishMany: (
     rows: ReadonlyArray<FinishRow>,
-    now: number
+    now: number,
+    retentionMillis?: number | null | undefined
   ) => Effect.Effect<ReadonlyMap<string, Applied>, SqlError.SqlError>
   /**
    * Adds a worker's tallied outcomes to its `throughput` rows (migrations/0009), one row per
@@ -436,13 +466,13 @@ export class JobStore extends Context.Service<JobStore, {
 
       const insertColumns = sql.literal(
         "name, queue, state, priority, run_at, max_attempts, args, unique_key, metadata, request_id, trace, " +
-          "retention_ms, max_errors, bundle_id, unique_states, unique_window"
+          "retention_ms, max_errors, bundle_id, unique_states, unique_window, group_key"
       )
       const rowType = sql.literal(`x(
             name text, queue text, state text, priority smallint, run_at timestamptz, max_attempts integer,
             args jsonb, unique_key text, metadata jsonb, request_id text, trace jsonb, retention_ms bigint,
             max_errors smallint, bundle_id bigint, unique_states text[], unique_window timestamptz, replace text,
-            ord bigint)`)
+            group_key text, ord bigint)`)
       // Rows whose key only unfinished jobs hold can only conflict on the index of migration 0001:
       // name it, as every version before 0010 did. A row with a window (migration 0010) may also
       // conflict on jobs_unique_window_idx; with no target, a conflict on either is skipped.
@@ -450,6 +480,17 @@ export class JobStore extends Context.Service<JobStore, {
         "ON CONFLICT (name, unique_key) WHERE unique_key IS NOT NULL AND state IN ('scheduled', 'available', 'running') DO NOTHING"
       )
       const conflictOnAny = sql.literal("ON CONFLICT DO NOTHING")
+      /**
+       * Keyed rows are written in the keys' order, not the batch's: two batches that meet the
+       * same keys in opposite orders would otherwise each hold one key (a row lock, or an
+       * insert in progress that the other's ON CONFLICT waits for) and wait for the other's,
+       * a deadlock (test/unique-deadlock.test.ts). The ids are still drawn in batch order
+       * (`nextval` in a SELECT with ORDER BY runs after the sort), so they follow enqueue order.
+       */
+      const withIds = sql.literal(
+        `ids AS (SELECT x.*, nextval(pg_get_serial_sequence('${qualify(schema, "jobs")}', 'id')) AS id FROM x ORDER BY x.ord)`
+      )
+      const keyOrder = sql.literal("ORDER BY ids.name, ids.unique_key, ids.ord")
 
       /**
        * One statement for the batch. Rows with a key that a job holds are skipped (and found by
@@ -460,12 +501,18 @@ export class JobStore extends Context.Service<JobStore, {
         const input = JSON.stringify(rows.map((row, ord) => ({ ...row, ord })))
         const conflict = rows.some((r) => r.unique_window != null) ? conflictOnAny : conflictOnKey
         if (!rows.some((r) => r.replace != null)) {
+          // Returned by id: the rows without a key in the order sent (see `withIds`).
           return sql<Returned>`
-            INSERT INTO ${t.jobs} (${insertColumns})
-            SELECT ${insertColumns} FROM jsonb_to_recordset(${input}::jsonb) AS ${rowType}
-            ORDER BY ord
-            ${conflict}
-            RETURNING id::text, name, unique_key, false AS replaced`
+            WITH x AS (SELECT * FROM jsonb_to_recordset(${input}::jsonb) AS ${rowType}),
+            ${withIds},
+            inserted AS (
+              INSERT INTO ${t.jobs} (id, ${insertColumns})
+              SELECT id, ${insertColumns} FROM ids
+              ${keyOrder}
+              ${conflict}
+              RETURNING id, name, unique_key
+            )
+            SELECT id::text, name, unique_key, false AS replaced FROM inserted ORDER BY inserted.id`
         }
         // The waiting job (scheduled or available: a running one is not touched) takes the
         // enqueue's values; it keeps its id, attempts, errors, created_at and unique window. Two
@@ -474,27 +521,35 @@ export class JobStore extends Context.Service<JobStore, {
         // first makes it running, and this UPDATE then passes it over.
         return sql<Returned>`
           WITH x AS (SELECT * FROM jsonb_to_recordset(${input}::jsonb) AS ${rowType}),
+          -- the waiting jobs to replace, locked in the keys' order (see \`withIds\`)
+          locked AS (
+            SELECT j.id FROM ${t.jobs} j JOIN x ON j.name = x.name AND j.unique_key = x.unique_key
+            WHERE x.replace IS NOT NULL AND j.state IN ('scheduled', 'available')
+            ORDER BY j.name, j.unique_key
+            FOR UPDATE OF j
+          ),
           replaced AS (
             UPDATE ${t.jobs} j SET
               args = x.args, queue = x.queue, priority = x.priority, metadata = x.metadata,
-              request_id = x.request_id, trace = x.trace,
+              request_id = x.request_id, trace = x.trace, group_key = x.group_key,
               -- at least one attempt more than it has spent: a replaced job runs again
               max_attempts = GREATEST(x.max_attempts, LEAST(j.attempt, 2147483646) + 1),
               run_at = CASE WHEN x.replace = 'keepRunAt' THEN j.run_at ELSE x.run_at END,
               state = CASE WHEN x.replace = 'keepRunAt' THEN j.state ELSE x.state END
             FROM x
             WHERE x.replace IS NOT NULL AND j.name = x.name AND j.unique_key = x.unique_key
-              AND j.state IN ('scheduled', 'available')
+              AND j.id IN (SELECT id FROM locked) AND j.state IN ('scheduled', 'available')
             RETURNING j.id, j.name, j.unique_key, j.state, j.queue, x.ord
           ),
+          ${withIds},
           inserted AS (
-            INSERT INTO ${t.jobs} (${insertColumns})
-            SELECT ${insertColumns} FROM x WHERE x.ord NOT IN (SELECT ord FROM replaced)
-            ORDER BY x.ord
+            INSERT INTO ${t.jobs} (id, ${insertColumns})
+            SELECT id, ${insertColumns} FROM ids WHERE ids.ord NOT IN (SELECT ord FROM replaced)
+            ${keyOrder}
             ${conflict}
             RETURNING id, name, unique_key
           )
-          SELECT id::text, name, unique_key, false AS replaced, NULL::text AS notified FROM inserted
+          (SELECT id::text, name, unique_key, false AS replaced, NULL::text AS notified FROM inserted ORDER BY inserted.id)
           UNION ALL
           -- A job made available now wakes the workers of its queue (the insert trigger does
           -- that for new rows only); the NOTIFY is delivered at commit.
@@ -540,7 +595,7 @@ export class JobStore extends Context.Service<JobStore, {
             r.run_at !== first.run_at || r.max_attempts !== first.max_attempts || r.unique_key !== null ||
             r.metadata !== first.metadata || r.request_id !== first.request_id || r.trace !== first.trace ||
             r.retention_ms !== first.retention_ms || r.max_errors !== first.max_errors ||
-            (r.bundle_id ?? null) !== (first.bundle_id ?? null)
+            (r.bundle_id ?? null) !== (first.bundle_id ?? null) || (r.group_key ?? null) !== (first.group_key ?? null)
           ) return false
         }
         return true
@@ -555,11 +610,11 @@ export class JobStore extends Context.Service<JobStore, {
         return sql<{ readonly ids: string | null }>`
           WITH inserted AS (
           INSERT INTO ${t.jobs} (name, queue, state, priority, run_at, max_attempts, args, metadata, request_id,
-                                   trace, retention_ms, max_errors, bundle_id)
+                                   trace, retention_ms, max_errors, bundle_id, group_key)
           SELECT ${f.name}, ${f.queue}, ${f.state}, ${f.priority}, ${f.run_at}::timestamptz, ${f.max_attempts},
                  a.value, ${JSON.stringify(f.metadata)}::jsonb, ${f.request_id},
                  ${f.trace === null || f.trace === undefined ? null : JSON.stringify(f.trace)}::jsonb,
-                 ${f.retention_ms}::bigint, ${f.max_errors}, ${f.bundle_id ?? null}::bigint
+                 ${f.retention_ms}::bigint, ${f.max_errors}, ${f.bundle_id ?? null}::bigint, ${f.group_key ?? null}::text
           FROM jsonb_array_elements(${JSON.stringify(rows.map((r) => r.args))}::jsonb) WITH ORDINALITY AS a(value, ord)
           ORDER BY a.ord
           RETURNING id
@@ -677,14 +732,40 @@ export class JobStore extends Context.Service<JobStore, {
         readonly names: ReadonlyArray<string>
       }) => jobClaim({ ...o, priorityBelow: o.priority, startNow: 0 }) // into a full buffer: every row is buffered
 
+      const jobClaimGated = (o: {
+        readonly queue: string
+        readonly limit: number
+        readonly now: number
+        readonly leaseMillis: number
+        readonly workerId: string
+        readonly names?: ReadonlyArray<string> | undefined
+        readonly startNow?: number | undefined
+        readonly flow: GatedFlow
+      }) =>
+        sql<ClaimedJobRow>`
+          SELECT * FROM ${sql.literal(qualify(schema, "claim_gated"))}(
+            ${o.queue}, ${o.limit}, ${iso(o.now)}::timestamptz, ${o.leaseMillis}::bigint, ${o.workerId},
+            ${o.names === undefined ? null : textArray(o.names)}::text[], ${Math.max(0, Math.min(o.startNow ?? o.limit, o.limit))},
+            ${o.flow.global ?? null}::integer, ${o.flow.perGroup ?? null}::integer,
+            ${o.flow.sequence}, ${o.flow.onDead === "block"})`
+
       /**
        * Applies the outcomes of many runs in one statement. A row is changed only if
        * it is still `running` under the same fencing token; the jobs changed are
        * returned with the state they ended in (a cancel request turns a retry into
-       * `cancelled`). A completed job whose retention is 0 is deleted instead.
+       * `cancelled`). A completed job whose retention is 0 is deleted instead. The retention is
+       * the job's own (`retention_ms`) unless `retentionMillis` replaces it (the worker's).
        */
-      const jobFinishMany = Effect.fnUntraced(function*(rows: ReadonlyArray<FinishRow>, nowMillis: number) {
+      const jobFinishMany = Effect.fnUntraced(function*(
+        rows: ReadonlyArray<FinishRow>,
+        nowMillis: number,
+        retentionMillis?: number | null | undefined
+      ) {
         const now = iso(nowMillis)
+        // The retention in force, in ms (NULL: kept forever). The worker's is a whole number of
+        // milliseconds of 0 or more (worker/Config.ts), bound as a parameter.
+        const keep = retentionMillis === undefined ? sql.literal("j.retention_ms") : sql`${retentionMillis}::bigint`
+        const keepFor = sql`LEAST(${keep}, 3153600000000000) * interval '1 millisecond'`
         // The outcomes as one JSON object keyed by job id. Each row is looked up in it by
         // its id (a binary search in the jsonb object), not joined with a row set: the rows
         // are found by primary key (`id = ANY(...)`, see jobClaim), and no join can turn
@@ -710,7 +791,7 @@ export class JobStore extends Context.Service<JobStore, {
             DELETE FROM ${t.jobs} j
             WHERE j.id = ANY(ARRAY(SELECT k::bigint FROM x, jsonb_each(x.o) AS e(k, v) WHERE v ->> 'state' = 'completed'))
               AND j.claim_count = (${o} ->> 'token')::int AND j.state = 'running'
-              AND j.retention_ms = 0 AND j.bundle_id IS NULL
+              AND ${keep} = 0 AND j.bundle_id IS NULL
             RETURNING j.id, 'completed'::text AS state, NULL::text AS cancel_reason, j.queue
           ),
           updated AS (
@@ -734,13 +815,13 @@ export class JobStore extends Context.Service<JobStore, {
               finalized_at = CASE WHEN ${o} ->> 'state' IN ('completed', 'dead', 'cancelled') OR j.cancel_requested_at IS NOT NULL
                                   THEN ${now}::timestamptz END,
               prune_at = CASE WHEN (${o} ->> 'state' IN ('completed', 'dead', 'cancelled') OR j.cancel_requested_at IS NOT NULL)
-                                   AND j.retention_ms IS NOT NULL
-                              THEN ${now}::timestamptz + ${retention} END
+                                   AND ${keep} IS NOT NULL
+                              THEN ${now}::timestamptz + ${keepFor} END
             -- every outcome not deleted above (usually none: a batch of completions that are not kept)
             WHERE j.id = ANY(ARRAY(SELECT k::bigint FROM x, jsonb_object_keys(x.o) AS k EXCEPT ALL SELECT id FROM deleted))
               AND j.claim_count = (${o} ->> 'token')::int AND j.state = 'running'
               -- IS NOT DISTINCT FROM: a NULL retention (kept forever) must not make this NULL (no update)
-              AND NOT (${o} ->> 'state' = 'completed' AND j.retention_ms IS NOT DISTINCT FROM 0 AND j.bundle_id IS NULL)
+              AND NOT (${o} ->> 'state' = 'completed' AND ${keep} IS NOT DISTINCT FROM 0 AND j.bundle_id IS NULL)
             RETURNING j.id, j.state, j.cancel_reason, j.queue
           )
           SELECT c.id::text, c.state, c.cancel_reason, c.queue
@@ -1019,6 +1100,7 @@ export class JobStore extends Context.Service<JobStore, {
         channels,
         jobInsertMany,
         jobClaim,
+        jobClaimGated,
         jobClaimAhead,
         jobFinishMany,
         throughputAdd,

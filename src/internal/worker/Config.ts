@@ -1,12 +1,15 @@
 /**
  * The worker's configuration: `validate` checks `Worker.Options` and resolves the
  * defaults; `checkPool` refuses a pool too small for the connections a worker keeps.
+ * Settings given as Effects (`Worker.Setting`) are read before (Settings.ts `resolve`):
+ * everything here sees plain values.
  *
  * @internal
  */
 import { Duration, Effect, Option } from "effect"
 import { InvalidWorkerConfig } from "../../Errors.ts"
-import type { Options } from "../../Worker.ts"
+import type { GatedFlow } from "../Store.ts"
+import type { FlowOptions, Options, QueueConfig } from "../../Worker.ts"
 
 /** One queue as the worker serves it. */
 export interface ResolvedQueue {
@@ -17,6 +20,8 @@ export interface ResolvedQueue {
   /** No prefetch was configured: it follows the queue's run rate (see `QueueConfig.prefetch`). */
   readonly adaptive: boolean
   readonly pollMillis: number
+  /** `QueueConfig.flow`: the queue is claimed through the gated claim; undefined: the plain one. */
+  readonly flow: GatedFlow | undefined
 }
 
 /** `Worker.Options` with every default filled in and every duration in milliseconds. */
@@ -32,7 +37,35 @@ export interface Resolved {
   readonly maxPendingOutcomes: number
   /** `noHandlerTimeout`; `Infinity`: jobs are never sent to dead for want of a handler. */
   readonly noHandlerMillis: number
+  /** `retention` as read at startup (see `RetentionOverride`). */
+  readonly retention: RetentionOverride
+  /** `settingsInterval`: how often the settings given as Effects are read again. */
+  readonly settingsMillis: number
 }
+
+/**
+ * The worker's `retention` over each job's own: milliseconds, `null` (kept forever), or
+ * `undefined` (none: each job's own applies). The finish statement takes it as it is.
+ */
+export type RetentionOverride = number | null | undefined
+
+/**
+ * `retention`: a duration of 0 or more (whole milliseconds, rounded up), or `Duration.infinity`.
+ * Capped at 100,000 years, as the finish statement caps each job's own: beyond the `bigint`
+ * range the statement would fail, and with it the outcomes it carries.
+ */
+export const retentionOverride = (input: unknown): RetentionOverride => {
+  if (input === undefined) return undefined
+  const d = Duration.fromInput(input as Duration.Input)
+  const ms = Option.isSome(d) ? Duration.toMillis(d.value) : NaN
+  if (!(ms >= 0)) {
+    throw new InvalidWorkerConfig({ message: `retention must be a duration of 0 or more, or Duration.infinity, got ${String(input)}` })
+  }
+  return Number.isFinite(ms) ? Math.min(Math.ceil(ms), maxRetentionMillis) : null
+}
+
+/** 100,000 years (Store.ts caps a job's own `retention_ms` the same). */
+const maxRetentionMillis = 3_153_600_000_000_000
 
 /** The default `noHandlerTimeout` (docs/workers.md says why): 10 minutes. */
 export const defaultNoHandlerMillis = 600_000
@@ -60,6 +93,42 @@ const millis = (label: string, input: Duration.Input | undefined, fallback: numb
   return ms
 }
 
+/** A flow limit: an integer in [1, 1000000], or absent. */
+const flowLimit = (name: string, label: string, value: unknown): number | undefined => {
+  if (value === undefined) return undefined
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > 1_000_000) {
+    throw new InvalidWorkerConfig({
+      message: `queue "${name}": flow.${label} must be an integer in [1, 1000000], got ${String(value)}`
+    })
+  }
+  return value
+}
+
+/** `QueueConfig.flow`, checked; undefined when no limit is set (the queue keeps the plain claim). */
+const resolveFlow = (name: string, flow: FlowOptions | undefined): GatedFlow | undefined => {
+  if (flow === undefined) return undefined
+  if (typeof flow !== "object" || flow === null) {
+    throw new InvalidWorkerConfig({ message: `queue "${name}": flow must be an object` })
+  }
+  const global = flowLimit(name, "global", flow.global)
+  const perGroup = flowLimit(name, "perGroup", flow.perGroup)
+  const s = flow.sequence
+  let onDead: "block" | "continue" = "block"
+  if (typeof s === "object" && s !== null) {
+    if (s.onDead !== undefined && s.onDead !== "block" && s.onDead !== "continue") {
+      throw new InvalidWorkerConfig({
+        message: `queue "${name}": flow.sequence.onDead must be "block" or "continue", got ${String(s.onDead)}`
+      })
+    }
+    onDead = s.onDead ?? "block"
+  } else if (s !== undefined && typeof s !== "boolean") {
+    throw new InvalidWorkerConfig({ message: `queue "${name}": flow.sequence must be a boolean or { onDead }` })
+  }
+  const sequence = s !== undefined && s !== false
+  if (global === undefined && perGroup === undefined && !sequence) return undefined
+  return { global, perGroup, sequence, onDead }
+}
+
 const resolveQueue = (name: string, options: Options): ResolvedQueue => {
   if (name.length === 0 || name.length > 255 || /\u0000|\p{Surrogate}/u.test(name)) {
     throw new InvalidWorkerConfig({
@@ -67,13 +136,17 @@ const resolveQueue = (name: string, options: Options): ResolvedQueue => {
     })
   }
   const config = options.queues[name] ?? {}
-  const concurrency = config.concurrency ?? 1
+  // (read already if it was an Effect: Settings.ts; one that was not fails the check below)
+  const concurrency = (config.concurrency ?? 1) as number
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 10_000) {
     throw new InvalidWorkerConfig({
       message: `queue "${name}": concurrency must be an integer in [1, 10000], got ${String(concurrency)}`
     })
   }
-  const prefetch = config.prefetch ?? concurrency
+  const flow = resolveFlow(name, config.flow)
+  // With flow, only free slots are claimed unless a prefetch is set: a buffered job counts as
+  // running for the limits, a fleet-wide slot held idle.
+  const prefetch = config.prefetch ?? (flow === undefined ? concurrency : 0)
   if (!Number.isInteger(prefetch) || prefetch < 0 || prefetch > 100_000) {
     throw new InvalidWorkerConfig({
       message: `queue "${name}": prefetch must be an integer in [0, 100000], got ${String(prefetch)}`
@@ -83,10 +156,22 @@ const resolveQueue = (name: string, options: Options): ResolvedQueue => {
     name,
     concurrency,
     prefetch,
-    adaptive: config.prefetch === undefined,
-    pollMillis: millis(`queue "${name}": pollInterval`, config.pollInterval, 1000)
+    adaptive: config.prefetch === undefined && flow === undefined,
+    pollMillis: millis(`queue "${name}": pollInterval`, config.pollInterval, 1000),
+    flow
   }
 }
+
+/** One queue's config (its settings read), checked and resolved as `validate` does within `options`. */
+export const validateQueue = (
+  options: Options,
+  name: string,
+  config: QueueConfig
+): Effect.Effect<ResolvedQueue, InvalidWorkerConfig> =>
+  Effect.try({
+    try: () => resolveQueue(name, { ...options, queues: { [name]: config } }),
+    catch: (e) => (e instanceof InvalidWorkerConfig ? e : new InvalidWorkerConfig({ message: String(e) }))
+  })
 
 /** Checks a worker configuration; every mistake is an `InvalidWorkerConfig` with a message saying which. */
 export const validate = (options: Options): Effect.Effect<Resolved, InvalidWorkerConfig> =>
@@ -125,7 +210,9 @@ export const validate = (options: Options): Effect.Effect<Resolved, InvalidWorke
         listen: options.listen ?? true,
         maxCompletionBatch,
         maxPendingOutcomes,
-        noHandlerMillis: noHandlerMillis(options.noHandlerTimeout)
+        noHandlerMillis: noHandlerMillis(options.noHandlerTimeout),
+        retention: retentionOverride(options.retention),
+        settingsMillis: millis("settingsInterval", options.settingsInterval, 1000)
       }
     },
     catch: (e) => (e instanceof InvalidWorkerConfig ? e : new InvalidWorkerConfig({ message: String(e) }))

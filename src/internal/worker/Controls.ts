@@ -1,7 +1,9 @@
 /**
  * Live controls of a running worker: `reconfigure`, `setConcurrency`, `pause`/`resume`
- * (on this worker, or with `{ global: true }` for all), `status`, and the control poll
- * that reads the global pause flags and the cancel requests of held jobs.
+ * (on this worker, or with `{ global: true }` for all), `status`, the control poll
+ * that reads the global pause flags and the cancel requests of held jobs, and the
+ * reader of the settings given as Effects (Settings.ts), which applies what it reads as
+ * `reconfigure` does.
  *
  * @internal
  */
@@ -10,9 +12,10 @@ import { InvalidWorkerConfig } from "../../Errors.ts"
 import type { Events } from "../../Observer.ts"
 import type { Options, QueueConfig, QueueStatus } from "../../Worker.ts"
 import type { JobStore } from "../Store.ts"
-import { jitter, type Resolved, validate } from "./Config.ts"
+import { jitter, type Resolved, type ResolvedQueue, type RetentionOverride } from "./Config.ts"
 import type { HeldJobs } from "./Held.ts"
 import type { Producers } from "./Producer.ts"
+import * as Settings from "./Settings.ts"
 
 /** Queues paused on this worker only, and (as last read) for all workers. */
 export class PauseFlags {
@@ -38,16 +41,22 @@ export const make = Effect.fnUntraced(function*(deps: {
   readonly producers: Producers
   readonly paused: PauseFlags
   readonly cancel: (id: string) => Effect.Effect<void>
+  /** The finish statement's retention from now on (the reader's `retention`). */
+  readonly setRetention: (retention: RetentionOverride) => void
+  /** After each round of the settings reader (a test's signal). */
+  readonly settingsRead?: Effect.Effect<void> | undefined
 }) {
   const { cancel, config, held, observer, options, paused, producers, store } = deps
   /** The queue configs as last given (`reconfigure` replaces them). */
   let queueConfigs: Readonly<Record<string, QueueConfig>> = options.queues
+  /** How many times `reconfigure` replaced them (a settings read of older configs is stale). */
+  let generation = 0
   /** One reconfiguration at a time; pause flags change under their own lock. */
   const reconfiguring = yield* Semaphore.make(1)
   const pausing = yield* Semaphore.make(1)
 
   const reconfigure = Effect.fn("Worker.reconfigure")(function*(queues: Readonly<Record<string, QueueConfig>>) {
-    const next = yield* validate({ ...options, queues })
+    const next = yield* Settings.resolveQueues(options, queues)
     // 1. Queues no longer served: their producers finish the claim in flight (if any), give
     //    back what they buffered, and end. Their running jobs finish and are recorded as usual.
     yield* producers.stopOthers(new Set(next.queues.map((q) => q.name)))
@@ -57,6 +66,7 @@ export const make = Effect.fnUntraced(function*(deps: {
       else yield* producers.start(queue)
     }
     queueConfigs = queues
+    generation++
   }, reconfiguring.withPermits(1))
 
   const setConcurrency = Effect.fn("Worker.setConcurrency")(function*(queue: string, concurrency: number) {
@@ -127,5 +137,26 @@ export const make = Effect.fnUntraced(function*(deps: {
     Effect.forever(Effect.andThen(controlPoll, Effect.suspend(() => Effect.sleep(jitter(controlMillis())))))
   )
 
-  return { reconfigure, setConcurrency, pause, resume, status, poller }
+  // The settings reader: a queue's settings as read now take effect in place, as with
+  // `reconfigure`, under its lock, and only if no `reconfigure` came since they were read.
+  const applyRead = (name: string, readFrom: number, next: ResolvedQueue) =>
+    reconfiguring.withPermits(1)(Effect.suspend(() => {
+      const producer = producers.get(name)
+      if (readFrom !== generation || producer === undefined || !producers.isServed(name)) return Effect.void
+      const before = producer.config()
+      if (JSON.stringify(before) === JSON.stringify(next)) return Effect.void
+      producer.update(next)
+      return Effect.logDebug("applied a queue's settings as read", { queue: name, concurrency: next.concurrency })
+    }))
+  const reader = yield* Settings.start({
+    options,
+    config,
+    queueConfigs: () => ({ configs: queueConfigs, generation }),
+    apply: applyRead,
+    setRetention: deps.setRetention,
+    report: (queue, message) => observer.workerError(queue, message, undefined, "Warn"),
+    onRound: deps.settingsRead
+  })
+
+  return { reconfigure, setConcurrency, pause, resume, status, poller, reader }
 })

@@ -13,6 +13,7 @@
  *   Listener.ts    the subscriptions to the process's LISTEN session (new jobs, cancel requests)
  *   Registration.ts the `workers` row and the session lock that says this process lives
  *   Controls.ts    reconfigure, setConcurrency, pause/resume, status, the control poll
+ *   Settings.ts    the settings given as Effects: read at startup, then every settingsInterval
  *   TestSignals.ts points in the worker's life a test can wait on (River's test signals)
  *   ../Completer.ts          outcomes written in batches
  *   ../Throughput.ts         outcomes counted per minute, written once a second
@@ -33,7 +34,7 @@ import { JobStore } from "../Store.ts"
 import { Observer } from "../../Observer.ts"
 import type { Options, Service } from "../../Worker.ts"
 import * as Cancel from "./Cancel.ts"
-import { checkPool, defaultNoHandlerMillis, jitter, type Resolved, validate } from "./Config.ts"
+import { checkPool, defaultNoHandlerMillis, jitter, type Resolved } from "./Config.ts"
 import * as Controls from "./Controls.ts"
 import * as DueTimers from "./DueTimers.ts"
 import * as Executor from "./Executor.ts"
@@ -42,6 +43,7 @@ import * as Lease from "./Lease.ts"
 import * as Listener from "./Listener.ts"
 import * as Producer from "./Producer.ts"
 import * as Registration from "./Registration.ts"
+import * as Settings from "./Settings.ts"
 import { type Signals, TestSignals } from "./TestSignals.ts"
 
 /**
@@ -91,7 +93,8 @@ const shutdown = (
 const onRealClock = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.provideService(effect, Clock.Clock, Clock.Clock.defaultValue())
 
 export const make = Effect.fnUntraced(function*(options: Options) {
-  const config = yield* validate(options)
+  // (every setting given as an Effect read once: a failed read fails the layer here)
+  const config = yield* Settings.resolve(options)
   if (options.pruner !== false) yield* Pruner.validate(options.pruner ?? {})
   const pool = (yield* PgClient.PgClient).config as { readonly maxConnections?: number | undefined }
   yield* checkPool(config, options.pruner !== false, pool.maxConnections ?? 10)
@@ -104,7 +107,10 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     store,
     onError: (message, cause) => observer.workerError("*", message, cause, "Warn")
   })
+  // The worker's `retention` in force: as read at startup, then as the settings reader sets it.
+  let retention = config.retention
   const completer = yield* Completer.make({
+    retention: () => retention,
     tally: throughput.tally,
     maxBatch: config.maxCompletionBatch,
     maxPending: config.maxPendingOutcomes,
@@ -168,7 +174,20 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   yield* Effect.forkScoped(
     Effect.forever(Effect.andThen(maintenance, Effect.suspend(() => Effect.sleep(jitter(config.maintenanceMillis)))))
   )
-  const controls = yield* Controls.make({ options, config, store, observer, held, producers, paused, cancel })
+  const controls = yield* Controls.make({
+    options,
+    config,
+    store,
+    observer,
+    held,
+    producers,
+    paused,
+    cancel,
+    setRetention: (next) => {
+      retention = next
+    },
+    settingsRead: signals.settingsRead
+  })
   // Pruning finished jobs past their retention (one leader among all workers); the no-handler
   // check runs on the same leader, after each round of pruning.
   const noHandler = NoHandler.make(store, observer, {

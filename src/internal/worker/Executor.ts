@@ -210,6 +210,16 @@ const makeExecute = (options: {
   return execute
 }
 
+/** What a run tells its producer: its slot is free (`release`), its outcome is written (`written`). */
+export interface Slot {
+  readonly release: () => void
+  /**
+   * The run's outcome is written (or given up). A queue with flow control counts the job as
+   * running, fleet-wide, until then (Producer.ts).
+   */
+  readonly written?: (() => void) | undefined
+}
+
 export interface Executor {
   /**
    * The run of one claimed job, to be started in its own fiber. `release` is called when
@@ -217,7 +227,7 @@ export interface Executor {
    * and handed to the completer uninterruptibly, so an interrupted run (shutdown) still
    * returns its job to the queue.
    */
-  readonly run: (held: Held, slot: { readonly release: () => void }) => Effect.Effect<void>
+  readonly run: (held: Held, slot: Slot) => Effect.Effect<void>
   /** The job names this worker has a handler for, aliases included: the only ones it claims. */
   readonly names: ReadonlyArray<string>
 }
@@ -249,7 +259,7 @@ export const make = (deps: {
     return lastHandler
   }
 
-  const run = (h: Held, slot: { readonly release: () => void }) =>
+  const run = (h: Held, slot: Slot) =>
     Effect.uninterruptibleMask((restore) => {
       const row = h.row
       // Written as a chain rather than a generator, with the clock read directly: this runs
@@ -273,6 +283,7 @@ export const make = (deps: {
             h.phase = "writing"
             completer.submitUnsafe(o.row, (applied) => {
               held.remove(h) // written (or given up): no longer ours to hold
+              slot.written?.()
               if (applied === undefined) return Effect.void
               if (applied.state === "scheduled" && o.row.run_at !== null) scheduled(row.queue, Date.parse(o.row.run_at))
               // the run's duration: from its start until its outcome was written (now)

@@ -31,6 +31,13 @@
  * workers go first: they claim at once on the NOTIFY, and a job they can start now should
  * not be taken into a buffer behind busy slots; the probe finds only what they left.
  *
+ *
+ * Flow control. A queue with `flow` (fleet-wide limits, groups, sequences) claims through
+ * the gated claim (`jobClaimGated`, migrations/0012) instead, by default with prefetch 0 (it
+ * claims only for free slots), and never probes (the probe's claim knows no limits). A claim that comes back short there may
+ * mean the queue is at a fleet-wide limit rather than drained: the producer waits for a NOTIFY,
+ * the poll, or one of its own slots to free (a run ending releases it and opens the signal).
+ *
  * @internal
  */
 import { Cause, Clock, Effect, Exit, Fiber, Latch, type Scope } from "effect"
@@ -69,6 +76,8 @@ export interface Producer {
   readonly notify: () => void
   /** A run ended: its slot is free. */
   readonly release: () => void
+  /** A run's outcome is written: with flow control, a fleet-wide slot is free now. */
+  readonly written: () => void
   /** Removes a buffered (claimed, not started) job from the buffer; whether it was there. */
   readonly takeBuffered: (held: Held) => boolean
   /** Live controls: the settings now, new settings (taken at the next loop turn), stop after the current claim. */
@@ -176,6 +185,14 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
       prefetch.finished++
       signal.openUnsafe()
     },
+    written: () => {
+      // The gated claim counts the job running until its outcome is written: only now may a
+      // claim that came back short (at a limit) find room again.
+      if (queue.flow === undefined) return
+      wakes++ // (a claim in flight that comes back short must not take the queue for drained)
+      hungry = true
+      signal.openUnsafe()
+    },
     takeBuffered: (held) => {
       const found = buffer.remove(held)
       if (found) signal.openUnsafe()
@@ -227,7 +244,7 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
     // The first `startNow` rows start at once (dispatch ran just before: the buffer is empty
     // if any slot is free); the rest wait in the buffer and are marked so (migrations/0011).
     const startNow = Math.max(0, queue.concurrency - inFlight - buffer.length)
-    const rows = yield* store.jobClaim({
+    const options = {
       queue: queue.name,
       limit,
       now,
@@ -235,7 +252,13 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
       workerId: config.workerId,
       names: executor.names, // only the jobs this worker can run (rolling deploys: docs/workers.md)
       startNow
-    })
+    }
+    // A queue with flow control claims through the gated claim (fleet-wide limits, round robin
+    // over groups, sequences: migrations/0012), by default for its free slots only (prefetch 0,
+    // Config.ts): then `limit` = `startNow` and nothing it claims waits in the buffer.
+    const rows = queue.flow === undefined
+      ? yield* store.jobClaim(options)
+      : yield* store.jobClaimGated({ ...options, flow: queue.flow })
     // by priority, then claim order (the statement sorts them)
     for (let i = 0; i < rows.length; i++) buffer.push(held.claim(rows[i]!, now + config.leaseMillis, i >= startNow))
     // A short claim means the queue is drained, unless a NOTIFY came in meanwhile.
@@ -261,6 +284,7 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
    * the probe may give back. A plan made ready for a wish that is gone is dropped.
    */
   const probeWantedNow = () => {
+    if (queue.flow !== undefined) return false // the probe's claim is the plain one: it knows no limits
     if (probeWanted && (buffer.length === 0 || buffer.worst()! <= minPriority)) {
       probeWanted = false // nothing buffered could be overtaken: the next claim takes the best
     }

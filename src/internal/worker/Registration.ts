@@ -35,6 +35,12 @@ export const checkMillis = 500
 export const fenceMillis = workerGraceMillis - 500
 /** How often the fence is looked at. */
 const fenceWatchMillis = 100
+/**
+ * A fence watch that comes this much later than it was due found the event loop blocked (a
+ * handler computing synchronously): the beat's answer may be waiting, unread, behind it. It
+ * looks again at its next turn instead of acting on a confirmation time that only looks old.
+ */
+const loopLagMillis = 200
 /** The wait before registering again after a failure. */
 const retryMillis = 200
 
@@ -107,10 +113,20 @@ export const start = Effect.fnUntraced(function*(deps: {
     Effect.suspend(() => Effect.sleep(jitter(retryMillis)))
   ))
 
-  /** Unconfirmed for too long: the held jobs may be rescued now; stop them here. */
+  /** When the fence was last looked at: a long gap means the event loop was blocked. */
+  let watchedAt: number | undefined = undefined
+  /**
+   * Unconfirmed for too long: the held jobs may be rescued now; stop them here. Not right
+   * after the event loop was blocked: a process whose thread was busy still has its session
+   * and its lock, so no rescuer can act, and the beat sent before (or just after) the block
+   * is answered as soon as the loop reads its socket. Stopping the runs then gave their jobs
+   * to other workers while they still ran here (test/registration-fence.test.ts).
+   */
   const fence = Effect.gen(function*() {
-    if (confirmedAt === undefined || held.size === 0) return
     const now = yield* Clock.currentTimeMillis
+    const lagged = watchedAt !== undefined && now - watchedAt > fenceWatchMillis + loopLagMillis
+    watchedAt = now
+    if (lagged || confirmedAt === undefined || held.size === 0) return
     if (now - confirmedAt < fenceMillis) return
     for (const h of held.all()) {
       held.remove(h)
@@ -123,16 +139,13 @@ export const start = Effect.fnUntraced(function*(deps: {
         "Error"
       )
       const buffered = h.phase === "buffered" && producers.takeBuffered(h)
-      if (!buffered) {
-        h.lost = true
-        yield* running.interrupt(h.id).pipe(Effect.forkDetach)
-      }
       // Given back by this worker once it reaches the database again, unless a rescuer did it
       // first (the fencing token refuses the write then): without this, a worker that registers
       // again before any rescuer acts would leave the job to its lease. A buffered job gives its
-      // attempt back; a started one spends it (`dead` if it was the last).
+      // attempt back; a started one spends it (`dead` if it was the last), and only once its run
+      // here has stopped: given back earlier, another worker could start it while it still runs.
       const last = !buffered && h.row.attempt >= h.row.max_attempts
-      yield* completer.submit({
+      const giveBack = completer.submit({
         id: h.id,
         token: h.token,
         state: last ? "dead" : "available",
@@ -146,6 +159,11 @@ export const start = Effect.fnUntraced(function*(deps: {
           message: `the worker holding the job (${config.workerId}) lost its database session: its run was stopped`
         }
       }, () => Effect.void)
+      if (buffered) yield* giveBack
+      else {
+        h.lost = true
+        yield* Effect.forkDetach(Effect.andThen(running.interrupt(h.id), giveBack))
+      }
     }
   })
 

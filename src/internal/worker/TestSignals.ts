@@ -14,6 +14,8 @@ export interface Signals {
   readonly noHandlerChecked?: ((now: number) => Effect.Effect<void>) | undefined
   /** A maintenance round (promotion, then rescue) has ended, well or not. */
   readonly maintained?: Effect.Effect<void> | undefined
+  /** A round of the settings reader (Settings.ts) has ended, its values applied. */
+  readonly settingsRead?: Effect.Effect<void> | undefined
 }
 
 export const TestSignals = Context.Reference<Signals>("effect-jobs/internal/TestSignals", {
