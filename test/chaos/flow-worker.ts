@@ -17,8 +17,8 @@ import type { WorkerConfig } from "./worker.ts"
 export interface FlowWorkerConfig extends WorkerConfig {
   /** `QueueConfig.prefetch`; unset: the library's default. */
   readonly prefetch?: number | undefined
-  /** `QueueConfig.flow`, passed through as given; unset: a plain queue. */
-  readonly flow?: unknown
+  /** `QueueConfig.flow`; unset: a plain queue. */
+  readonly flow?: Worker.FlowOptions | undefined
 }
 
 const config = JSON.parse(process.argv[2]!) as FlowWorkerConfig
@@ -48,13 +48,12 @@ const events: Observer.Events = {
     Effect.sync(() => say(`error ${JSON.stringify({ queue, message, cause: cause === undefined ? undefined : String(cause) })}`))
 }
 
-// `flow` goes through untouched: the scenario decides it, the worker's validation judges it.
-const queueConfig = {
+const queueConfig: Worker.QueueConfig = {
   concurrency: config.concurrency,
   pollInterval: config.pollMs ?? 200,
   ...(config.prefetch === undefined ? {} : { prefetch: config.prefetch }),
   ...(config.flow === undefined ? {} : { flow: config.flow })
-} as Worker.QueueConfig
+}
 
 const WorkerLive = Worker.layer({
   queues: { [config.queue]: queueConfig },

@@ -15,7 +15,7 @@
  */
 import { assert, layer } from "@effect/vitest"
 import { Effect, Fiber, Layer, Option } from "effect"
-import { Jobs } from "../../src/index.ts"
+import { Jobs, type Worker } from "../../src/index.ts"
 import { type FlowArgs, FlowJob } from "./flow-jobs.ts"
 import * as Flow from "./flow-support.ts"
 import type { FlowWorkerConfig } from "./flow-worker.ts"
@@ -36,13 +36,13 @@ const SHORT = Chaos.SHORT
 /** Short lease and fast maintenance, as in kill9.test.ts, so a killed process's jobs come back in about a second. */
 const base = { leaseMs: 2000, heartbeatMs: 500, maintenanceMs: 250, pollMs: 200, pool: 6 } as const
 
-const spawn = (queue: string, concurrency: number, flow: unknown, extra: Partial<FlowWorkerConfig> = {}) =>
+const spawn = (queue: string, concurrency: number, flow: Worker.FlowOptions, extra: Partial<FlowWorkerConfig> = {}) =>
   Chaos.spawnWorker(
     { ...base, ...extra, queue, concurrency, ...(FLOW_OFF ? {} : { flow }) } satisfies Omit<FlowWorkerConfig, "url" | "workerId">,
     { script: "flow-worker.ts" }
   )
 
-const spawnMany = (n: number, queue: string, concurrency: number, flow: unknown, extra: Partial<FlowWorkerConfig> = {}) =>
+const spawnMany = (n: number, queue: string, concurrency: number, flow: Worker.FlowOptions, extra: Partial<FlowWorkerConfig> = {}) =>
   Effect.forEach(Array.from({ length: n }), () => spawn(queue, concurrency, flow, extra), { concurrency: "unbounded" })
 
 interface Batch {
@@ -65,7 +65,7 @@ const enqueue = (queue: string, batches: ReadonlyArray<Batch>, perGroup: number)
       for (const b of batches) {
         const failUntil = b.failUntil?.(i)
         const args: FlowArgs = { i, grp: b.grp, sleepMs: b.sleepMs(i), ...(failUntil === undefined ? {} : { failUntil }) }
-        entries.push(Jobs.entry(FlowJob, args, { queue, ...(b.grouped === false ? {} : { group: b.grp }) } as Jobs.EnqueueOptions))
+        entries.push(Jobs.entry(FlowJob, args, { queue, ...(b.grouped === false ? {} : { group: b.grp }) }))
       }
     }
     const ids: Array<string> = []
@@ -166,6 +166,10 @@ layer(
         workerErrors: Chaos.errorSummary()
       })
       assert.deepStrictEqual(counts, { completed: ids.length })
+      const sql = yield* Chaos.sqlClient
+      const [stored] = yield* sql<{ readonly n: number }>`
+        SELECT count(*)::int AS n FROM effect_jobs.jobs WHERE queue = ${queue} AND group_key = args->>'grp'`.pipe(Effect.orDie)
+      assert.strictEqual(stored!.n, ids.length, "every job stored with the group it was enqueued with")
       assert.deepStrictEqual(ok, { none: 0, once: ids.length, more: 0 }, "every job ran to its end exactly once")
       assert.deepStrictEqual(yield* Flow.openRuns(queue), [])
       assert.isAtLeast(o.max, 2, "the log shows runs overlapping (the check can see an excess)")
@@ -259,7 +263,7 @@ layer(
         for (let i = 0; i < PER_GROUP; i++) {
           const failing = i === DEAD_AT
           const args: FlowArgs = { i, grp: "bad", sleepMs: 5, ...(failing ? { failUntil: 1 } : {}) }
-          bad.push(yield* jobs.enqueue(FlowJob, args, { queue, group: "bad", ...(failing ? { maxAttempts: 1 } : {}) } as Jobs.EnqueueOptions))
+          bad.push(yield* jobs.enqueue(FlowJob, args, { queue, group: "bad", ...(failing ? { maxAttempts: 1 } : {}) }))
         }
         const flow = { sequence: onDead === "block" ? true : { onDead } }
         yield* spawnMany(2, queue, 4, flow)
@@ -345,7 +349,7 @@ layer(
       const queue = "flow-e"
       const BIG = SHORT ? 4000 : 20_000
       const CONCURRENCY = 8
-      const flow = process.env.CHAOS_FLOW_FAIR === undefined ? { global: 1000 } : JSON.parse(process.env.CHAOS_FLOW_FAIR)
+      const flow: Worker.FlowOptions = process.env.CHAOS_FLOW_FAIR === undefined ? { global: 1000 } : JSON.parse(process.env.CHAOS_FLOW_FAIR)
       yield* enqueue(queue, [{ grp: "big", sleepMs: between(2, 6) }], BIG)
       const sql = yield* Chaos.sqlClient
       yield* spawnMany(2, queue, CONCURRENCY, flow)
