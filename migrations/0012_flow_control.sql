@@ -37,6 +37,16 @@ CREATE TABLE effect_jobs.flow_cursors (
 );
 -- statement-breakpoint
 
+-- How long until the rate window of `p_key` (migration 0013's rate_windows) frees, in ms (at
+-- least 1): the gated claim's producer waits that long before it claims again, rather than for
+-- its poll. The function is resolved when it runs: rate_windows comes with migration 0013.
+CREATE FUNCTION effect_jobs.flow_rate_wait(p_key text) RETURNS integer LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+  RETURN (SELECT greatest(1, ceil(extract(epoch FROM (w.expires_at - clock_timestamp())) * 1000))::integer
+          FROM effect_jobs.rate_windows w WHERE w.key = p_key);
+END $$;
+-- statement-breakpoint
+
 -- The gated claim: up to p_limit jobs of p_queue, within the limits given (NULL: none),
 -- returned in the order they were picked. The claimed rows are written exactly as the plain
 -- claim writes them (src/internal/Store.ts, jobClaim): attempt + 1, fencing token + 1, a
@@ -46,10 +56,17 @@ CREATE TABLE effect_jobs.flow_cursors (
 CREATE FUNCTION effect_jobs.claim_gated(
   p_queue text, p_limit integer, p_now timestamptz, p_lease_ms bigint, p_worker text,
   p_names text[], p_start_now integer, p_global integer, p_per_group integer,
-  p_sequence boolean, p_block_dead boolean
+  p_sequence boolean, p_block_dead boolean,
+  p_rate_limit integer, p_rate_ms bigint, p_group_rate_limit integer, p_group_rate_ms bigint,
+  -- this worker's jobs of the queue whose runs have ended, outcomes not written yet: their
+  -- rows still say running, but they hold no slot (not counted against global / perGroup)
+  p_done bigint[]
 ) RETURNS TABLE (
   id text, name text, queue text, priority smallint, attempt integer, max_attempts integer,
-  claim_count integer, args jsonb, metadata jsonb, request_id text, trace jsonb, created_at timestamptz
+  claim_count integer, args jsonb, metadata jsonb, request_id text, trace jsonb, created_at timestamptz,
+  -- set when a rate limit held the claim back: how long until its window frees (on every
+  -- row; with nothing claimed, one row with only this column set)
+  wait_ms integer
 ) LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
@@ -72,6 +89,10 @@ DECLARE
   -- bounds the groups one claim looks at (groups blocked by their head, or at their limit,
   -- are looked at and passed over): the cursor moves on, and the next claim goes further
   v_max_visits integer := greatest(100, 10 * p_limit);
+  v_wait integer;      -- ms until a rate window that held this claim back frees
+  v_rate_key text := 'queue:' || p_queue;
+  v_granted integer;
+  v_left double precision;
 BEGIN
   -- Claims of this queue are serialized fleet-wide: one claimer at a time counts and picks.
   -- The lock is the transaction's (the caller's statement runs in its own), so it is released
@@ -91,17 +112,36 @@ BEGIN
     -- (Read from jobs_lease_idx, whose rows are exactly the running jobs of every queue: the
     -- cost is that of the jobs running fleet-wide, never of the table's history.)
     SELECT count(*) INTO v_running FROM effect_jobs.jobs j
-    WHERE j.lease_expires_at IS NOT NULL AND j.state = 'running' AND j.queue = p_queue;
+    WHERE j.lease_expires_at IS NOT NULL AND j.state = 'running' AND j.queue = p_queue
+      AND NOT (j.id = ANY (p_done) AND j.locked_by = p_worker);
     v_free := least(v_free, p_global - v_running);
   END IF;
-  -- rate limits: granted here (see rate_grant, migration 0013)
+  -- Rate limits (migration 0013's rate_windows, the keys of src/RateLimiterStore.ts): the
+  -- queue's window caps what may be picked (read here, taken once the jobs are picked, below);
+  -- a group's is taken as each of its jobs is picked. A job over a limit is not claimed: it
+  -- stays available, no attempt spent. Handlers' RateLimiter.consume on the same key and with
+  -- the same limit and window share the budget.
+  IF p_rate_limit IS NOT NULL THEN
+    SELECT CASE WHEN w.expires_at > clock_timestamp() THEN p_rate_limit - w.tokens ELSE p_rate_limit END
+      INTO v_left FROM effect_jobs.rate_windows w WHERE w.key = v_rate_key;
+    v_left := coalesce(v_left, p_rate_limit);
+    IF v_left < 1 THEN
+      v_wait := effect_jobs.flow_rate_wait(v_rate_key);
+    END IF;
+    v_free := least(v_free, greatest(0, floor(v_left))::integer);
+  END IF;
   IF v_free <= 0 THEN
+    IF v_wait IS NOT NULL THEN
+      RETURN QUERY SELECT NULL::text, NULL::text, NULL::text, NULL::smallint, NULL::integer, NULL::integer,
+        NULL::integer, NULL::jsonb, NULL::jsonb, NULL::text, NULL::jsonb, NULL::timestamptz, v_wait;
+    END IF;
     RETURN;
   END IF;
   IF p_per_group IS NOT NULL AND NOT p_sequence THEN
     SELECT coalesce(jsonb_object_agg(c.g, c.n), '{}') INTO v_counts
     FROM (SELECT j.group_key AS g, count(*) AS n FROM effect_jobs.jobs j
           WHERE j.lease_expires_at IS NOT NULL AND j.state = 'running' AND j.queue = p_queue AND j.group_key IS NOT NULL
+            AND NOT (j.id = ANY (p_done) AND j.locked_by = p_worker)
           GROUP BY j.group_key) c;
   END IF;
 
@@ -180,6 +220,17 @@ BEGIN
       v_ids := ARRAY[v_cand]; -- one per group per visit: the round goes on to the next group
     END IF;
 
+    IF cardinality(v_ids) > 0 AND v_group IS NOT NULL AND p_group_rate_limit IS NOT NULL THEN
+      v_granted := effect_jobs.rate_grant(
+        'queue-group:' || char_length(p_queue) || ':' || p_queue || ':' || v_group,
+        cardinality(v_ids), p_group_rate_limit, p_group_rate_ms);
+      IF v_granted < cardinality(v_ids) THEN
+        v_wait := least(v_wait, effect_jobs.flow_rate_wait(
+          'queue-group:' || char_length(p_queue) || ':' || p_queue || ':' || v_group));
+        v_ids := v_ids[1:v_granted];
+      END IF;
+    END IF;
+
     IF cardinality(v_ids) > 0 THEN
       v_picked := v_picked || v_ids;
       v_free := v_free - cardinality(v_ids);
@@ -198,7 +249,23 @@ BEGIN
     INSERT INTO effect_jobs.flow_cursors AS c (queue, last_group) VALUES (p_queue, v_pos)
     ON CONFLICT (queue) DO UPDATE SET last_group = EXCLUDED.last_group;
   END IF;
+  -- The queue's window: taken for the jobs picked (at most what it had left, read above; a
+  -- handler may have taken some meanwhile: the jobs past the grant are not claimed).
+  IF p_rate_limit IS NOT NULL AND cardinality(v_picked) > 0 THEN
+    v_granted := effect_jobs.rate_grant(v_rate_key, cardinality(v_picked), p_rate_limit, p_rate_ms);
+    -- the window is used up (or a handler took what was left): wait for it, not for the poll
+    IF v_granted >= v_left OR v_granted < cardinality(v_picked) THEN
+      v_wait := least(v_wait, effect_jobs.flow_rate_wait(v_rate_key));
+    END IF;
+    IF v_granted < cardinality(v_picked) THEN
+      v_picked := v_picked[1:v_granted];
+    END IF;
+  END IF;
   IF cardinality(v_picked) = 0 THEN
+    IF v_wait IS NOT NULL THEN
+      RETURN QUERY SELECT NULL::text, NULL::text, NULL::text, NULL::smallint, NULL::integer, NULL::integer,
+        NULL::integer, NULL::jsonb, NULL::jsonb, NULL::text, NULL::jsonb, NULL::timestamptz, v_wait;
+    END IF;
     RETURN;
   END IF;
 
@@ -218,7 +285,7 @@ BEGIN
               j.args, j.metadata, j.request_id, j.trace, j.created_at
   )
   SELECT c.id::text, c.name, c.queue, c.priority, c.attempt, c.max_attempts, c.claim_count, c.args,
-         NULLIF(c.metadata, '{}'::jsonb), c.request_id, c.trace, c.created_at
+         NULLIF(c.metadata, '{}'::jsonb), c.request_id, c.trace, c.created_at, v_wait
   FROM claimed c JOIN unnest(v_picked) WITH ORDINALITY AS p(id, ord) ON p.id = c.id
   ORDER BY p.ord;
 END;

@@ -98,8 +98,11 @@ export interface QueueConfig {
 
 /** `QueueConfig.flow`. Limits are integers of at least 1. */
 export interface FlowOptions {
-  /** At most this many jobs of the queue run at once across every worker serving it. */
-  readonly global?: number | undefined
+  /**
+   * At most this many jobs of the queue run at once across every worker serving it. A
+   * `Setting`: an Effect is re-read every `settingsInterval`.
+   */
+  readonly global?: Setting<number> | undefined
   /** At most this many jobs of one group run at once across every worker. */
   readonly perGroup?: number | undefined
   /**
@@ -108,6 +111,20 @@ export interface FlowOptions {
    * next job of the group runs once one is dead.
    */
   readonly sequence?: boolean | { readonly onDead?: "block" | "continue" | undefined } | undefined
+  /**
+   * At most `limit` jobs of the queue start per `interval` across every worker (a fixed window
+   * on the database's clock, Effect's `RateLimiter` "fixed-window" on the key
+   * `RateLimiterStore.queueKey(queue)`): a job over the limit waits, available, no attempt spent.
+   */
+  readonly rate?: FlowRate | undefined
+  /** The same for each group of the queue (key `RateLimiterStore.groupKey(queue, group)`). */
+  readonly groupRate?: FlowRate | undefined
+}
+
+/** A rate limit of `QueueConfig.flow`: `limit` starts per `interval`. */
+export interface FlowRate {
+  readonly limit: number
+  readonly interval: Duration.Input
 }
 
 export interface Options {

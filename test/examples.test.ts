@@ -28,6 +28,7 @@ const expected: Record<string, RegExp> = {
   "flow-per-group.ts": /36 webhooks of 3 tenants on 6 slots: at most 2\/2\/2 per tenant at once/,
   "flow-sequence.ts": /account A: 1, 2 \(failed\), 2, 3, 4; account B: 1, 2, 3, 4\n/,
   "debounce.ts": /5 edits of doc 1 -> inserted, replaced, replaced, replaced, replaced: one run, with "rev 5"\n/,
+  "rate-limit.ts": /12 calls, 5 per second: 5, 5, 2 in windows 1, 2, 3\n/,
   "priorities-and-delays.ts": /order: password reset, order shipped, weekly newsletter, meeting starts, trial ends soon/,
   "graceful-shutdown.ts": /yearly is available with 0 attempts spent/,
   "request-id.ts": /stored request ids: job \d+: req-7f3a;/,

@@ -111,18 +111,18 @@ layer(TestLayer, { excludeTestServices: true })("flow control", (it) => {
         now: Date.now(),
         leaseMillis: 1,
         workerId: "ghost",
-        flow: { global: 1, perGroup: undefined, sequence: false, onDead: "block" }
+        flow: { global: 1, perGroup: undefined, sequence: false, onDead: "block", rate: undefined, groupRate: undefined }
       })
-      assert.deepStrictEqual(ghost.map((r) => r.id), [first])
+      assert.deepStrictEqual(ghost.rows.map((r) => r.id), [first])
       const again = yield* store.jobClaimGated({
         queue: "flow-rescued",
         limit: 1,
         now: Date.now(),
         leaseMillis: 30_000,
         workerId: "other",
-        flow: { global: 1, perGroup: undefined, sequence: false, onDead: "block" }
+        flow: { global: 1, perGroup: undefined, sequence: false, onDead: "block", rate: undefined, groupRate: undefined }
       })
-      assert.strictEqual(again.length, 0, "the slot is taken")
+      assert.strictEqual(again.rows.length, 0, "the slot is taken")
       yield* worker({ queues: { "flow-rescued": { concurrency: 2, flow: { global: 1 } } }, maintenanceInterval: "50 millis" }, Job.toLayer(D, () => Effect.void))
       yield* allDone("flow-rescued", 2)
     }), { timeout: 60_000 })
@@ -279,7 +279,7 @@ layer(TestLayer, { excludeTestServices: true })("flow control", (it) => {
                 now: Date.now(),
                 leaseMillis: 30_000,
                 workerId,
-                flow: { global: 2, perGroup: undefined, sequence: false, onDead: "block" }
+                flow: { global: 2, perGroup: undefined, sequence: false, onDead: "block", rate: undefined, groupRate: undefined }
               })
             )
           }
@@ -288,8 +288,8 @@ layer(TestLayer, { excludeTestServices: true })("flow control", (it) => {
       const b = yield* claimer("b")
       for (let round = 0; round < 150; round++) {
         const [ra, rb] = yield* Effect.all([a, b], { concurrency: 2 })
-        assert.isAtMost(ra.length + rb.length, 2, `round ${round}`)
-        assert.strictEqual(yield* countWhere("flow-race", "running"), ra.length + rb.length)
+        assert.isAtMost(ra.rows.length + rb.rows.length, 2, `round ${round}`)
+        assert.strictEqual(yield* countWhere("flow-race", "running"), ra.rows.length + rb.rows.length)
         yield* sql`UPDATE effect_jobs.jobs SET state = 'available', lease_expires_at = NULL, locked_by = NULL
                    WHERE queue = 'flow-race' AND state = 'running'`
       }

@@ -188,6 +188,20 @@ export interface GatedFlow {
   readonly perGroup: number | undefined
   readonly sequence: boolean
   readonly onDead: "block" | "continue"
+  /** Starts per window of the queue, and of each group (migrations/0013's rate_windows). */
+  readonly rate: FlowRate | undefined
+  readonly groupRate: FlowRate | undefined
+}
+
+export interface FlowRate {
+  readonly limit: number
+  readonly windowMillis: number
+}
+
+/** What a gated claim took, and how long until a rate limit that held it back frees (if one did). */
+export interface GatedClaim {
+  readonly rows: ReadonlyArray<ClaimedJobRow>
+  readonly waitMillis: number | undefined
 }
 
 export interface ClaimedJobRow {
@@ -383,7 +397,9 @@ export class JobStore extends Context.Service<JobStore, {
     readonly names?: ReadonlyArray<string> | undefined
     readonly startNow?: number | undefined
     readonly flow: GatedFlow
-  }) => Effect.Effect<ReadonlyArray<ClaimedJobRow>, SqlError.SqlError>
+    /** This worker's jobs of the queue whose runs ended, outcomes not written: they hold no slot. */
+    readonly done?: ReadonlyArray<string> | undefined
+  }) => Effect.Effect<GatedClaim, SqlError.SqlError>
   /**
    * `retentionMillis` replaces each job's `retention_ms` for these outcomes (the worker's
    * `retention`; null: kept forever); undefined: each job's own.
@@ -741,13 +757,24 @@ export class JobStore extends Context.Service<JobStore, {
         readonly names?: ReadonlyArray<string> | undefined
         readonly startNow?: number | undefined
         readonly flow: GatedFlow
+        readonly done?: ReadonlyArray<string> | undefined
       }) =>
-        sql<ClaimedJobRow>`
+        Effect.map(
+          sql<ClaimedJobRow & { readonly wait_ms: number | null }>`
           SELECT * FROM ${sql.literal(qualify(schema, "claim_gated"))}(
             ${o.queue}, ${o.limit}, ${iso(o.now)}::timestamptz, ${o.leaseMillis}::bigint, ${o.workerId},
             ${o.names === undefined ? null : textArray(o.names)}::text[], ${Math.max(0, Math.min(o.startNow ?? o.limit, o.limit))},
             ${o.flow.global ?? null}::integer, ${o.flow.perGroup ?? null}::integer,
-            ${o.flow.sequence}, ${o.flow.onDead === "block"})`
+            ${o.flow.sequence}, ${o.flow.onDead === "block"},
+            ${o.flow.rate?.limit ?? null}::integer, ${o.flow.rate?.windowMillis ?? null}::bigint,
+            ${o.flow.groupRate?.limit ?? null}::integer, ${o.flow.groupRate?.windowMillis ?? null}::bigint,
+            ${`{${(o.done ?? []).join(",")}}`}::bigint[])`,
+          // A row without an id only says how long a rate limit holds the queue (nothing claimed).
+          (all): GatedClaim => ({
+            rows: all.filter((r) => r.id !== null),
+            waitMillis: all[0]?.wait_ms ?? undefined
+          })
+        )
 
       /**
        * Applies the outcomes of many runs in one statement. A row is changed only if
@@ -2137,3 +2164,99 @@ export const migrationsApplied = (
     return yield* sql<AppliedMigrationRow>`
       SELECT migration_id, name, created_at FROM ${sql.literal(table)} ORDER BY migration_id`
   })
+
+// ===========================================================================================
+// Rate limits: the state of `RateLimiterStore.layer` (src/RateLimiterStore.ts).
+//
+// Each method is one call of a function of migrations/0013, which locks the key's row, reads
+// the database's clock and writes the new state, so concurrent callers of every process are
+// serialised per key. The algorithms themselves are in that migration (the worker's claim
+// calls `rate_grant` there on the same rows).
+// ===========================================================================================
+
+/** A fixed window's count after a take (above the limit when refused) and milliseconds to its end. */
+export interface RateWindowRow {
+  readonly count: number
+  readonly ttl_ms: number
+}
+
+/** A token bucket's count after a take (negative when it did not fit) and milliseconds into its refill interval. */
+export interface RateBucketRow {
+  readonly remaining: number
+  readonly elapsed_ms: number
+}
+
+/** What `rate_adaptive_consume` answers: the delay before the request, its epoch, the phase seen. */
+export interface RateAdaptiveRow {
+  readonly delay_ms: number
+  readonly epoch: number
+  readonly phase: "inactive" | "cooldown" | "learning" | "learned"
+}
+
+export interface RateLimitStore {
+  readonly rateFixedWindow: (
+    key: string,
+    tokens: number,
+    refillMillis: number,
+    limit: number | undefined
+  ) => Effect.Effect<RateWindowRow, SqlError.SqlError>
+  readonly rateTokenBucket: (
+    key: string,
+    tokens: number,
+    limit: number,
+    refillMillis: number,
+    allowOverflow: boolean
+  ) => Effect.Effect<RateBucketRow, SqlError.SqlError>
+  readonly rateAdaptiveConsume: (
+    key: string,
+    tokens: number,
+    fallbackWindowMillis: number,
+    graceMillis: number
+  ) => Effect.Effect<RateAdaptiveRow, SqlError.SqlError>
+  /** For a 429 response only; `retryAfterMillis` already clamped to 1 ms .. `maxWindowMillis`. */
+  readonly rateAdaptiveFeedback: (options: {
+    readonly key: string
+    readonly epoch: number
+    readonly tokens: number
+    readonly retryAfterMillis: number
+    readonly graceMillis: number
+    readonly maxWindowMillis: number
+  }) => Effect.Effect<void, SqlError.SqlError>
+}
+
+/** The rate-limit statements on `sql` (a client without name transforms) for `schema`. */
+export const makeRateLimits = (sql: SqlClient.SqlClient, schema: string): RateLimitStore => {
+  const fixedWindow = sql.literal(qualify(schema, "rate_fixed_window"))
+  const tokenBucket = sql.literal(qualify(schema, "rate_token_bucket"))
+  const adaptiveConsume = sql.literal(qualify(schema, "rate_adaptive_consume"))
+  const adaptiveFeedback = sql.literal(qualify(schema, "rate_adaptive_feedback"))
+  // Each function returns exactly one row.
+  const one = <A>(rows: ReadonlyArray<A>): A => rows[0]!
+  return {
+    rateFixedWindow: (key, tokens, refillMillis, limit) =>
+      Effect.map(
+        sql<RateWindowRow>`
+          SELECT count, ttl_ms FROM ${fixedWindow}(${key}, ${tokens}::float8, ${refillMillis}::float8,
+            ${limit ?? null}::float8)`,
+        one
+      ),
+    rateTokenBucket: (key, tokens, limit, refillMillis, allowOverflow) =>
+      Effect.map(
+        sql<RateBucketRow>`
+          SELECT remaining, elapsed_ms FROM ${tokenBucket}(${key}, ${tokens}::float8, ${limit}::float8,
+            ${refillMillis}::float8, ${allowOverflow})`,
+        one
+      ),
+    rateAdaptiveConsume: (key, tokens, fallbackWindowMillis, graceMillis) =>
+      Effect.map(
+        sql<RateAdaptiveRow>`
+          SELECT delay_ms, epoch, phase FROM ${adaptiveConsume}(${key}, ${tokens}::float8,
+            ${fallbackWindowMillis}::float8, ${graceMillis}::float8)`,
+        one
+      ),
+    rateAdaptiveFeedback: (o) =>
+      Effect.asVoid(sql`
+        SELECT ${adaptiveFeedback}(${o.key}, ${o.epoch}::integer, ${o.tokens}::float8, ${o.retryAfterMillis}::float8,
+          ${o.graceMillis}::float8, ${o.maxWindowMillis}::float8)`)
+  }
+}

@@ -8,7 +8,7 @@
  */
 import { Duration, Effect, Option } from "effect"
 import { InvalidWorkerConfig } from "../../Errors.ts"
-import type { GatedFlow } from "../Store.ts"
+import type { FlowRate, GatedFlow } from "../Store.ts"
 import type { FlowOptions, Options, QueueConfig } from "../../Worker.ts"
 
 /** One queue as the worker serves it. */
@@ -104,6 +104,27 @@ const flowLimit = (name: string, label: string, value: unknown): number | undefi
   return value
 }
 
+/** A flow rate limit (`flow.rate`, `flow.groupRate`): a limit in [1, 1000000] per positive interval (at least 1 ms). */
+const flowRate = (name: string, label: string, value: unknown): FlowRate | undefined => {
+  if (value === undefined) return undefined
+  if (typeof value !== "object" || value === null) {
+    throw new InvalidWorkerConfig({ message: `queue "${name}": flow.${label} must be { limit, interval }` })
+  }
+  const { interval, limit } = value as { readonly limit?: unknown; readonly interval?: unknown }
+  const checked = flowLimit(name, `${label}.limit`, limit)
+  if (checked === undefined) {
+    throw new InvalidWorkerConfig({ message: `queue "${name}": flow.${label}.limit is required` })
+  }
+  const d = interval === undefined ? Option.none() : Duration.fromInput(interval as Duration.Input)
+  const ms = Option.isSome(d) ? Duration.toMillis(d.value) : NaN
+  if (!Number.isFinite(ms) || ms < 1 || ms > 31_536_000_000_000) {
+    throw new InvalidWorkerConfig({
+      message: `queue "${name}": flow.${label}.interval must be a finite duration of at least 1 millisecond, got ${String(interval)}`
+    })
+  }
+  return { limit: checked, windowMillis: Math.round(ms) }
+}
+
 /** `QueueConfig.flow`, checked; undefined when no limit is set (the queue keeps the plain claim). */
 const resolveFlow = (name: string, flow: FlowOptions | undefined): GatedFlow | undefined => {
   if (flow === undefined) return undefined
@@ -125,8 +146,12 @@ const resolveFlow = (name: string, flow: FlowOptions | undefined): GatedFlow | u
     throw new InvalidWorkerConfig({ message: `queue "${name}": flow.sequence must be a boolean or { onDead }` })
   }
   const sequence = s !== undefined && s !== false
-  if (global === undefined && perGroup === undefined && !sequence) return undefined
-  return { global, perGroup, sequence, onDead }
+  const rate = flowRate(name, "rate", flow.rate)
+  const groupRate = flowRate(name, "groupRate", flow.groupRate)
+  if (global === undefined && perGroup === undefined && !sequence && rate === undefined && groupRate === undefined) {
+    return undefined
+  }
+  return { global, perGroup, sequence, onDead, rate, groupRate }
 }
 
 const resolveQueue = (name: string, options: Options): ResolvedQueue => {

@@ -74,6 +74,15 @@ export class HeldJobs {
   ids(): Array<string> {
     return Array.from(this.byId.keys())
   }
+  /**
+   * The jobs of `queue` whose runs have ended and whose outcomes are not written yet: they
+   * hold no slot any more, though their rows still say `running` (the gated claim, Producer.ts).
+   */
+  writingOf(queue: string): Array<string> {
+    const ids: Array<string> = []
+    for (const h of this.byId.values()) if (h.phase === "writing" && !h.lost && h.row.queue === queue) ids.push(h.id)
+    return ids
+  }
   /** The jobs started from the buffer whose row still says `buffered`: for the next beat. */
   startedMarked(): Array<Held> {
     const started: Array<Held> = []

@@ -45,7 +45,7 @@ import type { Events } from "../../Observer.ts"
 import type { Completer } from "../Completer.ts"
 import { returned } from "../Outcome.ts"
 import type { Running } from "../Running.ts"
-import type { JobStore } from "../Store.ts"
+import type { ClaimedJobRow, JobStore } from "../Store.ts"
 import { jitter, type Resolved, type ResolvedQueue } from "./Config.ts"
 import type { Executor } from "./Executor.ts"
 import { info } from "./Executor.ts"
@@ -183,6 +183,12 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
     release: () => {
       inFlight--
       prefetch.finished++
+      if (queue.flow !== undefined) {
+        // The run's fleet-wide slot is free too (the gated claim does not count a run whose
+        // outcome is still being written): a claim that came back short may find room now.
+        wakes++
+        hungry = true
+      }
       signal.openUnsafe()
     },
     written: () => {
@@ -256,9 +262,16 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
     // A queue with flow control claims through the gated claim (fleet-wide limits, round robin
     // over groups, sequences: migrations/0012), by default for its free slots only (prefetch 0,
     // Config.ts): then `limit` = `startNow` and nothing it claims waits in the buffer.
-    const rows = queue.flow === undefined
-      ? yield* store.jobClaim(options)
-      : yield* store.jobClaimGated({ ...options, flow: queue.flow })
+    let rows: ReadonlyArray<ClaimedJobRow>
+    if (queue.flow === undefined) rows = yield* store.jobClaim(options)
+    else {
+      // Runs that ended here but whose outcomes are still being written hold no slot: the claim
+      // does not count them, so a slot is free as soon as a run ends, not one write later.
+      const gated = yield* store.jobClaimGated({ ...options, flow: queue.flow, done: held.writingOf(queue.name) })
+      rows = gated.rows
+      // A rate limit held the claim back: look again when its window frees, not at the poll.
+      rateWaitMillis = gated.waitMillis
+    }
     // by priority, then claim order (the statement sorts them)
     for (let i = 0; i < rows.length; i++) buffer.push(held.claim(rows[i]!, now + config.leaseMillis, i >= startNow))
     // A short claim means the queue is drained, unless a NOTIFY came in meanwhile.
@@ -271,7 +284,14 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
     )
   )
 
-  const waitForPoll = Effect.suspend(() => Effect.sleep(jitter(queue.pollMillis))).pipe(
+  /** How long until the rate window that held the last gated claim back frees (undefined: none did). */
+  let rateWaitMillis: number | undefined = undefined
+  const waitForPoll = Effect.suspend(() => {
+    const poll = jitter(queue.pollMillis)
+    const wait = rateWaitMillis === undefined ? poll : Math.min(poll, rateWaitMillis)
+    rateWaitMillis = undefined
+    return Effect.sleep(wait)
+  }).pipe(
     Effect.andThen(Effect.sync(() => {
       hungry = true
       probeWanted = true

@@ -53,12 +53,18 @@ export const read = <A>(label: string, setting: Setting<A> | undefined): Effect.
     : Effect.succeed(setting)
 
 /** Whether a queue's config has a setting to read. */
-export const hasSettings = (config: QueueConfig): boolean => isEffect(config.concurrency)
+export const hasSettings = (config: QueueConfig): boolean =>
+  isEffect(config.concurrency) || isEffect(config.flow?.global)
 
-/** A queue's config with its settings read. */
+/** A queue's config with its settings read (its concurrency, its fleet-wide `flow.global`). */
 export const readQueue = (name: string, config: QueueConfig): Effect.Effect<QueueConfig, InvalidWorkerConfig> =>
   hasSettings(config)
-    ? Effect.map(read(`queue "${name}": concurrency`, config.concurrency), (concurrency) => ({ ...config, concurrency }))
+    ? Effect.gen(function*() {
+      const concurrency = yield* read(`queue "${name}": concurrency`, config.concurrency)
+      if (config.flow === undefined) return { ...config, concurrency }
+      const global = yield* read(`queue "${name}": flow.global`, config.flow.global)
+      return { ...config, concurrency, flow: { ...config.flow, global } }
+    })
     : Effect.succeed(config)
 
 /** Every queue config with its settings read. */
