@@ -10,6 +10,7 @@
  * sequence:  `flow: { sequence: true }`, over `--groups` groups;
  * global:    `flow: { global: <concurrency> }`, no groups.
  * --prefetch: set it explicitly (plain: adaptive by default; flow queues: 0 by default).
+ * --stats:  also print the gated claim's calls and time inside it (pg_stat_user_functions).
  * The rate is jobs / time from the worker's start until the last outcome was written.
  */
 import { Effect, Exit, Layer, Schema, Scope } from "effect"
@@ -53,6 +54,8 @@ try {
        FROM generate_series(1, ${jobs}) AS g`
     ))
   await withSql(db, (sql) => sql.unsafe("VACUUM ANALYZE effect_jobs.jobs"))
+  const stats = args.includes("--stats")
+  if (stats) await withSql(url, (sql) => sql.unsafe(`ALTER DATABASE "${database}" SET track_functions = 'pl'`))
 
   let written = 0
   let done: () => void = () => {}
@@ -79,7 +82,19 @@ try {
   await allWritten
   await Effect.runPromise(Scope.close(scope, Exit.void))
   const wallMs = endedAt - startedAt
-  console.log(JSON.stringify({ mode, jobs, concurrency, ...(mode === "per-group" || mode === "sequence" ? { groups } : {}), wallMs: Math.round(wallMs), perSecond: Math.round(jobs / (wallMs / 1000)) }))
+  // (the worker's connections are closed: their function counts are flushed)
+  const claims = stats
+    ? await withSql(db, (sql) =>
+      sql.unsafe<{ calls: string; self_ms: number }>(
+        `SELECT calls, self_time AS self_ms FROM pg_stat_user_functions WHERE funcname = 'claim_gated'`
+      ))
+    : []
+  const claimStats = claims[0] === undefined ? {} : {
+    claims: Number(claims[0].calls),
+    jobsPerClaim: Math.round(jobs / Number(claims[0].calls) * 10) / 10,
+    msInClaims: Math.round(claims[0].self_ms)
+  }
+  console.log(JSON.stringify({ mode, jobs, concurrency, ...(mode === "per-group" || mode === "sequence" ? { groups } : {}), wallMs: Math.round(wallMs), perSecond: Math.round(jobs / (wallMs / 1000)), ...claimStats }))
 } finally {
   await withSql(url, (sql) => sql.unsafe(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`))
 }

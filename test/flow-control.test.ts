@@ -248,13 +248,16 @@ layer(TestLayer, { excludeTestServices: true })("flow control", (it) => {
       for (let n = 0; n < 10; n++) {
         const d = yield* Deferred.make<number>()
         started.set(n, d)
-        const before = bigStarts
-        // "small" sorts after "big": each claim comes to it after one job of the backlog
+        // "small" sorts after "big": each claim comes to it after one job of the backlog.
+        // Counted from the enqueue's commit: claims made while the enqueue's own round trip
+        // was under way (a loaded machine: several) could not see the job yet.
         yield* jobs.enqueue(F, { g: "small", n }, { group: "small" })
+        const before = bigStarts
         waited.push((yield* Deferred.await(d)) - before)
       }
       // In id order, each would wait for the rest of the backlog (thousands of starts).
-      // Round robin: at most the jobs already running plus one per claim.
+      // Round robin: at most the jobs claimed before the commit (a claim in flight, jobs
+      // handed to the executor not started yet: 4 each) plus one in front of it in its claim.
       assert.isAtMost(Math.max(...waited), 12, `backlog starts before each small job: ${waited.join(", ")}`)
       assert.isBelow(bigStarts, 5000, "the backlog was not drained first")
       console.log(`fair claims: backlog starts before each small job: ${waited.join(", ")}`)
