@@ -47,6 +47,11 @@ export interface Variant {
   readonly deleteOnComplete: boolean
   /** Worker `prefetch`; undefined = the library default (adaptive: from concurrency up to ~100 ms of work, at most 1000). */
   readonly prefetch: number | undefined
+  /**
+   * Flow control (issue 16's bench): "per-group" = `flow: { perGroup: 1 }` with the jobs spread
+   * over `groups` groups; "global" = `flow: { global: <the drain's concurrency> }`.
+   */
+  readonly flow?: { readonly mode: "per-group"; readonly groups: number } | { readonly mode: "global" } | undefined
 }
 
 const ENQUEUE_CHUNK = 20_000
@@ -101,7 +106,13 @@ export const make = (variant: Variant): Adapter => {
     const worker = Worker.layer({
       ...extraWorkerOptions(),
       queues: {
-        [QUEUE]: { concurrency, ...(variant.prefetch !== undefined ? { prefetch: variant.prefetch } : {}) }
+        [QUEUE]: {
+          concurrency,
+          ...(variant.prefetch !== undefined ? { prefetch: variant.prefetch } : {}),
+          ...(variant.flow === undefined
+            ? {}
+            : { flow: variant.flow.mode === "global" ? { global: concurrency } : { perGroup: 1 } })
+        }
       }
     }).pipe(
       Layer.provide(handler),
@@ -137,9 +148,16 @@ export const make = (variant: Variant): Adapter => {
       const rt = ready()
       await rt.runPromise(Effect.gen(function*() {
         const jobs = yield* Jobs.Jobs
+        const flow = variant.flow
         for (let offset = 0; offset < count; offset += ENQUEUE_CHUNK) {
           const n = Math.min(ENQUEUE_CHUNK, count - offset)
-          yield* jobs.enqueueMany(Noop, Array.from({ length: n }, () => ({})))
+          if (flow?.mode === "per-group") {
+            yield* jobs.enqueueAll(Array.from({ length: n }, (_, i) => ({
+              job: Noop,
+              args: {},
+              options: { group: `g${(offset + i) % flow.groups}` }
+            })))
+          } else yield* jobs.enqueueMany(Noop, Array.from({ length: n }, () => ({})))
         }
       }))
     },

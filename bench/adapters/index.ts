@@ -18,8 +18,13 @@ export interface AdapterEntry {
   readonly scenarios?: ReadonlyArray<Scenario>
 }
 
-const effectJobs = (name: string, deleteOnComplete: boolean, prefetch: number | undefined) => async () =>
-  (await import("./effect-jobs.ts")).make({ name, deleteOnComplete, prefetch })
+const effectJobs = (
+  name: string,
+  deleteOnComplete: boolean,
+  prefetch: number | undefined,
+  flow?: { readonly mode: "per-group"; readonly groups: number } | { readonly mode: "global" }
+) =>
+async () => (await import("./effect-jobs.ts")).make({ name, deleteOnComplete, prefetch, flow })
 
 export const adapters: ReadonlyArray<AdapterEntry> = [
   {
@@ -72,6 +77,18 @@ export const adapters: ReadonlyArray<AdapterEntry> = [
     name: "effect-jobs-retained-prefetch500",
     description: "effect-jobs: default retention (completed jobs kept 1 day), prefetch 500",
     load: effectJobs("effect-jobs-retained-prefetch500", false, 500),
+    scenarios: ["drain"]
+  },
+  {
+    name: "effect-jobs-per-group",
+    description: "effect-jobs: retention 0, flow: { perGroup: 1 } over 10,000 groups (gated claim, prefetch 0)",
+    load: effectJobs("effect-jobs-per-group", true, undefined, { mode: "per-group", groups: 10_000 }),
+    scenarios: ["drain"]
+  },
+  {
+    name: "effect-jobs-global",
+    description: "effect-jobs: retention 0, flow: { global: concurrency } (gated claim, prefetch 0)",
+    load: effectJobs("effect-jobs-global", true, undefined, { mode: "global" }),
     scenarios: ["drain"]
   },
   {
