@@ -1101,7 +1101,7 @@ const renderTable = (
   if (longtx.length > 0) {
     parts.push(`Long transaction: a session idle in transaction (with an xid) for ${fmtInt(cfg.longtxHoldMs / 1000)} s while ` +
       `${cfg.longtxRate} jobs/s are enqueued and one worker (concurrency ${cfg.concurrency}) runs them. Claim latency = ` +
-      `enqueue -> handler start; "hold end" = the last third of the hold.`)
+      `enqueue -> handler start; "hold end" = the last minute of the hold (its last third if the hold is under 3 minutes).`)
     parts.push(markdownTable(
       ["system", "claim p50 / p99 ms before", "at hold end", "p99 ratio", "started jobs/s before", "at hold end", "not started at end"],
       longtx.map((s) => {
