@@ -127,6 +127,12 @@ export interface PgWork {
   /** `pg_wal_lsn_diff` of `pg_current_wal_lsn()` from the start until committed (whole server). */
   readonly walBytes: number | null
   /**
+   * WAL bytes of the records over the same window that touch a relation of the bench
+   * database (`pg_walinspect`, read after the teardown): the system's own WAL, without what
+   * other databases of a shared server wrote meanwhile. Null where pg_walinspect is missing.
+   */
+  readonly databaseWalBytes?: number | null | undefined
+  /**
    * Top-level statements the system sent to its database (pg_stat_statements), from the start
    * until after teardown, minus the runner's own; null where pg_stat_statements is not loaded.
    */

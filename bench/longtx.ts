@@ -12,7 +12,9 @@
  *   0 .. WARMUP_MS                 warm-up, not reported
  *   .. + beforeMs                  "before": no long transaction
  *   .. + holdMs                    the session holds its transaction; "hold-end" is the
- *                                  last third of the hold
+ *                                  last minute of the hold, or its last third if the
+ *                                  hold is shorter than 3 minutes (the issue's case is
+ *                                  "the last minute" of a 10-minute hold)
  *   then                           the transaction commits, the producer stops, and the
  *                                  worker gets a bounded time to start what is left.
  *
@@ -30,6 +32,8 @@ import { percentile, round } from "./stats.ts"
 const WARMUP_MS = 3_000
 const TICK_MS = 10
 const DRAIN_AFTER_MS = 30_000
+/** The "hold-end" window: the "last minute of the hold", at most a third of it. */
+const HOLD_END_MAX_MS = 60_000
 
 interface Holder {
   readonly info: { readonly xid: string; readonly pid: number }
@@ -129,7 +133,7 @@ export const runLongTx = async (adapter: Adapter, url: string, options: OneOptio
       concurrency: options.concurrency,
       phases: [
         phase("before", WARMUP_MS, holdFrom),
-        phase("hold-end", holdTo - options.longtxHoldMs / 3, holdTo)
+        phase("hold-end", holdTo - Math.min(HOLD_END_MAX_MS, options.longtxHoldMs / 3), holdTo)
       ],
       enqueued: sent,
       started: starts.length,

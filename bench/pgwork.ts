@@ -9,6 +9,11 @@
  * - server CPU: /proc (bench/proc.ts), from the start until committed.
  * - WAL bytes: `pg_current_wal_lsn()` at the start and when committed (`pg_wal_lsn_diff`).
  *   This is the whole server's WAL: on a server other people use, their writes count too.
+ *   So, after the teardown, the records of that LSN range are read back with `pg_walinspect`
+ *   (a contrib extension that needs no preload; created in the bench database) and those
+ *   that reference a block of one of the bench database's relations are summed: the
+ *   database's own WAL. Records without a block (commits, checkpoints) are not counted:
+ *   a commit record is some 40 bytes per transaction, well under a byte per job here.
  * - statements: `pg_stat_statements` top-level calls in the database, when the module is
  *   loaded (`--pg-stat-statements` on the embedded server); otherwise null.
  * - transactions: `xact_commit + xact_rollback` of the database in `pg_stat_database`.
@@ -60,6 +65,7 @@ export const watchPgWork = (url: string, database: string, pendingQuery: string 
   let cpu0: number | null = null
   let cpuCommitted: number | null = null
   let walBytes: number | null = null
+  let endLsn: string | undefined
   let polls = 0
 
   const counters = async (): Promise<Counters> => {
@@ -76,6 +82,22 @@ export const watchPgWork = (url: string, database: string, pendingQuery: string 
       lsn: row?.lsn ?? "0/0",
       xacts: Number(row?.xacts ?? 0),
       statements: row?.statements === null || row?.statements === undefined ? (hasPgss ? 0 : null) : Number(row.statements)
+    }
+  }
+
+  /** The bench database's own WAL in [start, committed], or null (no pg_walinspect, WAL gone). */
+  const ownWal = async (): Promise<number | null> => {
+    if (start === undefined || endLsn === undefined) return null
+    try {
+      await query("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+      // block_ref reads "blkref #0: rel <tablespace>/<database>/<relfilenode> ..." per block
+      const rows = await query<{ bytes: string | null }>(`
+        SELECT sum(record_length)::text AS bytes
+        FROM pg_get_wal_records_info('${start.lsn}', '${endLsn}')
+        WHERE block_ref LIKE '%rel %/' || (SELECT oid FROM pg_database WHERE datname = current_database()) || '/%'`)
+      return Number(rows[0]?.bytes ?? 0)
+    } catch {
+      return null
     }
   }
 
@@ -103,10 +125,11 @@ export const watchPgWork = (url: string, database: string, pendingQuery: string 
           const at = performance.now()
           const cpu1 = dbCpuMicros()
           cpuCommitted = cpu0 !== null && cpu1 !== null ? cpu1 - cpu0 : null
-          const lsn = await query<{ bytes: string }>(
-            `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '${start?.lsn ?? "0/0"}')::text AS bytes`
+          const lsn = await query<{ bytes: string; lsn: string }>(
+            `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '${start?.lsn ?? "0/0"}')::text AS bytes, pg_current_wal_lsn()::text AS lsn`
           )
           walBytes = start === undefined ? null : Number(lsn[0]?.bytes ?? 0)
+          endLsn = lsn[0]?.lsn
           return at
         }
         await delay(POLL_MS)
@@ -127,9 +150,11 @@ export const watchPgWork = (url: string, database: string, pendingQuery: string 
       // already counts) up to and including the closing force-flush (not the closing reading).
       const ownCounted = own - ownAtStart
       const end = await counters()
+      const databaseWalBytes = await ownWal()
       return {
         dbCpuMicros: cpuCommitted,
         walBytes,
+        databaseWalBytes,
         statements: start?.statements !== null && start?.statements !== undefined && end.statements !== null
           ? end.statements - start.statements - ownCounted
           : null,

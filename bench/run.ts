@@ -666,12 +666,16 @@ const otherCpuShare = (
     ? null
     : Math.max(0, (x.machineBusyMicros - x.cpuMicros - x.dbCpuMicros) / (x.wallMs * 1000 * cpus().length))
 
+/** The database's own WAL (pg_walinspect) where it could be read, else the whole server's. */
+const walOf = (w: PgWork): number | null => w.databaseWalBytes ?? w.walBytes
+
 const describeCommitted = (d: DrainResult): string => {
   const w = d.pgWork
+  const wal = w === undefined ? null : walOf(w)
   return (typeof d.committedWallMs === "number" ? `, committed ${fmtInt((d.count / d.committedWallMs) * 1000)} jobs/s` : "") +
     (w === undefined
       ? ""
-      : `, WAL ${fmtInt(w.walBytes === null ? null : w.walBytes / d.count)} B/job` +
+      : `, WAL ${fmtInt(wal === null ? null : wal / d.count)} B/job` +
         (w.statements !== null ? `, ${fmtDec(w.statements / d.count)} stmts/job` : "") +
         (w.transactions !== null ? `, ${fmtDec(w.transactions / d.count)} xacts/job` : ""))
 }
@@ -871,7 +875,7 @@ const ioSummary = (ds: ReadonlyArray<DrainResult>): IoSummary | null =>
       const micros = d.pgWork?.dbCpuMicros ?? d.dbCpuMicros
       return micros !== null ? [micros / d.count] : []
     })),
-    walBytesPerJob: perJob(ds, (w) => w.walBytes),
+    walBytesPerJob: perJob(ds, walOf),
     statementsPerJob: perJob(ds, (w) => w.statements),
     transactionsPerJob: perJob(ds, (w) => w.transactions)
   }
@@ -927,7 +931,7 @@ const summarize = (records: ReadonlyArray<AdapterRecord>): ReadonlyArray<Summary
       durableJobsPerSec: median(durable),
       committedJobsPerSec: median(committedRates(drains)),
       committedJobsPerSecSamples: committedRates(drains).map((x) => round(x)),
-      walBytesPerJob: perJob(drains, (w) => w.walBytes),
+      walBytesPerJob: perJob(drains, walOf),
       statementsPerJob: perJob(drains, (w) => w.statements),
       transactionsPerJob: perJob(drains, (w) => w.transactions),
       io: ioSummary(ok.flatMap((run) => (run.io !== undefined ? [run.io] : []))),
@@ -1101,7 +1105,7 @@ const renderTable = (
   if (longtx.length > 0) {
     parts.push(`Long transaction: a session idle in transaction (with an xid) for ${fmtInt(cfg.longtxHoldMs / 1000)} s while ` +
       `${cfg.longtxRate} jobs/s are enqueued and one worker (concurrency ${cfg.concurrency}) runs them. Claim latency = ` +
-      `enqueue -> handler start; "hold end" = the last third of the hold.`)
+      `enqueue -> handler start; "hold end" = the last minute of the hold (its last third if the hold is under 3 minutes).`)
     parts.push(markdownTable(
       ["system", "claim p50 / p99 ms before", "at hold end", "p99 ratio", "started jobs/s before", "at hold end", "not started at end"],
       longtx.map((s) => {
@@ -1203,7 +1207,8 @@ const renderTable = (
     `handlers: until the last handler returned; committed: until a count of the system's unfinished jobs, polled ` +
     `every 2 ms on the runner's own connection, read 0.`,
     `CPU µs/job: worker process (pgbench-floor: the pgbench process); DB CPU µs/job: all Postgres server processes, ` +
-    `start -> committed; WAL B/job: pg_current_wal_lsn() over the same window (the whole server's WAL); ` +
+    `start -> committed; WAL B/job: the WAL records of the same window that touch the bench database's relations (pg_walinspect; ` +
+    `the whole server's pg_current_wal_lsn() difference where it is missing, and in the JSON as walBytes); ` +
     `stmts/job: top-level statements (pg_stat_statements${anyStatements ? "" : ": not loaded on this server"}); ` +
     `xacts/job: xact_commit + xact_rollback of the bench database (pg_stat_database, autovacuum's included); ` +
     `both start -> after the workers' teardown, the runner's own excluded.`
