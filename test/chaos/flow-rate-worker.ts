@@ -15,7 +15,7 @@
 import { PgClient } from "@effect/sql-pg"
 import { Duration, Effect, Exit, Layer, Redacted, Schema, Scope } from "effect"
 import { SqlClient } from "effect/sql"
-import { Job, Observer, Worker } from "../../src/index.ts"
+import { Job, Observer, RateLimiterStore, Worker } from "../../src/index.ts"
 import { workerApplicationName } from "./jobs.ts"
 
 export const queue = "rate-fleet"
@@ -44,17 +44,24 @@ export const logTableDdl = `
     job_id   bigint    NOT NULL,
     process  integer   NOT NULL,
     attempt  integer   NOT NULL,
+    -- the start of the limiter's window (rate_windows) when the row was written
+    window_ms float8,
     at_ms    float8    NOT NULL DEFAULT extract(epoch FROM clock_timestamp())::float8 * 1000
   )`
 
 const say = (line: string) => process.stdout.write(`${line}\n`)
 
 const layerOf = (config: FlowRateWorkerConfig) => {
+  const refillMillis = config.rate === null ? 0 : config.rate.intervalMillis / config.rate.limit
   const handler = (args: typeof Args.Type, ctx: Job.JobContext) =>
     Effect.gen(function*() {
       const sql = (yield* SqlClient.SqlClient).withoutTransforms()
-      yield* sql`INSERT INTO rate_fleet_log (job_id, process, attempt)
-                 VALUES (${ctx.id}::bigint, ${config.process}, ${ctx.attempt})`
+      // Also the start of the limiter's window now (a window's end moves by interval / limit per
+      // token taken, from its start: migration 0013), for the test's figures.
+      yield* sql`INSERT INTO rate_fleet_log (job_id, process, attempt, window_ms)
+                 SELECT ${ctx.id}::bigint, ${config.process}, ${ctx.attempt},
+                        (SELECT extract(epoch FROM w.expires_at - w.tokens * ${refillMillis}::float8 * interval '1 millisecond')::float8 * 1000
+                         FROM effect_jobs.rate_windows w WHERE w.key = ${RateLimiterStore.queueKey(queue)})`
       yield* Effect.sleep(Duration.millis(args.sleepMs))
     })
   const events: Observer.Events = {

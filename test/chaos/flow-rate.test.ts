@@ -26,6 +26,10 @@
  * which would be over by far more than 5 %. The fixed-grid count and the largest count in any
  * sliding interval are reported too, not asserted: a fixed window allows up to twice the limit
  * in a sliding interval (the end of one burst and the start of the next).
+ *
+ * Each run also logs the start of the limiter's window it saw in rate_windows: the starts per
+ * window of the limiter itself are checked too, and that its windows (all used up) lasted an
+ * interval each; the gaps between them (the wake-up after `waitMillis`) are reported.
  */
 import { assert, layer } from "@effect/vitest"
 import { Deferred, Duration, Effect, Layer, Option } from "effect"
@@ -128,6 +132,34 @@ const slidingMax = (times: ReadonlyArray<number>): number => {
   return max
 }
 
+/**
+ * Figures from the limiter's own windows, as each handler read them from rate_windows when it
+ * logged its start (reported, not asserted: a handler that logged after its window ended would
+ * read the next one): starts per window, the spacing of window starts, and how long after its
+ * window's start each run logged its start (the spread the SLACK_MS margin is for).
+ */
+const limiterFigures = (rows: ReadonlyArray<{ readonly at_ms: number; readonly window_ms: number | null }>) => {
+  const perWindow = new Map<number, { count: number; first: number }>()
+  const delays: Array<number> = []
+  for (const r of rows) {
+    if (r.window_ms === null) continue
+    const key = Math.round(r.window_ms * 1000) // to the microsecond: one window, one key
+    const w = perWindow.get(key)
+    if (w === undefined) perWindow.set(key, { count: 1, first: r.at_ms - r.window_ms })
+    else w.count++
+    delays.push(Math.round(r.at_ms - r.window_ms))
+  }
+  const starts = [...perWindow.keys()].sort((a, b) => a - b)
+  const counts = [...perWindow.values()]
+  return {
+    windows: perWindow.size,
+    perWindowMax: Math.max(0, ...counts.map((w) => w.count)),
+    startSpacingMs: Chaos_.summary(starts.slice(1).map((s, i) => Math.round((s - starts[i]!) / 1000))),
+    firstLogDelayMs: Chaos_.summary(counts.map((w) => Math.round(w.first))),
+    logDelayMs: Chaos_.summary(delays)
+  }
+}
+
 layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: true })("chaos: a queue's rate limit across processes", (it) => {
   it.effect(`three workers start at most ${LIMIT} jobs per second of queue ${queue}, within 5 % of it, for ${RUN_MS / 1000} s`, () =>
     Effect.gen(function*() {
@@ -169,8 +201,9 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
       for (const w of workers) w.child.kill("SIGTERM")
       const exits = yield* Effect.forEach(workers, (w) => Deferred.await(w.exited)).pipe(Effect.timeout("30 seconds"))
 
-      const rows = yield* sql<{ readonly job_id: string; readonly process: number; readonly attempt: number; readonly at_ms: number }>`
-        SELECT job_id::text, process, attempt, at_ms FROM rate_fleet_log ORDER BY at_ms`
+      const rows = yield* sql<
+        { readonly job_id: string; readonly process: number; readonly attempt: number; readonly at_ms: number; readonly window_ms: number | null }
+      >`SELECT job_id::text, process, attempt, at_ms, window_ms FROM rate_fleet_log ORDER BY at_ms`
       const times = rows.map((r) => r.at_ms)
       const windows = windowsOf(times)
       const end = t0 + RUN_MS
@@ -202,6 +235,7 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
         windowPeriodMs: Chaos_.summary(periods.map((p) => Math.round(p))),
         fixedGridMax: gridMax(times, t0 - SLACK_MS),
         slidingWindowMax: slidingMax(times),
+        limiter: limiterFigures(rows),
         perProcess,
         startsAfterEnd: rows.length - counted.length,
         startedTwice,
@@ -215,6 +249,9 @@ layer(Layer.provideMerge(Jobs.layer, Chaos_.layer()), { excludeTestServices: tru
       for (const e of exits) assert.deepStrictEqual(e, { code: 0, signal: null }, "graceful exit")
       assert.strictEqual(attempts!.running, 0, "nothing left running after the graceful stops")
       assert.isAtMost(figures.perWindowMax, LIMIT, `no window over the limit: ${JSON.stringify(windows)}`)
+      // The same from the limiter's side: its windows as the handlers read them (see limiterFigures).
+      assert.isAtMost(figures.limiter.perWindowMax, LIMIT, "no window of rate_windows over the limit")
+      assert.isAtLeast(figures.limiter.startSpacingMs.min ?? INTERVAL_MS, INTERVAL_MS, "every window (used up) lasted an interval")
       assert.isAtMost(Math.abs(counted.length - expected), 0.05 * expected, `within 5 % of ${expected}: ${counted.length}`)
       for (let n = 1; n <= PROCESSES; n++) assert.isAbove(perProcess[n] ?? 0, 0, `process ${n} started jobs`)
       assert.strictEqual(startedTwice, 0, "no job started twice (nothing was killed)")
