@@ -41,6 +41,18 @@ export interface Adapter {
    * `completed` = finished and retained history, `scheduled` = due tomorrow.
    */
   addFiller?(kind: FillerKind, count: number): Promise<void>
+  /**
+   * Optional (committed rate, `longtx`): one SQL statement, run on the runner's own
+   * connection, that returns `n`, the number of this system's jobs not yet finished in the
+   * database (its own table). The drain's committed clock stops when it returns 0.
+   */
+  readonly pendingQuery?: string
+  /**
+   * Optional (the `longtx` scenario): enqueue `count` jobs whose payload carries
+   * `performance.now()` of this process at the call (`{ t }`), so that a handler started
+   * through `startWorkers(..., { onStart })` can report enqueue -> start latency.
+   */
+  enqueueStamped?(count: number): Promise<void>
 }
 
 export type FillerKind = "completed" | "scheduled"
@@ -51,6 +63,11 @@ export interface WorkOptions {
    * a remote service. 0 (the default): no-op handlers.
    */
   readonly jobMillis?: number | undefined
+  /**
+   * Called when a handler starts, with the `t` of its payload (see `enqueueStamped`), or
+   * undefined for jobs enqueued without one.
+   */
+  readonly onStart?: ((enqueuedAt: number | undefined) => void) | undefined
 }
 
 export interface RunningWorkers {
@@ -94,6 +111,36 @@ export interface DrainResult {
    * `cpuMicros` and `dbCpuMicros` it is what other processes on the machine used meanwhile.
    */
   readonly machineBusyMicros?: number | null | undefined
+  /**
+   * Set by the runner (bench/run-one.ts), the same way for every system: from the same start
+   * until a count of the system's unfinished jobs, polled on a separate connection, read 0.
+   */
+  readonly committedWallMs?: number | null | undefined
+  /** Set by the runner: what Postgres did for this drain (see bench/pgwork.ts). */
+  readonly pgWork?: PgWork | undefined
+}
+
+/** Postgres-side work of one drain, measured by the runner (bench/pgwork.ts). */
+export interface PgWork {
+  /** Server CPU µs (all server processes, /proc) from the start until committed. */
+  readonly dbCpuMicros: number | null
+  /** `pg_wal_lsn_diff` of `pg_current_wal_lsn()` from the start until committed (whole server). */
+  readonly walBytes: number | null
+  /**
+   * WAL bytes of the records over the same window that touch a relation of the bench
+   * database (`pg_walinspect`, read after the teardown): the system's own WAL, without what
+   * other databases of a shared server wrote meanwhile. Null where pg_walinspect is missing.
+   */
+  readonly databaseWalBytes?: number | null | undefined
+  /**
+   * Top-level statements the system sent to its database (pg_stat_statements), from the start
+   * until after teardown, minus the runner's own; null where pg_stat_statements is not loaded.
+   */
+  readonly statements: number | null
+  /** `xact_commit + xact_rollback` of the database (pg_stat_database) over the same window, minus the runner's own. */
+  readonly transactions: number | null
+  /** How many times the runner polled the pending count (each one statement). */
+  readonly polls: number
 }
 
 /** Thrown by an adapter method that cannot run here; the runner reports the scenario as skipped. */
@@ -135,6 +182,8 @@ export class CompletionMeter {
 
   /** The meter created last in this process (the soak scenario samples its progress). */
   static current: CompletionMeter | undefined
+  /** Called from `start()` (the runner's committed-rate watch uses the same start). */
+  static onStart: ((meter: CompletionMeter) => void) | undefined
 
   constructor(target: number) {
     CompletionMeter.current = this
@@ -153,6 +202,12 @@ export class CompletionMeter {
     this.#db = dbCpuMicros()
     this.#cpu = process.cpuUsage()
     this.#startedAt = performance.now()
+    CompletionMeter.onStart?.(this)
+  }
+
+  /** `performance.now()` at `start()`. */
+  get startedAt(): number {
+    return this.#startedAt
   }
 
   /** Call when a handler starts (optional; gives `firstToLastMs`). */

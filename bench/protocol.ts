@@ -1,7 +1,7 @@
 /** What `bench/run-one.ts` prints (one marked JSON line on stdout) and `bench/run.ts` reads. */
 import type { DrainResult } from "./adapter.ts"
 
-export const SCENARIOS = ["drain", "enqueue", "wake", "drain-history", "drain-future", "scaleout", "soak"] as const
+export const SCENARIOS = ["drain", "enqueue", "wake", "drain-history", "drain-future", "scaleout", "soak", "io", "longtx"] as const
 export type Scenario = (typeof SCENARIOS)[number]
 
 /** What `npm run bench` runs without `--scenarios`. */
@@ -35,6 +35,47 @@ export interface OneOptions {
   readonly soakJobs: number
   /** soak: RSS sampling interval. */
   readonly rssIntervalMs: number
+  /** io: jobs drained by one process. */
+  readonly ioJobs: number
+  /** io: worker concurrency. */
+  readonly ioConcurrency: number
+  /** io: each handler waits this long on a timer. */
+  readonly ioJobMillis: number
+  /** longtx: how long the session stays idle in transaction. */
+  readonly longtxHoldMs: number
+  /** longtx: the steady phase measured before the hold. */
+  readonly longtxBeforeMs: number
+  /** longtx: jobs per second the paced producer enqueues. */
+  readonly longtxRate: number
+}
+
+/** One phase of the longtx scenario (see bench/longtx.ts). */
+export interface LongTxPhase {
+  readonly name: "before" | "hold-end"
+  /** ms since the producer started */
+  readonly fromMs: number
+  readonly toMs: number
+  /** jobs enqueued in the phase that had started by the end of the run */
+  readonly samples: number
+  /** enqueue -> handler start of the jobs enqueued in the phase */
+  readonly claimP50Ms: number | null
+  readonly claimP99Ms: number | null
+  /** jobs enqueued / handlers started per second in the phase */
+  readonly enqueuedPerSec: number
+  readonly startedPerSec: number
+}
+
+export interface LongTxResult {
+  readonly holdMs: number
+  readonly ratePerSec: number
+  readonly concurrency: number
+  readonly phases: ReadonlyArray<LongTxPhase>
+  readonly enqueued: number
+  readonly started: number
+  /** jobs enqueued but not started when the run ended (after the hold was released and a bounded wait) */
+  readonly notStarted: number
+  /** the held transaction's xid and backend pid, to show it was real */
+  readonly holder: { readonly xid: string; readonly pid: number }
 }
 
 export interface ScaleoutResult {
@@ -86,6 +127,9 @@ export type OneResult =
     readonly wake?: { readonly samplesMs: ReadonlyArray<number> }
     readonly scaleout?: ScaleoutResult
     readonly soak?: SoakResult
+    /** io: a drain of jobs that each wait ioJobMillis, at ioConcurrency */
+    readonly io?: DrainResult
+    readonly longtx?: LongTxResult
   }
   | {
     readonly status: "skipped"

@@ -5,7 +5,8 @@
  *   node --expose-gc bench/run-one.ts <adapter> <scenario> <url>
  *        [--jobs 20000] [--concurrency 24] [--wake-samples 200] [--wake-budget-ms 20000]
  *        [--history-rows 1000000] [--scaleout-jobs 50000] [--scaleout-job-ms 0] [--procs 1]
- *        [--soak-jobs 1000000] [--rss-interval-ms 500]
+ *        [--soak-jobs 1000000] [--rss-interval-ms 500] [--io-jobs 20000] [--io-concurrency 500]
+ *        [--io-job-ms 10] [--longtx-hold-ms 60000] [--longtx-before-ms 15000] [--longtx-rate 300]
  *
  * Scenarios: drain, enqueue, wake (see bench/README.md), and
  *   drain-history   `addFiller("completed", historyRows)`, then as drain
@@ -14,6 +15,13 @@
  *                   drain them together; timed from "go" to the last completion reported
  *   soak            another process enqueues soakJobs, then this one drains them all while
  *                   sampling its own RSS every rssIntervalMs
+ *   io              enqueue ioJobs, then one process drains them at ioConcurrency, each
+ *                   handler waiting ioJobMillis on a timer (`startWorkers`)
+ *   longtx          a paced producer and one worker while a session idles in transaction
+ *                   (bench/longtx.ts)
+ *
+ * drain, drain-history, drain-future and io also report the committed rate and the
+ * Postgres work per job, measured from a connection of the runner's own (bench/pgwork.ts).
  *
  * Normally started by bench/run.ts, which creates and drops the database.
  */
@@ -22,9 +30,11 @@ import { dirname, join } from "node:path"
 import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
-import type { Adapter } from "./adapter.ts"
-import { CompletionMeter, skipReason, SkipError, withTimeout } from "./adapter.ts"
+import type { Adapter, DrainResult } from "./adapter.ts"
+import { CompletionMeter, skipReason, SkipError, timed, withTimeout } from "./adapter.ts"
 import { findAdapter } from "./adapters/index.ts"
+import { runLongTx } from "./longtx.ts"
+import { watchPgWork } from "./pgwork.ts"
 import { dbCpuMicros, machineBusyMicros } from "./proc.ts"
 import type { FromWorker, OneOptions, OneResult, RssSample, ScaleoutResult, Scenario, SoakResult, ToWorker } from "./protocol.ts"
 import { isScenario, RESULT_MARKER } from "./protocol.ts"
@@ -61,6 +71,64 @@ const gc = (): void => {
 
 class SetupSkipped extends Error {}
 
+/** How long the runner waits for the database to show every job done after the last handler. */
+const COMMIT_TIMEOUT_MS = 60_000
+
+/**
+ * Runs `drain` (an adapter's drain or equivalent) while the runner watches the database:
+ * committed time, server CPU, WAL, statements and transactions (bench/pgwork.ts). The
+ * adapter is torn down here (the closing readings need its connections gone).
+ */
+const measuredDrain = async (
+  adapter: Adapter,
+  url: string,
+  drain: () => Promise<DrainResult>
+): Promise<DrainResult> => {
+  const database = decodeURIComponent(new URL(url).pathname.slice(1))
+  const watch = watchPgWork(url, database, adapter.pendingQuery)
+  try {
+    await watch.begin()
+    let meter: CompletionMeter | undefined
+    const meterStarted = new Promise<CompletionMeter>((resolve) => {
+      CompletionMeter.onStart = (m) => {
+        meter = m
+        resolve(m)
+      }
+    })
+    const called = performance.now()
+    const running = drain()
+    running.catch(() => undefined)
+    // The last handler returned (meter) or, for systems without a meter (pgbench), the drain ended.
+    await Promise.race([running, meterStarted.then((m) => m.done)])
+    // Poll until committed; if the drain fails meanwhile, its error wins (a resolved drain does not end the poll).
+    const committedAt = await Promise.race([
+      watch.waitCommitted(COMMIT_TIMEOUT_MS),
+      running.then(() => new Promise<never>(() => {}))
+    ])
+    const result = await running
+    CompletionMeter.onStart = undefined
+    await adapter.teardown()
+    const pgWork = await watch.finish()
+    const origin = meter?.startedAt ?? called
+    return { ...result, committedWallMs: committedAt === null ? null : committedAt - origin, pgWork }
+  } finally {
+    await watch.close()
+  }
+}
+
+/** The io scenario: `ioJobs` already enqueued, one process, handlers that wait on a timer. */
+const ioDrain = (adapter: Adapter, options: OneOptions) => async (): Promise<DrainResult> => {
+  if (adapter.startWorkers === undefined) throw new SkipError(`${adapter.name} has no startWorkers`)
+  const meter = new CompletionMeter(options.ioJobs)
+  meter.start()
+  const workers = await adapter.startWorkers(options.ioConcurrency, (n) => meter.complete(n), {
+    jobMillis: options.ioJobMillis
+  })
+  const measured = await meter.done
+  const stopMs = await timed(() => workers.stop())
+  return { ...measured, stopMs }
+}
+
 const runScenario = async (adapter: Adapter, scenario: Scenario, url: string, options: OneOptions): Promise<OneResult> => {
   const t0 = performance.now()
   try {
@@ -83,7 +151,7 @@ const runScenario = async (adapter: Adapter, scenario: Scenario, url: string, op
       await adapter.enqueueMany(options.jobs)
       const preEnqueueMs = performance.now() - start
       gc()
-      const drain = await profiled(() => adapter.drain(options.jobs, options.concurrency))
+      const drain = await measuredDrain(adapter, url, () => profiled(() => adapter.drain(options.jobs, options.concurrency)))
       return { ...base, preEnqueueMs, drain }
     }
     case "wake": {
@@ -104,7 +172,7 @@ const runScenario = async (adapter: Adapter, scenario: Scenario, url: string, op
       await adapter.enqueueMany(options.jobs)
       const preEnqueueMs = performance.now() - start
       gc()
-      const drain = await profiled(() => adapter.drain(options.jobs, options.concurrency))
+      const drain = await measuredDrain(adapter, url, () => profiled(() => adapter.drain(options.jobs, options.concurrency)))
       return { ...base, fillerMs, fillerRows: options.historyRows, preEnqueueMs, drain }
     }
     case "scaleout": {
@@ -118,6 +186,19 @@ const runScenario = async (adapter: Adapter, scenario: Scenario, url: string, op
     case "soak": {
       const soak = await soakRun(adapter, url, options)
       return { ...base, soak }
+    }
+    case "io": {
+      if (adapter.startWorkers === undefined) throw new SkipError(`${adapter.name} has no startWorkers`)
+      const start = performance.now()
+      await adapter.enqueueMany(options.ioJobs)
+      const preEnqueueMs = performance.now() - start
+      gc()
+      const io = await measuredDrain(adapter, url, ioDrain(adapter, options))
+      return { ...base, preEnqueueMs, io }
+    }
+    case "longtx": {
+      const longtx = await runLongTx(adapter, url, options)
+      return { ...base, longtx }
     }
   }
 }
@@ -252,6 +333,13 @@ const soakRun = async (adapter: Adapter, url: string, options: OneOptions): Prom
   }
 }
 
+/** The measured drains tear the adapter down early; the `finally` below must not do it twice. */
+const tearDownOnce = (adapter: Adapter): Adapter => {
+  let done: Promise<void> | undefined
+  const teardown = adapter.teardown.bind(adapter)
+  return Object.assign(adapter, { teardown: () => (done ??= teardown()) })
+}
+
 const main = async (): Promise<OneResult> => {
   const { positionals, values } = parseArgs({
     allowPositionals: true,
@@ -265,7 +353,13 @@ const main = async (): Promise<OneResult> => {
       "scaleout-job-ms": { type: "string", default: "0" },
       procs: { type: "string", default: "1" },
       "soak-jobs": { type: "string", default: "1000000" },
-      "rss-interval-ms": { type: "string", default: "500" }
+      "rss-interval-ms": { type: "string", default: "500" },
+      "io-jobs": { type: "string", default: "20000" },
+      "io-concurrency": { type: "string", default: "500" },
+      "io-job-ms": { type: "string", default: "10" },
+      "longtx-hold-ms": { type: "string", default: "60000" },
+      "longtx-before-ms": { type: "string", default: "15000" },
+      "longtx-rate": { type: "string", default: "300" }
     }
   })
   const [name = "", scenario = "", url = ""] = positionals
@@ -284,9 +378,15 @@ const main = async (): Promise<OneResult> => {
     scaleoutJobMillis: Number(values["scaleout-job-ms"]),
     procs: Number(values.procs),
     soakJobs: Number(values["soak-jobs"]),
-    rssIntervalMs: Number(values["rss-interval-ms"])
+    rssIntervalMs: Number(values["rss-interval-ms"]),
+    ioJobs: Number(values["io-jobs"]),
+    ioConcurrency: Number(values["io-concurrency"]),
+    ioJobMillis: Number(values["io-job-ms"]),
+    longtxHoldMs: Number(values["longtx-hold-ms"]),
+    longtxBeforeMs: Number(values["longtx-before-ms"]),
+    longtxRate: Number(values["longtx-rate"])
   }
-  const adapter = await entry.load()
+  const adapter = tearDownOnce(await entry.load())
   try {
     return await runScenario(adapter, scenario, url, options)
   } catch (error) {

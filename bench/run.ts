@@ -20,7 +20,7 @@
  *   --adapters        BENCH_ADAPTERS         all    comma-separated names (see bench/adapters/index.ts)
  *   --scenarios       BENCH_SCENARIOS        drain,enqueue,wake
  *                                                  also: drain-history, drain-future (alias: history),
- *                                                  scaleout, soak; "all" = every scenario
+ *                                                  scaleout, soak, io, longtx; "all" = every scenario
  *   --history-rows    BENCH_HISTORY_ROWS     1000000 filler rows for drain-history / drain-future
  *   --scaleout-jobs   BENCH_SCALEOUT_JOBS    50000  jobs per scale-out run
  *   --scaleout-procs  BENCH_SCALEOUT_PROCS   1,2,4  worker process counts
@@ -35,6 +35,17 @@
  *   --quiet-wait-ms   BENCH_QUIET_WAIT_MS    5000   ours running) is at most this busy, for at most this long
  *   --noisy-above     BENCH_NOISY_ABOVE      0.2    a throughput run during which other processes used more
  *   --retries         BENCH_RETRIES          1      than this share of the CPU is run again (this many times)
+ *   --io-jobs         BENCH_IO_JOBS          20000  io: jobs drained by one process
+ *   --io-concurrency  BENCH_IO_CONCURRENCY   500    io: worker concurrency
+ *   --io-job-ms       BENCH_IO_JOB_MS        10     io: each handler waits this long on a timer
+ *   --longtx-hold-ms  BENCH_LONGTX_HOLD_MS   60000  longtx: a session stays idle in transaction this long
+ *                                                  (the issue's full case: 600000)
+ *   --longtx-before-ms BENCH_LONGTX_BEFORE_MS 15000 longtx: the steady phase measured before the hold
+ *   --longtx-rate     BENCH_LONGTX_RATE      300    longtx: jobs/s of the paced producer
+ *   --servers         BENCH_SERVERS          -      e.g. embedded,pg15: run the whole set on each server in
+ *                                                  turn, one table each (pg15 = BENCH_PG15_URL or
+ *                                                  postgres://postgres@127.0.0.1:5432/test; env = DATABASE_URL;
+ *                                                  or a postgres:// URL). Default: DATABASE_URL, else embedded.
  *   --out             BENCH_OUT              bench/results/latest.json
  *
  * An adapter takes part only in the scenarios its entry lists (bench/adapters/index.ts).
@@ -47,12 +58,12 @@ import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { startEmbeddedPostgres } from "../scripts/embedded-postgres.ts"
-import type { DrainResult } from "./adapter.ts"
+import type { DrainResult, PgWork } from "./adapter.ts"
 import { adapters } from "./adapters/index.ts"
 import { findPgbench } from "./adapters/pgbench.ts"
-import type { OneResult, RssSample, Scenario } from "./protocol.ts"
+import type { LongTxResult, OneResult, RssSample, Scenario } from "./protocol.ts"
 import { DEFAULT_SCENARIOS, isScenario, parseResult, SCENARIO_ALIASES, SCENARIOS } from "./protocol.ts"
-import { openSql, withDatabase } from "./sql.ts"
+import { openSql, withDatabase, withSql } from "./sql.ts"
 import { median, percentile, round } from "./stats.ts"
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -82,6 +93,13 @@ const { values: flags } = parseArgs({
     "quiet-wait-ms": { type: "string" },
     "noisy-above": { type: "string" },
     retries: { type: "string" },
+    "io-jobs": { type: "string" },
+    "io-concurrency": { type: "string" },
+    "io-job-ms": { type: "string" },
+    "longtx-hold-ms": { type: "string" },
+    "longtx-before-ms": { type: "string" },
+    "longtx-rate": { type: "string" },
+    servers: { type: "string" },
     out: { type: "string" }
   }
 })
@@ -124,6 +142,14 @@ const config = {
   quietWaitMs: Number(setting(flags["quiet-wait-ms"], "BENCH_QUIET_WAIT_MS", "5000")),
   noisyAbove: Number(setting(flags["noisy-above"], "BENCH_NOISY_ABOVE", "0.2")),
   retries: Number(setting(flags.retries, "BENCH_RETRIES", "1")),
+  ioJobs: positiveInt("io-jobs", setting(flags["io-jobs"], "BENCH_IO_JOBS", "20000")),
+  ioConcurrency: positiveInt("io-concurrency", setting(flags["io-concurrency"], "BENCH_IO_CONCURRENCY", "500")),
+  ioJobMillis: nonNegativeInt("io-job-ms", setting(flags["io-job-ms"], "BENCH_IO_JOB_MS", "10")),
+  longtxHoldMs: positiveInt("longtx-hold-ms", setting(flags["longtx-hold-ms"], "BENCH_LONGTX_HOLD_MS", "60000")),
+  longtxBeforeMs: positiveInt("longtx-before-ms", setting(flags["longtx-before-ms"], "BENCH_LONGTX_BEFORE_MS", "15000")),
+  longtxRate: positiveInt("longtx-rate", setting(flags["longtx-rate"], "BENCH_LONGTX_RATE", "300")),
+  /** empty: DATABASE_URL if set, else embedded (as before --servers existed) */
+  servers: setting(flags.servers, "BENCH_SERVERS", "").split(",").map((s) => s.trim()).filter((s) => s !== ""),
   out: setting(flags.out, "BENCH_OUT", join(here, "results", "latest.json"))
 }
 
@@ -170,7 +196,11 @@ const runChild = (
 ): Promise<ChildRun> =>
   new Promise((resolve) => {
     const t0 = performance.now()
-    const timeoutMs = scenario === "soak" ? soakTimeoutMs : config.timeoutMs
+    const timeoutMs = scenario === "soak"
+      ? soakTimeoutMs
+      : scenario === "longtx"
+      ? Math.max(config.timeoutMs, config.longtxBeforeMs + config.longtxHoldMs + 120_000)
+      : config.timeoutMs
     const child = spawn(process.execPath, [
       "--expose-gc",
       join(here, "run-one.ts"),
@@ -184,7 +214,13 @@ const runChild = (
       "--scaleout-job-ms", String(config.scaleoutJobMillis),
       "--procs", String(procs),
       "--soak-jobs", String(config.soakJobs),
-      "--rss-interval-ms", String(config.rssIntervalMs)
+      "--rss-interval-ms", String(config.rssIntervalMs),
+      "--io-jobs", String(config.ioJobs),
+      "--io-concurrency", String(config.ioConcurrency),
+      "--io-job-ms", String(config.ioJobMillis),
+      "--longtx-hold-ms", String(config.longtxHoldMs),
+      "--longtx-before-ms", String(config.longtxBeforeMs),
+      "--longtx-rate", String(config.longtxRate)
     ], {
       stdio: ["ignore", "pipe", "pipe"],
       env: { ...process.env, ...(pgPid !== null ? { BENCH_PG_PID: String(pgPid) } : {}) },
@@ -295,6 +331,7 @@ const timedOtherShare = (result: OneResult): number | null => {
   if (result.drain !== undefined) return otherCpuShare(result.drain)
   if (result.scaleout !== undefined) return otherCpuShare(result.scaleout)
   if (result.soak !== undefined) return otherCpuShare(result.soak.drain)
+  if (result.io !== undefined) return otherCpuShare(result.io)
   return null
 }
 
@@ -345,7 +382,50 @@ const topStatements = (admin: ReturnType<typeof openSql>, database: string): Pro
       LIMIT 12`
   ).catch(() => [])
 
+/** Where one set runs: the embedded server, or a server at a URL. */
+type Server = { readonly kind: "embedded" } | { readonly kind: "url"; readonly url: string; readonly label: string }
+
+const PG15_URL = "postgres://postgres@127.0.0.1:5432/test"
+
+const serverChoices = (): ReadonlyArray<Server> => {
+  const env = process.env["DATABASE_URL"]
+  if (config.servers.length === 0) {
+    return env === undefined || env === "" ? [{ kind: "embedded" }] : [{ kind: "url", url: env, label: "DATABASE_URL" }]
+  }
+  return config.servers.map((name): Server => {
+    if (name === "embedded") return { kind: "embedded" }
+    if (name === "pg15") return { kind: "url", url: process.env["BENCH_PG15_URL"] ?? PG15_URL, label: "pg15" }
+    if (name === "env") {
+      if (env === undefined || env === "") throw new Error("--servers env: DATABASE_URL is not set")
+      return { kind: "url", url: env, label: "DATABASE_URL" }
+    }
+    if (name.startsWith("postgres://") || name.startsWith("postgresql://")) return { kind: "url", url: name, label: "url" }
+    throw new Error(`unknown server "${name}"; use embedded, pg15, env or a postgres:// URL`)
+  })
+}
+
 const main = async (): Promise<void> => {
+  const servers = serverChoices()
+  const done: Array<{ readonly report: Record<string, unknown>; readonly table: string }> = []
+  for (const server of servers) done.push(await runOnServer(server))
+  const out = done.length === 1 ? done[0]?.report : { date: new Date().toISOString(), servers: done.map((d) => d.report) }
+  mkdirSync(dirname(config.out), { recursive: true })
+  writeFileSync(config.out, `${JSON.stringify(out, null, 2)}\n`)
+  for (const d of done) {
+    const m = d.report["machine"] as { postgres: string; postgresSource: string }
+    if (done.length > 1) process.stdout.write(`\n### Postgres ${m.postgres} (${m.postgresSource})\n`)
+    process.stdout.write(`\n${d.table}\n`)
+  }
+  log(`\nwrote ${config.out}`)
+}
+
+/** Embedded: pg_stat_statements always (statements per job); `--pg-stat-statements` also tracks nested ones. */
+const embeddedFlags = (): ReadonlyArray<string> => [
+  "-c", "shared_preload_libraries=pg_stat_statements",
+  "-c", `pg_stat_statements.track=${config.pgStatStatements ? "all" : "top"}`
+]
+
+const runOnServer = async (server: Server): Promise<{ readonly report: Record<string, unknown>; readonly table: string }> => {
   const startedAt = new Date()
   const gitAtStart = gitState()
   const t0 = performance.now()
@@ -354,21 +434,36 @@ const main = async (): Promise<void> => {
     log(`warning: load average ${loadAtStart.join(" ")} on ${cpus().length} CPUs; other work will skew the numbers`)
   }
 
-  const external = process.env["DATABASE_URL"]
-  const embedded = external === undefined || external === ""
-    ? await startEmbeddedPostgres(
-      config.pgStatStatements
-        ? { postgresFlags: ["-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track=all"] }
-        : {}
-    )
+  const external = server.kind === "url" ? server.url : undefined
+  const embedded = server.kind === "embedded"
+    ? await startEmbeddedPostgres({ postgresFlags: embeddedFlags() })
     : undefined
   const adminUrl = embedded?.url ?? external ?? ""
   const admin = openSql(adminUrl)
   try {
-    if (config.pgStatStatements) {
+    // pg_stat_statements: always on the embedded server (we start it), on DATABASE_URL only if
+    // it is already preloaded there (the runner never reconfigures a server it did not start).
+    const preloaded = await admin.run((sql) => sql<{ readonly v: string }>`SELECT current_setting('shared_preload_libraries') AS v`)
+    const pgss = /(^|,)\s*pg_stat_statements\s*(,|$)/.test(preloaded[0]?.v ?? "")
+    if (pgss) {
       await admin.run((sql) => sql`CREATE EXTENSION IF NOT EXISTS pg_stat_statements`).catch((error: unknown) => {
         log(`pg_stat_statements is not available: ${String(error)}`)
       })
+    } else {
+      log("pg_stat_statements is not loaded on this server: statements per job not measured, transactions per job instead")
+    }
+    /** A fresh, empty database for one step (with the pg_stat_statements view, where loaded). */
+    const prepareDatabase = async (database: string): Promise<void> => {
+      await admin.run((sql) => sql`DROP DATABASE IF EXISTS ${sql(database)} WITH (FORCE)`)
+      await admin.run((sql) => sql`CREATE DATABASE ${sql(database)}`)
+      await admin.run((sql) => sql`CHECKPOINT`).catch(() => undefined) // needs superuser; best effort
+      if (pgss) {
+        await withSql(withDatabase(adminUrl, database), (sql) => sql`CREATE EXTENSION IF NOT EXISTS pg_stat_statements`)
+          .catch((error: unknown) => log(`pg_stat_statements in ${database}: ${String(error)}`))
+        if (config.pgStatStatements) {
+          await admin.run((sql) => sql`SELECT pg_stat_statements_reset()`).catch(() => undefined)
+        }
+      }
     }
     const version = await admin.run((sql) => sql<{ readonly server_version: string }>`SHOW server_version`)
     const serverVersion = version[0]?.server_version ?? "unknown"
@@ -386,7 +481,7 @@ const main = async (): Promise<void> => {
     }
     const pgbench = findPgbench()
 
-    log(`Postgres ${serverVersion} (${embedded !== undefined ? "embedded" : "DATABASE_URL"})` +
+    log(`Postgres ${serverVersion} (${server.kind === "embedded" ? "embedded" : server.label})` +
       `${pgPid !== null ? `, postmaster pid ${pgPid}` : ", server CPU not measurable"}`)
     log(`jobs=${config.jobs} runs=${config.runs} concurrency=${config.concurrency} ` +
       `wake samples=${config.wakeSamples} (budget ${config.wakeBudgetMs} ms) adapters=${selected.map((a) => a.name).join(",")}`)
@@ -405,7 +500,9 @@ const main = async (): Promise<void> => {
       ["enqueue"],
       ["wake"],
       ["scaleout"],
-      ["soak"]
+      ["soak"],
+      ["io"],
+      ["longtx"]
     ]
     interface Step {
       readonly adapter: string
@@ -417,7 +514,7 @@ const main = async (): Promise<void> => {
     for (const group of groups) {
       const inGroup = group.filter((s) => scenarios.includes(s))
       if (inGroup.length === 0) continue
-      const runs = inGroup.every((s) => s === "wake" || s === "soak") ? 1 : config.runs
+      const runs = inGroup.every((s) => s === "wake" || s === "soak" || s === "longtx") ? 1 : config.runs
       for (let run = 1; run <= runs; run++) {
         for (const scenario of inGroup) {
           for (const procs of scenario === "scaleout" ? config.scaleoutProcs : [1]) {
@@ -434,12 +531,7 @@ const main = async (): Promise<void> => {
       if (record === undefined || record.skipped !== undefined) continue
       if (skippedScenario.has(`${step.adapter}/${step.scenario}`)) continue
       const database = `bench_${step.adapter.replace(/[^a-z0-9]/gi, "_").toLowerCase()}_${++dbCounter}`
-      await admin.run((sql) => sql`DROP DATABASE IF EXISTS ${sql(database)} WITH (FORCE)`)
-      await admin.run((sql) => sql`CREATE DATABASE ${sql(database)}`)
-      await admin.run((sql) => sql`CHECKPOINT`).catch(() => undefined) // needs superuser; best effort
-      if (config.pgStatStatements) {
-        await admin.run((sql) => sql`SELECT pg_stat_statements_reset()`).catch(() => undefined)
-      }
+      await prepareDatabase(database)
       let result: OneResult
       let elapsedMs: number
       for (let attempt = 0; ; attempt++) {
@@ -454,7 +546,7 @@ const main = async (): Promise<void> => {
           step.procs
         ))
         const busy1 = machineBusy()
-        const statements = config.pgStatStatements ? await topStatements(admin, database) : undefined
+        const statements = config.pgStatStatements && pgss ? await topStatements(admin, database) : undefined
         await admin.run((sql) => sql`DROP DATABASE IF EXISTS ${sql(database)} WITH (FORCE)`)
         const others = timedOtherShare(result)
         const entry: RunRecord = {
@@ -475,11 +567,7 @@ const main = async (): Promise<void> => {
           record.noisy.push(entry)
           log(`  ${step.adapter} ${step.scenario} #${step.run}: other processes used ${fmtPct(others, false)} of the CPU ` +
             `while timed (${result.status === "ok" ? describeOk(result) : result.status}); discarded, running it again`)
-          await admin.run((sql) => sql`CREATE DATABASE ${sql(database)}`)
-          await admin.run((sql) => sql`CHECKPOINT`).catch(() => undefined)
-          if (config.pgStatStatements) {
-            await admin.run((sql) => sql`SELECT pg_stat_statements_reset()`).catch(() => undefined)
-          }
+          await prepareDatabase(database)
           continue
         }
         record.runs.push(entry)
@@ -520,10 +608,12 @@ const main = async (): Promise<void> => {
         loadAverageDuringRun: loadStats(summaryLoads([...records.values()])),
         loadAverageAtEnd: loadavg().map((x) => round(x, 2)),
         postgres: serverVersion,
-        postgresSource: embedded !== undefined ? "embedded" : "DATABASE_URL",
+        postgresSource: server.kind === "embedded" ? "embedded" : server.label,
         postgresSettings: Object.fromEntries(settings.map((s) => [s.name, s.setting])),
         pgbench: pgbench ?? null,
         serverCpuMeasured: pgPid !== null,
+        /** statements per job need it; without it the table reports transactions per job */
+        pgStatStatements: pgss,
         /** at the start and at the end of the run (others commit meanwhile) */
         git: { start: gitAtStart, end: gitState() }
       },
@@ -537,6 +627,12 @@ const main = async (): Promise<void> => {
         scaleoutJobs: config.scaleoutJobs,
         scaleoutProcs: config.scaleoutProcs,
         scaleoutJobMillis: config.scaleoutJobMillis,
+        ioJobs: config.ioJobs,
+        ioConcurrency: config.ioConcurrency,
+        ioJobMillis: config.ioJobMillis,
+        longtxHoldMs: config.longtxHoldMs,
+        longtxBeforeMs: config.longtxBeforeMs,
+        longtxRate: config.longtxRate,
         soakJobs: config.soakJobs,
         rssIntervalMs: config.rssIntervalMs,
         pgStatStatements: config.pgStatStatements,
@@ -551,11 +647,8 @@ const main = async (): Promise<void> => {
       summary,
       raw: [...records.values()]
     }
-    mkdirSync(dirname(config.out), { recursive: true })
-    writeFileSync(config.out, `${JSON.stringify(report, null, 2)}\n`)
-
-    process.stdout.write(`\n${renderTable(summary, report.machine, report.config)}\n`)
-    log(`\nwrote ${config.out} in ${(report.durationMs / 1000).toFixed(0)} s`)
+    log(`${serverVersion}: done in ${(report.durationMs / 1000).toFixed(0)} s`)
+    return { report, table: renderTable(summary, report.machine, report.config) }
   } finally {
     await admin.close()
     await embedded?.stop()
@@ -573,6 +666,20 @@ const otherCpuShare = (
     ? null
     : Math.max(0, (x.machineBusyMicros - x.cpuMicros - x.dbCpuMicros) / (x.wallMs * 1000 * cpus().length))
 
+/** The database's own WAL (pg_walinspect) where it could be read, else the whole server's. */
+const walOf = (w: PgWork): number | null => w.databaseWalBytes ?? w.walBytes
+
+const describeCommitted = (d: DrainResult): string => {
+  const w = d.pgWork
+  const wal = w === undefined ? null : walOf(w)
+  return (typeof d.committedWallMs === "number" ? `, committed ${fmtInt((d.count / d.committedWallMs) * 1000)} jobs/s` : "") +
+    (w === undefined
+      ? ""
+      : `, WAL ${fmtInt(wal === null ? null : wal / d.count)} B/job` +
+        (w.statements !== null ? `, ${fmtDec(w.statements / d.count)} stmts/job` : "") +
+        (w.transactions !== null ? `, ${fmtDec(w.transactions / d.count)} xacts/job` : ""))
+}
+
 const describeOk = (result: Extract<OneResult, { status: "ok" }>): string => {
   if (result.drain !== undefined) {
     const d = result.drain
@@ -580,8 +687,18 @@ const describeOk = (result: Extract<OneResult, { status: "ok" }>): string => {
     return `${fmtInt((d.count / d.wallMs) * 1000)} jobs/s, ${fmtInt(d.cpuMicros / d.count)} µs CPU/job` +
       (result.fillerRows !== undefined ? ` (after ${fmtInt(result.fillerRows)} filler rows)` : "") +
       (typeof d.durableWallMs === "number" ? `, written ${fmtInt((d.count / d.durableWallMs) * 1000)} jobs/s` : "") +
+      describeCommitted(d) +
       (d.notWritten !== undefined && d.notWritten > 0 ? `, ${fmtInt(d.notWritten)} OUTCOMES NOT WRITTEN at stop` : "") +
       (other !== null ? `, others ${fmtPct(other, false)} of CPU` : "")
+  }
+  if (result.io !== undefined) {
+    const d = result.io
+    return `${fmtInt((d.count / d.wallMs) * 1000)} jobs/s (each waits on a timer)${describeCommitted(d)}`
+  }
+  if (result.longtx !== undefined) {
+    return result.longtx.phases.map((p) =>
+      `${p.name}: claim p50 ${fmtMs(p.claimP50Ms)} / p99 ${fmtMs(p.claimP99Ms)} ms, ${fmtInt(p.startedPerSec)} jobs/s`
+    ).join("; ") + `; ${result.longtx.notStarted} not started`
   }
   if (result.enqueue !== undefined) return `${fmtInt((result.enqueue.count / result.enqueue.wallMs) * 1000)} jobs/s`
   if (result.wake !== undefined) {
@@ -615,6 +732,17 @@ interface ScaleoutPoint {
   readonly dbCpuMicrosPerJob: number | null
 }
 
+interface IoSummary {
+  readonly jobsPerSec: number | null
+  readonly jobsPerSecSamples: ReadonlyArray<number>
+  readonly committedJobsPerSec: number | null
+  readonly cpuMicrosPerJob: number | null
+  readonly dbCpuMicrosPerJob: number | null
+  readonly walBytesPerJob: number | null
+  readonly statementsPerJob: number | null
+  readonly transactionsPerJob: number | null
+}
+
 interface SoakSummary {
   readonly count: number
   readonly jobsPerSec: number | null
@@ -646,8 +774,17 @@ interface Summary {
   readonly drainJobsPerSecSamples: ReadonlyArray<number>
   readonly cpuMicrosPerJob: number | null
   readonly dbCpuMicrosPerJob: number | null
-  /** effect-jobs only: until the last outcome was written (median). */
+  /** effect-jobs only: until the last outcome was written, from its Observer (median). */
   readonly durableJobsPerSec: number | null
+  /** Every system: until the database showed every job done (runner's poll, median). */
+  readonly committedJobsPerSec: number | null
+  readonly committedJobsPerSecSamples: ReadonlyArray<number>
+  /** drain: WAL bytes (whole server), top-level statements, transactions per job (medians). */
+  readonly walBytesPerJob: number | null
+  readonly statementsPerJob: number | null
+  readonly transactionsPerJob: number | null
+  readonly io: IoSummary | null
+  readonly longtx: LongTxResult | null
   /** Median share of the machine's CPU that other processes used during the timed drains. */
   readonly drainOtherCpuShare: number | null
   /** Drain-type runs (any scenario) that ended with outcomes not written, as "scenario: n" lines. */
@@ -717,6 +854,32 @@ const writtenMedian = (ds: ReadonlyArray<DrainResult>): number | null =>
     ? null
     : median(ds.map((d) => (d.count / (d.durableWallMs as number)) * 1000))
 
+/** Jobs/s until the database showed every job done (runs where it did). */
+const committedRates = (ds: ReadonlyArray<DrainResult>): Array<number> =>
+  ds.flatMap((d) => (typeof d.committedWallMs === "number" ? [(d.count / d.committedWallMs) * 1000] : []))
+
+/** Median per-job figure of the runner's Postgres readings (bench/pgwork.ts). */
+const perJob = (ds: ReadonlyArray<DrainResult>, f: (w: PgWork) => number | null): number | null =>
+  median(ds.flatMap((d) => {
+    const x = d.pgWork === undefined ? null : f(d.pgWork)
+    return x === null ? [] : [x / d.count]
+  }))
+
+const ioSummary = (ds: ReadonlyArray<DrainResult>): IoSummary | null =>
+  ds.length === 0 ? null : {
+    jobsPerSec: median(ds.map((d) => (d.count / d.wallMs) * 1000)),
+    jobsPerSecSamples: ds.map((d) => round((d.count / d.wallMs) * 1000)),
+    committedJobsPerSec: median(committedRates(ds)),
+    cpuMicrosPerJob: median(ds.map((d) => d.cpuMicros / d.count)),
+    dbCpuMicrosPerJob: median(ds.flatMap((d) => {
+      const micros = d.pgWork?.dbCpuMicros ?? d.dbCpuMicros
+      return micros !== null ? [micros / d.count] : []
+    })),
+    walBytesPerJob: perJob(ds, walOf),
+    statementsPerJob: perJob(ds, (w) => w.statements),
+    transactionsPerJob: perJob(ds, (w) => w.transactions)
+  }
+
 const summarize = (records: ReadonlyArray<AdapterRecord>): ReadonlyArray<Summary> => {
   const partial = records.map((r) => {
     const ok = r.runs.flatMap((run) => (run.status === "ok" ? [run] : []))
@@ -728,7 +891,11 @@ const summarize = (records: ReadonlyArray<AdapterRecord>): ReadonlyArray<Summary
     const wake = ok.flatMap((run) => run.wake?.samplesMs ?? [])
     const drainRates = rates(drains)
     const enqueueRates = enqueues.map((e) => (e.count / e.wallMs) * 1000)
-    const dbCpu = drains.flatMap((d) => (d.dbCpuMicros !== null ? [d.dbCpuMicros / d.count] : []))
+    // the runner's window (start -> committed) where it measured one, else the handler window
+    const dbCpu = drains.flatMap((d) => {
+      const micros = d.pgWork?.dbCpuMicros ?? d.dbCpuMicros
+      return micros !== null ? [micros / d.count] : []
+    })
     const durable = drains.flatMap((d) => (typeof d.durableWallMs === "number" ? [(d.count / d.durableWallMs) * 1000] : []))
     const wakeSkip = r.runs.find((run) => run.status === "skipped" && run.scenario === "wake")
     const historyCompleted = rates(drainsOf("drain-history"))
@@ -762,6 +929,13 @@ const summarize = (records: ReadonlyArray<AdapterRecord>): ReadonlyArray<Summary
       cpuMicrosPerJob: median(drains.map((d) => d.cpuMicros / d.count)),
       dbCpuMicrosPerJob: median(dbCpu),
       durableJobsPerSec: median(durable),
+      committedJobsPerSec: median(committedRates(drains)),
+      committedJobsPerSecSamples: committedRates(drains).map((x) => round(x)),
+      walBytesPerJob: perJob(drains, walOf),
+      statementsPerJob: perJob(drains, (w) => w.statements),
+      transactionsPerJob: perJob(drains, (w) => w.transactions),
+      io: ioSummary(ok.flatMap((run) => (run.io !== undefined ? [run.io] : []))),
+      longtx: ok.find((run) => run.longtx !== undefined)?.longtx ?? null,
       notWritten: ok.flatMap((run) => {
         const d = run.drain ?? run.soak?.drain
         return d?.notWritten !== undefined && d.notWritten > 0
@@ -810,6 +984,7 @@ const summarize = (records: ReadonlyArray<AdapterRecord>): ReadonlyArray<Summary
 
 const fmtInt = (x: number | null): string => (x === null ? "-" : Math.round(x).toLocaleString("en-US"))
 const fmtMs = (x: number | null): string => (x === null ? "-" : x < 10 ? x.toFixed(1) : Math.round(x).toString())
+const fmtDec = (x: number | null): string => (x === null ? "-" : x < 0.1 ? x.toFixed(3) : x.toFixed(2))
 const fmtRatio = (x: number | null): string => (x === null ? "-" : `${x.toFixed(2)}x`)
 const fmtMB = (x: number | null): string => (x === null ? "-" : x.toFixed(0))
 const fmtPct = (x: number | null, signed = true): string =>
@@ -841,6 +1016,11 @@ const renderTable = (
     readonly historyRows: number
     readonly scaleoutJobs: number
     readonly scaleoutJobMillis: number
+    readonly ioJobs: number
+    readonly ioConcurrency: number
+    readonly ioJobMillis: number
+    readonly longtxHoldMs: number
+    readonly longtxRate: number
     readonly scenarios: ReadonlyArray<Scenario>
   }
 ): string => {
@@ -848,8 +1028,9 @@ const renderTable = (
     s.skipped !== null || s.drainJobsPerSec !== null || s.enqueueJobsPerSec !== null || s.wakeSamples > 0 ||
     s.wakeSkipped !== null || s.errors.length > 0
   )
+  const anyStatements = main.some((s) => s.statementsPerJob !== null || s.io?.statementsPerJob != null)
   const rows = main.map((s) => {
-    if (s.skipped !== null) return [s.name, "skipped", "-", "-", "-", "-", "-", "-"]
+    if (s.skipped !== null) return [s.name, "skipped", ...Array.from({ length: 10 }, () => "-")]
     const wake = s.wakeSkipped !== null
       ? "n/a"
       : s.wakeSamples === 0
@@ -858,10 +1039,14 @@ const renderTable = (
     return [
       s.name + (s.errors.length > 0 ? " (errors)" : ""),
       fmtInt(s.drainJobsPerSec),
+      fmtInt(s.committedJobsPerSec),
       fmtInt(s.enqueueJobsPerSec),
       wake,
       fmtInt(s.cpuMicrosPerJob),
       fmtInt(s.dbCpuMicrosPerJob),
+      fmtInt(s.walBytesPerJob),
+      fmtDec(s.statementsPerJob),
+      fmtDec(s.transactionsPerJob),
       fmtRatio(s.drainVsBaseline),
       fmtPct(s.drainOtherCpuShare, false)
     ]
@@ -869,7 +1054,10 @@ const renderTable = (
   const parts: Array<string> = []
   if (rows.length > 0) {
     parts.push(markdownTable(
-      ["system", "drain jobs/s", "enqueue-many jobs/s", "wake p50 / p99 ms", "CPU µs/job", "DB CPU µs/job", "drain vs gw-batched", "others' CPU"],
+      [
+        "system", "handlers jobs/s", "committed jobs/s", "enqueue-many jobs/s", "wake p50 / p99 ms", "CPU µs/job",
+        "DB CPU µs/job", "WAL B/job", "stmts/job", "xacts/job", "drain vs gw-batched", "others' CPU"
+      ],
       rows
     ))
     parts.push("")
@@ -877,11 +1065,66 @@ const renderTable = (
 
   const durable = summary.filter((s) => s.durableJobsPerSec !== null)
   if (durable.length > 0) {
-    parts.push("Drain until the last handler returned (the column above) vs until the last outcome was written " +
-      "(effect-jobs' Observer `completed` event, medians):")
+    parts.push("Cross-check of the committed rate: effect-jobs' own Observer (`completed` event, after the outcome is " +
+      "written) vs the runner's poll of the table (medians):")
     parts.push(markdownTable(
-      ["system", "handlers jobs/s", "written jobs/s"],
-      durable.map((s) => [s.name, fmtInt(s.drainJobsPerSec), fmtInt(s.durableJobsPerSec)])
+      ["system", "handlers jobs/s", "Observer written jobs/s", "polled committed jobs/s"],
+      durable.map((s) => [s.name, fmtInt(s.drainJobsPerSec), fmtInt(s.durableJobsPerSec), fmtInt(s.committedJobsPerSec)])
+    ))
+    parts.push("")
+  }
+
+  const io = summary.filter((s) => s.io !== null)
+  if (io.length > 0) {
+    const gw = (name: string) => summary.find((s) => s.name === name)?.io?.jobsPerSec ?? null
+    const vs = (x: number | null, base: number | null) => (x !== null && base !== null && base > 0 ? fmtRatio(round(x / base, 3)) : "-")
+    parts.push(`I/O-bound: ${cfg.ioJobs.toLocaleString("en-US")} jobs, each handler waits ${cfg.ioJobMillis} ms on a timer, ` +
+      `concurrency ${cfg.ioConcurrency} in one process (medians).`)
+    parts.push(markdownTable(
+      ["system", "handlers jobs/s", "committed jobs/s", "CPU µs/job", "DB CPU µs/job", "WAL B/job", "stmts/job", "xacts/job", "vs graphile-worker", "vs gw-batched"],
+      io.map((s) => {
+        const x = s.io!
+        return [
+          s.name,
+          fmtInt(x.jobsPerSec),
+          fmtInt(x.committedJobsPerSec),
+          fmtInt(x.cpuMicrosPerJob),
+          fmtInt(x.dbCpuMicrosPerJob),
+          fmtInt(x.walBytesPerJob),
+          fmtDec(x.statementsPerJob),
+          fmtDec(x.transactionsPerJob),
+          vs(x.jobsPerSec, gw("graphile-worker")),
+          vs(x.jobsPerSec, gw(BASELINE))
+        ]
+      })
+    ))
+    parts.push("")
+  }
+
+  const longtx = summary.filter((s) => s.longtx !== null)
+  if (longtx.length > 0) {
+    parts.push(`Long transaction: a session idle in transaction (with an xid) for ${fmtInt(cfg.longtxHoldMs / 1000)} s while ` +
+      `${cfg.longtxRate} jobs/s are enqueued and one worker (concurrency ${cfg.concurrency}) runs them. Claim latency = ` +
+      `enqueue -> handler start; "hold end" = the last minute of the hold (its last third if the hold is under 3 minutes).`)
+    parts.push(markdownTable(
+      ["system", "claim p50 / p99 ms before", "at hold end", "p99 ratio", "started jobs/s before", "at hold end", "not started at end"],
+      longtx.map((s) => {
+        const x = s.longtx!
+        const before = x.phases.find((p) => p.name === "before")
+        const end = x.phases.find((p) => p.name === "hold-end")
+        const ratio = before?.claimP99Ms != null && end?.claimP99Ms != null && before.claimP99Ms > 0
+          ? fmtRatio(round(end.claimP99Ms / before.claimP99Ms, 3))
+          : "-"
+        return [
+          s.name,
+          `${fmtMs(before?.claimP50Ms ?? null)} / ${fmtMs(before?.claimP99Ms ?? null)}`,
+          `${fmtMs(end?.claimP50Ms ?? null)} / ${fmtMs(end?.claimP99Ms ?? null)}`,
+          ratio,
+          fmtInt(before?.startedPerSec ?? null),
+          fmtInt(end?.startedPerSec ?? null),
+          fmtInt(x.notStarted)
+        ]
+      })
     ))
     parts.push("")
   }
@@ -954,12 +1197,26 @@ const renderTable = (
     parts.push("")
   }
 
-  const load = machine.loadAverageDuringRun
-  const notes = [
+  const drainNotes = rows.length === 0 ? [] : [
     `${cfg.jobs.toLocaleString("en-US")} no-op jobs, median of ${cfg.runs} run(s); drain concurrency ${cfg.concurrency} ` +
     `(pg-boss: 4 workers x batch 100; effect-persisted-queue: 64 takers; pgbench-floor: 8 clients x 100 rows).`,
-    `CPU µs/job: worker process (pgbench-floor: the pgbench process); DB CPU µs/job: all Postgres server processes.`,
-    `others' CPU: share of the machine's CPU used by other processes (not the worker, not Postgres) during the timed drains (median).`,
+    `pgbench-floor: pgbench -n -M prepared -c 8 -j 2, one statement per transaction claiming 100 rows FOR UPDATE SKIP LOCKED and deleting them.`,
+    `others' CPU: share of the machine's CPU used by other processes (not the worker, not Postgres) during the timed drains (median).`
+  ]
+  const measureNotes = rows.length === 0 && io.length === 0 ? [] : [
+    `handlers: until the last handler returned; committed: until a count of the system's unfinished jobs, polled ` +
+    `every 2 ms on the runner's own connection, read 0.`,
+    `CPU µs/job: worker process (pgbench-floor: the pgbench process); DB CPU µs/job: all Postgres server processes, ` +
+    `start -> committed; WAL B/job: the WAL records of the same window that touch the bench database's relations (pg_walinspect; ` +
+    `the whole server's pg_current_wal_lsn() difference where it is missing, and in the JSON as walBytes); ` +
+    `stmts/job: top-level statements (pg_stat_statements${anyStatements ? "" : ": not loaded on this server"}); ` +
+    `xacts/job: xact_commit + xact_rollback of the bench database (pg_stat_database, autovacuum's included); ` +
+    `both start -> after the workers' teardown, the runner's own excluded.`
+  ]
+  const load = machine.loadAverageDuringRun
+  const notes = [
+    ...drainNotes,
+    ...measureNotes,
     `Postgres ${machine.postgres} (${machine.postgresSource}), Node ${machine.node}, ${machine.cpus} CPUs, ` +
     `load average at start ${machine.loadAverageAtStart.join(" ")}` +
     (load !== null ? `, 1-min load at each step min ${load.min} / median ${load.median} / max ${load.max}.` : ".")

@@ -77,6 +77,12 @@ export interface JobDetails {
   /** Oldest first. */
   readonly errors: ReadonlyArray<JobError>
   readonly uniqueKey: string | undefined
+  /** The states in which the job holds its `uniqueKey` past its end (`unique.states`); undefined: the unfinished ones. */
+  readonly uniqueStates: ReadonlyArray<JobState> | undefined
+  /** The start of the unique window the job holds its key for (`unique.period`); undefined: none. */
+  readonly uniqueWindow: Date | undefined
+  /** The job's group (`EnqueueOptions.group`: per-group limits, fair claims, sequences). */
+  readonly group: string | undefined
   readonly metadata: Readonly<Record<string, unknown>>
   readonly requestId: string | undefined
   /** The worker holding it, while `running`. */
@@ -389,6 +395,9 @@ const toDetails = (row: JobDetailRow): JobDetails => ({
   result: row.result,
   errors: Array.isArray(row.errors) ? (row.errors as ReadonlyArray<JobError>) : [],
   uniqueKey: optionalString(row.unique_key),
+  uniqueStates: row.unique_states ?? undefined,
+  uniqueWindow: optionalDate(row.unique_window),
+  group: optionalString(row.group_key),
   metadata: typeof row.metadata === "object" && row.metadata !== null ? (row.metadata as Record<string, unknown>) : {},
   requestId: optionalString(row.request_id),
   lockedBy: optionalString(row.locked_by),

@@ -88,6 +88,24 @@ const runFinishStep = (bundle: Bundle.Bundle, bundleId: string) =>
   }))
 
 layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
+  it.effect("get shows a job's group and how it holds its unique key (window start, states); undefined when unset", () =>
+    Effect.gen(function*() {
+      const jobs = yield* Jobs.Jobs
+      const admin = yield* JobsAdmin.JobsAdmin
+      const plain = yield* admin.get(yield* jobs.enqueue(Task, { n: 1 }))
+      assert.deepStrictEqual([plain.group, plain.uniqueStates, plain.uniqueWindow], [undefined, undefined, undefined])
+      const id = yield* jobs.enqueue(Keyed, {}, {
+        group: "tenant-7",
+        uniqueKey: "k-shown",
+        unique: { period: "1 hour", states: ["scheduled", "available", "running", "completed"] }
+      })
+      const shown = yield* admin.get(id)
+      assert.strictEqual(shown.group, "tenant-7")
+      assert.sameMembers([...(shown.uniqueStates ?? [])], ["scheduled", "available", "running", "completed"])
+      assert.instanceOf(shown.uniqueWindow, Date)
+      assert.strictEqual(shown.uniqueWindow!.getTime() % 3_600_000, 0, "the window starts on the hour")
+    }))
+
   it.effect("counts per queue and state, and queue summaries with pause flags", () =>
     Effect.gen(function*() {
       const jobs = yield* Jobs.Jobs

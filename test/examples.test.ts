@@ -25,6 +25,7 @@ const expected: Record<string, RegExp> = {
   "transactional-enqueue.ts": /job \d+ after the rollback: does not exist/,
   "unique-jobs.ts": /enqueue twice with key welcome:42 -> ids (\d+) and \1\n/,
   "flow-global.ts": /8 exports on 2 workers of 3 slots each: at most 2 ran at once\n/,
+  "flow-rate.ts": /12 calls at 5 per second on 2 workers: spread over at least 1.5 s\n/,
   "flow-per-group.ts": /36 webhooks of 3 tenants on 6 slots: at most 2\/2\/2 per tenant at once/,
   "flow-sequence.ts": /account A: 1, 2 \(failed\), 2, 3, 4; account B: 1, 2, 3, 4\n/,
   "debounce.ts": /5 edits of doc 1 -> inserted, replaced, replaced, replaced, replaced: one run, with "rev 5"\n/,

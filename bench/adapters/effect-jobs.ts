@@ -47,6 +47,11 @@ export interface Variant {
   readonly deleteOnComplete: boolean
   /** Worker `prefetch`; undefined = the library default (adaptive: from concurrency up to ~100 ms of work, at most 1000). */
   readonly prefetch: number | undefined
+  /**
+   * Flow control (issue 16's bench): "per-group" = `flow: { perGroup: 1 }` with the jobs spread
+   * over `groups` groups; "global" = `flow: { global: <the drain's concurrency> }`.
+   */
+  readonly flow?: { readonly mode: "per-group"; readonly groups: number } | { readonly mode: "global" } | undefined
 }
 
 const ENQUEUE_CHUNK = 20_000
@@ -64,7 +69,8 @@ export const make = (variant: Variant): Adapter => {
   let url = ""
   let base: Base | undefined
   const Noop = Job.make("noop", {
-    args: Schema.Struct({}),
+    // `t`: performance.now() at the enqueue, for the longtx scenario's claim latency
+    args: Schema.Struct({ t: Schema.optional(Schema.Number) }),
     queue: QUEUE,
     ...(variant.deleteOnComplete ? { retention: 0 } : {})
   })
@@ -82,12 +88,17 @@ export const make = (variant: Variant): Adapter => {
     concurrency: number,
     onStart: () => void,
     onDurable?: () => void,
-    jobMillis = 0
+    jobMillis = 0,
+    onBegin?: (enqueuedAt: number | undefined) => void
   ): Promise<RunningWorkers> => {
     const scope = Effect.runSync(Scope.make())
     const handler = Job.toLayer(
       Noop,
-      jobMillis > 0 ? () => Effect.andThen(Effect.sleep(jobMillis), Effect.sync(onStart)) : () => Effect.sync(onStart)
+      onBegin !== undefined
+        ? (args) => Effect.andThen(Effect.sync(() => onBegin(args.t)), Effect.sync(onStart))
+        : jobMillis > 0
+        ? () => Effect.andThen(Effect.sleep(jobMillis), Effect.sync(onStart))
+        : () => Effect.sync(onStart)
     )
     const observer = onDurable === undefined
       ? Layer.empty
@@ -95,7 +106,13 @@ export const make = (variant: Variant): Adapter => {
     const worker = Worker.layer({
       ...extraWorkerOptions(),
       queues: {
-        [QUEUE]: { concurrency, ...(variant.prefetch !== undefined ? { prefetch: variant.prefetch } : {}) }
+        [QUEUE]: {
+          concurrency,
+          ...(variant.prefetch !== undefined ? { prefetch: variant.prefetch } : {}),
+          ...(variant.flow === undefined
+            ? {}
+            : { flow: variant.flow.mode === "global" ? { global: concurrency } : { perGroup: 1 } })
+        }
       }
     }).pipe(
       Layer.provide(handler),
@@ -131,10 +148,33 @@ export const make = (variant: Variant): Adapter => {
       const rt = ready()
       await rt.runPromise(Effect.gen(function*() {
         const jobs = yield* Jobs.Jobs
+        const flow = variant.flow
         for (let offset = 0; offset < count; offset += ENQUEUE_CHUNK) {
           const n = Math.min(ENQUEUE_CHUNK, count - offset)
-          yield* jobs.enqueueMany(Noop, Array.from({ length: n }, () => ({})))
+          if (flow?.mode === "per-group") {
+            yield* jobs.enqueueAll(Array.from({ length: n }, (_, i) => ({
+              job: Noop,
+              args: {},
+              options: { group: `g${(offset + i) % flow.groups}` }
+            })))
+          } else yield* jobs.enqueueMany(Noop, Array.from({ length: n }, () => ({})))
         }
+      }))
+    },
+
+    // The bench's jobs never fail or wait, so 'available' and 'running' are all their unfinished
+    // states (a finished one is deleted or 'completed'). Not 'scheduled': drain-future's filler
+    // rows are scheduled for tomorrow. Written so that each half uses a partial index
+    // (jobs_claim_idx; jobs_lease_idx, a running job always has a lease): with 1M filler rows a
+    // plain `state IN (...)` is a sequential scan, and the poll would measure that scan.
+    pendingQuery: `SELECT (SELECT count(*) FROM effect_jobs.jobs WHERE state = 'available')
+                        + (SELECT count(*) FROM effect_jobs.jobs WHERE state = 'running' AND lease_expires_at IS NOT NULL) AS n`,
+
+    async enqueueStamped(count) {
+      const t = performance.now()
+      await ready().runPromise(Effect.gen(function*() {
+        const jobs = yield* Jobs.Jobs
+        yield* jobs.enqueueMany(Noop, Array.from({ length: count }, () => ({ t })))
       }))
     },
 
@@ -180,7 +220,7 @@ export const make = (variant: Variant): Adapter => {
     },
 
     startWorkers(concurrency, onComplete, options) {
-      return startWorker(concurrency, () => onComplete(1), undefined, options?.jobMillis ?? 0)
+      return startWorker(concurrency, () => onComplete(1), undefined, options?.jobMillis ?? 0, options?.onStart)
     },
 
     async addFiller(kind: FillerKind, count: number) {

@@ -76,6 +76,9 @@ export const make = (): Adapter => {
       )
     },
 
+    // an offer is 'pending' until it is marked 'completed' or 'failed'
+    pendingQuery: "SELECT count(*)::int AS n FROM effect_queue WHERE state = 'pending'",
+
     async drain(count, _concurrency): Promise<DrainResult> {
       const { runtime: rt, queue: q } = ready()
       const meter = new CompletionMeter(count)

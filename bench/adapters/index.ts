@@ -18,20 +18,26 @@ export interface AdapterEntry {
   readonly scenarios?: ReadonlyArray<Scenario>
 }
 
-const effectJobs = (name: string, deleteOnComplete: boolean, prefetch: number | undefined) => async () =>
-  (await import("./effect-jobs.ts")).make({ name, deleteOnComplete, prefetch })
+const effectJobs = (
+  name: string,
+  deleteOnComplete: boolean,
+  prefetch: number | undefined,
+  flow?: { readonly mode: "per-group"; readonly groups: number } | { readonly mode: "global" }
+) =>
+async () => (await import("./effect-jobs.ts")).make({ name, deleteOnComplete, prefetch, flow })
 
 export const adapters: ReadonlyArray<AdapterEntry> = [
   {
     name: "graphile-worker",
-    description: "graphile-worker 0.18.0, defaults (concurrency N, maxPoolSize N+1)",
-    load: async () => (await import("./graphile-worker.ts")).make({ batched: false })
+    description: "graphile-worker 0.18.0, defaults (concurrency N, maxPoolSize N+1, at most 50)",
+    load: async () => (await import("./graphile-worker.ts")).make({ batched: false }),
+    scenarios: ["drain", "enqueue", "wake", "io"]
   },
   {
     name: "graphile-worker-batched",
     description: "graphile-worker 0.18.0, localQueue.size 500, completeJobBatchDelay 0, failJobBatchDelay 0",
     load: async () => (await import("./graphile-worker.ts")).make({ batched: true }),
-    scenarios: ["drain", "enqueue", "wake", "scaleout", "soak"]
+    scenarios: ["drain", "enqueue", "wake", "scaleout", "soak", "io", "longtx"]
   },
   {
     name: "pg-boss",
@@ -52,7 +58,7 @@ export const adapters: ReadonlyArray<AdapterEntry> = [
     name: "effect-jobs",
     description: "effect-jobs (this library): retention 0 (completed jobs deleted), prefetch default (adaptive: concurrency up to ~100 ms of work, max 1000)",
     load: effectJobs("effect-jobs", true, undefined),
-    scenarios: ["drain", "enqueue", "wake", "drain-history", "drain-future", "scaleout", "soak"]
+    scenarios: ["drain", "enqueue", "wake", "drain-history", "drain-future", "scaleout", "soak", "io", "longtx"]
   },
   {
     name: "effect-jobs-prefetch500",
@@ -71,6 +77,18 @@ export const adapters: ReadonlyArray<AdapterEntry> = [
     name: "effect-jobs-retained-prefetch500",
     description: "effect-jobs: default retention (completed jobs kept 1 day), prefetch 500",
     load: effectJobs("effect-jobs-retained-prefetch500", false, 500),
+    scenarios: ["drain"]
+  },
+  {
+    name: "effect-jobs-per-group",
+    description: "effect-jobs: retention 0, flow: { perGroup: 1 } over 10,000 groups (gated claim, prefetch 0)",
+    load: effectJobs("effect-jobs-per-group", true, undefined, { mode: "per-group", groups: 10_000 }),
+    scenarios: ["drain"]
+  },
+  {
+    name: "effect-jobs-global",
+    description: "effect-jobs: retention 0, flow: { global: concurrency } (gated claim, prefetch 0)",
+    load: effectJobs("effect-jobs-global", true, undefined, { mode: "global" }),
     scenarios: ["drain"]
   },
   {

@@ -69,6 +69,9 @@ export const make = (options: { readonly tuned: boolean }): Adapter => {
     },
 
     // `concurrency` is not used: the brief fixes pg-boss at 4 workers × batchSize 100.
+    // job_state is an enum ordered created < retry < active < completed < cancelled < failed
+    pendingQuery: "SELECT count(*)::int AS n FROM pgboss.job WHERE state < 'completed'",
+
     async drain(count, _concurrency): Promise<DrainResult> {
       const b = started()
       const meter = new CompletionMeter(count)

@@ -121,6 +121,14 @@ const print = (r: Root, value: unknown, human: () => string) => Console.log(r.js
 
 const compact = (value: unknown): string => oneLine(JSON.stringify(value) ?? "null")
 
+/** How a job holds its unique key past the defaults: its window and the states it counts. */
+const uniqueHow = (job: JobsAdmin.JobDetails): string => {
+  const parts: Array<string> = []
+  if (job.uniqueWindow !== undefined) parts.push(`window from ${time(job.uniqueWindow)}`)
+  if (job.uniqueStates !== undefined) parts.push(`while ${job.uniqueStates.join(", ")}`)
+  return parts.length === 0 ? "" : ` (${parts.join("; ")})`
+}
+
 /** Comma-separated values, each one of `allowed`. */
 const listOf = <const A extends string>(label: string, text: string, allowed: ReadonlyArray<A>) =>
   Effect.gen(function*() {
@@ -280,7 +288,8 @@ const get = Command.make(
         ["attempted at", time(job.attemptedAt)],
         ["finalized at", time(job.finalizedAt)],
         ["prune at", time(job.pruneAt)],
-        ["unique key", job.uniqueKey === undefined ? "-" : oneLine(job.uniqueKey)],
+        ["unique key", job.uniqueKey === undefined ? "-" : oneLine(job.uniqueKey) + uniqueHow(job)],
+        ["group", job.group === undefined ? "-" : oneLine(job.group)],
         ["request id", job.requestId === undefined ? "-" : oneLine(job.requestId)],
         ["locked by", job.lockedBy === undefined ? "-" : `${oneLine(job.lockedBy)} (lease until ${time(job.leaseExpiresAt)})`],
         ["args", compact(job.args)],

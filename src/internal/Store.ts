@@ -1197,6 +1197,9 @@ export interface JobDetailRow {
   readonly result: unknown
   readonly errors: ReadonlyArray<unknown>
   readonly unique_key: string | null
+  readonly unique_states: ReadonlyArray<JobState> | null
+  readonly unique_window: Date | null
+  readonly group_key: string | null
   readonly metadata: unknown
   readonly request_id: string | null
   readonly locked_by: string | null
@@ -1512,8 +1515,8 @@ const stateBranches = (states: ReadonlyArray<JobState>): string => {
 
 /** (Statements that select these order by `jobs.id`: a bare `id` is the text column.) */
 const detailColumns = `id::text, name, queue, state, priority, attempt, max_attempts, run_at, args, result, errors,
-  unique_key, metadata, request_id, locked_by, lease_expires_at, created_at, attempted_at, finalized_at, prune_at,
-  cancel_requested_at`
+  unique_key, unique_states, unique_window, group_key, metadata, request_id, locked_by, lease_expires_at, created_at,
+  attempted_at, finalized_at, prune_at, cancel_requested_at`
 
 /** The `ManagementStore` statements on a client without name transforms. */
 export const makeManagement = (sql: SqlClient.SqlClient, schema: string): ManagementStore => {

@@ -117,16 +117,19 @@ export const jobErrorKinds = Effect.flatMap(sqlClient, (sql) =>
 
 /**
  * Starts `node test/chaos/worker.ts` and waits for its `ready` line. The process
- * is SIGKILLed when the scope closes if it is still running.
+ * is SIGKILLed when the scope closes if it is still running. `script` starts another
+ * program of this folder that speaks the same lines (test/chaos/flow-worker.ts); the
+ * whole `config` is passed to it as JSON.
  */
 export const spawnWorker = (
-  config: Omit<WorkerConfig, "url" | "workerId" | "queue"> & { readonly queue?: string; readonly url?: string }
+  config: Omit<WorkerConfig, "url" | "workerId" | "queue"> & { readonly queue?: string; readonly url?: string },
+  options: { readonly script?: string } = {}
 ): Effect.Effect<WorkerProcess, never, Scope.Scope | ChaosDb> =>
   Effect.gen(function*() {
     const { url } = yield* ChaosDb
     const workerId = `chaos-w${++workerCounter}`
     const full: WorkerConfig = { queue: "chaos", ...config, url: config.url ?? url, workerId }
-    const child = spawn(process.execPath, [join(here, "worker.ts"), JSON.stringify(full)], {
+    const child = spawn(process.execPath, [join(here, options.script ?? "worker.ts"), JSON.stringify(full)], {
       cwd: root,
       stdio: ["ignore", "pipe", "inherit"]
     })
