@@ -13,8 +13,9 @@
  *   stopped        graceful shutdown finished (after SIGTERM); the process exits 0
  */
 import { PgClient } from "@effect/sql-pg"
-import { Duration, Effect, Exit, Layer, Redacted, Schema, Scope } from "effect"
+import { Duration, Effect, Layer, Redacted, Schema } from "effect"
 import { SqlClient } from "effect/sql"
+import { say, serve } from "./child.ts"
 import { Job, Observer, RateLimiterStore, Worker } from "../../src/index.ts"
 import { workerApplicationName } from "./jobs.ts"
 
@@ -49,7 +50,6 @@ export const logTableDdl = `
     at_ms    float8    NOT NULL DEFAULT extract(epoch FROM clock_timestamp())::float8 * 1000
   )`
 
-const say = (line: string) => process.stdout.write(`${line}\n`)
 
 const layerOf = (config: FlowRateWorkerConfig) => {
   const refillMillis = config.rate === null ? 0 : config.rate.intervalMillis / config.rate.limit
@@ -84,23 +84,7 @@ const layerOf = (config: FlowRateWorkerConfig) => {
   )
 }
 
-const main = (config: FlowRateWorkerConfig) =>
-  Effect.gen(function*() {
-    const scope = yield* Scope.make()
-    yield* Layer.buildWithScope(layerOf(config), scope)
-    say(`ready ${process.pid}`)
-    process.once("SIGTERM", () => {
-      Effect.runFork(
-        Scope.close(scope, Exit.void).pipe(
-          Effect.andThen(Effect.sync(() => {
-            say("stopped")
-            process.exit(0)
-          }))
-        )
-      )
-    })
-    yield* Effect.never
-  })
+const main = (config: FlowRateWorkerConfig) => serve(layerOf(config))
 
 // The test imports the job and the log table from this file: run only as a program.
 if (import.meta.main) {

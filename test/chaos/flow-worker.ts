@@ -7,8 +7,9 @@
  * so `spawnWorker` (test/chaos/support.ts) starts it with `{ script: "flow-worker.ts" }`.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Duration, Effect, Exit, Layer, Redacted, Scope } from "effect"
+import { Duration, Effect, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
+import { say, serve } from "./child.ts"
 import { Job, Observer, Worker } from "../../src/index.ts"
 import { FlowJob, type FlowArgs } from "./flow-jobs.ts"
 import { workerApplicationName } from "./jobs.ts"
@@ -22,7 +23,6 @@ export interface FlowWorkerConfig extends WorkerConfig {
 }
 
 const config = JSON.parse(process.argv[2]!) as FlowWorkerConfig
-const say = (line: string) => process.stdout.write(`${line}\n`)
 
 class Failed {
   readonly _tag = "Failed"
@@ -73,22 +73,7 @@ const WorkerLive = Worker.layer({
   }))
 )
 
-const main = Effect.gen(function*() {
-  const scope = yield* Scope.make()
-  yield* Layer.buildWithScope(WorkerLive, scope)
-  say(`ready ${process.pid}`)
-  process.once("SIGTERM", () => {
-    Effect.runFork(
-      Scope.close(scope, Exit.void).pipe(
-        Effect.andThen(Effect.sync(() => {
-          say("stopped")
-          process.exit(0)
-        }))
-      )
-    )
-  })
-  yield* Effect.never
-})
+const main = serve(WorkerLive)
 
 Effect.runFork(main.pipe(Effect.catchCause((cause) =>
   Effect.sync(() => {

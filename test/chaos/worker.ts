@@ -15,8 +15,9 @@
  * a frozen process.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Duration, Effect, Exit, Layer, Redacted, Scope } from "effect"
+import { Duration, Effect, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
+import { say, serve } from "./child.ts"
 import { Job, Observer, Worker } from "../../src/index.ts"
 import { Chaos, type ChaosArgs, ChaosTimed, workerApplicationName } from "./jobs.ts"
 
@@ -38,7 +39,6 @@ export interface WorkerConfig {
 }
 
 const config = JSON.parse(process.argv[2]!) as WorkerConfig
-const say = (line: string) => process.stdout.write(`${line}\n`)
 
 class Failed {
   readonly _tag = "Failed"
@@ -85,23 +85,7 @@ const WorkerLive = Worker.layer({
   }))
 )
 
-const main = Effect.gen(function*() {
-  const scope = yield* Scope.make()
-  yield* Layer.buildWithScope(WorkerLive, scope)
-  say(`ready ${process.pid}`)
-  process.once("SIGTERM", () => {
-    Effect.runFork(
-      Scope.close(scope, Exit.void).pipe(
-        Effect.andThen(Effect.sync(() => {
-          say("stopped")
-          process.exit(0)
-        }))
-      )
-    )
-  })
-  // Keep the process alive until it is told to stop.
-  yield* Effect.never
-})
+const main = serve(WorkerLive)
 
 Effect.runFork(main.pipe(Effect.catchCause((cause) =>
   Effect.sync(() => {
