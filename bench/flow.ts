@@ -55,7 +55,7 @@ try {
     ))
   await withSql(db, (sql) => sql.unsafe("VACUUM ANALYZE effect_jobs.jobs"))
   const stats = args.includes("--stats")
-  if (stats) await withSql(url, (sql) => sql.unsafe(`ALTER DATABASE "${database}" SET track_functions = 'pl'`))
+  if (stats) await withSql(url, (sql) => sql.unsafe(`ALTER DATABASE "${database}" SET track_functions = 'all'`))
 
   let written = 0
   let done: () => void = () => {}
@@ -85,16 +85,25 @@ try {
   // (the worker's connections are closed: their function counts are flushed)
   const claims = stats
     ? await withSql(db, (sql) =>
-      sql.unsafe<{ calls: string; self_ms: number }>(
-        `SELECT calls, self_time AS self_ms FROM pg_stat_user_functions WHERE funcname = 'claim_gated'`
+      sql.unsafe<{ calls: string; total_ms: number }>(
+        `SELECT calls, total_time AS total_ms FROM pg_stat_user_functions WHERE funcname = 'claim_gated'`
       ))
     : []
   const claimStats = claims[0] === undefined ? {} : {
     claims: Number(claims[0].calls),
     jobsPerClaim: Math.round(jobs / Number(claims[0].calls) * 10) / 10,
-    msInClaims: Math.round(claims[0].self_ms)
+    msInClaims: Math.round(claims[0].total_ms)
   }
-  console.log(JSON.stringify({ mode, jobs, concurrency, ...(mode === "per-group" || mode === "sequence" ? { groups } : {}), wallMs: Math.round(wallMs), perSecond: Math.round(jobs / (wallMs / 1000)), ...claimStats }))
+  // every function the claim calls: calls, total and self ms
+  const functions = stats
+    ? Object.fromEntries(
+      (await withSql(db, (sql) =>
+        sql.unsafe<{ funcname: string; calls: string; total_ms: number; self_ms: number }>(
+          `SELECT funcname, calls, total_time AS total_ms, self_time AS self_ms FROM pg_stat_user_functions ORDER BY funcname`
+        ))).map((f) => [f.funcname, [Number(f.calls), Math.round(f.total_ms), Math.round(f.self_ms)]])
+    )
+    : undefined
+  console.log(JSON.stringify({ mode, jobs, concurrency, ...(mode === "per-group" || mode === "sequence" ? { groups } : {}), wallMs: Math.round(wallMs), perSecond: Math.round(jobs / (wallMs / 1000)), ...claimStats, ...(functions === undefined ? {} : { functions }) }))
 } finally {
   await withSql(url, (sql) => sql.unsafe(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`))
 }

@@ -87,6 +87,43 @@ layer(TestLayer, { excludeTestServices: true })("flow control", (it) => {
       assert.strictEqual(gauge.maxTotal(), 3, "at most 3 at once, and 3 reached")
     }), { timeout: 60_000 })
 
+  it.effect("global with a prefetch: buffered jobs hold no slot, runs never exceed N, and the slots are shared", () =>
+    Effect.gen(function*() {
+      const G = Job.make("flow-global-buffered", { args: Args, queue: "flow-global-buffered", retention: "1 day" })
+      const gauge = makeGauge()
+      const gate = yield* Deferred.make<void>()
+      const byWorker = new Map<string, number>()
+      const handlers = (id: string) =>
+        Job.toLayer(G, () =>
+          Effect.sync(() => {
+            gauge.enter("")
+            byWorker.set(id, (byWorker.get(id) ?? 0) + 1)
+          }).pipe(
+            Effect.andThen(Deferred.await(gate)),
+            Effect.ensuring(Effect.sync(() => gauge.leave("")))
+          ))
+      const jobs = yield* Jobs.Jobs
+      yield* jobs.enqueueMany(G, Array.from({ length: 60 }, (_, n) => ({ n })))
+      const config = { queues: { "flow-global-buffered": { concurrency: 2, prefetch: 10, flow: { global: 3 } } } }
+      const a = yield* worker({ ...config, workerId: "a" }, handlers("a"))
+      const b = yield* worker({ ...config, workerId: "b" }, handlers("b"))
+      yield* waitFor("3 handlers running", Effect.sync(() => gauge.total() === 3 ? Option.some(true) : Option.none()))
+      for (let i = 0; i < 5; i++) {
+        yield* a.wake
+        yield* b.wake
+        yield* Effect.yieldNow
+      }
+      // Both workers buffer beyond their slots (before migration 0014 a buffered job held a
+      // slot of the limit, so the rows running were at most 3), and both run: the one that
+      // claimed first holds 2 slots, the other the third.
+      assert.isAbove(yield* countWhere("flow-global-buffered", "running"), 3, "jobs buffered beyond the limit")
+      assert.strictEqual(gauge.total(), 3)
+      assert.deepStrictEqual([...byWorker.values()].sort(), [1, 2], "the slots are shared by the workers")
+      yield* Deferred.succeed(gate, undefined)
+      yield* allDone("flow-global-buffered", 60)
+      assert.strictEqual(gauge.maxTotal(), 3, "at most 3 at once, and 3 reached")
+    }), { timeout: 60_000 })
+
   it.effect("a worker at the global limit claims again as soon as its outcomes are written, not at the next poll", () =>
     Effect.gen(function*() {
       const W = Job.make("flow-written", { args: Args, queue: "flow-written", retention: "1 day" })

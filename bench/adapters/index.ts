@@ -81,14 +81,14 @@ export const adapters: ReadonlyArray<AdapterEntry> = [
   },
   {
     name: "effect-jobs-per-group",
-    description: "effect-jobs: retention 0, flow: { perGroup: 1 } over 10,000 groups (gated claim, prefetch 0)",
-    load: effectJobs("effect-jobs-per-group", true, undefined, { mode: "per-group", groups: 10_000 }),
+    description: "effect-jobs: retention 0, flow: { perGroup: 1 } over 10,000 groups (gated claim), prefetch 500",
+    load: effectJobs("effect-jobs-per-group", true, 500, { mode: "per-group", groups: 10_000 }),
     scenarios: ["drain"]
   },
   {
     name: "effect-jobs-global",
-    description: "effect-jobs: retention 0, flow: { global: concurrency } (gated claim, prefetch 0)",
-    load: effectJobs("effect-jobs-global", true, undefined, { mode: "global" }),
+    description: "effect-jobs: retention 0, flow: { global: concurrency } (gated claim), prefetch 500",
+    load: effectJobs("effect-jobs-global", true, 500, { mode: "global" }),
     scenarios: ["drain"]
   },
   {

@@ -208,6 +208,11 @@ export interface GatedClaim {
    * worker, with no NOTIFY to say so.
    */
   readonly limited: boolean
+  /**
+   * With a global limit: the fleet's slots this worker holds now, the most jobs of the queue it
+   * may run at once (migrations/0014's flow_grant); undefined without one.
+   */
+  readonly slots: number | undefined
 }
 
 export interface ClaimedJobRow {
@@ -405,6 +410,13 @@ export class JobStore extends Context.Service<JobStore, {
     readonly flow: GatedFlow
     /** This worker's jobs of the queue whose runs ended, outcomes not written: they hold no slot. */
     readonly done?: ReadonlyArray<string> | undefined
+    /**
+     * This worker's concurrency, prefetch and runs going on for the queue, for a global limit's
+     * slots (defaults: `limit`, 0, 0).
+     */
+    readonly concurrency?: number | undefined
+    readonly prefetch?: number | undefined
+    readonly running?: number | undefined
   }) => Effect.Effect<GatedClaim, SqlError.SqlError>
   /**
    * `retentionMillis` replaces each job's `retention_ms` for these outcomes (the worker's
@@ -764,9 +776,18 @@ export class JobStore extends Context.Service<JobStore, {
         readonly startNow?: number | undefined
         readonly flow: GatedFlow
         readonly done?: ReadonlyArray<string> | undefined
+        readonly concurrency?: number | undefined
+        readonly prefetch?: number | undefined
+        readonly running?: number | undefined
       }) =>
         Effect.map(
-          sql<ClaimedJobRow & { readonly wait_ms: number | null; readonly limited: boolean | null }>`
+          sql<
+            ClaimedJobRow & {
+              readonly wait_ms: number | null
+              readonly limited: boolean | null
+              readonly slots: number | null
+            }
+          >`
           SELECT * FROM ${sql.literal(qualify(schema, "claim_gated"))}(
             ${o.queue}, ${o.limit}, ${iso(o.now)}::timestamptz, ${o.leaseMillis}::bigint, ${o.workerId},
             ${o.names === undefined ? null : textArray(o.names)}::text[], ${Math.max(0, Math.min(o.startNow ?? o.limit, o.limit))},
@@ -774,13 +795,15 @@ export class JobStore extends Context.Service<JobStore, {
             ${o.flow.sequence}, ${o.flow.onDead === "block"},
             ${o.flow.rate?.limit ?? null}::integer, ${o.flow.rate?.windowMillis ?? null}::bigint,
             ${o.flow.groupRate?.limit ?? null}::integer, ${o.flow.groupRate?.windowMillis ?? null}::bigint,
-            ${`{${(o.done ?? []).join(",")}}`}::bigint[])`,
+            ${`{${(o.done ?? []).join(",")}}`}::bigint[],
+            ${o.concurrency ?? o.limit}::integer, ${o.prefetch ?? 0}::integer, ${o.running ?? 0}::integer)`,
           // A row without an id only says how long a rate limit holds the queue, or that a limit
           // does (nothing claimed).
           (all): GatedClaim => ({
             rows: all.filter((r) => r.id !== null),
             waitMillis: all[0]?.wait_ms ?? undefined,
-            limited: all[0]?.limited === true
+            limited: all[0]?.limited === true,
+            slots: all[0]?.slots ?? undefined
           })
         )
 

@@ -149,38 +149,43 @@ layer(
       assert.deepStrictEqual((yield* Flow.openRuns(queue)).map((r) => r.job_id), ["9000000105"])
     }))
 
-  it.effect("(a) global limit 5, three processes of concurrency 4: never more than 5 at once, every job once", () =>
-    Effect.gen(function*() {
-      yield* Flow.createLog
-      const queue = "flow-a"
-      const LIMIT = 5
-      const PER_GROUP = SHORT ? 60 : 600
-      const batches = groups(5).map((grp): Batch => ({ grp, sleepMs: between(3, 15) }))
-      const ids = yield* enqueue(queue, batches, PER_GROUP)
-      yield* spawnMany(3, queue, 4, { global: LIMIT })
-      const { counts } = yield* Chaos.waitAllTerminal(queue)
-      const o = yield* Flow.overlap(queue)
-      const ok = yield* Flow.okRuns(queue)
-      yield* Chaos.recordResult("flow-global", {
-        jobs: ids.length,
-        limit: LIMIT,
-        overlap: o,
-        ok,
-        counts,
-        jobErrorKinds: yield* Flow.errorKinds(queue),
-        twice: yield* Flow.ranTwice(queue),
-        workerErrors: Chaos.errorSummary()
-      })
-      assert.deepStrictEqual(counts, { completed: ids.length })
-      const sql = yield* Chaos.sqlClient
-      const [stored] = yield* sql<{ readonly n: number }>`
-        SELECT count(*)::int AS n FROM effect_jobs.jobs WHERE queue = ${queue} AND group_key = args->>'grp'`.pipe(Effect.orDie)
-      assert.strictEqual(stored!.n, ids.length, "every job stored with the group it was enqueued with")
-      assert.deepStrictEqual(ok, { none: 0, once: ids.length, more: 0 }, "every job ran to its end exactly once")
-      assert.deepStrictEqual(yield* Flow.openRuns(queue), [])
-      assert.isAtLeast(o.max, 2, "the log shows runs overlapping (the check can see an excess)")
-      assert.isAtMost(o.max, LIMIT, `at most ${LIMIT} runs of the queue at once across the processes`)
-    }))
+  // With a prefetch, each process buffers jobs beyond its slots: a buffered job holds no slot of
+  // the global limit (migrations/0014), so the rows `running` exceed the limit while the runs
+  // must not.
+  for (const prefetch of [undefined, 20] as const) {
+    it.effect(`(a) global limit 5, three processes of concurrency 4${prefetch === undefined ? "" : `, prefetch ${prefetch}`}: never more than 5 at once, every job once`, () =>
+      Effect.gen(function*() {
+        yield* Flow.createLog
+        const queue = prefetch === undefined ? "flow-a" : "flow-a-prefetch"
+        const LIMIT = 5
+        const PER_GROUP = SHORT ? 60 : 600
+        const batches = groups(5).map((grp): Batch => ({ grp, sleepMs: between(3, 15) }))
+        const ids = yield* enqueue(queue, batches, PER_GROUP)
+        yield* spawnMany(3, queue, 4, { global: LIMIT }, prefetch === undefined ? {} : { prefetch })
+        const { counts } = yield* Chaos.waitAllTerminal(queue)
+        const o = yield* Flow.overlap(queue)
+        const ok = yield* Flow.okRuns(queue)
+        yield* Chaos.recordResult(prefetch === undefined ? "flow-global" : "flow-global-prefetch", {
+          jobs: ids.length,
+          limit: LIMIT,
+          overlap: o,
+          ok,
+          counts,
+          jobErrorKinds: yield* Flow.errorKinds(queue),
+          twice: yield* Flow.ranTwice(queue),
+          workerErrors: Chaos.errorSummary()
+        })
+        assert.deepStrictEqual(counts, { completed: ids.length })
+        const sql = yield* Chaos.sqlClient
+        const [stored] = yield* sql<{ readonly n: number }>`
+          SELECT count(*)::int AS n FROM effect_jobs.jobs WHERE queue = ${queue} AND group_key = args->>'grp'`.pipe(Effect.orDie)
+        assert.strictEqual(stored!.n, ids.length, "every job stored with the group it was enqueued with")
+        assert.deepStrictEqual(ok, { none: 0, once: ids.length, more: 0 }, "every job ran to its end exactly once")
+        assert.deepStrictEqual(yield* Flow.openRuns(queue), [])
+        assert.isAtLeast(o.max, 2, "the log shows runs overlapping (the check can see an excess)")
+        assert.isAtMost(o.max, LIMIT, `at most ${LIMIT} runs of the queue at once across the processes`)
+      }))
+  }
 
   it.effect("(b) per-group limit 2, ten groups, three processes: never more than 2 of a group at once", () =>
     Effect.gen(function*() {
@@ -308,46 +313,48 @@ layer(
       }))
   }
 
-  it.effect("(d) global limit 5, a process holding slots SIGKILLed: its slots come back with its jobs, none leaks", () =>
-    Effect.gen(function*() {
-      yield* Flow.createLog
-      const queue = "flow-d"
-      const LIMIT = 5
-      const N = SHORT ? 60 : 300
-      const flow = { global: LIMIT }
-      const ids = yield* enqueue(queue, [{ grp: "p1", grouped: false, sleepMs: between(80, 120) }], N)
-      const workers = yield* spawnMany(3, queue, 4, flow)
-      const { openAtKill, victim } = yield* waitBusyWorker(queue, workers, 0, 2)
-      yield* Flow.killAndRecord(victim)
-      const { counts } = yield* Chaos.waitAllTerminal(queue)
-      const running = yield* runningCount(queue)
-      const phase1 = yield* Flow.overlap(queue)
-      // Phase 2: with the survivors' 8 slots, the fleet must again reach the full limit (a
-      // slot the killed process leaked would cap it below), and not pass it.
-      const more = yield* enqueue(queue, [{ grp: "p2", grouped: false, sleepMs: between(80, 120) }], SHORT ? 40 : 200)
-      const { counts: after } = yield* Chaos.waitAllTerminal(queue)
-      const all = yield* Flow.overlap(queue)
-      const ok = yield* Flow.okRuns(queue)
-      yield* Chaos.recordResult("flow-global-kill", {
-        jobs: ids.length + more.length,
-        openAtKill,
-        overlapPhase1: phase1,
-        overlap: all,
-        runningAfterPhase1: running,
-        ok,
-        counts: after,
-        jobErrorKinds: yield* Flow.errorKinds(queue),
-        workerErrors: Chaos.errorSummary()
-      })
-      assert.deepStrictEqual(counts, { completed: N })
-      assert.strictEqual(running, 0, "nothing left running")
-      assert.deepStrictEqual(after, { completed: N + more.length })
-      assert.strictEqual(ok.none, 0)
-      assert.deepStrictEqual(yield* Flow.openRuns(queue), [])
-      assert.isAtMost(phase1.max, LIMIT, "the limit held while the killed process's jobs were rescued")
-      assert.isAtMost(all.max, LIMIT, "and afterwards")
-      assert.strictEqual(all.perGroup.p2, LIMIT, "after the rescue the full limit is usable again: no slot leaked")
-    }))
+  for (const prefetch of [undefined, 10] as const) {
+    it.effect(`(d) global limit 5, a process holding slots${prefetch === undefined ? "" : ` and a buffer (prefetch ${prefetch})`} SIGKILLed: its slots come back with its jobs, none leaks`, () =>
+      Effect.gen(function*() {
+        yield* Flow.createLog
+        const queue = prefetch === undefined ? "flow-d" : "flow-d-prefetch"
+        const LIMIT = 5
+        const N = SHORT ? 60 : 300
+        const flow = { global: LIMIT }
+        const ids = yield* enqueue(queue, [{ grp: "p1", grouped: false, sleepMs: between(80, 120) }], N)
+        const workers = yield* spawnMany(3, queue, 4, flow, prefetch === undefined ? {} : { prefetch })
+        const { openAtKill, victim } = yield* waitBusyWorker(queue, workers, 0, 2)
+        yield* Flow.killAndRecord(victim)
+        const { counts } = yield* Chaos.waitAllTerminal(queue)
+        const running = yield* runningCount(queue)
+        const phase1 = yield* Flow.overlap(queue)
+        // Phase 2: with the survivors' 8 slots, the fleet must again reach the full limit (a
+        // slot the killed process leaked would cap it below), and not pass it.
+        const more = yield* enqueue(queue, [{ grp: "p2", grouped: false, sleepMs: between(80, 120) }], SHORT ? 40 : 200)
+        const { counts: after } = yield* Chaos.waitAllTerminal(queue)
+        const all = yield* Flow.overlap(queue)
+        const ok = yield* Flow.okRuns(queue)
+        yield* Chaos.recordResult(prefetch === undefined ? "flow-global-kill" : "flow-global-kill-prefetch", {
+          jobs: ids.length + more.length,
+          openAtKill,
+          overlapPhase1: phase1,
+          overlap: all,
+          runningAfterPhase1: running,
+          ok,
+          counts: after,
+          jobErrorKinds: yield* Flow.errorKinds(queue),
+          workerErrors: Chaos.errorSummary()
+        })
+        assert.deepStrictEqual(counts, { completed: N })
+        assert.strictEqual(running, 0, "nothing left running")
+        assert.deepStrictEqual(after, { completed: N + more.length })
+        assert.strictEqual(ok.none, 0)
+        assert.deepStrictEqual(yield* Flow.openRuns(queue), [])
+        assert.isAtMost(phase1.max, LIMIT, "the limit held while the killed process's jobs were rescued")
+        assert.isAtMost(all.max, LIMIT, "and afterwards")
+        assert.strictEqual(all.perGroup.p2, LIMIT, "after the rescue the full limit is usable again: no slot leaked")
+      }))
+  }
 
   it.effect("(e) fairness: a small group's jobs start within a few claim round trips while a big group drains", () =>
     Effect.gen(function*() {

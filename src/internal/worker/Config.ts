@@ -169,8 +169,10 @@ const resolveQueue = (name: string, options: Options): ResolvedQueue => {
     })
   }
   const flow = resolveFlow(name, config.flow)
-  // With flow, only free slots are claimed unless a prefetch is set: a buffered job counts as
-  // running for the limits, a fleet-wide slot held idle.
+  // With flow, only free slots are claimed unless a prefetch is set: a buffered job waits behind
+  // the buffer, whatever its group (claims go round the groups; the buffer does not), it holds
+  // its group's slot, and with a rate limit it took its token when it was claimed. (It holds no
+  // slot of a global limit: migrations/0014.) A prefetch buys throughput at that price.
   const prefetch = config.prefetch ?? (flow === undefined ? concurrency : 0)
   if (!Number.isInteger(prefetch) || prefetch < 0 || prefetch > 100_000) {
     throw new InvalidWorkerConfig({

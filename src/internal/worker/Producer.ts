@@ -221,12 +221,22 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
     },
     counts: () => ({ running: inFlight, buffered: buffer.length, prefetch: prefetch.value, waitingForOutcomes })
   }
+  /**
+   * With a global limit, the fleet's slots this worker holds (granted at its last claim,
+   * migrations/0014): it runs at most that many jobs of the queue at once, and the rest of what
+   * it claimed waits in the buffer. Undefined: no global limit, or no claim yet.
+   */
+  let slots: number | undefined = undefined
+  /** How many jobs of the queue may run at once here. */
+  const startLimit = () =>
+    slots === undefined || queue.flow?.global === undefined ? queue.concurrency : Math.min(queue.concurrency, slots)
   const room = () => queue.concurrency + prefetch.value - inFlight - buffer.length
   const lowWater = () => Math.floor(prefetch.value / 2)
 
   /** Starts buffered jobs while there are free slots (each runs at once, up to its first async step). */
   const dispatch = Effect.sync(() => {
-    while (inFlight < queue.concurrency && buffer.length > 0) {
+    const limit = startLimit()
+    while (inFlight < limit && buffer.length > 0) {
       inFlight++
       const h = buffer.shift()!
       h.phase = "running"
@@ -249,7 +259,7 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
     probeWanted = false // this claim takes the best jobs there are now
     // The first `startNow` rows start at once (dispatch ran just before: the buffer is empty
     // if any slot is free); the rest wait in the buffer and are marked so (migrations/0011).
-    const startNow = Math.max(0, queue.concurrency - inFlight - buffer.length)
+    const startNow = Math.max(0, startLimit() - inFlight - buffer.length)
     const options = {
       queue: queue.name,
       limit,
@@ -267,8 +277,16 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
     else {
       // Runs that ended here but whose outcomes are still being written hold no slot: the claim
       // does not count them, so a slot is free as soon as a run ends, not one write later.
-      const gated = yield* store.jobClaimGated({ ...options, flow: queue.flow, done: held.writingOf(queue.name) })
+      const gated = yield* store.jobClaimGated({
+        ...options,
+        flow: queue.flow,
+        done: held.writingOf(queue.name),
+        concurrency: queue.concurrency,
+        prefetch: prefetch.value,
+        running: inFlight
+      })
       rows = gated.rows
+      slots = gated.slots
       // A rate limit held the claim back: look again when its window frees, not at the poll.
       rateWaitMillis = gated.waitMillis
       // A fleet-wide limit held jobs back: runs ending on other workers free them, and nothing
