@@ -28,9 +28,10 @@ CREATE TABLE effect_jobs.flow_slots (
 );
 -- statement-breakpoint
 
--- The jobs of each group running (buffered too), for the per-group limit: read once per claim.
--- Only running rows with a group: plain queues write nothing here. (Without it the count could
--- be planned on jobs_group_head_idx, whose rows are every pending job of the queue's groups.)
+-- The jobs of each group running (buffered too), for the per-group limit: the gated claim
+-- counts those of each group it visits (one probe per group; this worker's runs that ended
+-- left out, their ids the keys of a jsonb object, found by binary search). Only running rows
+-- with a group: plain queues write nothing here.
 CREATE INDEX jobs_group_running_idx ON effect_jobs.jobs (queue, group_key)
   WHERE state = 'running' AND group_key IS NOT NULL;
 -- statement-breakpoint
@@ -83,7 +84,7 @@ END $$;
 
 -- A part of the round, for groups without sequences: the groups with runnable jobs after
 -- `p_after` in group order, read from jobs_group_claim_idx, each with its first runnable job.
--- A group may start one more job when it is below `p_per_group` (counting `p_counts`, its jobs
+-- A group may start one more job when it is below `p_per_group` (counting its jobs
 -- running fleet-wide); else it is passed over (`blocked`: at its limit with a job waiting). The
 -- walk stops after `p_want` groups that may start one, after `p_max` groups, or past `p_upto`
 -- (NULL: the last group). Returned: the groups taken and their jobs (`gs`, `ids`), how many
@@ -96,7 +97,7 @@ END $$;
 -- backlog). So a group with a deep backlog costs at most one stretch.
 CREATE FUNCTION effect_jobs.flow_walk(
   p_queue text, p_after text, p_upto text, p_now timestamptz, p_names text[],
-  p_per_group integer, p_counts jsonb, p_want integer, p_max integer,
+  p_per_group integer, p_worker text, p_done jsonb, p_want integer, p_max integer,
   OUT ids bigint[], OUT gs text[], OUT visits integer, OUT blocked boolean, OUT last_group text
 ) LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_column
@@ -118,8 +119,11 @@ BEGIN
            count(*)::integer, coalesce(bool_or(NOT f.ok), false), max(f.g)
       INTO v_ids, v_gs, v_n, v_blocked, v_last
     FROM (
-      SELECT DISTINCT ON (s.g) s.g, s.id,
-             p_per_group IS NULL OR coalesce((p_counts ->> s.g)::integer, 0) < p_per_group AS ok
+      -- (the count of each group's running jobs taken once per group, after DISTINCT ON)
+      SELECT d.g, d.id, p_per_group IS NULL OR (SELECT count(*) FROM effect_jobs.jobs r WHERE r.queue = p_queue AND r.group_key = d.g AND r.state = 'running'
+                 AND NOT (r.locked_by = p_worker AND p_done ? r.id::text)) < p_per_group AS ok
+      FROM (
+      SELECT DISTINCT ON (s.g) s.g, s.id
       FROM (SELECT j.group_key AS g, j.id, j.priority, j.run_at FROM effect_jobs.jobs j
             WHERE j.queue = p_queue AND j.state = 'available' AND j.group_key IS NOT NULL AND j.group_key > last_group
               AND j.run_at <= p_now AND (p_names IS NULL OR j.name = ANY (p_names))
@@ -127,7 +131,7 @@ BEGIN
             LIMIT least(2 * v_step, 4000)) s
       WHERE p_upto IS NULL OR s.g <= p_upto
       ORDER BY s.g, s.priority, s.run_at, s.id
-      LIMIT v_step
+      LIMIT v_step) d
     ) f;
     ids := ids || v_ids; gs := gs || v_gs; visits := visits + v_n; blocked := blocked OR v_blocked;
     last_group := coalesce(v_last, last_group);
@@ -143,7 +147,7 @@ BEGIN
          coalesce(array_agg(w.g ORDER BY w.g) FILTER (WHERE w.ok), '{}'),
          count(*)::integer, coalesce(bool_or(w.blocked), false), max(w.g)
     INTO v_ids, v_gs, v_n, v_blocked, v_last
-  FROM effect_jobs.flow_walk_skip(p_queue, last_group, p_upto, p_now, p_names, p_per_group, p_counts,
+  FROM effect_jobs.flow_walk_skip(p_queue, last_group, p_upto, p_now, p_names, p_per_group, p_worker, p_done,
                                   p_want - cardinality(ids), p_max - visits) w;
   ids := ids || v_ids; gs := gs || v_gs; visits := visits + v_n; blocked := blocked OR v_blocked;
   last_group := coalesce(v_last, last_group);
@@ -154,7 +158,7 @@ END $$;
 -- jobs_group_claim_idx at the first entry past the previous one (one probe per group).
 CREATE FUNCTION effect_jobs.flow_walk_skip(
   p_queue text, p_after text, p_upto text, p_now timestamptz, p_names text[],
-  p_per_group integer, p_counts jsonb, p_want integer, p_max integer
+  p_per_group integer, p_worker text, p_done jsonb, p_want integer, p_max integer
 ) RETURNS TABLE (g text, id bigint, ok boolean, blocked boolean)
 LANGUAGE sql STABLE AS $$
   WITH RECURSIVE walk(g, id, depth, taken, ok) AS (
@@ -164,7 +168,9 @@ LANGUAGE sql STABLE AS $$
             AND j.run_at <= p_now AND (p_names IS NULL OR j.name = ANY (p_names))
           ORDER BY j.group_key, j.priority, j.run_at, j.id
           LIMIT 1) n
-    CROSS JOIN LATERAL (SELECT p_per_group IS NULL OR coalesce((p_counts ->> n.g)::integer, 0) < p_per_group AS ok) e
+    CROSS JOIN LATERAL (SELECT p_per_group IS NULL
+                               OR (SELECT count(*) FROM effect_jobs.jobs r WHERE r.queue = p_queue AND r.group_key = n.g AND r.state = 'running'
+                 AND NOT (r.locked_by = p_worker AND p_done ? r.id::text)) < p_per_group AS ok) e
     UNION ALL
     SELECT n.g, n.id, w.depth + 1, w.taken + e.ok::integer, e.ok
     FROM walk w
@@ -174,7 +180,9 @@ LANGUAGE sql STABLE AS $$
         AND j.run_at <= p_now AND (p_names IS NULL OR j.name = ANY (p_names))
       ORDER BY j.group_key, j.priority, j.run_at, j.id
       LIMIT 1) n
-    CROSS JOIN LATERAL (SELECT p_per_group IS NULL OR coalesce((p_counts ->> n.g)::integer, 0) < p_per_group AS ok) e
+    CROSS JOIN LATERAL (SELECT p_per_group IS NULL
+                               OR (SELECT count(*) FROM effect_jobs.jobs r WHERE r.queue = p_queue AND r.group_key = n.g AND r.state = 'running'
+                 AND NOT (r.locked_by = p_worker AND p_done ? r.id::text)) < p_per_group AS ok) e
     WHERE w.taken < p_want AND w.depth < p_max AND (p_upto IS NULL OR w.g < p_upto)
   )
   SELECT w.g, w.id, w.ok, NOT w.ok FROM walk w WHERE p_upto IS NULL OR w.g <= p_upto
@@ -240,7 +248,7 @@ $$;
 -- held a runnable job back, or groups were left unvisited, so claim again soon.
 CREATE FUNCTION effect_jobs.flow_round(
   p_queue text, p_free integer, p_now timestamptz, p_names text[], p_worker text,
-  p_per_group integer, p_sequence boolean, p_block_dead boolean, p_counts jsonb, p_start text,
+  p_per_group integer, p_sequence boolean, p_block_dead boolean, p_done jsonb, p_start text,
   p_max_visits integer,
   OUT picked bigint[], OUT groups text[], OUT cursor_at text, OUT limited boolean
 ) LANGUAGE plpgsql VOLATILE AS $$
@@ -267,7 +275,7 @@ BEGIN
   IF v_any_group THEN
     SELECT * INTO v_ids, v_gs, v_n, v_blocked, v_last
     FROM effect_jobs.flow_round_part(p_queue, coalesce(p_start, ''), NULL, p_now, p_names, p_worker,
-                                     p_per_group, p_sequence, p_block_dead, p_counts, v_left, p_max_visits);
+                                     p_per_group, p_sequence, p_block_dead, p_done, v_left, p_max_visits);
     picked := v_ids; groups := v_gs; v_visits := v_n; limited := v_blocked;
     v_left := p_free - cardinality(picked);
     IF v_n > 0 THEN cursor_at := v_last; END IF;
@@ -291,7 +299,7 @@ BEGIN
   IF v_left > 0 AND v_any_group AND p_start IS NOT NULL THEN
     SELECT * INTO v_ids, v_gs, v_n, v_blocked, v_last
     FROM effect_jobs.flow_round_part(p_queue, '', p_start, p_now, p_names, p_worker,
-                                     p_per_group, p_sequence, p_block_dead, p_counts, v_left, p_max_visits - v_visits);
+                                     p_per_group, p_sequence, p_block_dead, p_done, v_left, p_max_visits - v_visits);
     picked := picked || v_ids; groups := groups || v_gs; v_visits := v_visits + v_n; limited := limited OR v_blocked;
     v_left := p_free - cardinality(picked);
     IF v_n > 0 THEN cursor_at := v_last; END IF;
@@ -314,7 +322,8 @@ BEGIN
            AND j.run_at <= p_now AND (p_names IS NULL OR j.name = ANY (p_names)) AND j.id <> ALL (picked)
          ORDER BY j.priority, j.run_at, j.id
          LIMIT least(v_left, CASE WHEN p_per_group IS NULL THEN v_left
-                                  ELSE p_per_group - 1 - coalesce((p_counts ->> l.g)::integer, 0) END))
+                                  ELSE greatest(0, p_per_group - 1 - (SELECT count(*) FROM effect_jobs.jobs r WHERE r.queue = p_queue AND r.group_key = l.g AND r.state = 'running'
+                 AND NOT (r.locked_by = p_worker AND p_done ? r.id::text))) END))
         UNION ALL
         (SELECT j.id, row_number() OVER (ORDER BY j.priority, j.run_at, j.id) AS rn FROM effect_jobs.jobs j
          WHERE l.g IS NULL AND j.state = 'available' AND j.queue = p_queue AND j.run_at <= p_now AND j.group_key IS NULL
@@ -339,7 +348,7 @@ END $$;
 -- one was held back (`blocked`) and the last one looked at (`last_group`).
 CREATE FUNCTION effect_jobs.flow_round_part(
   p_queue text, p_after text, p_upto text, p_now timestamptz, p_names text[], p_worker text,
-  p_per_group integer, p_sequence boolean, p_block_dead boolean, p_counts jsonb, p_want integer, p_max integer,
+  p_per_group integer, p_sequence boolean, p_block_dead boolean, p_done jsonb, p_want integer, p_max integer,
   OUT ids bigint[], OUT gs text[], OUT visits integer, OUT blocked boolean, OUT last_group text
 ) LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
@@ -353,7 +362,7 @@ BEGIN
          WITH ORDINALITY AS w(g, id, ok, blocked, n);
   ELSE
     SELECT * INTO ids, gs, visits, blocked, last_group
-    FROM effect_jobs.flow_walk(p_queue, p_after, p_upto, p_now, p_names, p_per_group, p_counts, p_want, p_max);
+    FROM effect_jobs.flow_walk(p_queue, p_after, p_upto, p_now, p_names, p_per_group, p_worker, p_done, p_want, p_max);
   END IF;
 END $$;
 -- statement-breakpoint
@@ -395,8 +404,6 @@ DECLARE
   v_start_now integer := p_start_now;
   v_grant integer;
   v_held integer;
-  -- jobs of each group running fleet-wide: { group: n }
-  v_counts jsonb := '{}';
   -- p_done as a set: { id: 1 }
   v_done jsonb;
   v_round record;
@@ -455,17 +462,10 @@ BEGIN
     RETURN QUERY SELECT * FROM effect_jobs.flow_nothing(v_wait, v_limited, v_grant);
     RETURN;
   END IF;
-  IF p_per_group IS NOT NULL AND NOT p_sequence THEN
-    SELECT coalesce(jsonb_object_agg(c.g, c.n) FILTER (WHERE c.n > 0), '{}') INTO v_counts
-    FROM (SELECT j.group_key AS g, count(*) FILTER (WHERE NOT (j.locked_by = p_worker AND v_done ? j.id::text)) AS n
-          FROM effect_jobs.jobs j
-          WHERE j.state = 'running' AND j.queue = p_queue AND j.group_key IS NOT NULL
-          GROUP BY j.group_key) c;
-  END IF;
 
   SELECT c.last_group INTO v_start FROM effect_jobs.flow_cursors c WHERE c.queue = p_queue;
   SELECT * INTO v_round FROM effect_jobs.flow_round(p_queue, v_free, p_now, p_names, p_worker, p_per_group,
-    p_sequence, p_block_dead, v_counts, v_start, greatest(100, 10 * p_limit));
+    p_sequence, p_block_dead, v_done, v_start, greatest(100, 10 * p_limit));
   v_limited := v_limited OR v_round.limited;
   v_picked := v_round.picked;
   v_groups := v_round.groups;

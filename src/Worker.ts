@@ -89,9 +89,12 @@ export interface QueueConfig {
    * through the gated claim: claims of the queue are serialized across the fleet, count the
    * jobs running on every worker, and go round the groups that have work (`EnqueueOptions.group`),
    * one job per group per turn. Every worker serving the queue must be given the same `flow`.
-   * Such a queue claims only for free slots by default (`prefetch` 0, not adaptive): a
-   * buffered job counts as running for every limit, holding a fleet-wide slot without
-   * running. A `prefetch` set explicitly is kept (faster short jobs, at that price).
+   * Such a queue claims only for free slots by default (`prefetch` 0, not adaptive): the
+   * buffer starts jobs in claim order, whatever their group, so a small group's job would
+   * wait behind a big group's buffered ones; a buffered job also holds its group's slot, and
+   * a rate limit's token from its claim. (It holds no slot of `global`: a worker runs at most
+   * the slots it was granted, and buffers the rest.) A `prefetch` set explicitly is kept:
+   * short jobs drain several times faster, at that price.
    */
   readonly flow?: FlowOptions | undefined
 }
