@@ -396,7 +396,7 @@ export class JobStore extends Context.Service<JobStore, {
   }) => Effect.Effect<ReadonlyArray<ClaimedJobRow>, SqlError.SqlError>
   /**
    * `jobClaim` of a queue with flow control (`QueueConfig.flow`): the function
-   * `claim_gated` of migrations/0012, one statement. Fleet-wide limits, round robin over
+   * `claim_gated` of migrations/0014 (first in 0012), one statement. Fleet-wide limits, round robin over
    * the groups, sequences; the rows come back in the order picked.
    */
   readonly jobClaimGated: (options: {

@@ -33,10 +33,13 @@
  *
  *
  * Flow control. A queue with `flow` (fleet-wide limits, groups, sequences) claims through
- * the gated claim (`jobClaimGated`, migrations/0012) instead, by default with prefetch 0 (it
+ * the gated claim (`jobClaimGated`, migrations/0014) instead, by default with prefetch 0 (it
  * claims only for free slots), and never probes (the probe's claim knows no limits). A claim that comes back short there may
  * mean the queue is at a fleet-wide limit rather than drained: the producer waits for a NOTIFY,
  * the poll, or one of its own slots to free (a run ending releases it and opens the signal).
+ * With a global limit, each claim also says how many of the fleet's slots this worker holds
+ * (`slots`): it starts at most that many jobs of the queue at once, and the rest of what it
+ * claimed waits in the buffer, holding no slot.
  *
  * @internal
  */
@@ -270,7 +273,7 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
       startNow
     }
     // A queue with flow control claims through the gated claim (fleet-wide limits, round robin
-    // over groups, sequences: migrations/0012), by default for its free slots only (prefetch 0,
+    // over groups, sequences: migrations/0014), by default for its free slots only (prefetch 0,
     // Config.ts): then `limit` = `startNow` and nothing it claims waits in the buffer.
     let rows: ReadonlyArray<ClaimedJobRow>
     if (queue.flow === undefined) rows = yield* store.jobClaim(options)
