@@ -83,26 +83,21 @@ try {
   await Effect.runPromise(Scope.close(scope, Exit.void))
   const wallMs = endedAt - startedAt
   // (the worker's connections are closed: their function counts are flushed)
-  const claims = stats
-    ? await withSql(db, (sql) =>
-      sql.unsafe<{ calls: string; total_ms: number }>(
-        `SELECT calls, total_time AS total_ms FROM pg_stat_user_functions WHERE funcname = 'claim_gated'`
-      ))
-    : []
-  const claimStats = claims[0] === undefined ? {} : {
-    claims: Number(claims[0].calls),
-    jobsPerClaim: Math.round(jobs / Number(claims[0].calls) * 10) / 10,
-    msInClaims: Math.round(claims[0].total_ms)
-  }
-  // every function the claim calls: calls, total and self ms
+  // Every function the claim called: [calls, total ms, self ms]; the claim's own in claimStats.
   const functions = stats
     ? Object.fromEntries(
       (await withSql(db, (sql) =>
         sql.unsafe<{ funcname: string; calls: string; total_ms: number; self_ms: number }>(
           `SELECT funcname, calls, total_time AS total_ms, self_time AS self_ms FROM pg_stat_user_functions ORDER BY funcname`
-        ))).map((f) => [f.funcname, [Number(f.calls), Math.round(f.total_ms), Math.round(f.self_ms)]])
+        ))).map((f) => [f.funcname, [Number(f.calls), Math.round(f.total_ms), Math.round(f.self_ms)]] as const)
     )
     : undefined
+  const claim = functions?.["claim_gated"]
+  const claimStats = claim === undefined ? {} : {
+    claims: claim[0],
+    jobsPerClaim: Math.round(jobs / claim[0] * 10) / 10,
+    msInClaims: claim[1]
+  }
   console.log(JSON.stringify({ mode, jobs, concurrency, ...(mode === "per-group" || mode === "sequence" ? { groups } : {}), wallMs: Math.round(wallMs), perSecond: Math.round(jobs / (wallMs / 1000)), ...claimStats, ...(functions === undefined ? {} : { functions }) }))
 } finally {
   await withSql(url, (sql) => sql.unsafe(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`))

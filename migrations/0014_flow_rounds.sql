@@ -10,9 +10,10 @@
 --    buffered job held a slot of the limit (with a limit equal to the fleet's concurrency,
 --    nothing could be buffered, and every slot waited a claim round trip between two runs).
 --
--- 2. The round over the groups is set-based: one recursive statement visits the groups after
---    the cursor (a loose index scan: one probe per group, however deep its backlog) and picks
---    one job per group, instead of one PL/pgSQL statement per group visited.
+-- 2. The round over the groups is set-based: a stretch of the group index read in order (the
+--    first entry of each group in it is that group's next job), then, where backlogs are deep, a
+--    recursive loose index scan (one probe per group, however deep its backlog), instead of one
+--    PL/pgSQL statement per group visited.
 
 -- The fleet's slots of a global limit, by worker: `slots` is what the worker's last claim was
 -- granted; the worker runs at most that many jobs of the queue at once. What a worker holds of
@@ -155,22 +156,15 @@ END $$;
 -- statement-breakpoint
 
 -- flow_walk's loose index scan: from the first group after `p_after`, each next group read from
--- jobs_group_claim_idx at the first entry past the previous one (one probe per group).
+-- jobs_group_claim_idx at the first entry past the previous one (one probe per group). The walk
+-- starts from a row for `p_after` itself (depth 0, not returned), so that the probe is written once.
 CREATE FUNCTION effect_jobs.flow_walk_skip(
   p_queue text, p_after text, p_upto text, p_now timestamptz, p_names text[],
   p_per_group integer, p_worker text, p_done jsonb, p_want integer, p_max integer
 ) RETURNS TABLE (g text, id bigint, ok boolean, blocked boolean)
 LANGUAGE sql STABLE AS $$
   WITH RECURSIVE walk(g, id, depth, taken, ok) AS (
-    SELECT n.g, n.id, 1, e.ok::integer, e.ok
-    FROM (SELECT j.group_key AS g, j.id FROM effect_jobs.jobs j
-          WHERE j.queue = p_queue AND j.state = 'available' AND j.group_key IS NOT NULL AND j.group_key > p_after
-            AND j.run_at <= p_now AND (p_names IS NULL OR j.name = ANY (p_names))
-          ORDER BY j.group_key, j.priority, j.run_at, j.id
-          LIMIT 1) n
-    CROSS JOIN LATERAL (SELECT p_per_group IS NULL
-                               OR (SELECT count(*) FROM effect_jobs.jobs r WHERE r.queue = p_queue AND r.group_key = n.g AND r.state = 'running'
-                 AND NOT (r.locked_by = p_worker AND p_done ? r.id::text)) < p_per_group AS ok) e
+    SELECT p_after, NULL::bigint, 0, 0, false
     UNION ALL
     SELECT n.g, n.id, w.depth + 1, w.taken + e.ok::integer, e.ok
     FROM walk w
@@ -185,7 +179,7 @@ LANGUAGE sql STABLE AS $$
                  AND NOT (r.locked_by = p_worker AND p_done ? r.id::text)) < p_per_group AS ok) e
     WHERE w.taken < p_want AND w.depth < p_max AND (p_upto IS NULL OR w.g < p_upto)
   )
-  SELECT w.g, w.id, w.ok, NOT w.ok FROM walk w WHERE p_upto IS NULL OR w.g <= p_upto
+  SELECT w.g, w.id, w.ok, NOT w.ok FROM walk w WHERE w.depth > 0 AND (p_upto IS NULL OR w.g <= p_upto)
 $$;
 -- statement-breakpoint
 
@@ -209,17 +203,14 @@ $$;
 -- it: scheduled, available, running, and dead when `p_block_dead`), and only when the head is
 -- available and due. `blocked`: the head runs on another worker (the group goes on when that
 -- run's outcome is written there; this worker's own runs wake its producer when they end).
+-- As flow_walk_skip, from a row for `p_after` itself (depth 0, not returned).
 CREATE FUNCTION effect_jobs.flow_walk_heads(
   p_queue text, p_after text, p_upto text, p_now timestamptz, p_names text[],
   p_block_dead boolean, p_worker text, p_want integer, p_max integer
 ) RETURNS TABLE (g text, id bigint, ok boolean, blocked boolean)
 LANGUAGE sql STABLE AS $$
   WITH RECURSIVE walk(g, id, depth, taken, ok, blocked) AS (
-    SELECT n.g, h.id, 1, h.ok::integer, h.ok, h.blocked
-    FROM (SELECT min(j.group_key) AS g FROM effect_jobs.jobs j
-          WHERE j.queue = p_queue AND j.state = 'available' AND j.group_key IS NOT NULL AND j.group_key > p_after) n
-    CROSS JOIN LATERAL effect_jobs.flow_head(p_queue, n.g, p_now, p_names, p_block_dead, p_worker) h
-    WHERE n.g IS NOT NULL
+    SELECT p_after, NULL::bigint, 0, 0, false, false
     UNION ALL
     SELECT n.g, h.id, w.depth + 1, w.taken + h.ok::integer, h.ok, h.blocked
     FROM walk w
@@ -229,7 +220,7 @@ LANGUAGE sql STABLE AS $$
     CROSS JOIN LATERAL effect_jobs.flow_head(p_queue, n.g, p_now, p_names, p_block_dead, p_worker) h
     WHERE n.g IS NOT NULL AND w.taken < p_want AND w.depth < p_max AND (p_upto IS NULL OR w.g < p_upto)
   )
-  SELECT w.g, w.id, w.ok, w.blocked FROM walk w WHERE p_upto IS NULL OR w.g <= p_upto
+  SELECT w.g, w.id, w.ok, w.blocked FROM walk w WHERE w.depth > 0 AND (p_upto IS NULL OR w.g <= p_upto)
 $$;
 -- statement-breakpoint
 
