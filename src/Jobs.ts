@@ -8,7 +8,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Layer, Option, Queue, Schedule, Scope } from "effect"
+import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Layer, Option, Queue, Scope } from "effect"
 import { PgClient } from "@effect/sql-pg"
 import { SqlClient, type SqlError } from "effect/sql"
 import {
@@ -21,6 +21,7 @@ import {
   JobNotFound
 } from "./Errors.ts"
 import type * as Job from "./Job.ts"
+import * as IdleWait from "./internal/IdleWait.ts"
 import { currentTrace, isJobId, rowsOf } from "./internal/JobRow.ts"
 import * as Notifier from "./internal/Notifier.ts"
 import { JobStore, type JobState, type OutcomeRow } from "./internal/Store.ts"
@@ -273,6 +274,13 @@ const make = Effect.gen(function*() {
     ))
   })
 
+  // The 1-second re-check (a missed NOTIFY, a session that cannot open), while someone waits
+  // (IdleWait.ts: on a TestClock, a jump of a day would otherwise run 86,400 empty checks).
+  const someoneWaits = IdleWait.make(() => waiters.size > 0)
+  const recheck = Effect.forever(
+    Effect.andThen(someoneWaits.untilBusy, Effect.andThen(Effect.sleep("1 second"), checkOrReport))
+  )
+
   /**
    * Starts, once, the subscription (on the process's LISTEN session, internal/Notifier.ts) and
    * the 1-second re-check, for the life of the layer. It does not wait for the LISTEN: the
@@ -290,7 +298,7 @@ const make = Effect.gen(function*() {
       )
       // Many notifications, one check.
       yield* Effect.forkIn(Effect.forever(Effect.andThen(Queue.takeAll(events), checkOrReport)), layerScope)
-      yield* Effect.forkIn(Effect.repeat(checkOrReport, Schedule.spaced("1 second")), layerScope)
+      yield* Effect.forkIn(recheck, layerScope)
     })
   }))
 
@@ -307,6 +315,7 @@ const make = Effect.gen(function*() {
       let set = waiters.get(id)
       if (set === undefined) waiters.set(id, set = new Set())
       set.add(done)
+      someoneWaits.wake()
       const wait = startListener.pipe(
         Effect.andThen(Effect.forkChild(checkWaiters)), // it may be finished already
         Effect.andThen(Deferred.await(done))

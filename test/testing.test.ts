@@ -4,7 +4,7 @@
  * (a real worker until nothing runnable is left).
  */
 import { assert, describe, expect, it, layer } from "@effect/vitest"
-import { Cause, Clock, Deferred, Effect, Exit, Layer, Option, Schedule, Schema } from "effect"
+import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Layer, Option, Schedule, Schema } from "effect"
 import { TestClock } from "effect/testing"
 import { InlineJobFailed, Job, Jobs, Testing, Worker } from "../src/index.ts"
 import * as TestDb from "./support/db.ts"
@@ -281,6 +281,47 @@ layer(Jobs.layer.pipe(Layer.provideMerge(TestDb.layer())), { excludeTestServices
         assert.strictEqual(row?.state, "completed")
         assert.strictEqual(row?.attempt, 1)
         assert.deepStrictEqual(row?.errors, [])
+      }).pipe(Effect.scoped)
+    )
+  })
+
+  // Every sleep on a TestClock runs when the clock is moved past it, one after another. A
+  // worker's loops that ticked with nothing to do (the settings reader with no setting to read,
+  // the throughput writer with nothing tallied, Jobs.await's re-check with nobody waiting) ran
+  // 86,400 rounds each through a jump of a day: seconds of CPU, during which the worker's
+  // real-time registration could not confirm itself and its fence stopped a running job.
+  it.effect("an idle worker and Jobs on a TestClock do not tick through every second of a jump", () => {
+    const t0 = Date.parse("2030-04-01T00:00:00.000Z")
+    const Quick = Job.make("testing-idle", { args: Schema.Struct({}), queue: "testing-idle" })
+    return Testing.withTestClock(
+      t0,
+      Effect.gen(function*() {
+        const testClock = yield* TestClock.testClockWith(Effect.succeed)
+        let sleeps = 0
+        // the TestClock, counting the sleeps the worker and Jobs take on it
+        const counting: Clock.Clock = Object.assign(Object.create(testClock) as Clock.Clock, {
+          sleep: (duration: Duration.Duration) => {
+            sleeps++
+            return testClock.sleep(duration)
+          }
+        })
+        const context = yield* Layer.build(
+          Layer.mergeAll(
+            Worker.layer({ queues: { "testing-idle": {} } }).pipe(Layer.provide(Job.toLayer(Quick, () => Effect.void))),
+            Jobs.layer
+          )
+        ).pipe(Effect.provideService(Clock.Clock, counting))
+        const jobs = Context.get(context, Jobs.Jobs)
+        // A job run and awaited: the throughput writer has tallied, the await's re-check started.
+        yield* jobs.await(Quick, yield* jobs.enqueue(Quick, {}))
+        yield* TestClock.adjust("2 seconds") // (the last tallies written)
+        const before = sleeps
+        yield* TestClock.setTime(t0 + 24 * hour)
+        // What is left ticks only while a statement of its own is not in flight (the producer's
+        // poll, the maintenance round, the control poll): a handful per jump, not 86,400 per loop.
+        expect(sleeps - before).toBeLessThan(1000)
+        // and the worker still works after the jump
+        yield* jobs.await(Quick, yield* jobs.enqueue(Quick, {}))
       }).pipe(Effect.scoped)
     )
   })

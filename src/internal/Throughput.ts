@@ -17,6 +17,7 @@
  */
 import { Duration, Effect } from "effect"
 import type { SqlError } from "effect/sql"
+import * as IdleWait from "./IdleWait.ts"
 import type { Applied, FinishRow, JobStore, ThroughputTally } from "./Store.ts"
 
 /** How often the tallies are written. */
@@ -47,6 +48,7 @@ export const make = Effect.fnUntraced(function*(options: {
 }) {
   /** Keyed by `${minute}\u0000${queue}`. */
   let pending = new Map<string, { readonly minute: number; readonly queue: string; readonly counts: Counts }>()
+  const tallied = IdleWait.make(() => pending.size > 0)
 
   const tally = (row: FinishRow, applied: Applied, now: number) => {
     let kind: keyof Counts
@@ -70,6 +72,7 @@ export const make = Effect.fnUntraced(function*(options: {
       pending.set(key, entry)
     }
     entry.counts[kind]++
+    tallied.wake()
   }
 
   const flush = Effect.suspend(() => {
@@ -95,10 +98,11 @@ export const make = Effect.fnUntraced(function*(options: {
   yield* Effect.addFinalizer(() =>
     flush.pipe(Effect.catch((e) => options.onError("could not record the last throughput counts at shutdown", e)))
   )
+  // (while nothing is tallied it waits for a tally, not for the next second: IdleWait.ts)
   yield* Effect.forkScoped(
     Effect.forever(
       Effect.andThen(
-        Effect.sleep(Duration.millis(writeMillis)),
+        Effect.andThen(tallied.untilBusy, Effect.sleep(Duration.millis(writeMillis))),
         flush.pipe(Effect.catch((e) => options.onError("could not record throughput counts; retrying", e)))
       )
     )

@@ -67,6 +67,7 @@ export const make = Effect.fnUntraced(function*(deps: {
     }
     queueConfigs = queues
     generation++
+    yield* reader.changed
   }, reconfiguring.withPermits(1))
 
   const setConcurrency = Effect.fn("Worker.setConcurrency")(function*(queue: string, concurrency: number) {

@@ -7,6 +7,7 @@
  *   `InvalidWorkerConfig`, and so the layer, or the `reconfigure`, changing nothing.
  * - `start` forks the reader: every `settingsInterval`, on Effect's `Clock`, it reads them
  *   again and hands each changed value on (`apply`, `setRetention`), checked as at startup.
+ *   While no setting is an Effect it waits, until `changed` says a `reconfigure` came.
  *   A read that fails (or dies, or takes longer than `readTimeoutMillis`) or a value that is
  *   invalid is reported as a worker error (`Warn`, once until the reason changes or a read
  *   succeeds again) and the value in force is kept: the worker runs on.
@@ -22,6 +23,7 @@
  */
 import { Cause, Duration, Effect } from "effect"
 import { InvalidWorkerConfig } from "../../Errors.ts"
+import * as IdleWait from "../IdleWait.ts"
 import type { Options, QueueConfig, Setting } from "../../Worker.ts"
 import { type Resolved, type ResolvedQueue, type RetentionOverride, retentionOverride, validate, validateQueue } from "./Config.ts"
 
@@ -158,7 +160,15 @@ export const start = (deps: ReaderDeps) => {
     Effect.catchCause((cause) => deps.report("*", `reading the settings failed: ${reason(cause)}`)),
     Effect.andThen(deps.onRound ?? Effect.void)
   )
-  return Effect.forkScoped(
-    Effect.forever(Effect.andThen(Effect.sleep(Duration.millis(deps.config.settingsMillis)), round))
+  // With nothing to read the reader waits for a `reconfigure` (`changed`) instead of ticking
+  // (IdleWait.ts: on a TestClock, a jump of a day would run 86,400 empty rounds).
+  const toRead = IdleWait.make(() =>
+    isEffect(deps.options.retention) || Object.values(deps.queueConfigs().configs).some(hasSettings)
+  )
+  return Effect.map(
+    Effect.forkScoped(
+      Effect.forever(Effect.andThen(toRead.untilBusy, Effect.andThen(Effect.sleep(Duration.millis(deps.config.settingsMillis)), round)))
+    ),
+    (fiber) => ({ fiber, changed: Effect.sync(toRead.wake) })
   )
 }
