@@ -180,3 +180,7 @@ export const ranTwice = (queue: string) =>
              (SELECT errors FROM effect_jobs.jobs j WHERE j.id = l.job_id) AS errors
       FROM flow_log l WHERE l.queue = ${queue}
       GROUP BY l.job_id HAVING count(*) > 1 ORDER BY l.job_id LIMIT 5`).pipe(Effect.orDie)
+
+/** What a scenario's run log shows, for its assertions and its recorded result. */
+export const runFigures = (queue: string) =>
+  Effect.all({ overlap: overlap(queue), ok: okRuns(queue), jobErrorKinds: errorKinds(queue) })

@@ -163,15 +163,13 @@ layer(
         const ids = yield* enqueue(queue, batches, PER_GROUP)
         yield* spawnMany(3, queue, 4, { global: LIMIT }, prefetch === undefined ? {} : { prefetch })
         const { counts } = yield* Chaos.waitAllTerminal(queue)
-        const o = yield* Flow.overlap(queue)
-        const ok = yield* Flow.okRuns(queue)
+        const figures = yield* Flow.runFigures(queue)
+        const { ok, overlap: o } = figures
         yield* Chaos.recordResult(prefetch === undefined ? "flow-global" : "flow-global-prefetch", {
           jobs: ids.length,
           limit: LIMIT,
-          overlap: o,
-          ok,
+          ...figures,
           counts,
-          jobErrorKinds: yield* Flow.errorKinds(queue),
           twice: yield* Flow.ranTwice(queue),
           workerErrors: Chaos.errorSummary()
         })
@@ -197,15 +195,13 @@ layer(
       const ids = yield* enqueue(queue, batches, PER_GROUP)
       yield* spawnMany(3, queue, 4, { perGroup: LIMIT })
       const { counts } = yield* Chaos.waitAllTerminal(queue)
-      const o = yield* Flow.overlap(queue)
-      const ok = yield* Flow.okRuns(queue)
+      const figures = yield* Flow.runFigures(queue)
+      const { ok, overlap: o } = figures
       yield* Chaos.recordResult("flow-per-group", {
         jobs: ids.length,
         limit: LIMIT,
-        overlap: o,
-        ok,
+        ...figures,
         counts,
-        jobErrorKinds: yield* Flow.errorKinds(queue),
         twice: yield* Flow.ranTwice(queue),
         workerErrors: Chaos.errorSummary()
       })
@@ -239,17 +235,15 @@ layer(
       const { counts } = yield* Chaos.waitAllTerminal(queue)
       yield* Fiber.join(replacement)
       const breaks = yield* Flow.sequenceBreaks(queue)
-      const ok = yield* Flow.okRuns(queue)
-      const o = yield* Flow.overlap(queue)
+      const figures = yield* Flow.runFigures(queue)
+      const { ok, overlap: o } = figures
       yield* Chaos.recordResult("flow-sequence-kill", {
         jobs: ids.length,
         openAtKill,
-        overlap: o,
-        ok,
+        ...figures,
         breaks: breaks.length,
         firstBreaks: breaks.slice(0, 5),
         counts,
-        jobErrorKinds: yield* Flow.errorKinds(queue),
         workerErrors: Chaos.errorSummary()
       })
       assert.deepStrictEqual(counts, { completed: ids.length })
@@ -332,17 +326,15 @@ layer(
         // slot the killed process leaked would cap it below), and not pass it.
         const more = yield* enqueue(queue, [{ grp: "p2", grouped: false, sleepMs: between(80, 120) }], SHORT ? 40 : 200)
         const { counts: after } = yield* Chaos.waitAllTerminal(queue)
-        const all = yield* Flow.overlap(queue)
-        const ok = yield* Flow.okRuns(queue)
+        const figures = yield* Flow.runFigures(queue)
+        const { ok, overlap: all } = figures
         yield* Chaos.recordResult(prefetch === undefined ? "flow-global-kill" : "flow-global-kill-prefetch", {
           jobs: ids.length + more.length,
           openAtKill,
           overlapPhase1: phase1,
-          overlap: all,
           runningAfterPhase1: running,
-          ok,
+          ...figures,
           counts: after,
-          jobErrorKinds: yield* Flow.errorKinds(queue),
           workerErrors: Chaos.errorSummary()
         })
         assert.deepStrictEqual(counts, { completed: N })

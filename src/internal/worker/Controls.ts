@@ -134,7 +134,7 @@ export const make = Effect.fnUntraced(function*(deps: {
   )
   const controlMillis = () =>
     Math.min(config.maintenanceMillis, ...producers.served().map((name) => producers.get(name)!.config().pollMillis))
-  const poller = yield* Effect.forkScoped(
+  yield* Effect.forkScoped(
     Effect.forever(Effect.andThen(controlPoll, Effect.suspend(() => Effect.sleep(jitter(controlMillis())))))
   )
 
@@ -159,5 +159,5 @@ export const make = Effect.fnUntraced(function*(deps: {
     onRound: deps.settingsRead
   })
 
-  return { reconfigure, setConcurrency, pause, resume, status, poller, reader }
+  return { reconfigure, setConcurrency, pause, resume, status }
 })

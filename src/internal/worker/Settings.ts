@@ -117,7 +117,7 @@ export interface ReaderDeps {
   readonly onRound?: Effect.Effect<void> | undefined
 }
 
-/** Forks the reader in the current scope (see the module header). */
+/** Forks the reader in the current scope (see the module header); `changed` wakes it after a `reconfigure`. */
 export const start = (deps: ReaderDeps) => {
   /** The reason each setting last failed, reported once until it changes or a read succeeds. */
   const failing = new Map<string, string>()
@@ -165,10 +165,10 @@ export const start = (deps: ReaderDeps) => {
   const toRead = IdleWait.make(() =>
     isEffect(deps.options.retention) || Object.values(deps.queueConfigs().configs).some(hasSettings)
   )
-  return Effect.map(
+  return Effect.as(
     Effect.forkScoped(
       Effect.forever(Effect.andThen(toRead.untilBusy, Effect.andThen(Effect.sleep(Duration.millis(deps.config.settingsMillis)), round)))
     ),
-    (fiber) => ({ fiber, changed: Effect.sync(toRead.wake) })
+    { changed: Effect.sync(toRead.wake) }
   )
 }
