@@ -228,6 +228,21 @@ export interface ClaimedJobRow {
   readonly request_id: string | null
   readonly trace: unknown
   readonly created_at: Date
+  /** When it was due (epoch ms): the plain claim's rows only, for its floor (worker/ClaimFloor.ts). */
+  readonly run_at_ms?: number | undefined
+}
+
+/** `jobsPlannerStats`: what the jobs table's statistics are worth now. */
+export interface PlannerStats {
+  readonly changed: number
+  readonly sinceMillis: number | null
+  readonly rows: number
+}
+
+/** Where a plain claim starts reading its queue (`jobClaim`'s `floor`). */
+export interface ClaimFloorKey {
+  readonly priority: number
+  readonly runAtMillis: number
 }
 
 /** A state change at the end of a run, applied only if the run still holds the job (fencing token). */
@@ -380,6 +395,13 @@ export class JobStore extends Context.Service<JobStore, {
      * slots. The others are marked `buffered` (migrations/0011). All start at once when absent.
      */
     readonly startNow?: number | undefined
+    /**
+     * Read the claim index from here on (worker/ClaimFloor.ts): only jobs with
+     * `(priority, run_at) >= (priority, runAtMillis)` and `run_at >= runAtMillis`. An index
+     * range that skips what lies before it, dead entries a long transaction keeps included.
+     * The whole queue when absent.
+     */
+    readonly floor?: ClaimFloorKey | undefined
   }) => Effect.Effect<ReadonlyArray<ClaimedJobRow>, SqlError.SqlError>
   /**
    * `jobClaim` of only the jobs that run before `priority` (a lower number): a producer whose
@@ -441,6 +463,14 @@ export class JobStore extends Context.Service<JobStore, {
     leaseMillis: number
   ) => Effect.Effect<Heartbeat, SqlError.SqlError>
   readonly jobPromoteScheduled: (now: number, limit: number) => Effect.Effect<number, SqlError.SqlError>
+  /**
+   * The jobs table's planner statistics, as `pg_stat_user_tables` has them: rows changed since
+   * the last ANALYZE (by autovacuum or anyone), how long ago that was (null: never), and the
+   * rows the planner thinks the table holds (maintenance/Analyzer.ts).
+   */
+  readonly jobsPlannerStats: Effect.Effect<PlannerStats | undefined, SqlError.SqlError>
+  /** `ANALYZE` of the jobs table: fresh statistics, and every cached plan of it made again. */
+  readonly jobsAnalyze: Effect.Effect<void, SqlError.SqlError>
   /** `jobPromoteScheduled` of the given queues only (a worker's short retries and snoozes: DueTimers.ts). */
   readonly jobPromoteDue: (
     queues: ReadonlyArray<string>,
@@ -702,9 +732,17 @@ export class JobStore extends Context.Service<JobStore, {
         /** Only jobs of a better priority than this (the buffer's probe: `jobClaimAhead`). */
         readonly priorityBelow?: number | undefined
         readonly startNow?: number | undefined
+        readonly floor?: ClaimFloorKey | undefined
       }) {
         const now = iso(o.now)
         const ahead = o.priorityBelow === undefined ? sql.literal("") : sql`AND priority < ${o.priorityBelow}`
+        // The row comparison is the index range's start (queue = $q, then (priority, run_at)):
+        // the entries before it are not read at all. `run_at >= ` is checked on the entries of
+        // the worse priorities, in the index, without visiting their rows.
+        const from = o.floor === undefined ? sql.literal("") : (() => {
+          const at = iso(o.floor.runAtMillis)
+          return sql`AND (priority, run_at) >= (${o.floor.priority}::smallint, ${at}::timestamptz) AND run_at >= ${at}::timestamptz`
+        })()
         // The name filter is checked on the rows the claim index yields, in its order: the
         // index (queue, priority, run_at, id) is still the plan, and jobs of names the worker
         // cannot run are passed over (left `available` for a worker that can), not claimed.
@@ -720,7 +758,7 @@ export class JobStore extends Context.Service<JobStore, {
           WITH picked AS (
             SELECT ARRAY(
               SELECT id FROM ${t.jobs}
-              WHERE state = 'available' AND queue = ${o.queue} ${ahead} AND run_at <= ${now}::timestamptz ${byName}
+              WHERE state = 'available' AND queue = ${o.queue} ${ahead} ${from} AND run_at <= ${now}::timestamptz ${byName}
               ORDER BY priority, run_at, id
               LIMIT ${o.limit}
               FOR UPDATE SKIP LOCKED
@@ -743,11 +781,12 @@ export class JobStore extends Context.Service<JobStore, {
           RETURNING j.id, j.name, j.queue, j.priority, j.attempt, j.max_attempts, j.claim_count,
                     j.args, j.metadata, j.request_id, j.trace, j.run_at, j.created_at
           )
-          -- (metadata '{}', the usual, comes back NULL: nothing to parse; run_at is only for the order)
+          -- (metadata '{}', the usual, comes back NULL: nothing to parse; run_at as epoch ms, for the floor)
           -- The ORDER BY qualifies its columns: a bare id would be the output column id::text,
           -- and '1000' sorts before '999' as text.
           SELECT id::text, name, queue, priority, attempt, max_attempts, claim_count, args,
-                 NULLIF(metadata, '{}'::jsonb) AS metadata, request_id, trace, created_at
+                 NULLIF(metadata, '{}'::jsonb) AS metadata, request_id, trace, created_at,
+                 (extract(epoch FROM claimed.run_at) * 1000)::float8 AS run_at_ms
           FROM claimed ORDER BY claimed.priority, claimed.run_at, claimed.id`
       })
 
@@ -953,6 +992,17 @@ export class JobStore extends Context.Service<JobStore, {
         return rows.reduce((sum, r) => sum + r.n, 0)
       })
       const jobPromoteScheduled = (nowMillis: number, limit: number) => promote(nowMillis, limit)
+
+      const jobsPlannerStats = Effect.map(
+        sql<PlannerStats>`
+          SELECT s.n_mod_since_analyze::float8 AS changed,
+                 (extract(epoch FROM now() - GREATEST(s.last_analyze, s.last_autoanalyze)) * 1000)::float8 AS "sinceMillis",
+                 GREATEST(c.reltuples, 0)::float8 AS rows
+          FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+          WHERE s.relid = to_regclass(${qualify(schema, "jobs")})`,
+        (rows) => rows[0]
+      )
+      const jobsAnalyze = Effect.asVoid(sql`ANALYZE ${t.jobs}`)
       /** Due `scheduled` jobs of some queues to `available`, with the NOTIFY of `jobPromoteScheduled`. */
       const jobPromoteDue = (queues: ReadonlyArray<string>, nowMillis: number, limit: number) => promote(nowMillis, limit, queues)
 
@@ -1158,6 +1208,8 @@ export class JobStore extends Context.Service<JobStore, {
         channels,
         jobInsertMany,
         jobClaim,
+        jobsPlannerStats,
+        jobsAnalyze,
         jobClaimGated,
         jobClaimAhead,
         jobFinishMany,

@@ -17,13 +17,14 @@
  *   TestSignals.ts points in the worker's life a test can wait on (River's test signals)
  *   ../Completer.ts          outcomes written in batches
  *   ../Throughput.ts         outcomes counted per minute, written once a second
- *   ../maintenance/          promoter and rescuer (every worker), pruner and no-handler check (the leader)
+ *   ../maintenance/          promoter and rescuer (every worker); pruner, no-handler check and analyzer (the leader)
  *
  * @internal
  */
 import { Cause, Clock, Duration, Effect, Fiber } from "effect"
 import { PgClient } from "@effect/sql-pg"
 import * as Completer from "../Completer.ts"
+import * as Analyzer from "../maintenance/Analyzer.ts"
 import * as NoHandler from "../maintenance/NoHandler.ts"
 import * as Promoter from "../maintenance/Promoter.ts"
 import * as Pruner from "../maintenance/Pruner.ts"
@@ -189,16 +190,26 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     settingsRead: signals.settingsRead
   })
   // Pruning finished jobs past their retention (one leader among all workers); the no-handler
-  // check runs on the same leader, after each round of pruning.
+  // check and the analyzer run on the same leader, after each round of pruning.
   const noHandler = NoHandler.make(store, observer, {
     onRound: signals.noHandlerChecked,
     timeoutMillis: config.noHandlerMillis,
     warnMillis: Number.isFinite(config.noHandlerMillis) ? config.noHandlerMillis : defaultNoHandlerMillis,
     self: () => ({ queues: producers.served(), names: executor.names })
   })
+  // Then fresh planner statistics for the jobs table, if nothing else keeps them fresh.
+  const analyze = Analyzer.runOnce(store).pipe(
+    Effect.flatMap((analyzed) => analyzed ? Effect.logDebug("analyzed the jobs table (its statistics were stale)") : Effect.void),
+    Effect.catchCause((cause) =>
+      Cause.hasInterruptsOnly(cause)
+        ? Effect.interrupt
+        : observer.workerError("*", "maintenance (ANALYZE of the jobs table) failed", Cause.squash(cause), "Warn")
+    )
+  )
+  const leaderWork = { round: Effect.andThen(noHandler.round, analyze), elected: noHandler.elected }
   const pruner = options.pruner === false
     ? Pruner.none
-    : yield* Pruner.make(options.pruner ?? {}, (message, cause) => observer.workerError("*", message, cause, "Warn"), noHandler)
+    : yield* Pruner.make(options.pruner ?? {}, (message, cause) => observer.workerError("*", message, cause, "Warn"), leaderWork)
 
   // Added last, so it runs first when the scope closes.
   yield* Effect.addFinalizer(() => shutdown(config, producers, running, completer, signals))

@@ -32,6 +32,11 @@
  * not be taken into a buffer behind busy slots; the probe finds only what they left.
  *
  *
+ * A long transaction elsewhere keeps the dead index entries of every job claimed since it
+ * began, and a claim reads them all again. While full claims are expensive, plain claims start
+ * past them, at a floor the last short claim set, with an occasional full claim for what lies
+ * below it (ClaimFloor.ts).
+ *
  * Flow control. A queue with `flow` (fleet-wide limits, groups, sequences) claims through
  * the gated claim (`jobClaimGated`, migrations/0014) instead, by default with prefetch 0 (it
  * claims only for free slots), and never probes (the probe's claim knows no limits). A claim that comes back short there may
@@ -53,6 +58,7 @@ import { jitter, type Resolved, type ResolvedQueue } from "./Config.ts"
 import type { Executor } from "./Executor.ts"
 import { info } from "./Executor.ts"
 import { ClaimBuffer } from "./ClaimBuffer.ts"
+import { ClaimFloor, ClaimFloorSettings } from "./ClaimFloor.ts"
 import type { Held, HeldJobs } from "./Held.ts"
 
 /** Adaptive prefetch: buffer about this much work (at the measured run rate) ... */
@@ -176,6 +182,8 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
   let probePlan: "none" | "waiting" | "ready" = "none"
   let waitingForOutcomes = false
   const prefetch = new Prefetch(initial)
+  /** Where plain claims start reading the queue while full claims are expensive (ClaimFloor.ts). */
+  const floor = new ClaimFloor(yield* ClaimFloorSettings)
   const producer: Producer = {
     notify: () => {
       wakes++
@@ -276,8 +284,12 @@ export const make = Effect.fnUntraced(function*(initial: ResolvedQueue, deps: De
     // over groups, sequences: migrations/0014), by default for its free slots only (prefetch 0,
     // Config.ts): then `limit` = `startNow` and nothing it claims waits in the buffer.
     let rows: ReadonlyArray<ClaimedJobRow>
-    if (queue.flow === undefined) rows = yield* store.jobClaim(options)
-    else {
+    if (queue.flow === undefined) {
+      const from = floor.plan(now)
+      rows = yield* store.jobClaim({ ...options, floor: from })
+      const durationMillis = (yield* Clock.currentTimeMillis) - now
+      floor.record({ full: from === undefined, startedAt: now, durationMillis, short: rows.length < limit, rows })
+    } else {
       // Runs that ended here but whose outcomes are still being written hold no slot: the claim
       // does not count them, so a slot is free as soon as a run ends, not one write later.
       const gated = yield* store.jobClaimGated({
