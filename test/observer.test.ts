@@ -296,6 +296,23 @@ layer(TestLayer, { excludeTestServices: true })("observer", (it) => {
       )
     }))
 
+  it.effect("the trace context is stored with a job only when a tracer is installed (the native one exports nothing)", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const jobs = yield* Jobs.Jobs
+      const Plain = Job.make("obs-trace-stored", { args: Schema.Struct({}), queue: "obs-trace-stored" })
+      const traceOf = (id: string) =>
+        Effect.map(sql<{ readonly trace: unknown }>`SELECT trace FROM effect_jobs.jobs WHERE id = ${id}::bigint`, (r) => r[0]?.trace)
+      // effect's default, nativeTracer: spans exist in the process, but nothing exports them
+      const untraced = yield* jobs.enqueue(Plain, {}).pipe(Effect.withSpan("http.request"))
+      assert.isNull(yield* traceOf(untraced))
+      const tracer = Tracer.make({ span: (options) => new Tracer.NativeSpan(options) })
+      const traced = yield* jobs.enqueue(Plain, {}).pipe(Effect.withSpan("http.request"), Effect.provideService(Tracer.Tracer, tracer))
+      const stored = (yield* traceOf(traced)) as { traceId?: unknown; spanId?: unknown } | null
+      assert.isString(stored?.traceId)
+      assert.isString(stored?.spanId)
+    }))
+
   it.effect("middleware wraps every run inside the default stack; defaultMiddleware: false turns the stack off", () =>
     Effect.gen(function*() {
       const Wrapped = Job.make("obs-wrapped", { args: Schema.Struct({}), queue: "obs-mw" })
