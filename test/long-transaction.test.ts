@@ -92,12 +92,13 @@ layer(TestLayer, { excludeTestServices: true })("claims under a long transaction
       const sql = yield* SqlClient.SqlClient
       const store = yield* JobStore
       const jobs = yield* Jobs.Jobs
-      // Another session idles in a transaction with an xid: nothing claimed from now on can be cleaned.
+      // Another session (a connection of its own, reserved by the transaction) idles in a transaction
+      // with an xid: nothing claimed from now on can be cleaned.
       const release = yield* Deferred.make<void>()
       const holding = yield* Deferred.make<void>()
       const holder = yield* sql.withTransaction(
         sql`SELECT txid_current()`.pipe(Effect.andThen(Deferred.succeed(holding, undefined)), Effect.andThen(Deferred.await(release)))
-      ).pipe(Effect.provide(TestDb.pool({ maxConnections: 1 })), Effect.forkChild)
+      ).pipe(Effect.forkChild)
       yield* Deferred.await(holding)
 
       // 10,000 jobs claimed (due a minute ago), then a fresh one: the claim index holds 10,000

@@ -739,10 +739,10 @@ export class JobStore extends Context.Service<JobStore, {
         // The row comparison is the index range's start (queue = $q, then (priority, run_at)):
         // the entries before it are not read at all. `run_at >= ` is checked on the entries of
         // the worse priorities, in the index, without visiting their rows.
-        const from = o.floor === undefined ? sql.literal("") : (() => {
-          const at = iso(o.floor.runAtMillis)
-          return sql`AND (priority, run_at) >= (${o.floor.priority}::smallint, ${at}::timestamptz) AND run_at >= ${at}::timestamptz`
-        })()
+        const at = o.floor === undefined ? undefined : iso(o.floor.runAtMillis)
+        const from = o.floor === undefined
+          ? sql.literal("")
+          : sql`AND (priority, run_at) >= (${o.floor.priority}::smallint, ${at}::timestamptz) AND run_at >= ${at}::timestamptz`
         // The name filter is checked on the rows the claim index yields, in its order: the
         // index (queue, priority, run_at, id) is still the plan, and jobs of names the worker
         // cannot run are passed over (left `available` for a worker that can), not claimed.

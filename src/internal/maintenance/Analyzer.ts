@@ -20,9 +20,9 @@
  *
  * @internal
  */
-import { Effect } from "effect"
-import type { PlannerStats } from "../Store.ts"
-import type { JobStore } from "../Store.ts"
+import { Cause, Effect } from "effect"
+import type { Events } from "../../Observer.ts"
+import type { JobStore, PlannerStats } from "../Store.ts"
 
 export interface Options {
   readonly minChanged: number
@@ -43,5 +43,17 @@ export const runOnce = (store: JobStore["Service"], options: Options = defaults)
     const stats = yield* store.jobsPlannerStats
     if (stats === undefined || !isStale(stats, options)) return false
     yield* store.jobsAnalyze
+    yield* Effect.logDebug("analyzed the jobs table (its statistics were stale)")
     return true
   })
+
+/** The leader's round (after pruning and the no-handler check): a failure is logged, never raised. */
+export const round = (store: JobStore["Service"], observer: Events): Effect.Effect<void> =>
+  runOnce(store).pipe(
+    Effect.asVoid,
+    Effect.catchCause((cause) =>
+      Cause.hasInterruptsOnly(cause)
+        ? Effect.interrupt
+        : observer.workerError("*", "maintenance (ANALYZE of the jobs table) failed", Cause.squash(cause), "Warn")
+    )
+  )

@@ -71,9 +71,9 @@ export interface Claimed {
 }
 
 export class ClaimFloor {
-  /** Where floor claims start; undefined until a short claim returned rows. */
-  private key: ClaimFloorKey | undefined = undefined
-  /** The best (lowest) priority claimed so far. */
+  /** The floor's `run_at`; undefined until a short claim returned rows. */
+  private runAtMillis: number | undefined = undefined
+  /** The best (lowest) priority claimed so far: the floor's priority. */
   private best: number | undefined = undefined
   /** 0: every claim is full. Otherwise floor claims until this time, then a sweep. */
   private sweepDue = 0
@@ -84,8 +84,10 @@ export class ClaimFloor {
 
   /** Where the claim at `now` starts: undefined for a full claim. */
   plan(now: number): ClaimFloorKey | undefined {
-    if (this.key === undefined || this.sweepDue === 0 || now >= this.sweepDue) return undefined
-    return this.key
+    if (this.runAtMillis === undefined || this.best === undefined || this.sweepDue === 0 || now >= this.sweepDue) {
+      return undefined
+    }
+    return { priority: this.best, runAtMillis: this.runAtMillis }
   }
 
   record(claimed: Claimed): void {
@@ -96,12 +98,9 @@ export class ClaimFloor {
       if (this.best === undefined || row.priority < this.best) this.best = row.priority
       if (row.run_at_ms !== undefined && row.run_at_ms < earliest) earliest = row.run_at_ms
     }
-    if (claimed.short && earliest !== Infinity && this.best !== undefined) {
+    if (claimed.short && earliest !== Infinity) {
       // (monotone: a sweep that found a job due long ago does not move the floor back)
-      const runAtMillis = Math.max(this.key?.runAtMillis ?? -Infinity, earliest - settings.marginMillis)
-      this.key = { priority: this.best, runAtMillis }
-    } else if (this.key !== undefined && this.best !== undefined && this.best < this.key.priority) {
-      this.key = { priority: this.best, runAtMillis: this.key.runAtMillis }
+      this.runAtMillis = Math.max(this.runAtMillis ?? -Infinity, earliest - settings.marginMillis)
     }
     if (!claimed.full) return
     const expensive = claimed.durationMillis >= settings.expensiveMillis + settings.expensiveMillisPerRow * rows.length

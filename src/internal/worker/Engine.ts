@@ -198,15 +198,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     self: () => ({ queues: producers.served(), names: executor.names })
   })
   // Then fresh planner statistics for the jobs table, if nothing else keeps them fresh.
-  const analyze = Analyzer.runOnce(store).pipe(
-    Effect.flatMap((analyzed) => analyzed ? Effect.logDebug("analyzed the jobs table (its statistics were stale)") : Effect.void),
-    Effect.catchCause((cause) =>
-      Cause.hasInterruptsOnly(cause)
-        ? Effect.interrupt
-        : observer.workerError("*", "maintenance (ANALYZE of the jobs table) failed", Cause.squash(cause), "Warn")
-    )
-  )
-  const leaderWork = { round: Effect.andThen(noHandler.round, analyze), elected: noHandler.elected }
+  const leaderWork = { round: Effect.andThen(noHandler.round, Analyzer.round(store, observer)), elected: noHandler.elected }
   const pruner = options.pruner === false
     ? Pruner.none
     : yield* Pruner.make(options.pruner ?? {}, (message, cause) => observer.workerError("*", message, cause, "Warn"), leaderWork)
