@@ -3,7 +3,7 @@
  * and prints the result as a marked JSON line on stdout.
  *
  *   node --expose-gc bench/run-one.ts <adapter> <scenario> <url>
- *        [--jobs 20000] [--concurrency 24] [--wake-samples 200] [--wake-budget-ms 20000]
+ *        [--jobs 20000] [--concurrency 24] [--wake-samples 1000] [--wake-budget-ms 20000]
  *        [--history-rows 1000000] [--scaleout-jobs 50000] [--scaleout-job-ms 0] [--procs 1]
  *        [--soak-jobs 1000000] [--rss-interval-ms 500] [--io-jobs 20000] [--io-concurrency 500]
  *        [--io-job-ms 10] [--longtx-hold-ms 60000] [--longtx-before-ms 15000] [--longtx-rate 300]
@@ -346,7 +346,7 @@ const main = async (): Promise<OneResult> => {
     options: {
       jobs: { type: "string", default: "20000" },
       concurrency: { type: "string", default: "24" },
-      "wake-samples": { type: "string", default: "200" },
+      "wake-samples": { type: "string", default: "1000" },
       "wake-budget-ms": { type: "string", default: "20000" },
       "history-rows": { type: "string", default: "1000000" },
       "scaleout-jobs": { type: "string", default: "50000" },

@@ -15,7 +15,7 @@
  *   --jobs            BENCH_JOBS             20000  jobs per drain / enqueue-many run
  *   --runs            BENCH_RUNS             3      runs per throughput scenario (median reported)
  *   --concurrency     BENCH_CONCURRENCY      24     worker concurrency (pg-boss: fixed 4 x 100, PersistedQueue: 64 takers)
- *   --wake-samples    BENCH_WAKE_SAMPLES     200    wake-up latency samples (one run)
+ *   --wake-samples    BENCH_WAKE_SAMPLES     1000   wake-up latency samples (one run)
  *   --wake-budget-ms  BENCH_WAKE_BUDGET_MS   20000  stop sampling a (polling) system after this long
  *   --adapters        BENCH_ADAPTERS         all    comma-separated names (see bench/adapters/index.ts)
  *   --scenarios       BENCH_SCENARIOS        drain,enqueue,wake
@@ -123,7 +123,7 @@ const config = {
   jobs: positiveInt("jobs", setting(flags.jobs, "BENCH_JOBS", "20000")),
   runs: positiveInt("runs", setting(flags.runs, "BENCH_RUNS", "3")),
   concurrency: positiveInt("concurrency", setting(flags.concurrency, "BENCH_CONCURRENCY", "24")),
-  wakeSamples: positiveInt("wake-samples", setting(flags["wake-samples"], "BENCH_WAKE_SAMPLES", "200")),
+  wakeSamples: positiveInt("wake-samples", setting(flags["wake-samples"], "BENCH_WAKE_SAMPLES", "1000")),
   wakeBudgetMs: positiveInt("wake-budget-ms", setting(flags["wake-budget-ms"], "BENCH_WAKE_BUDGET_MS", "20000")),
   timeoutMs: positiveInt("timeout-ms", setting(flags["timeout-ms"], "BENCH_TIMEOUT_MS", "240000")),
   adapters: setting(flags.adapters, "BENCH_ADAPTERS", adapters.map((a) => a.name).join(","))
