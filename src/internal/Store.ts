@@ -2147,13 +2147,19 @@ export const makeManagement = (sql: SqlClient.SqlClient, schema: string): Manage
             'message', ${byQueue}::jsonb -> j.queue ->> j.name
           ))) WITH ORDINALITY AS t(e, o)
           WHERE o > jsonb_array_length(${errors}) + 1 - j.max_errors)
-      -- (id = ANY(ARRAY(...)): looked up in the primary key, see jobClaim.) The state is checked
-      -- again on each row as it is updated: a job a worker claimed meanwhile is not touched.
+      -- (id = ANY(ARRAY(...)): looked up in the primary key, see jobClaim.) The heads are locked
+      -- by id alone, and their state is checked after the lock: a job a worker claimed meanwhile
+      -- is not touched. With the state condition beside the ids, the planner of a table never
+      -- analyzed reads them from jobs_claim_idx, walking all of it (migrations/0018 says more).
       WHERE j.id = ANY(ARRAY(
-          SELECT h.id FROM jsonb_each(${byQueue}::jsonb) AS q(queue, names)
-          CROSS JOIN LATERAL (${headOf(head, now)}) h
-          WHERE q.names ? h.name))
-        AND j.state = 'available'
+          SELECT l.id FROM (
+            SELECT l.id, l.state FROM ${t.jobs} l
+            WHERE l.id = ANY(ARRAY(
+              SELECT h.id FROM jsonb_each(${byQueue}::jsonb) AS q(queue, names)
+              CROSS JOIN LATERAL (${headOf(head, now)}) h
+              WHERE q.names ? h.name))
+            FOR UPDATE OFFSET 0) l
+          WHERE l.state = 'available'))
       RETURNING j.id::text, j.name, j.queue, j.attempt, j.max_attempts, pg_notify(${channels.done}, '')::text AS done`
   }
 
