@@ -1,8 +1,9 @@
 /**
  * Where a job's row versions are written (migration 0017). A claim and a kept completion
  * are UPDATEs that change `state`, so they are never HOT. Where the new version goes still
- * matters: on the row's own page Postgres logs only the bytes that changed, and on another
- * page it logs the whole row plus a Heap/LOCK record on the old one. The jobs table's
+ * matters: on another page Postgres logs an extra Heap/LOCK record on the old version, and on
+ * the row's own page it does not (and leaves out the bytes the two versions share at their
+ * start and end). The jobs table's
  * fillfactor leaves room on each page for its rows' next versions. This test reads each
  * row's page (`ctid`) before and after, for jobs enqueued in one batch with arguments of
  * an ordinary size, as `enqueueMany` writes them.
