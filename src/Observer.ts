@@ -150,15 +150,23 @@ export const combine = (left: Events, right: Events): Events => {
   return combined
 }
 
+/**
+ * `a` then `b`, with no step for a side that does nothing (`Effect.void`): the worker runs
+ * `started` and each outcome's report once per job, and skips the step altogether when the
+ * whole observer does nothing there (Executor.ts), which a pair of such sides must keep.
+ */
+const both = (a: Effect.Effect<void>, b: Effect.Effect<void>): Effect.Effect<void> =>
+  a === Effect.void ? b : b === Effect.void ? a : Effect.andThen(a, b)
+
 const pair = (left: Events, right: Events): Events => ({
-  started: (j) => Effect.andThen(left.started(j), right.started(j)),
-  completed: (j, d) => Effect.andThen(left.completed(j, d), right.completed(j, d)),
-  retryScheduled: (j, d, e) => Effect.andThen(left.retryScheduled(j, d, e), right.retryScheduled(j, d, e)),
-  rescheduled: (j, d, r) => Effect.andThen(left.rescheduled(j, d, r), right.rescheduled(j, d, r)),
-  dead: (j, r) => Effect.andThen(left.dead(j, r), right.dead(j, r)),
-  cancelled: (j, r) => Effect.andThen(left.cancelled(j, r), right.cancelled(j, r)),
-  workerError: (q, m, c, l) => Effect.andThen(left.workerError(q, m, c, l), right.workerError(q, m, c, l)),
-  bundleFinished: (b) => Effect.andThen(left.bundleFinished?.(b) ?? Effect.void, right.bundleFinished?.(b) ?? Effect.void)
+  started: (j) => both(left.started(j), right.started(j)),
+  completed: (j, d) => both(left.completed(j, d), right.completed(j, d)),
+  retryScheduled: (j, d, e) => both(left.retryScheduled(j, d, e), right.retryScheduled(j, d, e)),
+  rescheduled: (j, d, r) => both(left.rescheduled(j, d, r), right.rescheduled(j, d, r)),
+  dead: (j, r) => both(left.dead(j, r), right.dead(j, r)),
+  cancelled: (j, r) => both(left.cancelled(j, r), right.cancelled(j, r)),
+  workerError: (q, m, c, l) => both(left.workerError(q, m, c, l), right.workerError(q, m, c, l)),
+  bundleFinished: (b) => both(left.bundleFinished?.(b) ?? Effect.void, right.bundleFinished?.(b) ?? Effect.void)
 })
 
 const annotate = (job: JobInfo) => Effect.annotateLogs({ jobId: job.id, job: job.name, queue: job.queue, attempt: job.attempt })

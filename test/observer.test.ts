@@ -5,7 +5,7 @@
  * observers and the user's own all see every event; each run is one span,
  * child of the span that enqueued the job; and the handler middleware stack.
  */
-import { assert, expect, layer } from "@effect/vitest"
+import { assert, describe, expect, it, layer } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
 import { Clock, Deferred, Duration, Effect, Layer, Logger, Metric, Option, Queue, Redacted, References, Schedule, Schema, Tracer } from "effect"
 import { SqlClient } from "effect/sql"
@@ -355,4 +355,21 @@ layer(TestLayer, { excludeTestServices: true })("observer", (it) => {
       assert.include(spans, "effect-jobs.run obs-wrapped")
       assert.notInclude(spans, "effect-jobs.run obs-bare", "no run span without the default stack")
     }))
+})
+
+describe("Observer.combine", () => {
+  const job = { id: "1", name: "obs-combine", queue: "q", attempt: 1, maxAttempts: 1 }
+  it("a side that does nothing on an event adds no step (the worker skips an event nobody observes)", () => {
+    const order: Array<string> = []
+    const mark = Effect.sync(() => void order.push("mine"))
+    const mine: Observer.Events = { ...Observer.noop, completed: () => mark }
+    // the default observer (worker errors logged) plus one that observes only `completed`
+    const combined = Observer.combine(Observer.defaults, mine)
+    assert.strictEqual(combined.started(job), Effect.void, "nobody observes `started`: no step")
+    assert.strictEqual(combined.completed(job, 1), mark, "only one side observes `completed`: its effect alone")
+    // two sides that both observe: both run, left first
+    const theirs: Observer.Events = { ...Observer.noop, completed: () => Effect.sync(() => void order.push("theirs")) }
+    Effect.runSync(Observer.combine(combined, theirs).completed(job, 1))
+    assert.deepStrictEqual(order, ["mine", "theirs"])
+  })
 })
