@@ -189,6 +189,34 @@ layer(TestLayer, { excludeTestServices: true })("live controls", (it) => {
       })
     ))
 
+  it.effect("a worker started while its queue is paused for all workers claims none of its jobs", () =>
+    Effect.gen(function*() {
+      // Before the fix, the producers started claiming before the first control poll had read
+      // the pause flags: the new worker's first claim took the paused queue's jobs.
+      const P = Job.make("lc-paused-start", { args: Schema.Struct({ i: Schema.Number }), queue: "lc-paused-start" })
+      const admin = yield* JobsAdmin.JobsAdmin
+      yield* admin.pause("lc-paused-start")
+      const ids = yield* (yield* Jobs.Jobs).enqueueMany(P, Array.from({ length: 20 }, (_, i) => ({ i })))
+      const runs = new Map<string, number>()
+      const allRan = yield* Deferred.make<void>()
+      const handler = Job.toLayer(P, (_args, ctx) =>
+        Effect.suspend(() => {
+          runs.set(ctx.id, (runs.get(ctx.id) ?? 0) + 1)
+          return runs.size === ids.length ? Deferred.succeed(allRan, undefined) : Effect.void
+        }))
+      const worker = workerOf(yield* startWorker({ queues: { "lc-paused-start": {} }, pruner: false }, handler))
+      assert.isTrue((yield* worker.status)[0]?.pausedGlobally, "the flag is read before the worker claims")
+      // Its first claim would have been its first statement after the registration: by the time
+      // the worker has run a control poll and a maintenance round, it would have claimed.
+      yield* worker.wake
+      for (const id of ids) assert.strictEqual((yield* row(id)).state, "available", `job ${id} is not claimed`)
+      assert.strictEqual(runs.size, 0, "no job of the paused queue ran")
+      // Resumed: the next control poll reads it (within a poll interval), and every job runs once.
+      yield* admin.resume("lc-paused-start")
+      yield* Deferred.await(allRan)
+      for (const n of runs.values()) assert.strictEqual(n, 1)
+    }))
+
   it.effect("pause for all workers: another worker sees it within one poll interval; resume likewise", () => {
     const start = startOfNextSecond()
     return withTestClock(

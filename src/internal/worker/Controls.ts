@@ -24,6 +24,27 @@ export class PauseFlags {
   readonly isPaused = (queue: string) => this.locally.has(queue) || this.globally.has(queue)
 }
 
+/**
+ * The global pause flags of `queues` as they are now, read once before the producers start, so
+ * that a worker started while a queue is paused for all workers claims none of its jobs (the
+ * control poll reads them only once it runs). A failed read is logged and leaves the flags
+ * unset, as they were before any read: the control poll reads them again within an interval.
+ */
+export const readPaused = (
+  store: JobStore["Service"],
+  observer: Events,
+  paused: PauseFlags,
+  queues: ReadonlyArray<string>
+): Effect.Effect<void> =>
+  store.workerControlPoll(queues, []).pipe(
+    Effect.map((result) => {
+      paused.globally = result.paused
+    }),
+    Effect.catchCause((cause) =>
+      observer.workerError("*", "could not read the queues' pause flags at startup; the control poll will", Cause.squash(cause), "Warn")
+    )
+  )
+
 const notServed = (queue: string) =>
   new InvalidWorkerConfig({ message: `queue ${JSON.stringify(queue)} is not served by this worker` })
 
@@ -119,7 +140,9 @@ export const make = Effect.fnUntraced(function*(deps: {
 
   // The control poll, every (shortest) poll interval: which queues are paused for all
   // workers, and which held jobs have a cancel request (the fallback for a missed NOTIFY,
-  // or for `listen: false`). One small statement per worker per interval.
+  // or for `listen: false`). One small statement per worker per interval. The first comes one
+  // interval after the start: the flags were read just before the producers started
+  // (`readPaused`), and no job was held then.
   const controlPoll = pausing.withPermits(1)(Effect.gen(function*() {
     const names = producers.served()
     const result = yield* store.workerControlPoll(names, held.ids())
@@ -135,7 +158,7 @@ export const make = Effect.fnUntraced(function*(deps: {
   const controlMillis = () =>
     Math.min(config.maintenanceMillis, ...producers.served().map((name) => producers.get(name)!.config().pollMillis))
   yield* Effect.forkScoped(
-    Effect.forever(Effect.andThen(controlPoll, Effect.suspend(() => Effect.sleep(jitter(controlMillis())))))
+    Effect.forever(Effect.andThen(Effect.suspend(() => Effect.sleep(jitter(controlMillis()))), controlPoll))
   )
 
   // The settings reader: a queue's settings as read now take effect in place, as with

@@ -140,6 +140,8 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     defaultMiddleware: options.defaultMiddleware ?? true
   })
   const paused = new Controls.PauseFlags()
+  // Before the first claim: a queue paused for all workers stays paused on a worker that starts now.
+  yield* Controls.readPaused(store, observer, paused, config.queues.map((q) => q.name))
   const producers = yield* Producer.makeProducers({
     config,
     store,
