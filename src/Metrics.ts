@@ -25,6 +25,7 @@
  * @since 0.1.0
  */
 import { Metric } from "effect"
+import { runDurationBoundaries } from "./internal/metricOptions.ts"
 
 export const started = Metric.counter("effect_jobs_started_total", {
   description: "Job runs started",
@@ -69,7 +70,7 @@ export const workerErrors = Metric.counter("effect_jobs_worker_errors_total", {
 /** Seconds: 20 doubling bounds from 5 ms to about 44 minutes (2621.44 s), then +Inf. */
 export const runDuration = Metric.histogram("effect_jobs_run_duration_seconds", {
   description: "Time from a run's start until its outcome is written, in seconds",
-  boundaries: Metric.exponentialBoundaries({ start: 0.005, factor: 2, count: 21 })
+  boundaries: runDurationBoundaries
 })
 
 export const jobs = Metric.gauge("effect_jobs_jobs", {

@@ -373,3 +373,41 @@ describe("Observer.combine", () => {
     assert.deepStrictEqual(order, ["mine", "theirs"])
   })
 })
+
+describe("Observer.metricsEvents", () => {
+  const job = { id: "1", name: "obs-series", queue: "obs-series-q", attempt: 1, maxAttempts: 1, runMillis: 20 }
+  /** The series of `id` in a fresh registry, as attributes and state. */
+  const seriesOf = (id: string) =>
+    Effect.map(Metric.snapshot, (all) => all.filter((s) => s.id === id).map((s) => ({ attributes: s.attributes, state: s.state })))
+  const fresh = <A>(effect: Effect.Effect<A>) => Effect.provideService(effect, Metric.MetricRegistry, new Map())
+
+  it("updates the same series as Metric.withAttributes on the definitions of src/Metrics.ts", () => {
+    const events = Observer.metricsEvents()
+    const [started, durations] = Effect.runSync(fresh(Effect.gen(function*() {
+      yield* events.started(job)
+      yield* events.completed(job, 20)
+      // the series as a user would address them from the public definitions
+      const attributes = { queue: job.queue, job_name: job.name }
+      yield* Metric.update(Metric.withAttributes(Metrics.started, attributes), 1)
+      yield* Metric.update(Metric.withAttributes(Metrics.runDuration, { ...attributes, outcome: "completed" }), 0.02)
+      return [yield* seriesOf("effect_jobs_started_total"), yield* seriesOf("effect_jobs_run_duration_seconds")]
+    })))
+    assert.deepStrictEqual(started, [{ attributes: { job_name: job.name, queue: job.queue }, state: { count: 2, incremental: true } }])
+    assert.strictEqual(durations.length, 1, "one histogram series")
+    assert.strictEqual((durations[0]!.state as { readonly count: number }).count, 2)
+  })
+
+  it("the context's own metric attributes are kept, and ours win where they name the same", () => {
+    const events = Observer.metricsEvents()
+    const run = (context: Readonly<Record<string, string>>) =>
+      Effect.runSync(fresh(Effect.andThen(events.started(job), seriesOf("effect_jobs_started_total")).pipe(
+        Effect.provideService(Metric.CurrentMetricAttributes, context)
+      )))
+    assert.deepStrictEqual(run({ service: "api" }), [
+      { attributes: { job_name: job.name, queue: job.queue, service: "api" }, state: { count: 1, incremental: true } }
+    ])
+    assert.deepStrictEqual(run({ service: "api", queue: "theirs" }), [
+      { attributes: { job_name: job.name, queue: job.queue, service: "api" }, state: { count: 1, incremental: true } }
+    ])
+  })
+})
