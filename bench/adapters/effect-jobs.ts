@@ -9,6 +9,7 @@
  * | `effect-jobs-prefetch500`          | 0 (delete on done) | 500                       |
  * | `effect-jobs-retained`             | default (1 day)    | default (adaptive)        |
  * | `effect-jobs-retained-prefetch500` | default (1 day)    | 500                       |
+ * | `effect-jobs-observed`             | 0 (delete on done) | default, and `Observer.layer` (metrics + logging) |
  *
  * `retention: 0` is what graphile-worker (the ratio baseline) and the pgbench floor do:
  * a completed job is deleted. pg-boss and PersistedQueue keep completed rows (an UPDATE),
@@ -52,6 +53,8 @@ export interface Variant {
    * over `groups` groups; "global" = `flow: { global: <the drain's concurrency> }`.
    */
   readonly flow?: { readonly mode: "per-group"; readonly groups: number } | { readonly mode: "global" } | undefined
+  /** `true`: the worker runs with `Observer.layer` (the metrics and logging observers), as an app that exports metrics would. */
+  readonly observed?: boolean | undefined
 }
 
 const ENQUEUE_CHUNK = 20_000
@@ -100,9 +103,14 @@ export const make = (variant: Variant): Adapter => {
         ? () => Effect.andThen(Effect.sleep(jobMillis), Effect.sync(onStart))
         : () => Effect.sync(onStart)
     )
-    const observer = onDurable === undefined
+    const durable: Observer.Events | undefined = onDurable === undefined
+      ? undefined
+      : { ...Observer.noop, completed: () => Effect.sync(onDurable) }
+    const observer = variant.observed === true
+      ? (durable === undefined ? Observer.layer : Observer.layerWith(durable))
+      : durable === undefined
       ? Layer.empty
-      : Observer.add({ ...Observer.noop, completed: () => Effect.sync(onDurable) })
+      : Observer.add(durable)
     const worker = Worker.layer({
       ...extraWorkerOptions(),
       queues: {

@@ -22,9 +22,10 @@ const effectJobs = (
   name: string,
   deleteOnComplete: boolean,
   prefetch: number | undefined,
-  flow?: { readonly mode: "per-group"; readonly groups: number } | { readonly mode: "global" }
+  flow?: { readonly mode: "per-group"; readonly groups: number } | { readonly mode: "global" },
+  observed?: boolean
 ) =>
-async () => (await import("./effect-jobs.ts")).make({ name, deleteOnComplete, prefetch, flow })
+async () => (await import("./effect-jobs.ts")).make({ name, deleteOnComplete, prefetch, flow, observed })
 
 export const adapters: ReadonlyArray<AdapterEntry> = [
   {
@@ -89,6 +90,12 @@ export const adapters: ReadonlyArray<AdapterEntry> = [
     name: "effect-jobs-global",
     description: "effect-jobs: retention 0, flow: { global: concurrency } (gated claim), prefetch 500",
     load: effectJobs("effect-jobs-global", true, 500, { mode: "global" }),
+    scenarios: ["drain"]
+  },
+  {
+    name: "effect-jobs-observed",
+    description: "effect-jobs: retention 0, prefetch default, with Observer.layer (metrics + logging observers, as an app exporting metrics runs it)",
+    load: effectJobs("effect-jobs-observed", true, undefined, undefined, true),
     scenarios: ["drain"]
   },
   {
