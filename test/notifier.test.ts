@@ -174,8 +174,12 @@ layer(TestDb.layer(), { excludeTestServices: true })("the process's LISTEN sessi
         ).pipe(Layer.provideMerge(namedPool("nt-nolisten")))
       )
       const jobs = Context.get(ctx, Jobs.Jobs)
-      yield* jobs.enqueue(Job.make("nt-poll", { args: Schema.Struct({}), queue: "nt-poll" }), {})
+      const poll = Job.make("nt-poll", { args: Schema.Struct({}), queue: "nt-poll" })
+      const id = yield* jobs.enqueue(poll, {})
       yield* Queue.take(seen) // found by polling: the worker is up
+      // Its outcome written: the finish statement's own NOTIFY on the done channel (empty
+      // payload) went out before the subscription below, not in the middle of what it checks.
+      yield* waitFor("the job's outcome written", Effect.map(jobs.status(poll, id), (s) => Option.liftPredicate(s, (x) => x.state === "completed")))
       assert.deepStrictEqual(yield* listenSessions("nt-nolisten"), [], "no LISTEN session")
 
       // A subscriber opens the session; a second channel joins it, and leaves it, on the same
