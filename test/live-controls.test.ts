@@ -217,6 +217,35 @@ layer(TestLayer, { excludeTestServices: true })("live controls", (it) => {
       for (const n of runs.values()) assert.strictEqual(n, 1)
     }))
 
+  it.effect("a queue added by reconfigure while it is paused for all workers: none of its jobs is claimed", () =>
+    Effect.gen(function*() {
+      const A = Job.make("lc-served", { args: Schema.Struct({}), queue: "lc-served" })
+      const P = Job.make("lc-paused-added", { args: Schema.Struct({ i: Schema.Number }), queue: "lc-paused-added" })
+      const admin = yield* JobsAdmin.JobsAdmin
+      yield* admin.pause("lc-paused-added")
+      const ids = yield* (yield* Jobs.Jobs).enqueueMany(P, Array.from({ length: 20 }, (_, i) => ({ i })))
+      const runs = new Map<string, number>()
+      const allRan = yield* Deferred.make<void>()
+      const handlers = Layer.mergeAll(
+        Job.toLayer(A, () => Effect.void),
+        Job.toLayer(P, (_args, ctx) =>
+          Effect.suspend(() => {
+            runs.set(ctx.id, (runs.get(ctx.id) ?? 0) + 1)
+            return runs.size === ids.length ? Deferred.succeed(allRan, undefined) : Effect.void
+          }))
+      )
+      const worker = workerOf(yield* startWorker({ queues: { "lc-served": {} }, pruner: false }, handlers))
+      yield* worker.reconfigure({ "lc-served": {}, "lc-paused-added": {} })
+      const added = (yield* worker.status).find((s) => s.name === "lc-paused-added")
+      assert.isTrue(added?.pausedGlobally, "the flag is read before the added queue's first claim")
+      yield* worker.wake
+      for (const id of ids) assert.strictEqual((yield* row(id)).state, "available", `job ${id} is not claimed`)
+      assert.strictEqual(runs.size, 0, "no job of the paused queue ran")
+      yield* admin.resume("lc-paused-added")
+      yield* Deferred.await(allRan)
+      for (const n of runs.values()) assert.strictEqual(n, 1)
+    }))
+
   it.effect("pause for all workers: another worker sees it within one poll interval; resume likewise", () => {
     const start = startOfNextSecond()
     return withTestClock(

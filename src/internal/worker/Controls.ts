@@ -24,11 +24,22 @@ export class PauseFlags {
   readonly isPaused = (queue: string) => this.locally.has(queue) || this.globally.has(queue)
 }
 
+/** The global flags of `queues`, and only theirs, as read: paused are those in `read`. */
+const setGlobally = (paused: PauseFlags, queues: ReadonlyArray<string>, read: ReadonlySet<string>) => {
+  const next = new Set(paused.globally)
+  for (const queue of queues) {
+    if (read.has(queue)) next.add(queue)
+    else next.delete(queue)
+  }
+  paused.globally = next
+}
+
 /**
- * The global pause flags of `queues` as they are now, read once before the producers start, so
- * that a worker started while a queue is paused for all workers claims none of its jobs (the
- * control poll reads them only once it runs). A failed read is logged and leaves the flags
- * unset, as they were before any read: the control poll reads them again within an interval.
+ * The global pause flags of `queues` as they are now, read before their producers start (the
+ * worker's start, a queue added by `reconfigure`), so that a queue paused for all workers is
+ * paused here from its first claim on (the control poll reads the flags only when it runs). A
+ * failed read is logged and leaves the flags unset, as they were before any read: the control
+ * poll reads them again within an interval.
  */
 export const readPaused = (
   store: JobStore["Service"],
@@ -37,11 +48,9 @@ export const readPaused = (
   queues: ReadonlyArray<string>
 ): Effect.Effect<void> =>
   store.workerControlPoll(queues, []).pipe(
-    Effect.map((result) => {
-      paused.globally = result.paused
-    }),
+    Effect.map((result) => setGlobally(paused, queues, result.paused)),
     Effect.catchCause((cause) =>
-      observer.workerError("*", "could not read the queues' pause flags at startup; the control poll will", Cause.squash(cause), "Warn")
+      observer.workerError("*", "could not read the queues' pause flags; the control poll will", Cause.squash(cause), "Warn")
     )
   )
 
@@ -81,7 +90,10 @@ export const make = Effect.fnUntraced(function*(deps: {
     // 1. Queues no longer served: their producers finish the claim in flight (if any), give
     //    back what they buffered, and end. Their running jobs finish and are recorded as usual.
     yield* producers.stopOthers(new Set(next.queues.map((q) => q.name)))
-    // 2. Kept queues take their new settings in place (no restart); new ones start.
+    // 2. Kept queues take their new settings in place (no restart); new ones start, paused for
+    //    all workers if their flag says so (read first).
+    const added = next.queues.filter((q) => !producers.isServed(q.name)).map((q) => q.name)
+    if (added.length > 0) yield* pausing.withPermits(1)(readPaused(store, observer, paused, added))
     for (const queue of next.queues) {
       if (producers.isServed(queue.name)) producers.get(queue.name)!.update(queue)
       else yield* producers.start(queue)
@@ -147,7 +159,8 @@ export const make = Effect.fnUntraced(function*(deps: {
     const names = producers.served()
     const result = yield* store.workerControlPoll(names, held.ids())
     const before = paused.globally
-    paused.globally = result.paused
+    // (only the queues asked about: one added meanwhile keeps the flag read when it was added)
+    setGlobally(paused, names, result.paused)
     for (const name of names) if (before.has(name) !== result.paused.has(name)) producers.get(name)?.notify()
     return result.cancel
   })).pipe(
