@@ -307,11 +307,13 @@ export const metricsEvents = (): Events => {
 /**
  * One series of a per-job metric, updated by hand (`updateUnsafe` on the fiber's context) once
  * or twice per job. `Metric.update` of a `Metric.withAttributes` metric adds the attributes to a
- * copy of the whole context at every update (about 15 µs of worker CPU per job with the
- * default layers, BENCHMARKS.md); `fast` is the same series made with its attributes built in
- * (a series is its metric's type, id, description and attributes), which reads the context and
- * copies nothing. The two differ only when the context's own metric attributes
- * (`Metric.CurrentMetricAttributes`) name one of ours: then `withAttributes`, where ours win.
+ * copy of the whole context at every update; `fast` is the same series made with its attributes
+ * built in (a series is its metric's type, id, description and attributes), which reads the
+ * context and copies nothing (with `Observer.layer`, a drain's worker CPU went from 42.5 to 37.5
+ * µs per job: BENCHMARKS.md, eighth session). The counters of src/Metrics.ts are all
+ * `incremental`, as `fast` makes them. The two differ only when the context's own metric
+ * attributes (`Metric.CurrentMetricAttributes`) name one of ours: then `withAttributes`, where
+ * ours win.
  */
 interface Series {
   readonly fast: Metric.Metric<number, unknown>
