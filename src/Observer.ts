@@ -309,11 +309,11 @@ export const metricsEvents = (): Events => {
  * or twice per job. `Metric.update` of a `Metric.withAttributes` metric adds the attributes to a
  * copy of the whole context at every update; `fast` is the same series made with its attributes
  * built in (a series is its metric's type, id, description and attributes), which reads the
- * context and copies nothing (with `Observer.layer`, a drain's worker CPU went from 42.5 to 37.5
- * µs per job with this and the change to `combine` above: BENCHMARKS.md, eighth session). The counters of src/Metrics.ts are all
- * `incremental`, as `fast` makes them. The two differ only when the context's own metric
- * attributes (`Metric.CurrentMetricAttributes`) name one of ours: then `withAttributes`, where
- * ours win.
+ * context and copies nothing. With `Observer.layer`, this and the change to `combine` above took
+ * a drain's worker CPU from 42.5 to 37.5 µs per job (BENCHMARKS.md, eighth session). The
+ * counters of src/Metrics.ts are all `incremental`, as `fast` makes them. The two differ only
+ * when the context's own metric attributes (`Metric.CurrentMetricAttributes`) name one of ours:
+ * then `withAttributes`, where ours win.
  */
 interface Series {
   readonly fast: Metric.Metric<number, unknown>
