@@ -137,6 +137,8 @@ const JobJson = Schema.Struct({
   requestId: Schema.NullOr(Schema.String),
   lockedBy: Schema.NullOr(Schema.String),
   leaseExpiresAt: Time,
+  /** `JobsAdmin.JobDetails.buffered`: running, but waiting in its worker's buffer. */
+  buffered: Schema.Boolean,
   createdAt: Schema.String,
   attemptedAt: Time,
   finalizedAt: Time,
@@ -451,6 +453,7 @@ const toJson = (hidden: ReadonlySet<string>) => (job: JobsAdmin.JobDetails): typ
     requestId: job.requestId ?? null,
     lockedBy: job.lockedBy ?? null,
     leaseExpiresAt: iso(job.leaseExpiresAt),
+    buffered: job.buffered,
     createdAt: job.createdAt.toISOString(),
     attemptedAt: iso(job.attemptedAt),
     finalizedAt: iso(job.finalizedAt),

@@ -88,6 +88,12 @@ export interface JobDetails {
   /** The worker holding it, while `running`. */
   readonly lockedBy: string | undefined
   readonly leaseExpiresAt: Date | undefined
+  /**
+   * `running` but not started yet: claimed ahead of a free slot, waiting in its worker's buffer
+   * (the worker's beat clears the mark within about half a second of the start). Such a job's
+   * `attemptedAt` is when it was claimed.
+   */
+  readonly buffered: boolean
   readonly createdAt: Date
   readonly attemptedAt: Date | undefined
   readonly finalizedAt: Date | undefined
@@ -402,6 +408,7 @@ const toDetails = (row: JobDetailRow): JobDetails => ({
   requestId: optionalString(row.request_id),
   lockedBy: optionalString(row.locked_by),
   leaseExpiresAt: optionalDate(row.lease_expires_at),
+  buffered: row.buffered === true,
   createdAt: row.created_at,
   attemptedAt: optionalDate(row.attempted_at),
   finalizedAt: optionalDate(row.finalized_at),

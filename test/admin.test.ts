@@ -316,6 +316,24 @@ layer(TestLayer, { excludeTestServices: true })("JobsAdmin", (it) => {
       assert.strictEqual((yield* Effect.flip(admin.cancel("31337313373")))._tag, "JobNotFound")
     }))
 
+  it.effect("get: a job claimed ahead of a free slot is running and buffered; the one that started is not", () =>
+    Effect.gen(function*() {
+      const started = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const Held = Job.make("admin-held", { args: Schema.Struct({ n: Schema.Number }), queue: "adm-buffered" })
+      // enqueued first, so that the worker's first claim takes all three: one slot, two ahead
+      const ids = yield* (yield* Jobs.Jobs).enqueueMany(Held, [1, 2, 3].map((n) => ({ n })))
+      yield* startWorker(
+        { queues: { "adm-buffered": { concurrency: 1, prefetch: 2 } }, pruner: false },
+        Job.toLayer(Held, () => Effect.andThen(Deferred.succeed(started, undefined), Deferred.await(release)))
+      )
+      yield* Deferred.await(started)
+      const admin = yield* JobsAdmin.JobsAdmin
+      const jobs = yield* Effect.forEach(ids, (id) => admin.get(id))
+      assert.deepStrictEqual(jobs.map((j) => [j.state, j.buffered]), [["running", false], ["running", true], ["running", true]])
+      yield* Deferred.succeed(release, undefined)
+    }))
+
   it.effect("cancel: a running job is interrupted by its worker and ends cancelled", () =>
     Effect.gen(function*() {
       const probe = yield* makeProbe

@@ -483,6 +483,7 @@ async function jobPage(id) {
         field("finished", time(j.finalizedAt)),
         field("pruned at", time(j.pruneAt)),
         j.lockedBy ? field("worker", `${j.lockedBy} (lease until ${time(j.leaseExpiresAt)})`) : "",
+        j.buffered ? field("buffered", "claimed ahead, waiting in the worker's buffer for a free slot") : "",
         j.cancelRequestedAt ? field("cancel requested", time(j.cancelRequestedAt)) : ""
       ),
       h("h2", {}, "Arguments"),
@@ -525,7 +526,7 @@ function running() {
           h("td", {}, j.name),
           h("td", {}, j.queue),
           h("td", {}, j.lockedBy ?? ""),
-          h("td", {}, j.attemptedAt ? `${time(j.attemptedAt)} (${relative(j.attemptedAt)})` : ""),
+          h("td", {}, j.buffered ? "buffered (not started)" : j.attemptedAt ? `${time(j.attemptedAt)} (${relative(j.attemptedAt)})` : ""),
           h("td", {}, time(j.leaseExpiresAt)),
           h("td", { class: "actions" }, cancelButton(j))
         )

@@ -291,7 +291,7 @@ const get = Command.make(
         ["unique key", job.uniqueKey === undefined ? "-" : oneLine(job.uniqueKey) + uniqueHow(job)],
         ["group", job.group === undefined ? "-" : oneLine(job.group)],
         ["request id", job.requestId === undefined ? "-" : oneLine(job.requestId)],
-        ["locked by", job.lockedBy === undefined ? "-" : `${oneLine(job.lockedBy)} (lease until ${time(job.leaseExpiresAt)})`],
+        ["locked by", job.lockedBy === undefined ? "-" : `${oneLine(job.lockedBy)} (lease until ${time(job.leaseExpiresAt)})${job.buffered ? ", buffered: not started yet" : ""}`],
         ["args", compact(job.args)],
         ["result", compact(job.result)],
         ["metadata", compact(job.metadata)]

@@ -1279,6 +1279,8 @@ export interface JobDetailRow {
   readonly request_id: string | null
   readonly locked_by: string | null
   readonly lease_expires_at: Date | null
+  /** `running` and marked `buffered` (migrations/0011): claimed ahead, not seen started yet. */
+  readonly buffered: boolean
   readonly created_at: Date
   readonly attempted_at: Date | null
   readonly finalized_at: Date | null
@@ -1590,8 +1592,8 @@ const stateBranches = (states: ReadonlyArray<JobState>): string => {
 
 /** (Statements that select these order by `jobs.id`: a bare `id` is the text column.) */
 const detailColumns = `id::text, name, queue, state, priority, attempt, max_attempts, run_at, args, result, errors,
-  unique_key, unique_states, unique_window, group_key, metadata, request_id, locked_by, lease_expires_at, created_at,
-  attempted_at, finalized_at, prune_at, cancel_requested_at`
+  unique_key, unique_states, unique_window, group_key, metadata, request_id, locked_by, lease_expires_at,
+  (state = 'running' AND buffered) AS buffered, created_at, attempted_at, finalized_at, prune_at, cancel_requested_at`
 
 /** The `ManagementStore` statements on a client without name transforms. */
 export const makeManagement = (sql: SqlClient.SqlClient, schema: string): ManagementStore => {
