@@ -35,6 +35,35 @@ const statusUntil = (worker: Worker.Worker["Service"], queue: string, f: (s: Wor
     { step: "10 millis", limit }
   )
 
+/**
+ * A queue `queue` paused for all workers with 20 jobs of `P` waiting in it, and a handler of `P`
+ * that counts its runs per job: `allRan` completes once each job ran.
+ */
+const pausedQueueWithJobs = (queue: string) =>
+  Effect.gen(function*() {
+    const P = Job.make(queue, { args: Schema.Struct({ i: Schema.Number }), queue })
+    const admin = yield* JobsAdmin.JobsAdmin
+    yield* admin.pause(queue)
+    const ids = yield* (yield* Jobs.Jobs).enqueueMany(P, Array.from({ length: 20 }, (_, i) => ({ i })))
+    const runs = new Map<string, number>()
+    const allRan = yield* Deferred.make<void>()
+    const handler = Job.toLayer(P, (_args, ctx) =>
+      Effect.suspend(() => {
+        runs.set(ctx.id, (runs.get(ctx.id) ?? 0) + 1)
+        return runs.size === ids.length ? Deferred.succeed(allRan, undefined) : Effect.void
+      }))
+    /** None of the jobs claimed or run; then resumed, each runs once. */
+    const untouchedThenRunOnce = Effect.gen(function*() {
+      for (const id of ids) assert.strictEqual((yield* row(id)).state, "available", `job ${id} is not claimed`)
+      assert.strictEqual(runs.size, 0, "no job of the paused queue ran")
+      // Resumed: the next control poll reads it (within a poll interval), and every job runs once.
+      yield* admin.resume(queue)
+      yield* Deferred.await(allRan)
+      for (const n of runs.values()) assert.strictEqual(n, 1)
+    })
+    return { handler, untouchedThenRunOnce }
+  })
+
 layer(TestLayer, { excludeTestServices: true })("live controls", (it) => {
   it.effect("reconfigure under load: queues come and go, jobs keep flowing, each runs exactly once", () =>
     Effect.gen(function*() {
@@ -193,57 +222,25 @@ layer(TestLayer, { excludeTestServices: true })("live controls", (it) => {
     Effect.gen(function*() {
       // Before the fix, the producers started claiming before the first control poll had read
       // the pause flags: the new worker's first claim took the paused queue's jobs.
-      const P = Job.make("lc-paused-start", { args: Schema.Struct({ i: Schema.Number }), queue: "lc-paused-start" })
-      const admin = yield* JobsAdmin.JobsAdmin
-      yield* admin.pause("lc-paused-start")
-      const ids = yield* (yield* Jobs.Jobs).enqueueMany(P, Array.from({ length: 20 }, (_, i) => ({ i })))
-      const runs = new Map<string, number>()
-      const allRan = yield* Deferred.make<void>()
-      const handler = Job.toLayer(P, (_args, ctx) =>
-        Effect.suspend(() => {
-          runs.set(ctx.id, (runs.get(ctx.id) ?? 0) + 1)
-          return runs.size === ids.length ? Deferred.succeed(allRan, undefined) : Effect.void
-        }))
+      const { handler, untouchedThenRunOnce } = yield* pausedQueueWithJobs("lc-paused-start")
       const worker = workerOf(yield* startWorker({ queues: { "lc-paused-start": {} }, pruner: false }, handler))
       assert.isTrue((yield* worker.status)[0]?.pausedGlobally, "the flag is read before the worker claims")
-      // Its first claim would have been its first statement after the registration: by the time
-      // the worker has run a control poll and a maintenance round, it would have claimed.
       yield* worker.wake
-      for (const id of ids) assert.strictEqual((yield* row(id)).state, "available", `job ${id} is not claimed`)
-      assert.strictEqual(runs.size, 0, "no job of the paused queue ran")
-      // Resumed: the next control poll reads it (within a poll interval), and every job runs once.
-      yield* admin.resume("lc-paused-start")
-      yield* Deferred.await(allRan)
-      for (const n of runs.values()) assert.strictEqual(n, 1)
+      yield* untouchedThenRunOnce
     }))
 
   it.effect("a queue added by reconfigure while it is paused for all workers: none of its jobs is claimed", () =>
     Effect.gen(function*() {
       const A = Job.make("lc-served", { args: Schema.Struct({}), queue: "lc-served" })
-      const P = Job.make("lc-paused-added", { args: Schema.Struct({ i: Schema.Number }), queue: "lc-paused-added" })
-      const admin = yield* JobsAdmin.JobsAdmin
-      yield* admin.pause("lc-paused-added")
-      const ids = yield* (yield* Jobs.Jobs).enqueueMany(P, Array.from({ length: 20 }, (_, i) => ({ i })))
-      const runs = new Map<string, number>()
-      const allRan = yield* Deferred.make<void>()
-      const handlers = Layer.mergeAll(
-        Job.toLayer(A, () => Effect.void),
-        Job.toLayer(P, (_args, ctx) =>
-          Effect.suspend(() => {
-            runs.set(ctx.id, (runs.get(ctx.id) ?? 0) + 1)
-            return runs.size === ids.length ? Deferred.succeed(allRan, undefined) : Effect.void
-          }))
+      const { handler, untouchedThenRunOnce } = yield* pausedQueueWithJobs("lc-paused-added")
+      const worker = workerOf(
+        yield* startWorker({ queues: { "lc-served": {} }, pruner: false }, Layer.mergeAll(Job.toLayer(A, () => Effect.void), handler))
       )
-      const worker = workerOf(yield* startWorker({ queues: { "lc-served": {} }, pruner: false }, handlers))
       yield* worker.reconfigure({ "lc-served": {}, "lc-paused-added": {} })
       const added = (yield* worker.status).find((s) => s.name === "lc-paused-added")
       assert.isTrue(added?.pausedGlobally, "the flag is read before the added queue's first claim")
       yield* worker.wake
-      for (const id of ids) assert.strictEqual((yield* row(id)).state, "available", `job ${id} is not claimed`)
-      assert.strictEqual(runs.size, 0, "no job of the paused queue ran")
-      yield* admin.resume("lc-paused-added")
-      yield* Deferred.await(allRan)
-      for (const n of runs.values()) assert.strictEqual(n, 1)
+      yield* untouchedThenRunOnce
     }))
 
   it.effect("pause for all workers: another worker sees it within one poll interval; resume likewise", () => {
