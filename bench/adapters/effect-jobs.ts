@@ -106,8 +106,9 @@ export const make = (variant: Variant): Adapter => {
     const durable: Observer.Events | undefined = onDurable === undefined
       ? undefined
       : { ...Observer.noop, completed: () => Effect.sync(onDurable) }
+    // (`combine` drops a `noop` part: `layerWith(noop)` is `Observer.layer` itself)
     const observer = variant.observed === true
-      ? (durable === undefined ? Observer.layer : Observer.layerWith(durable))
+      ? Observer.layerWith(durable ?? Observer.noop)
       : durable === undefined
       ? Layer.empty
       : Observer.add(durable)
